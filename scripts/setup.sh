@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: a venv with parawatt and its dev tools, and the system
+# tools the tests use (Prometheus/promtool from Debian, PostgreSQL server binaries, gcc).
+# A second run only checks stamps and returns in about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${PARAWATT_VENV:-.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+stamp_of() { cat pyproject.toml | sha256sum | cut -c1-16; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+want=$(stamp_of)
+if [ "$(cat "$VENV/.parawatt-stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing parawatt and its dependencies into $VENV (torch is large: ~2 min first time)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  echo "$want" > "$VENV/.parawatt-stamp"
+fi
+
+need_apt=()
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # Debian's prometheus package starts a service; the tests start their own.
+    (command -v systemctl >/dev/null && systemctl stop prometheus 2>/dev/null) || true
+    pkill -x prometheus 2>/dev/null || true
+  else
+    echo "[setup] missing system tools (${need_apt[*]}); the tests that need them will be skipped" >&2
+  fi
+fi
