@@ -8,6 +8,9 @@ VENV=${PARAWATT_VENV:-.venv}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
+# pip under a quiet filter: this machine's global pip config names local indexes that may be absent.
+pipq() { local rc; set +e; "$@" 2>&1 | grep -v 'is ignored: it is neither'; rc=${PIPESTATUS[0]}; set -e; return "$rc"; }
+
 stamp_of() { cat pyproject.toml | sha256sum | cut -c1-16; }
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -17,9 +20,22 @@ fi
 want=$(stamp_of)
 if [ "$(cat "$VENV/.parawatt-stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing parawatt and its dependencies into $VENV (torch is large: ~2 min first time)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  pipq "$VENV/bin/python" -m pip install -q --upgrade pip
+  pipq "$VENV/bin/python" -m pip install -q -e '.[dev]'
   echo "$want" > "$VENV/.parawatt-stamp"
+fi
+
+# docker-compose 1.29 (PyPI) validates docker-compose.yml offline; it has its own venv because its
+# pinned dependencies (PyYAML 5, old requests) clash with ours, and PyYAML 5 needs cython<3 to build.
+COMPOSE_VENV=${PARAWATT_COMPOSE_VENV:-.venv-compose}
+if [ ! -x "$COMPOSE_VENV/bin/docker-compose" ]; then
+  echo "[setup] installing docker-compose 1.29 into $COMPOSE_VENV (validates the compose file)"
+  rm -rf "$COMPOSE_VENV"
+  "$PY" -m venv "$COMPOSE_VENV"
+  cons=$(mktemp); echo 'cython<3' > "$cons"
+  PIP_CONSTRAINT="$cons" pipq "$COMPOSE_VENV/bin/python" -m pip install -q docker-compose==1.29.2 \
+    || echo "[setup] docker-compose could not be installed; the compose test will be skipped" >&2
+  rm -f "$cons"
 fi
 
 need_apt=()
