@@ -21,7 +21,7 @@ want=$(stamp_of)
 if [ "$(cat "$VENV/.parawatt-stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing parawatt and its dependencies into $VENV (torch is large: ~2 min first time)"
   pipq "$VENV/bin/python" -m pip install -q --upgrade pip
-  pipq "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  pipq "$VENV/bin/python" -m pip install -q -e '.[train,dev]'
   echo "$want" > "$VENV/.parawatt-stamp"
 fi
 
