@@ -1,0 +1,121 @@
+"""power-daemon command line: `serve` and `probe` (thin: options -> DaemonConfig -> server)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from power_daemon import __version__
+from power_daemon.config import BACKENDS, DaemonConfig
+from power_daemon.errors import ConfigError, DaemonError
+
+log = logging.getLogger("power_daemon")
+
+
+def _config(**kwargs) -> DaemonConfig:
+    rapl = kwargs.pop("rapl")
+    kwargs["rapl"] = "auto" if rapl is None else ("on" if rapl else "off")
+    return DaemonConfig(**kwargs)
+
+
+def _fail(e: DaemonError) -> None:
+    click.echo(f"power-daemon: error: {e}", err=True)
+    sys.exit(2 if isinstance(e, ConfigError) else 1)
+
+
+def _backend_options(fn):
+    options = [
+        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True),
+        click.option("--sim-devices", type=int, default=2, show_default=True),
+        click.option(
+            "--rapl/--no-rapl", default=None, help="CPU/DRAM energy (default: where readable)"
+        ),
+        click.option("--rapl-root", default="/sys/class/powercap", show_default=True),
+        click.option("--hostname", default="", help="node name to report (default: this host's)"),
+        click.option("--seed", type=int, default=0, show_default=True, help="sim noise and UUIDs"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group()
+@click.version_option(__version__, prog_name="power-daemon")
+@click.option("--log-level", default="info", show_default=True)
+def main(log_level: str) -> None:
+    """parawatt per-node power daemon."""
+    logging.basicConfig(
+        level=log_level.upper(), format="power-daemon: %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
+@main.command()
+@click.option(
+    "--listen", default="127.0.0.1:50051", show_default=True, help="HOST:PORT; port 0 = free"
+)
+@_backend_options
+@click.option("--interval-ms", type=float, default=20.0, show_default=True)
+@click.option("--buffer-capacity", type=int, default=300_000, show_default=True)
+@click.option(
+    "--stream-linger-ms",
+    type=float,
+    default=100.0,
+    show_default=True,
+    help="how long a live stream waits to fill a batch",
+)
+@click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
+def serve(port_file: str | None, **options) -> None:
+    """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT."""
+    from power_daemon.server import create_server
+
+    stop = threading.Event()
+    try:
+        server, port = create_server(_config(**options))
+    except DaemonError as e:
+        _fail(e)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        server.start()
+        if port_file:  # before the line below, so whoever waits for the line finds the file
+            tmp = Path(f"{port_file}.tmp{os.getpid()}")
+            tmp.write_text(f"{port}\n")
+            tmp.replace(port_file)  # readers never see a half-written file
+        core = server.core
+        click.echo(
+            f"power-daemon listening on {server.address} (backend={server.backend.name}, "
+            f"devices={len(core.devices)}, boot_id={core.boot_id})"
+        )
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+        log.info("stopping")
+    log.info("stopped")
+
+
+@main.command()
+@click.option("--daemon", "address", help="query a running daemon at HOST:PORT instead")
+@_backend_options
+@click.option("--count", type=int, default=3, show_default=True, help="readings per device")
+@click.option("--interval-ms", type=float, default=200.0, show_default=True)
+@click.option("--timeout-s", type=float, default=5.0, show_default=True)
+def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
+    """List devices and print a few readings (local backend, or a daemon with --daemon)."""
+    from power_daemon.probe import probe_daemon, probe_local
+
+    interval_s = options["interval_ms"] / 1000.0
+    try:
+        if address:
+            lines = probe_daemon(address, count, interval_s, timeout_s)
+        else:
+            lines = probe_local(_config(**options), count, interval_s)
+        for line in lines:
+            click.echo(line)
+    except DaemonError as e:
+        _fail(e)

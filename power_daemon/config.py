@@ -1,0 +1,87 @@
+"""Daemon configuration: one frozen dataclass, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from power_daemon.errors import ConfigError
+
+BACKENDS = ("auto", "nvml", "sim")
+RAPL_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """Behaviour of the simulated GPUs (see backends/sim.py)."""
+
+    idle_w: float = 60.0  # no run on the device
+    run_w: float = 90.0  # a run is open on the device but no step (data loading, eval, sync)
+    busy_w: float = 300.0  # a step is open on the device
+    ramp_tau_s: float = 0.03  # first-order time constant of power changes
+    noise_w: float = 3.0  # RMS of the seeded power noise
+    counter_period_s: float = 0.1  # the energy counter advances in steps this far apart
+    avg_window_s: float = 1.0  # power_avg_w averages over this window
+    power_limit_w: float = 400.0
+    memory_total_bytes: float = 80e9
+    ambient_c: float = 30.0
+    thermal_c_per_w: float = 0.15  # steady-state temperature rise per watt
+    thermal_tau_s: float = 20.0  # heating / cooling time constant
+    name: str = "NVIDIA H100 80GB HBM3 (sim)"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.idle_w <= self.run_w <= self.busy_w <= self.power_limit_w:
+            raise ConfigError("sim power levels must satisfy 0 <= idle <= run <= busy <= limit")
+        if self.ramp_tau_s <= 0 or self.counter_period_s <= 0 or self.avg_window_s <= 0:
+            raise ConfigError("sim time constants and periods must be > 0")
+        if self.thermal_tau_s <= 0 or self.noise_w < 0:
+            raise ConfigError("sim thermal_tau_s must be > 0 and noise_w >= 0")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    listen: str = "127.0.0.1:50051"  # loopback by default: markers and readings stay on the node
+    backend: str = "auto"
+    sim_devices: int = 2
+    interval_ms: float = 20.0
+    rapl: str = "auto"
+    rapl_root: str = "/sys/class/powercap"
+    # 10 min of 8 devices at 50 Hz is 240,000 readings; the rest is room for markers.
+    buffer_capacity: int = 300_000
+    hostname: str = ""  # empty: the machine's hostname; set it to simulate several nodes
+    seed: int = 0
+    max_batch: int = 5000  # cap on readings per StreamBatch a subscriber may ask for
+    default_batch: int = 100
+    # A follower that has caught up waits this long for a fuller batch before sending: one
+    # message per ~5 ticks instead of per tick saves the daemon about half a percent of a core.
+    stream_linger_ms: float = 100.0
+    grace_s: float = 1.0  # how long in-flight RPCs get on shutdown
+    sim: SimParams = field(default_factory=SimParams)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.rapl not in RAPL_MODES:
+            raise ConfigError(f"rapl must be one of {', '.join(RAPL_MODES)}, not {self.rapl!r}")
+        if self.sim_devices < 1:
+            raise ConfigError("sim_devices must be >= 1")
+        if not 0.1 <= self.interval_ms <= 60_000:
+            raise ConfigError("interval_ms must be between 0.1 and 60000")
+        if self.buffer_capacity < 1000:
+            raise ConfigError("buffer_capacity must be >= 1000")
+        if not 0 <= self.stream_linger_ms <= 10_000:
+            raise ConfigError("stream_linger_ms must be between 0 and 10000")
+        if not 1 <= self.default_batch <= self.max_batch:
+            raise ConfigError("need 1 <= default_batch <= max_batch")
+        parse_listen(self.listen)
+
+    @property
+    def interval_ns(self) -> int:
+        return round(self.interval_ms * 1e6)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """'HOST:PORT' (IPv6 as '[::1]:PORT') -> (host, port); port 0 binds a free port."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"--listen must be HOST:PORT (e.g. 127.0.0.1:50051), not {listen!r}")
+    return host, int(port_text)

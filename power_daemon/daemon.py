@@ -1,0 +1,115 @@
+"""The daemon's core: backend + sampler + ring buffer + marker intake (no gRPC here).
+
+Payload encoding is injected (the gRPC adapter stores protobuf bytes), so this module knows
+nothing of the wire format.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from power_daemon.backends.base import Backend
+from power_daemon.buffer import RingBuffer, StartPlan, plan_start
+from power_daemon.config import DaemonConfig
+from power_daemon.markers import resolve, validate_batch
+from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, Sample
+from power_daemon.sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+EncodeReading = Callable[[int, Sample], bytes]
+EncodeMarker = Callable[[int, int, MarkerData], bytes]  # (seq, index in batch, resolved marker)
+
+
+@dataclass(frozen=True, slots=True)
+class LatestReading:
+    seq: int
+    sample: Sample
+
+
+class Daemon:
+    def __init__(
+        self, config: DaemonConfig, backend: Backend, hostname: str, encode_reading: EncodeReading
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.hostname = hostname
+        self.boot_id = str(uuid.uuid4())
+        self.started_ns = time.time_ns()
+        self.devices: list[DeviceSpec] = backend.devices()
+        self.gpu_uuids = [d.uuid for d in self.devices if d.kind == DeviceKind.GPU]
+        self.buffer = RingBuffer(config.buffer_capacity)
+        self._encode_reading = encode_reading
+        self._latest: dict[int, LatestReading] = {}
+        self._intake_lock = threading.Lock()
+        self.sampler = Sampler(config.interval_ns, self.sample_once, name="power-daemon-sampler")
+        self._started = False
+        self._closed = False
+
+    def start(self) -> None:
+        """Take the first reading of every device now (so GetLatest is never empty once the
+        server is up), then sample on schedule in the background."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            self.sample_once()
+        except Exception:
+            log.exception("first reading failed; the sampler keeps trying")
+        self.sampler.start(tick_now=False)
+
+    def sample_once(self, now_ns: int | None = None) -> int:
+        """Read every device once and store the readings; returns the new next_seq."""
+        now = time.time_ns() if now_ns is None else now_ns
+        samples = self.backend.read(now)
+        return self.record(samples)
+
+    def record(self, samples: Sequence[Sample]) -> int:
+        new: dict[int, LatestReading] = {}
+
+        def encode(seq: int, s: Sample) -> bytes:
+            new[s.device] = LatestReading(seq, s)
+            return self._encode_reading(seq, s)
+
+        next_seq = self.buffer.append(samples, encode)
+        # Swapped whole, so readers in other threads never see a dict being changed.
+        self._latest = {**self._latest, **new}
+        return next_seq
+
+    def latest(self) -> list[LatestReading]:
+        latest = self._latest
+        return [latest[i] for i in sorted(latest)]
+
+    def accept_markers(self, markers: Sequence[MarkerData], encode: EncodeMarker) -> int:
+        """Validate the whole batch (InvalidMarker rejects all of it), fill in hostname and
+        device, store, and tell the backend. Returns the new next_seq."""
+        validate_batch(markers)
+        resolved = [resolve(m, self.hostname, self.gpu_uuids) for m in markers]
+        with self._intake_lock:  # keeps the backend seeing markers in seq order
+            next_seq = self.buffer.append(
+                list(enumerate(resolved)), lambda seq, item: encode(seq, item[0], item[1])
+            )
+            now = time.time_ns()
+            for m in resolved:
+                try:
+                    self.backend.on_marker(m, now)
+                except Exception:  # the markers are stored; a backend bug must not lose them
+                    log.exception("backend %s failed on a marker", self.backend.name)
+        return next_seq
+
+    def plan_subscription(self, from_seq: int, boot_id: str) -> StartPlan:
+        first, nxt = self.buffer.bounds()
+        return plan_start(from_seq, boot_id, self.boot_id, first, nxt)
+
+    def close(self) -> None:
+        """Stop sampling and end every follower's stream; the backend is closed by its owner."""
+        if self._closed:
+            return
+        self._closed = True
+        self.sampler.close()
+        self.buffer.close()

@@ -1,0 +1,89 @@
+"""Plain data types shared by the daemon's core, backends and adapters (no proto types here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class DeviceKind(IntEnum):
+    # Values mirror parawatt.v1.DeviceKind so the proto adapter can pass them through.
+    GPU = 1
+    CPU_PACKAGE = 2
+    DRAM = 3
+
+
+class MarkerKind(IntEnum):
+    # Values mirror parawatt.v1.MarkerKind.
+    RUN_START = 1
+    RUN_END = 2
+    EPOCH_START = 3
+    EPOCH_END = 4
+    STEP_START = 5
+    STEP_END = 6
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    uuid: str
+    name: str
+    kind: DeviceKind
+    vendor_index: int
+    power_limit_w: float | None = None
+    memory_total_bytes: float | None = None
+    has_energy_counter: bool = False
+    has_instant_power: bool = False
+    energy_counter_update_s: float | None = None
+    energy_counter_resolution_j: float | None = None
+    power_avg_window_s: float | None = None
+    pci_bus_id: str = ""
+
+
+# Optional numeric fields of a reading, in proto field order; None means "not reported".
+SAMPLE_FIELDS = (
+    "power_w",
+    "power_avg_w",
+    "energy_j",
+    "gpu_util_pct",
+    "mem_util_pct",
+    "memory_used_bytes",
+    "temperature_c",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+)
+
+
+@dataclass(slots=True)
+class Sample:
+    """One reading of one device; `device` is its position in the backend's device list."""
+
+    device: int
+    time_ns: int
+    lost: bool = False
+    power_w: float | None = None
+    power_avg_w: float | None = None
+    energy_j: float | None = None
+    gpu_util_pct: float | None = None
+    mem_util_pct: float | None = None
+    memory_used_bytes: float | None = None
+    temperature_c: float | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerData:
+    """The fields of a marker the daemon validates and acts on (the config record rides along
+    untouched in the adapter)."""
+
+    run_id: str
+    rank: int
+    kind: int
+    epoch: int
+    step: int
+    time_ns: int
+    device_uuid: str = ""
+    local_rank: int = 0
+    hostname: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)

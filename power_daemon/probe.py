@@ -1,0 +1,98 @@
+"""`power-daemon probe`: a tiny nvidia-smi over any backend or a running daemon."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import grpc
+
+from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from power_daemon import codec
+from power_daemon.backends.factory import build_backend
+from power_daemon.config import DaemonConfig
+from power_daemon.errors import BackendUnavailable
+from power_daemon.model import DeviceSpec, Sample
+
+
+def _num(v: float | None, fmt: str) -> str:
+    """format(v, fmt), or '-' padded to the same width when the device does not report v."""
+    width = int(fmt.split(".")[0] or 0)
+    return f"{'-':>{width}}" if v is None else format(v, fmt)
+
+
+def device_table(devices: list[DeviceSpec]) -> list[str]:
+    lines = [f"{'#':>2}  {'kind':<11} {'name':<30} {'uuid':<46} {'limit_W':>7}  counter"]
+    for i, d in enumerate(devices):
+        counter = "yes" if d.has_energy_counter else "no"
+        lines.append(
+            f"{i:>2}  {d.kind.name.lower():<11} {d.name[:30]:<30} {d.uuid[:46]:<46} "
+            f"{_num(d.power_limit_w, '7.0f')}  {counter}"
+        )
+    return lines
+
+
+READING_HEADER = (
+    f"{'time':<12} {'#':>2} {'power_W':>8} {'avg_W':>8} {'energy_J':>14} "
+    f"{'gpu%':>5} {'mem%':>5} {'temp_C':>6} {'sm_MHz':>6} {'mem_MHz':>7}"
+)
+
+
+def reading_line(s: Sample) -> str:
+    clock = datetime.fromtimestamp(s.time_ns / 1e9).strftime("%H:%M:%S.%f")[:12]
+    if s.lost:
+        return f"{clock:<12} {s.device:>2} LOST"
+    return (
+        f"{clock:<12} {s.device:>2} {_num(s.power_w, '8.1f')} {_num(s.power_avg_w, '8.1f')} "
+        f"{_num(s.energy_j, '14.3f')} {_num(s.gpu_util_pct, '5.0f')} {_num(s.mem_util_pct, '5.0f')} "
+        f"{_num(s.temperature_c, '6.1f')} {_num(s.sm_clock_mhz, '6.0f')} "
+        f"{_num(s.mem_clock_mhz, '7.0f')}"
+    )
+
+
+def probe_local(config: DaemonConfig, count: int, interval_s: float) -> Iterator[str]:
+    backend = build_backend(config)
+    try:
+        yield f"backend {backend.name}  driver {backend.driver_version or '-'}"
+        yield from device_table(backend.devices())
+        yield READING_HEADER
+        for i in range(count):
+            if i:
+                time.sleep(interval_s)
+            for s in backend.read(time.time_ns()):
+                yield reading_line(s)
+    finally:
+        backend.close()
+
+
+def probe_daemon(address: str, count: int, interval_s: float, timeout_s: float) -> Iterator[str]:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.PowerDaemonStub(channel)
+        call = _translated(address)
+        info = call(lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=timeout_s))
+        yield (
+            f"node {info.hostname}  backend {info.backend}  driver {info.driver_version or '-'}  "
+            f"boot {info.boot_id}  seq [{info.first_seq}, {info.next_seq})"
+        )
+        yield from device_table([codec.device_spec(d) for d in info.devices])
+        yield READING_HEADER
+        for i in range(count):
+            if i:
+                time.sleep(interval_s)
+            latest = call(lambda: stub.GetLatest(pb.GetLatestRequest(), timeout=timeout_s))
+            for r in latest.readings:
+                yield reading_line(codec.sample(r))
+
+
+def _translated(address: str) -> Callable:
+    def call(fn: Callable):
+        try:
+            return fn()
+        except grpc.RpcError as e:
+            raise BackendUnavailable(
+                f"daemon at {address}: {e.code().name}: {e.details()}"
+            ) from None
+
+    return call

@@ -1,0 +1,123 @@
+"""The PowerDaemon gRPC service: a thin adapter from RPCs to the Daemon core."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+
+from parawatt_proto import parawatt_pb2 as pb
+from power_daemon import codec
+from power_daemon.daemon import Daemon
+from power_daemon.errors import InvalidMarker, SubscribeError
+from power_daemon.markers import MAX_MARKER_BYTES, MAX_MARKERS_PER_BATCH
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PowerDaemon"].full_name
+_FOLLOW_POLL_S = 1.0  # how often an idle follower checks that its client is still there
+
+
+class PowerDaemonService:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:
+        return codec.node_info(self.daemon)
+
+    def GetLatest(self, request, context: grpc.ServicerContext) -> pb.LatestReadings:
+        readings = [codec.reading_pb(r.seq, r.sample) for r in self.daemon.latest()]
+        return pb.LatestReadings(info=codec.node_info(self.daemon), readings=readings)
+
+    def SendMarkers(self, request: pb.MarkerBatch, context: grpc.ServicerContext) -> pb.MarkerAck:
+        markers = request.markers
+        if len(markers) > MAX_MARKERS_PER_BATCH:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch of {len(markers)} markers (at most {MAX_MARKERS_PER_BATCH})",
+            )
+        for i, m in enumerate(markers):
+            if (size := m.ByteSize()) > MAX_MARKER_BYTES:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"marker {i}: {size} bytes is oversized (at most {MAX_MARKER_BYTES})",
+                )
+        try:
+            next_seq = self.daemon.accept_markers(
+                [codec.marker_data(m) for m in markers],
+                lambda seq, i, resolved: codec.encode_marker(markers[i], seq, resolved),
+            )
+        except InvalidMarker as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return pb.MarkerAck(accepted=len(markers), next_seq=next_seq)
+
+    def Subscribe(self, request: pb.SubscribeRequest, context: grpc.ServicerContext) -> Iterator:
+        """Yields serialized StreamBatch bytes (see codec.py); the handler passes them through."""
+        daemon, buffer = self.daemon, self.daemon.buffer
+        try:
+            plan = daemon.plan_subscription(request.from_seq, request.boot_id)
+        except SubscribeError as e:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
+        max_batch = min(request.max_batch or daemon.config.default_batch, daemon.config.max_batch)
+        linger_s = daemon.config.stream_linger_ms / 1000.0
+        context.add_callback(buffer.wake)  # a client that leaves wakes its follower at once
+        start, payloads = buffer.read(plan.start_seq, max_batch)
+        # Anything evicted between planning and this first read is missed too.
+        yield codec.batch_bytes(
+            daemon.boot_id,
+            start,
+            payloads,
+            missed=plan.missed + start - plan.start_seq,
+            info=codec.node_info(daemon),
+            boot_changed=plan.boot_changed,
+        )
+        cursor = start + len(payloads)
+        while context.is_active():
+            if len(payloads) < max_batch:  # caught up
+                if request.no_follow:
+                    return
+                if not buffer.wait_beyond(cursor, _FOLLOW_POLL_S):
+                    if buffer.closed:
+                        return
+                    continue
+                if linger_s:  # returns early once a full batch is there (or on close)
+                    buffer.wait_until(cursor + max_batch - 1, linger_s)
+            start, payloads = buffer.read(cursor, max_batch)
+            if start != cursor:
+                # The ring overwrote what this follower had not sent yet. `missed` is only
+                # reported at stream start, so end the stream; resubscribing reports the gap.
+                context.abort(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"subscriber fell behind: seqs {cursor}..{start - 1} were evicted; "
+                    f"resubscribe from_seq={cursor} to learn how much was missed",
+                )
+            if payloads:
+                yield codec.batch_bytes(daemon.boot_id, start, payloads)
+                cursor = start + len(payloads)
+
+
+def method_handlers(service: PowerDaemonService) -> dict[str, grpc.RpcMethodHandler]:
+    """Like the generated add_PowerDaemonServicer_to_server, but Subscribe sends raw bytes."""
+    return {
+        "GetInfo": grpc.unary_unary_rpc_method_handler(
+            service.GetInfo,
+            request_deserializer=pb.GetInfoRequest.FromString,
+            response_serializer=pb.NodeInfo.SerializeToString,
+        ),
+        "GetLatest": grpc.unary_unary_rpc_method_handler(
+            service.GetLatest,
+            request_deserializer=pb.GetLatestRequest.FromString,
+            response_serializer=pb.LatestReadings.SerializeToString,
+        ),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            service.Subscribe,
+            request_deserializer=pb.SubscribeRequest.FromString,
+            response_serializer=bytes,
+        ),
+        "SendMarkers": grpc.unary_unary_rpc_method_handler(
+            service.SendMarkers,
+            request_deserializer=pb.MarkerBatch.FromString,
+            response_serializer=pb.MarkerAck.SerializeToString,
+        ),
+    }

@@ -1,0 +1,108 @@
+"""power-daemon CLI: error paths (one line, non-zero exit, no traceback), probe, SIGTERM."""
+
+import ctypes.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from power_daemon.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def no_nvml() -> None:
+    if (
+        ctypes.util.find_library("nvidia-ml")
+        or "fakenvml" in os.environ.get("LD_LIBRARY_PATH", "").lower()
+    ):
+        pytest.skip("this machine has an NVML library")
+
+
+def assert_one_error_line(result, exit_code: int, text: str) -> None:
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("power-daemon: error")]
+    assert len(errors) == 1 and text in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_backend_nvml_without_nvml_is_one_clear_error():
+    no_nvml()
+    result = run("serve", "--backend", "nvml", "--listen", "127.0.0.1:0")
+    assert_one_error_line(result, 1, "NVML is not available")
+
+
+def test_a_bad_listen_address_is_one_clear_error():
+    result = run("serve", "--backend", "sim", "--listen", "localhost")
+    assert_one_error_line(result, 2, "--listen must be HOST:PORT")
+
+
+def test_a_port_in_use_is_one_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--backend", "sim", "--no-rapl", "--listen", f"127.0.0.1:{port}")
+    assert_one_error_line(result, 2, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_bad_option_values_are_one_clear_error():
+    result = run("serve", "--backend", "sim", "--interval-ms", "0", "--listen", "127.0.0.1:0")
+    assert_one_error_line(result, 2, "interval_ms must be between")
+
+
+def test_probe_with_the_sim_backend_lists_devices_and_readings():
+    result = run("probe", "--backend", "sim", "--no-rapl", "--count", "2", "--interval-ms", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("backend sim")
+    assert sum("sim-GPU-" in line for line in lines) == 2
+    assert len([line for line in lines if line[:2].isdigit() and ":" in line[:12]]) == 4
+
+
+def test_probe_of_a_running_daemon(sim_daemon):
+    result = run("probe", "--daemon", sim_daemon.address, "--count", "1")
+    assert result.exit_code == 0, result.output
+    assert f"boot {sim_daemon.daemon.boot_id}" in result.output
+    assert all(u in result.output for u in sim_daemon.uuids)
+
+
+def test_probe_of_an_absent_daemon_is_one_clear_error():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run("probe", "--daemon", f"127.0.0.1:{port}", "--timeout-s", "2")
+    assert_one_error_line(result, 1, f"daemon at 127.0.0.1:{port}: UNAVAILABLE")
+
+
+def test_serve_prints_its_address_writes_the_port_file_and_exits_0_on_sigterm(tmp_path):
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "power_daemon", "serve", "--backend", "sim", "--sim-devices", "3",
+         "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--hostname", "node-x"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        port = int(port_file.read_text())
+        assert line.startswith(f"power-daemon listening on 127.0.0.1:{port} (backend=sim")
+        assert "devices=3, boot_id=" in line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        stderr = proc.stderr.read()
+        assert "simulating 3 GPUs" in stderr and "Traceback" not in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

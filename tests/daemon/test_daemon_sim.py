@@ -1,0 +1,143 @@
+"""Sim backend: exact energy, stepped counter, 1 s average, marker-driven power, temperature."""
+
+import math
+
+import pytest
+
+from power_daemon.backends.sim import SimBackend, sim_uuid
+from power_daemon.backends.simtrace import Noise, PowerTrace
+from power_daemon.config import SimParams
+from power_daemon.model import MarkerData, MarkerKind
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+S = 1_000_000_000
+
+
+def make(n=2, **params) -> SimBackend:
+    return SimBackend(n, SimParams(**params), hostname="node-a", seed=7, start_ns=T0)
+
+
+def mark(sim: SimBackend, kind: MarkerKind, t_ns: int, device=0, rank=0) -> None:
+    uuid = sim.devices()[device].uuid
+    m = MarkerData("run", rank, int(kind), 0, 0, t_ns, device_uuid=uuid)
+    sim.on_marker(m, t_ns)
+
+
+def numeric_integral(trace: PowerTrace, a: int, b: int, n: int = 50_000) -> float:
+    h = (b - a) / n
+    total = 0.5 * (trace.power_w(a) + trace.power_w(b))
+    total += sum(trace.power_w(a + round(i * h)) for i in range(1, n))
+    return total * h / 1e9
+
+
+def test_trace_energy_is_the_exact_integral_of_its_power():
+    import random
+
+    trace = PowerTrace(T0, 60.0, 0.03, Noise(random.Random(1), 3.0))
+    trace.set_target(T0 + 100 * MS, 300.0)
+    trace.set_target(T0 + 113 * MS, 90.0)  # mid-ramp change
+    trace.set_target(T0 + 400 * MS, 300.0)
+    for a, b in [(T0, T0 + 600 * MS), (T0 + 95 * MS, T0 + 130 * MS), (T0 + 401 * MS, T0 + S)]:
+        assert trace.integral_j(a, b) == pytest.approx(numeric_integral(trace, a, b), rel=1e-6)
+
+
+def test_trace_cannot_change_the_past_and_refuses_times_before_it():
+    trace = PowerTrace(T0, 60.0, 0.03)
+    trace.set_target(T0 + 200 * MS, 300.0)
+    assert trace.set_target(T0 + 100 * MS, 60.0) == T0 + 200 * MS  # clamped to the last change
+    assert trace.power_w(T0 + 150 * MS) == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="before the trace history"):
+        trace.energy_j(T0 - 1)
+
+
+def test_uuids_are_deterministic_per_seed_node_and_index():
+    a, b = make().devices(), make().devices()
+    assert [d.uuid for d in a] == [d.uuid for d in b]
+    assert a[0].uuid.startswith("sim-GPU-") and a[0].uuid != a[1].uuid
+    assert sim_uuid(7, "node-b", 0) != a[0].uuid and sim_uuid(8, "node-a", 0) != a[0].uuid
+
+
+def test_power_follows_step_markers_with_a_ramp():
+    sim = make(noise_w=0.0)
+    sim.read(T0 + 100 * MS)
+    mark(sim, MarkerKind.RUN_START, T0 + 100 * MS)
+    mark(sim, MarkerKind.STEP_START, T0 + 200 * MS)
+    (p_ramp, p_other) = [s.power_w for s in sim.read(T0 + 230 * MS)]  # one tau into the ramp
+    assert 90.0 < p_ramp < 300.0 and p_other == pytest.approx(60.0)
+    busy = sim.read(T0 + 500 * MS)[0]
+    assert busy.power_w == pytest.approx(300.0, abs=0.1) and busy.gpu_util_pct > 90
+    mark(sim, MarkerKind.STEP_END, T0 + 500 * MS)
+    assert sim.read(T0 + 800 * MS)[0].power_w == pytest.approx(90.0, abs=0.1)  # run still open
+    mark(sim, MarkerKind.RUN_END, T0 + 800 * MS)
+    assert sim.read(T0 + 1100 * MS)[0].power_w == pytest.approx(60.0, abs=0.1)
+
+
+def test_a_late_marker_applies_from_the_last_reading_not_in_the_past():
+    sim = make(noise_w=0.0)
+    sim.read(T0 + 500 * MS)
+    mark(sim, MarkerKind.STEP_START, T0 + 300 * MS)  # received "before" a reading already out
+    uuid = sim.devices()[0].uuid
+    assert sim.true_power_w(uuid, T0 + 499 * MS) == pytest.approx(60.0)
+    assert sim.true_power_w(uuid, T0 + 900 * MS) == pytest.approx(300.0, abs=0.1)
+
+
+def test_counter_advances_in_steps_holding_the_exact_integral_at_each_tick():
+    sim = make()
+    uuid = sim.devices()[0].uuid
+    offset = sim.counter_offset_j(uuid)
+    for t in range(0, 3 * S, 20 * MS):
+        if t == 700 * MS:
+            mark(sim, MarkerKind.STEP_START, T0 + t)
+        if t == 1900 * MS:
+            mark(sim, MarkerKind.STEP_END, T0 + t)
+        r = sim.read(T0 + t)[0]
+        tick = sim.counter_tick_ns(T0 + t)
+        assert tick == T0 + t - t % (100 * MS)
+        exact = offset + sim.true_energy_j(uuid, T0, tick)
+        assert exact - 0.001 <= r.energy_j <= exact + 1e-9  # floored to 1 mJ
+    # Within one tick the counter holds still while the power moves.
+    a, b = sim.read(T0 + 3 * S + 10 * MS)[0], sim.read(T0 + 3 * S + 90 * MS)[0]
+    assert a.energy_j == b.energy_j and a.power_w != b.power_w
+
+
+def test_counter_differences_give_interval_energy_and_match_the_power_integral():
+    sim = make()
+    uuid = sim.devices()[1].uuid
+    mark(sim, MarkerKind.STEP_START, T0 + 250 * MS, device=1)
+    first = sim.read(T0 + 100 * MS)[1]
+    last = sim.read(T0 + 2100 * MS)[1]
+    true = sim.true_energy_j(uuid, T0 + 100 * MS, T0 + 2100 * MS)
+    assert last.energy_j - first.energy_j == pytest.approx(true, abs=0.002)
+    assert true == pytest.approx(300.0 * 1.85 + 60.0 * 0.15, rel=0.02)
+
+
+def test_power_avg_is_the_one_second_mean_updated_on_counter_ticks():
+    sim = make()
+    uuid = sim.devices()[0].uuid
+    mark(sim, MarkerKind.STEP_START, T0 + 500 * MS)
+    for t in range(0, 2 * S + 50 * MS, 10 * MS):
+        r = sim.read(T0 + t)[0]
+    tick = sim.counter_tick_ns(T0 + 2 * S + 40 * MS)
+    assert r.power_avg_w == pytest.approx(sim.true_energy_j(uuid, tick - S, tick), rel=1e-9)
+    assert r.power_avg_w == pytest.approx(300.0, abs=5.0)
+    assert r.power_avg_w != r.power_w  # the average is not the instantaneous value
+
+
+def test_temperature_rises_with_power_and_cools_toward_ambient():
+    sim = make(thermal_tau_s=2.0)
+    idle_c = sim.read(T0)[0].temperature_c
+    mark(sim, MarkerKind.STEP_START, T0)
+    for t in range(0, 10 * S, 100 * MS):
+        hot = sim.read(T0 + t)[0].temperature_c
+    assert hot > idle_c + 30
+    mark(sim, MarkerKind.STEP_END, T0 + 10 * S)
+    for t in range(10 * S, 30 * S, 100 * MS):
+        cool = sim.read(T0 + t)[0].temperature_c
+    assert math.isclose(cool, idle_c, abs_tol=0.5)
+
+
+def test_markers_for_unknown_devices_are_ignored():
+    sim = make(noise_w=0.0)
+    sim.on_marker(MarkerData("r", 0, int(MarkerKind.STEP_START), 0, 0, T0, "GPU-other"), T0)
+    assert [s.power_w for s in sim.read(T0 + S)] == pytest.approx([60.0, 60.0])
