@@ -1,0 +1,55 @@
+"""Plain data in and out of energy attribution (re-exported by collector.energy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FLAGS = frozenset({"gap", "counter_reset", "disagree", "incomplete", "no_counter"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of one device. power_w: instantaneous power where the driver has it (NVML
+    POWER_INSTANT), else its average; energy_j: the total-energy counter, None without one."""
+
+    time_ns: int
+    power_w: float | None
+    energy_j: float | None
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    """What is known about a device's sensors, plus the cross-check policy."""
+
+    update_s: float = 0.1  # how often the counter advances (NVML: ~100 ms)
+    resolution_j: float = 0.001  # counter quantum (NVML: 1 mJ)
+    update_jitter_s: float = 0.001  # how far an update may come late or early
+    power_avg_s: float = 0.0  # window the reported power is averaged over (0 = instantaneous)
+    disagree_rel: float = 0.05  # counter vs power integral: relative tolerance ...
+    disagree_abs_j: float = 1.0  # ... plus this, plus both estimates' uncertainties
+
+
+@dataclass(frozen=True)
+class IntervalEnergy:
+    """Energy of [start_ns, end_ns] on one device.
+
+    energy_j covers the part of the interval the readings span: when the interval starts
+    before the first or ends after the last reading it is flagged "incomplete", coverage < 1,
+    and energy_j is the covered part only (never extrapolated); None when nothing is covered.
+    uncertainty_j: see collector.energy (module docstring) for the formula.
+    """
+
+    start_ns: int
+    end_ns: int
+    energy_j: float | None
+    source: str  # "counter" | "power" | "none"
+    power_integral_j: float | None
+    uncertainty_j: float
+    avg_power_w: float | None
+    max_power_w: float | None
+    coverage: float
+    flags: frozenset[str]
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
