@@ -1,0 +1,126 @@
+"""`trainer train` in one process (no torchrun): flag errors, markers to a real daemon, resume,
+fine-tuning from a checkpoint, and an absent daemon."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from parawatt_proto import parawatt_pb2 as pb
+from tests.support.markers import count_by_kind, read_markers
+from tests.support.torchrun import free_port
+from tests.trainer.trainer_args import AFNO, load_summary, short
+from trainer.checkpoint import FILENAME
+from trainer.cli import main
+
+
+def _train(args: list[str], env: dict | None = None):
+    return CliRunner().invoke(main, ["train", "--quiet", *args], env=env)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--global-batch-size", "20", "--local-batch-size", "4"], {"WORLD_SIZE": "2"},
+         "--global-batch-size 20 is not a multiple of --local-batch-size 4 x world size 2 = 8"),
+        (["--global-batch-size", "2"], {"WORLD_SIZE": "4"}, "smaller than the world size"),
+        (["--daemon", "localhost"], None, "expected HOST:PORT or 'none'"),
+        (["--tag", "novalue"], None, "expected KEY=VALUE"),
+        (["--model", "resnet50", "--mode", "finetune"], None, "two-step fine-tuning"),
+        (["--data", "/no/such/dir"], None, "no such directory"),
+        (["--model", "fourcastnet", "--img-height", "30"], None, "multiples of --patch-size 8"),
+        (["--model", "fourcastnet", "--embed-dim", "100"], None, "multiple of --num-blocks 8"),
+        (["--data-fraction", "0"], None, "--data-fraction"),
+        (["--model", "vgg"], None, "'vgg' is not one of"),
+        (["--output", "/no/such/dir/out.json"], None, "its directory does not exist"),
+    ],
+)  # fmt: skip
+def test_bad_flags_give_one_clear_error_and_exit_2(args, env, message):
+    result = _train(args, env)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, ValueError)
+
+
+def test_single_process_run_marks_every_boundary(sim_daemon, tmp_path):
+    out = tmp_path / "summary.json"
+    args = [*AFNO, *short(), "--global-batch-size", "8", "--local-batch-size", "4",
+            "--daemon", sim_daemon.address, "--run-id", "cli-1", "--tag", "sweep=s1",
+            "--output", str(out)]  # fmt: skip
+    result = _train(args)
+    assert result.exit_code == 0, result.output
+    summary = load_summary(out)
+    assert (summary["status"], summary["steps"], summary["micro_batches"]) == ("completed", 6, 12)
+    assert summary["markers"]["sent"] == 2 + 2 * 2 + 6 * 2 and summary["markers"]["dropped"] == 0
+    markers = read_markers(sim_daemon.address, "cli-1")
+    assert count_by_kind(markers) == {"RUN_START": 1, "RUN_END": 1, "EPOCH_START": 2,
+                                      "EPOCH_END": 2, "STEP_START": 6, "STEP_END": 6}  # fmt: skip
+    cfg = markers[0].config
+    assert (cfg.global_batch_size, cfg.local_batch_size, cfg.accumulation_steps) == (8, 4, 2)
+    assert (cfg.world_size, cfg.backend, cfg.model, cfg.tags["sweep"]) == (
+        1,
+        "none",
+        "fourcastnet",
+        "s1",
+    )
+    assert cfg.recipe["optimizer"] == "adam" and cfg.parameter_count == summary["parameter_count"]
+    assert cfg.torch_version == torch.__version__ and cfg.dataset_size == 128
+    steps = [(m.epoch, m.step) for m in markers if m.kind == pb.STEP_END]
+    assert steps == [(0, 0), (0, 1), (0, 2), (1, 3), (1, 4), (1, 5)]
+    epoch_end = [m for m in markers if m.kind == pb.EPOCH_END][-1]
+    assert {"train_loss", "samples_seen", "eval_rmse_mean", "eval_acc_c2"} <= set(epoch_end.metrics)
+    assert epoch_end.metrics["samples_seen"] == 48
+    end = markers[-1]
+    assert end.status == pb.RUN_STATUS_COMPLETED and end.metrics["markers_dropped"] == 0
+    assert end.metrics["param_checksum"] == pytest.approx(summary["param_checksum"])
+
+
+def test_resume_continues_at_the_next_epoch_with_the_same_run_id(sim_daemon, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    base = [*AFNO, "--steps-per-epoch", "3", "--global-batch-size", "4", "--daemon",
+            sim_daemon.address, "--checkpoint-dir", str(ckpt)]  # fmt: skip
+    first = _train([*base, "--epochs", "1", "--output", str(tmp_path / "a.json")])
+    assert first.exit_code == 0, first.output
+    assert (ckpt / FILENAME).is_file()
+    second = _train([*base, "--epochs", "3", "--output", str(tmp_path / "b.json")])
+    assert second.exit_code == 0, second.output
+    a, b = load_summary(tmp_path / "a.json"), load_summary(tmp_path / "b.json")
+    assert b["run_id"] == a["run_id"] and b["start_epoch"] == 1
+    assert (b["steps"], b["final_step"]) == (6, 8)
+    steps = [m.step for m in read_markers(sim_daemon.address, a["run_id"]) if m.kind == pb.STEP_END]
+    assert steps == list(range(9))
+
+    other_gbs = _train([*base, "--epochs", "3", "--global-batch-size", "8"])
+    assert other_gbs.exit_code == 1 and "differs from the checkpoint" in other_gbs.output
+    assert "global_batch_size" in other_gbs.output and "Traceback" not in other_gbs.output
+
+
+def test_finetune_starts_from_the_pretrained_weights(tmp_path):
+    ckpt = tmp_path / "pre"
+    common = [*AFNO, *short(1, 2), "--global-batch-size", "4", "--daemon", "none"]
+    pre = _train([*common, "--checkpoint-dir", str(ckpt)])
+    assert pre.exit_code == 0, pre.output
+    out = tmp_path / "ft.json"
+    ft = _train([*common, "--mode", "finetune", "--init-checkpoint", str(ckpt / FILENAME),
+                 "--output", str(out)])  # fmt: skip
+    assert ft.exit_code == 0, ft.output
+    summary = load_summary(out)
+    assert summary["mode"] == "finetune" and summary["recipe"]["loss"] == "relative_l2_two_step"
+    assert summary["recipe"]["peak_lr"] == "0.0001"
+    wrong = _train([*common, "--embed-dim", "16", "--mode", "finetune", "--init-checkpoint",
+                    str(ckpt / FILENAME)])  # fmt: skip
+    assert wrong.exit_code == 1 and "do not fit this model shape" in wrong.output
+
+
+def test_absent_daemon_changes_nothing_for_training(tmp_path):
+    runs = {}
+    for name, daemon in (("none", "none"), ("absent", f"127.0.0.1:{free_port()}")):
+        out = tmp_path / f"{name}.json"
+        result = _train([*AFNO, *short(), "--global-batch-size", "4", "--daemon", daemon,
+                         "--output", str(out)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        runs[name] = load_summary(out)
+    assert runs["absent"]["steps"] == runs["none"]["steps"] == 6
+    assert runs["absent"]["param_sha256"] == runs["none"]["param_sha256"]  # bit for bit
+    assert runs["absent"]["markers"]["sent"] == 0 and runs["absent"]["markers"]["dropped"] == 18

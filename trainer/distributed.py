@@ -1,0 +1,123 @@
+"""torch.distributed set-up from torchrun's environment, and the few collectives the run needs.
+
+nccl on CUDA, gloo on CPU. A single process started without torchrun runs without a process group.
+A separate gloo group carries control traffic (run id, stop agreement, end-of-run gather) on the
+CPU, so it never touches the GPU stream and never needs a device sync.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    nodes: int = 1
+    backend: str = "none"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    control: object = None  # gloo ProcessGroup for CPU-side control traffic
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast_object(self, obj):
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.control)
+        return box[0]
+
+    def gather_objects(self, obj) -> list:
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.control)
+        return out
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed() -> DistContext:
+    env = os.environ
+    world = world_size_from_env()
+    rank = int(env.get("RANK", "0"))
+    local_rank = int(env.get("LOCAL_RANK", "0"))
+    local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+    nodes = int(env.get("GROUP_WORLD_SIZE", "0")) or max(1, world // max(1, local_world))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    ctx = DistContext(rank, world, local_rank, local_world, nodes, "none", device)
+    if world > 1:
+        backend = "nccl" if cuda else "gloo"
+        kwargs = {"device_id": device} if cuda else {}
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
+        ctx.backend = backend
+        # Its own group even on gloo, so control votes never interleave with DDP's buckets.
+        ctx.control = dist.new_group(backend="gloo")
+    return ctx
+
+
+class StopAgreement:
+    """All ranks stop at the same step when any rank was asked to (Ctrl-C, SIGTERM).
+
+    Each step launches an asynchronous MAX all-reduce of the local stop flag on the gloo control
+    group and reads the previous step's result, which every rank has contributed to by then: one
+    step of latency, no device sync, and no rank left waiting in a collective the others skipped.
+    """
+
+    def __init__(self, ctx: DistContext):
+        self.ctx = ctx
+        self._pending = None  # (work, tensor)
+
+    def should_stop(self, local_stop: bool) -> bool:
+        if not self.ctx.distributed:
+            return local_stop
+        decided = False
+        if self._pending is not None:
+            work, flag = self._pending
+            work.wait()
+            decided = bool(flag.item())
+        flag = torch.tensor([1 if local_stop else 0], dtype=torch.int32)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.ctx.control, async_op=True)
+        self._pending = (work, flag)
+        return decided
+
+    def finish(self) -> None:
+        """Drain the last in-flight vote so every rank issues the same collectives."""
+        if self._pending is not None:
+            self._pending[0].wait()
+            self._pending = None
+
+
+def hostname() -> str:
+    return socket.gethostname()

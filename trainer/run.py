@@ -1,0 +1,206 @@
+"""One training session: set-up, the loop, and an orderly end whatever happens.
+
+Every rank sends RUN_START with the full RunConfig, and RUN_END with its status: completed,
+interrupted (Ctrl-C / SIGTERM: all ranks stop at the same step, see `StopAgreement`) or failed (an
+exception; it is re-raised after the marker is queued and the client flushed).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from trainer import checkpoint as ckpt_io
+from trainer.config import TrainConfig
+from trainer.distributed import DistContext, init_distributed
+from trainer.loop import EpochResult, TrainLoop
+from trainer.session import Session, prepare
+from trainer.system import param_fingerprint
+from trainer.telemetry import MarkerClient, NullMarkerClient
+from trainer.ui import Progress, headline_metric, summary_table
+
+
+class StopRequest:
+    """SIGINT / SIGTERM ask for a clean stop at the next step; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested, self.signum = True, self.signum or signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | interrupted | failed
+    signum: int | None
+    summary: dict
+
+
+def new_run_id(model: str) -> str:
+    return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def train(config: TrainConfig) -> Outcome:
+    started = time.perf_counter()
+    stop = StopRequest()
+    stop.install()
+    try:
+        ctx = init_distributed()
+    except BaseException:
+        stop.restore()
+        raise
+    client: MarkerClient | NullMarkerClient = NullMarkerClient()
+    session: Session | None = None
+    loop: TrainLoop | None = None
+    epochs: list[EpochResult] = []
+    status, train_s = "failed", 0.0
+    in_step = True  # every rank ends at the same point, so end-of-run collectives are safe
+    try:
+        session = prepare(config, ctx, new_run_id)
+        client = _make_client(config, ctx, session)
+        client.mark_run_start(session.run_config, {"start_epoch": float(session.start_epoch)})
+        progress = Progress(
+            config.progress and ctx.is_main,
+            session.recipe.total_steps,
+            session.start_epoch * session.recipe.steps_per_epoch,
+        )
+        loop = TrainLoop(session.loop_parts(client, progress, stop))
+        session.clock.start()
+        began = time.perf_counter()
+        try:
+            status = loop.run(
+                session.start_epoch, lambda r: _epoch_done(r, config, session, epochs)
+            )
+        finally:
+            progress.close()
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            train_s = time.perf_counter() - began
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, ranks may be anywhere
+        status, in_step = "interrupted", False
+    finally:
+        summary = _finish(
+            config, ctx, session, loop, client, epochs, status, started, train_s, in_step
+        )
+        stop.restore()
+        ctx.close()
+    return Outcome(status, stop.signum, summary)
+
+
+def _make_client(config: TrainConfig, ctx: DistContext, session: Session):
+    if config.daemon is None:
+        return NullMarkerClient()
+    return MarkerClient(
+        config.daemon,
+        run_id=session.run_id,
+        rank=ctx.rank,
+        local_rank=ctx.local_rank,
+        device_uuid=session.run_config["device_uuid"],
+        resolve_time=session.clock.resolve,
+    )
+
+
+def _epoch_done(result: EpochResult, config: TrainConfig, session: Session, epochs: list) -> None:
+    epochs.append(result)
+    if result.complete and config.checkpoint_dir and session.ctx.is_main:
+        ckpt_io.save(config.checkpoint_dir, session.checkpoint(result.epoch))
+
+
+def _finish(config, ctx, session, loop, client, epochs, status, started, train_s, in_step) -> dict:
+    if session is None:
+        return {"status": status}
+    totals = loop.totals if loop is not None else None
+    steps = totals.steps if totals else 0
+    final = epochs[-1].metrics if epochs else {}
+    checksum, sha = param_fingerprint(session.base_model)
+    end_metrics = {k: v for k, v in final.items() if headline_metric(k)}
+    stats = client.stats()
+    end_metrics.update(
+        markers_sent=float(stats.sent),
+        markers_dropped=float(stats.dropped),
+        steps=float(steps),
+        final_step=float(session.start_step + steps - 1),
+        samples_seen=float((session.start_step + steps) * session.plan.global_batch_size),
+        duration_s=time.perf_counter() - started,
+        param_checksum=checksum,
+    )
+    client.mark_run_end(status, end_metrics)
+    stats = client.close(timeout_s=5.0)
+    per_rank = [{"rank": ctx.rank, "sent": stats.sent, "dropped": stats.dropped, "sha": sha}]
+    if status != "failed" and in_step:
+        per_rank = ctx.gather_objects(per_rank[0])
+    summary = _summary(config, ctx, session, totals, epochs, status, started, train_s, per_rank)
+    summary["param_checksum"] = checksum
+    if ctx.is_main:
+        if config.output:
+            Path(config.output).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        if config.progress:
+            print(summary_table(summary), flush=True)
+    return summary
+
+
+def _summary(config, ctx, session, totals, epochs, status, started, train_s, per_rank) -> dict:
+    plan, recipe = session.plan, session.recipe
+    steps = totals.steps if totals else 0
+    samples = steps * plan.global_batch_size
+    times = sorted(totals.step_times_s) if totals and totals.step_times_s else [0.0]
+    return {
+        "run_id": session.run_id,
+        "status": status,
+        "model": config.model,
+        "mode": config.mode,
+        "dataset": session.data.name,
+        "dataset_size": len(session.data.train),
+        "world_size": ctx.world_size,
+        "nodes": ctx.nodes,
+        "backend": ctx.backend,
+        "global_batch_size": plan.global_batch_size,
+        "local_batch_size": plan.local_batch_size,
+        "accumulation_steps": plan.accumulation_steps,
+        "epochs": recipe.epochs,
+        "start_epoch": session.start_epoch,
+        "steps_per_epoch": recipe.steps_per_epoch,
+        "steps": steps,
+        "final_step": session.start_step + steps - 1,
+        "micro_batches": totals.micro_batches if totals else 0,
+        "samples": samples,
+        "duration_s": time.perf_counter() - started,
+        "train_duration_s": train_s,
+        "samples_per_s": samples / train_s if train_s > 0 else 0.0,
+        "step_time_s": {"mean": sum(times) / len(times), "p50": times[len(times) // 2]},
+        "metrics": epochs[-1].metrics if epochs else {},
+        "epoch_results": [asdict(e) for e in epochs],
+        "parameter_count": session.run_config["parameter_count"],
+        "recipe": session.run_config["recipe"],
+        "tags": config.tags_map,
+        "markers": {
+            "daemon": config.daemon or "none",
+            "sent": sum(r["sent"] for r in per_rank),
+            "dropped": sum(r["dropped"] for r in per_rank),
+            "per_rank": [{k: r[k] for k in ("rank", "sent", "dropped")} for r in per_rank],
+        },
+        "param_sha256": [r["sha"] for r in per_rank],
+    }

@@ -1,0 +1,288 @@
+"""Sweep grid files: TOML in, validated points out (pure; no I/O beyond reading the file).
+
+A grid names a model, the trainer flags every run shares, and series of points over GPU count,
+global batch size (GBS) and local batch size (LBS), as in Huber et al. (arXiv:2508.07706).
+Points that several series share (the study reused e.g. 1 GPU x LBS 256 in a constant-GBS and a
+constant-LBS series) run once and carry every series they belong to in their tags.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from trainer.sweep_series import SeriesSpec, parse_series
+
+KNOWN_MODELS = ("resnet50", "fourcastnet")
+SCALINGS = ("strong", "weak")
+# The runner sets these itself, per point and run; a grid may not.
+RESERVED_FLAGS = frozenset(
+    {"global_batch_size", "local_batch_size", "run_id", "output", "tag", "tags", "data_fraction"}
+    | {"daemon"}
+)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_TOP_KEYS = {"sweep", "train", "series", "slurm"}
+_SWEEP_KEYS = {"name", "model", "repeats", "scaling", "max_local_procs"}
+
+
+class SweepError(Exception):
+    """A sweep cannot run; the message says why (shown to the user as is)."""
+
+
+class GridError(SweepError):
+    """The grid file is malformed or describes points that cannot run."""
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    gpus_per_node: int = 4
+    partition: str | None = None
+    account: str | None = None
+    time: str = "01:00:00"
+    cpus_per_task: int | None = None
+    exclusive: bool = True
+    sbatch: tuple[str, ...] = ()  # extra "#SBATCH ..." options, e.g. "--constraint=h100"
+    setup: tuple[str, ...] = ()  # shell lines before training: module load, venv activate
+    python: str = "python"
+    rdzv_port: int = 29500
+    start_daemons: bool = True  # false where the cluster runs power-daemon as a service
+    daemon_port: int = 50051
+    daemon_backend: str = "auto"
+    collector_db: str | None = None  # set: a collector on the head node writes this database
+    drain_s: float = 5.0  # how long the collector may catch up after training ends
+
+
+@dataclass(frozen=True)
+class Point:
+    point_id: str
+    gpus: int
+    local_batch_size: int
+    global_batch_size: int
+    data_fraction: float | None  # None = the full data set
+    series: tuple[str, ...]
+    scaling: tuple[str, ...]  # one per series
+    train: tuple[tuple[str, object], ...]  # series-specific flags (on top of the grid's)
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.global_batch_size // (self.local_batch_size * self.gpus)
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    name: str
+    model: str
+    repeats: int
+    train: tuple[tuple[str, object], ...]
+    series: tuple[SeriesSpec, ...]
+    points: tuple[Point, ...]
+    max_local_procs: int | None = None
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+
+
+def load_grid(path: str | Path) -> SweepGrid:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GridError(f"cannot read grid file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GridError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return parse_grid(data)
+    except GridError as exc:
+        raise GridError(f"{path}: {exc}") from None
+
+
+def parse_grid(data: Mapping[str, object]) -> SweepGrid:
+    _check_keys(data, _TOP_KEYS, "the grid file")
+    sweep = _table(data, "sweep", required=True)
+    _check_keys(sweep, _SWEEP_KEYS, "[sweep]")
+    name = _str(sweep, "name", "[sweep]")
+    if not _NAME.match(name):
+        raise GridError(f"[sweep] name {name!r} may use only letters, digits, '_', '.', '-'")
+    model = _str(sweep, "model", "[sweep]")
+    repeats = _int(sweep.get("repeats", 1), "[sweep] repeats")
+    scaling = sweep.get("scaling", "strong")
+    max_procs = sweep.get("max_local_procs")
+    train = _train_table(_table(data, "train"), "[train]")
+    raw_series = data.get("series")
+    if not isinstance(raw_series, list) or not raw_series:
+        raise GridError("the grid needs at least one [[series]] table")
+    specs = tuple(
+        spec
+        for i, raw in enumerate(raw_series, 1)
+        for spec in parse_series(
+            raw, i, default_scaling=scaling, parse_train=_train_table, error=GridError
+        )
+    )
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise GridError(f"series names must be unique; repeated: {', '.join(dupes)}")
+    return SweepGrid(
+        name=name,
+        model=model,
+        repeats=repeats,
+        train=train,
+        series=specs,
+        points=_merge_points(specs),
+        max_local_procs=None if max_procs is None else _int(max_procs, "[sweep] max_local_procs"),
+        slurm=_slurm(_table(data, "slurm")),
+    )
+
+
+def grid_problems(
+    grid: SweepGrid,
+    *,
+    local_capacity: int | None = None,
+    capacity_source: str = "",
+    slurm: bool = False,
+    trainer_flags: Iterable[str] | None = None,
+) -> list[str]:
+    """Every reason the grid cannot run, so the user fixes them all at once (empty: it can)."""
+    problems: list[str] = []
+    if grid.model not in KNOWN_MODELS:
+        problems.append(f"unknown model {grid.model!r} (known: {', '.join(KNOWN_MODELS)})")
+    if grid.repeats < 1:
+        problems.append(f"repeats must be at least 1, not {grid.repeats}")
+    flags = list(grid.train) + [kv for p in grid.points for kv in p.train]
+    for key, _ in flags:
+        if key in RESERVED_FLAGS:
+            problems.append(f"flag {key!r} is set by the sweep runner; remove it from the grid")
+    if trainer_flags is not None:
+        known = set(trainer_flags)
+        for key in sorted({k for k, _ in flags} - known - RESERVED_FLAGS):
+            problems.append(f"flag {key!r} is not a `trainer train` option")
+    for p in grid.points:
+        problems.extend(_point_problems(p, grid, local_capacity, capacity_source, slurm))
+    return problems
+
+
+def _point_problems(
+    p: Point, grid: SweepGrid, capacity: int | None, source: str, slurm: bool
+) -> list[str]:
+    where = f"point {p.point_id} (series {', '.join(p.series)})"
+    out = []
+    per_step = p.local_batch_size * p.gpus
+    if p.global_batch_size % per_step:
+        out.append(
+            f"{where}: GBS {p.global_batch_size} is not divisible by "
+            f"LBS {p.local_batch_size} x {p.gpus} GPUs"
+        )
+    if p.data_fraction is not None and not 0 < p.data_fraction <= 1:
+        out.append(f"{where}: data fraction {p.data_fraction:.6g} is outside (0, 1]")
+    if slurm:
+        per_node = grid.slurm.gpus_per_node
+        if p.gpus > per_node and p.gpus % per_node:
+            out.append(f"{where}: {p.gpus} GPUs do not fill whole nodes of {per_node} GPUs")
+    elif capacity is not None and p.gpus > capacity:
+        out.append(f"{where}: needs {p.gpus} processes but this machine allows {capacity} {source}")
+    return out
+
+
+def nodes_for(point: Point, gpus_per_node: int) -> tuple[int, int]:
+    """(nodes, processes per node) for a SLURM allocation."""
+    if point.gpus <= gpus_per_node:
+        return 1, point.gpus
+    return math.ceil(point.gpus / gpus_per_node), gpus_per_node
+
+
+def flag_args(flags: Iterable[tuple[str, object]]) -> list[str]:
+    """[("image_size", 32), ("amp", True), ("quiet", False)] -> ["--image-size", "32", "--amp"]."""
+    args: list[str] = []
+    for key, value in flags:
+        opt = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(opt)
+        elif value is False:  # an off switch is the default: leave the flag out
+            continue
+        elif isinstance(value, list):
+            for item in value:
+                args += [opt, str(item)]
+        else:
+            args += [opt, str(value)]
+    return args
+
+
+def _merge_points(specs: tuple[SeriesSpec, ...]) -> tuple[Point, ...]:
+    merged: dict[tuple, Point] = {}
+    for spec in specs:
+        for gpus, lbs, gbs, fraction in spec.entries:
+            key = (gpus, lbs, gbs, fraction, spec.train)
+            if key in merged:
+                old = merged[key]
+                if spec.name not in old.series:
+                    merged[key] = replace(
+                        old, series=old.series + (spec.name,), scaling=old.scaling + (spec.scaling,)
+                    )
+                continue
+            pid = f"g{gpus}-l{lbs}-b{gbs}" + ("" if fraction is None else f"-f{fraction:.6g}")
+            if spec.train:
+                pid = f"{spec.name}-{pid}"
+            merged[key] = Point(
+                pid, gpus, lbs, gbs, fraction, (spec.name,), (spec.scaling,), spec.train
+            )
+    return tuple(merged.values())
+
+
+def _slurm(raw: Mapping[str, object]) -> SlurmOptions:
+    known = set(SlurmOptions.__dataclass_fields__)
+    _check_keys(raw, known, "[slurm]")
+    values = dict(raw)
+    for key in ("sbatch", "setup"):
+        if key in values:
+            items = values[key]
+            if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+                raise GridError(f"[slurm] {key} must be a list of strings")
+            values[key] = tuple(items)
+    if "gpus_per_node" in values:
+        values["gpus_per_node"] = _int(values["gpus_per_node"], "[slurm] gpus_per_node")
+    return SlurmOptions(**values)
+
+
+def _train_table(raw: Mapping[str, object], where: str) -> tuple[tuple[str, object], ...]:
+    out = []
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            raise GridError(f"{where} {key}: a flag value may not be a table")
+        out.append((key.replace("-", "_"), value))
+    return tuple(out)
+
+
+def _table(data: Mapping[str, object], key: str, required: bool = False) -> Mapping[str, object]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise GridError(f"the grid needs a [{key}] table")
+        return {}
+    if not isinstance(value, dict):
+        raise GridError(f"[{key}] must be a table")
+    return value
+
+
+def _check_keys(data: Mapping[str, object], known: set[str], where: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise GridError(
+            f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+
+
+def _str(data: Mapping[str, object], key: str, where: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise GridError(f'{where} needs {key} = "..."')
+    return value
+
+
+def _int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GridError(f"{where} must be a positive integer, not {value!r}")
+    return value

@@ -1,0 +1,269 @@
+"""Boundary markers to the node's power daemon: a client that never slows or breaks training.
+
+`mark()` only appends a small tuple to a bounded deque (no protobuf, no lock, no syscall beyond
+reading the clock); a full deque drops its oldest entry and the drop is counted. A background
+thread wakes every `flush_interval_s`, turns queued tuples into one `MarkerBatch`, and sends it
+with a deadline. A daemon that is down, slow or restarted only makes that thread retry with
+capped backoff (the gRPC channel reconnects by itself); an INVALID_ARGUMENT answer (or any other
+non-retriable status) is logged once and that batch is dropped, never retried. Delivery is
+at-least-once: a batch whose deadline passed may have arrived, and markers are idempotent by
+(run_id, rank, kind, epoch, step) downstream. `close()` flushes with a bounded wait; whatever is
+still unsent then counts as dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from time import time_ns
+
+import grpc
+
+from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+
+log = logging.getLogger("trainer.telemetry")
+
+RUN_START, RUN_END = pb.RUN_START, pb.RUN_END
+EPOCH_START, EPOCH_END = pb.EPOCH_START, pb.EPOCH_END
+STEP_START, STEP_END = pb.STEP_START, pb.STEP_END
+STATUS = {
+    "completed": pb.RUN_STATUS_COMPLETED,
+    "failed": pb.RUN_STATUS_FAILED,
+    "interrupted": pb.RUN_STATUS_INTERRUPTED,
+}
+_RETRIABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+}
+MAX_METRICS = 64  # per marker, the daemon's intake limit (DESIGN: packages share only the proto)
+_CHANNEL_OPTIONS = [
+    # Retry a restarted daemon within a second instead of gRPC's default (up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+@dataclass(frozen=True)
+class MarkerStats:
+    enqueued: int
+    sent: int
+    dropped: int  # overflowed + rejected by the daemon + unsent at close
+    rejected: int
+
+
+class MarkerClient:
+    def __init__(
+        self,
+        address: str,
+        *,
+        run_id: str,
+        rank: int,
+        local_rank: int,
+        device_uuid: str = "",
+        max_queue: int = 100_000,
+        max_batch: int = 1000,
+        flush_interval_s: float = 0.05,
+        deadline_s: float = 1.0,
+        max_backoff_s: float = 1.0,
+        resolve_time: Callable[[object], int] | None = None,
+    ):
+        self.address = address
+        self._ident = (run_id, rank, local_rank, device_uuid)
+        self._queue: deque = deque(maxlen=max_queue)
+        self._max_batch, self._flush_s = max_batch, flush_interval_s
+        self._deadline_s, self._max_backoff_s = deadline_s, max_backoff_s
+        self._resolve = resolve_time
+        self._enqueued = self._taken = self._sent = self._rejected = self._unsent = 0
+        self._stop = threading.Event()
+        self._close_by = float("inf")
+        self._warned: set = set()
+        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.PowerDaemonStub(self._channel)
+        self._thread = threading.Thread(target=self._run, name="marker-sender", daemon=True)
+        self._thread.start()
+
+    # -- training thread -------------------------------------------------------------------
+    def mark(self, kind: int, epoch: int = 0, step: int = 0, metrics=None, stamp=None) -> None:
+        """Enqueue one boundary. `stamp`: time_ns, or a deferred stamp for `resolve_time`."""
+        self._enqueued += 1
+        self._queue.append(
+            (kind, epoch, step, time_ns() if stamp is None else stamp, metrics, None, 0)
+        )
+
+    def mark_run_start(self, config: Mapping[str, object], metrics=None) -> None:
+        self._enqueued += 1
+        self._queue.append((RUN_START, 0, 0, time_ns(), metrics, dict(config), 0))
+
+    def mark_run_end(self, status: str, metrics=None, epoch: int = 0) -> None:
+        self._enqueued += 1
+        self._queue.append((RUN_END, epoch, 0, time_ns(), metrics, None, STATUS[status]))
+
+    def stats(self) -> MarkerStats:
+        overflow = self._enqueued - self._taken - len(self._queue)
+        dropped = max(0, overflow) + self._rejected + self._unsent
+        return MarkerStats(self._enqueued, self._sent, dropped, self._rejected)
+
+    def close(self, timeout_s: float = 5.0) -> MarkerStats:
+        """Flush what is queued, waiting at most `timeout_s`; idempotent."""
+        if not self._stop.is_set():
+            self._close_by = time.monotonic() + timeout_s
+            self._stop.set()
+            self._thread.join(timeout_s + self._deadline_s)
+            self._channel.close()
+        return self.stats()
+
+    def __enter__(self) -> MarkerClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- sender thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        pending: list = []
+        backoff = 0.0
+        while True:
+            closing = self._stop.is_set()
+            if closing and time.monotonic() >= self._close_by:
+                break
+            if not pending:
+                pending = self._take()
+            if not pending:
+                if closing:
+                    break
+                self._stop.wait(self._flush_s)
+                continue
+            if self._send(pending):
+                pending, backoff = [], 0.0
+                continue
+            if closing:
+                break  # the daemon had its last chance; close() must not wait on a dead one
+            backoff = min(self._max_backoff_s, backoff * 2 or 0.05)
+            self._stop.wait(backoff)
+        self._unsent += len(pending) + len(self._queue)
+        self._taken += len(self._queue)
+        self._queue.clear()
+
+    def _take(self) -> list:
+        items = []
+        queue = self._queue
+        while queue and len(items) < self._max_batch:
+            try:
+                items.append(queue.popleft())
+            except IndexError:  # raced with an overflow drop
+                break
+        self._taken += len(items)
+        markers = []
+        for item in items:
+            try:
+                markers.append(self._to_proto(item))
+            except Exception as exc:  # a bad payload must not kill the sender
+                self._rejected += 1
+                self._warn_once("payload", f"dropped a marker that could not be encoded: {exc}")
+        return markers
+
+    def _to_proto(self, item) -> pb.Marker:
+        kind, epoch, step, stamp, metrics, config, status = item
+        run_id, rank, local_rank, uuid = self._ident
+        if stamp.__class__ is not int:
+            stamp = self._resolve(stamp) if self._resolve else time_ns()
+        marker = pb.Marker(
+            run_id=run_id,
+            rank=rank,
+            kind=kind,
+            epoch=epoch,
+            step=step,
+            time_ns=stamp,
+            device_uuid=uuid,
+            local_rank=local_rank,
+            status=status,
+        )
+        if metrics:
+            _put_metrics(marker, metrics)
+        if config is not None:
+            marker.config.CopyFrom(pb.RunConfig(**config))
+        return marker
+
+    def _send(self, markers: list) -> bool:
+        """True when the batch is done with (sent or dropped for good); False: retry later."""
+        timeout = self._deadline_s
+        if self._stop.is_set():
+            timeout = max(0.05, min(timeout, self._close_by - time.monotonic()))
+        try:
+            self._stub.SendMarkers(pb.MarkerBatch(markers=markers), timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            if code in _RETRIABLE:
+                self._warn_once(
+                    "down",
+                    f"daemon {self.address} not answering ({code.name}); "
+                    "markers stay queued and training goes on",
+                )
+                return False
+            self._rejected += len(markers)
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            self._warn_once(
+                code,
+                f"daemon {self.address} rejected {len(markers)} markers "
+                f"({code.name}: {details}); dropping that batch",
+            )
+            return True
+        self._sent += len(markers)
+        if "down" in self._warned:
+            self._warned.discard("down")
+            log.info("daemon %s reachable again; markers flowing", self.address)
+        return True
+
+    def _warn_once(self, key, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+
+def _put_metrics(marker: pb.Marker, metrics: Mapping[str, object]) -> None:
+    """The daemon rejects a whole batch for one bad marker: keep to its rules here, dropping a
+    non-finite value (a diverged loss) and anything past its metric limit."""
+    out = marker.metrics
+    for key, value in metrics.items():
+        number = float(value)
+        if math.isfinite(number) and len(out) < MAX_METRICS:
+            out[key] = number
+
+
+class NullMarkerClient:
+    """`--daemon none`: the same interface, nothing sent."""
+
+    address = None
+
+    def mark(self, kind, epoch=0, step=0, metrics=None, stamp=None) -> None:
+        pass
+
+    def mark_run_start(self, config, metrics=None) -> None:
+        pass
+
+    def mark_run_end(self, status, metrics=None, epoch=0) -> None:
+        pass
+
+    def stats(self) -> MarkerStats:
+        return MarkerStats(0, 0, 0, 0)
+
+    def close(self, timeout_s: float = 5.0) -> MarkerStats:
+        return self.stats()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
