@@ -1,0 +1,339 @@
+"""The scaling study's analysis (Huber et al., arXiv:2508.07706), on plain RunSummary records.
+
+Pure: records in, dataclasses out; numpy for the arithmetic. Definitions follow the study's code:
+- energy = node energy (GPUs + CPU packages + DRAM) in kWh, GPU-hours = runtime x GPUs;
+- repeats: mean and the standard deviation around it over the completed runs of a point, with
+  ddof=0 (the study's "rmse" of the repeats);
+- efficiency ratios: every metric of a point over its value at the smallest GPU count of its
+  series; speed-up = throughput (samples/s) over the baseline's, parallel efficiency = speed-up
+  / (GPUs / baseline GPUs). For strong scaling (same samples) that is T0/T and T0*n0/(T*n); for
+  weak scaling (samples grow with GPUs) the efficiency is T0/T, as usual;
+- a least-squares line of energy against GPU-hours per (model, hardware), with R².
+Sweep tags (set by `trainer sweep`): sweep, point, repeat, series and scaling (comma-separated,
+one scaling per series, since a point may belong to several series).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from collector.summary import RunSummary
+
+J_PER_KWH = 3.6e6
+RUN_METRICS = (
+    "energy_kwh", "active_energy_kwh", "gpu_energy_kwh", "energy_per_node_kwh", "runtime_s",
+    "gpu_hours", "samples", "steps", "kwh_per_gpu_hour", "samples_per_gpu_hour",
+    "updates_per_gpu_hour", "j_per_sample", "power_per_gpu_w", "throughput_samples_per_s",
+    "start_temperature_c",  # mean over the run's GPUs when it started (thermal fairness)
+)  # fmt: skip
+_PER_CHANNEL = re.compile(r"_c\d+$")  # FourCastNet's per-channel RMSE/ACC: the CSV has the means
+# Final-accuracy keys, best first: the first one present is "the" accuracy of a report.
+ACCURACY_KEYS = ("top1_error", "rmse", "acc", "top5_error", "loss")
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float | None
+    std: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class PointStats:
+    point_id: str
+    model: str
+    hardware: str
+    gpus: int
+    nodes: int
+    local_batch_size: int
+    global_batch_size: int
+    series: tuple[str, ...]
+    scaling: tuple[str, ...]
+    run_ids: tuple[str, ...]  # the completed runs the statistics use
+    not_completed: int  # failed / interrupted / still running
+    metrics: dict[str, Stat]  # RUN_METRICS plus the final metrics (ACCURACY_KEYS and others)
+
+    def mean(self, name: str) -> float | None:
+        stat = self.metrics.get(name)
+        return None if stat is None else stat.mean
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    series: str
+    scaling: str
+    point_id: str
+    gpus: int
+    baseline_point: str
+    baseline_gpus: int
+    ratios: dict[str, float | None]  # metric / baseline metric (means)
+    speedup: float | None
+    parallel_efficiency: float | None
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    x: str
+    y: str
+    slope: float
+    intercept: float
+    r2: float | None  # None where y does not vary
+    n: int
+
+
+@dataclass(frozen=True)
+class EnergyFit:
+    """Energy vs GPU-hours for one model on one hardware, and what its slope goes with."""
+
+    model: str
+    hardware: str
+    fit: LinearFit | None  # energy_kwh = slope x gpu_hours + intercept (None: one GPU-h value)
+    samples_per_gpu_hour: float
+    updates_per_gpu_hour: float
+    vs_samples: LinearFit | None  # kwh_per_gpu_hour against samples_per_gpu_hour, per run
+    vs_updates: LinearFit | None  # kwh_per_gpu_hour against updates_per_gpu_hour, per run
+
+
+@dataclass(frozen=True)
+class Distribution:
+    n: int
+    mean: float
+    median: float
+    p05: float
+    p95: float
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    points: list[PointStats]
+    series: list[SeriesPoint]
+    energy_fits: list[EnergyFit]
+    pareto: list[str]  # point ids on the runtime-energy Pareto front, fastest first
+    runs: list[tuple[RunSummary, dict[str, float | None]]]  # completed runs and their metrics
+
+
+def stat(values: Iterable[float | None]) -> Stat:
+    vals = np.array([v for v in values if v is not None], dtype=float)
+    if vals.size == 0:
+        return Stat(None, None, 0)
+    mean, std = float(vals.mean()), float(vals.std(ddof=0))
+    # Identical repeats give a std of rounding noise (1e-17 relative); report them as exact.
+    return Stat(mean, 0.0 if std <= 1e-12 * abs(mean) else std, int(vals.size))
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def run_metrics(run: RunSummary) -> dict[str, float | None]:
+    energy_j = run.energy_j if run.energy_j is not None else run.gpu_energy_j
+    kwh = _div(energy_j, J_PER_KWH)
+    gpu_h = run.gpu_hours or None
+    temps = list(run.start_temperature_c.values())
+    out: dict[str, float | None] = {
+        "energy_kwh": kwh,
+        "active_energy_kwh": _div(run.active_energy_j, J_PER_KWH),
+        "gpu_energy_kwh": _div(run.gpu_energy_j, J_PER_KWH),
+        "energy_per_node_kwh": _div(kwh, run.nodes),
+        "runtime_s": run.duration_s,
+        "gpu_hours": run.gpu_hours,
+        "samples": float(run.samples),
+        "steps": float(run.steps),
+        "kwh_per_gpu_hour": _div(kwh, gpu_h),
+        "samples_per_gpu_hour": _div(float(run.samples), gpu_h),
+        "updates_per_gpu_hour": _div(float(run.steps), gpu_h),
+        "j_per_sample": _div(energy_j, run.samples),
+        "power_per_gpu_w": _div(_div(run.gpu_energy_j, run.duration_s), run.world_size),
+        "throughput_samples_per_s": _div(float(run.samples), run.duration_s),
+        "start_temperature_c": _div(sum(temps), len(temps)),
+    }
+    out.update(final_accuracy(run.final_metrics))
+    return out
+
+
+def final_accuracy(final: Mapping[str, float]) -> dict[str, float]:
+    """The study's accuracy metrics from a run's final metrics, plus the trainer's eval_* keys.
+
+    The trainer reports eval_top1/eval_top5 as fractions correct; the study quotes top-1/top-5
+    error in percent. FourCastNet's eval_rmse_mean / eval_acc_mean become rmse / acc.
+    """
+    out = {
+        k: float(v)
+        for k, v in final.items()
+        if k.startswith(("eval_", "train_loss")) and not _PER_CHANNEL.search(k)
+    }
+    out.update({k: float(v) for k, v in final.items() if k in ACCURACY_KEYS})
+    for src, dst in (("eval_top1", "top1_error"), ("eval_top5", "top5_error")):
+        if src in final and dst not in out:
+            out[dst] = 100.0 * (1.0 - float(final[src]))
+    for src, dst in (("eval_rmse_mean", "rmse"), ("eval_acc_mean", "acc"), ("eval_loss", "loss")):
+        if src in final and dst not in out:
+            out[dst] = float(final[src])
+    return out
+
+
+def point_id_of(run: RunSummary) -> str:
+    return run.tags.get("point") or (
+        f"g{run.world_size}-l{run.local_batch_size}-b{run.global_batch_size}"
+    )
+
+
+def series_of(run: RunSummary) -> list[tuple[str, str]]:
+    names = [s for s in run.tags.get("series", "").split(",") if s]
+    kinds = [s for s in run.tags.get("scaling", "").split(",") if s]
+    kinds += ["strong"] * (len(names) - len(kinds))
+    return list(zip(names, kinds, strict=False))
+
+
+def accuracy_key(points: Sequence[PointStats]) -> str | None:
+    present = {k for p in points for k, s in p.metrics.items() if s.n}
+    return next((k for k in ACCURACY_KEYS if k in present), None)
+
+
+def analyze(runs: Iterable[RunSummary]) -> StudyAnalysis:
+    runs = list(runs)
+    by_point: dict[str, list[RunSummary]] = defaultdict(list)
+    for run in runs:
+        by_point[point_id_of(run)].append(run)
+    points = [_point(pid, rs) for pid, rs in by_point.items()]
+    points.sort(key=lambda p: (p.model, p.global_batch_size, p.gpus, p.point_id))
+    done = [(r, run_metrics(r)) for r in runs if r.status == "completed"]
+    return StudyAnalysis(
+        points=points,
+        series=series_rows(points),
+        energy_fits=energy_fits(done),
+        pareto=pareto_front(points),
+        runs=done,
+    )
+
+
+def _point(pid: str, runs: list[RunSummary]) -> PointStats:
+    done = [r for r in runs if r.status == "completed"]
+    first = (done or runs)[0]
+    per_run = [run_metrics(r) for r in done]
+    names = list(RUN_METRICS) + sorted({k for m in per_run for k in m} - set(RUN_METRICS))
+    pairs = series_of(first)
+    return PointStats(
+        point_id=pid,
+        model=first.model,
+        hardware=first.hardware,
+        gpus=first.world_size,
+        nodes=first.nodes,
+        local_batch_size=first.local_batch_size,
+        global_batch_size=first.global_batch_size,
+        series=tuple(s for s, _ in pairs),
+        scaling=tuple(k for _, k in pairs),
+        run_ids=tuple(r.run_id for r in done),
+        not_completed=len(runs) - len(done),
+        metrics={n: stat(m.get(n) for m in per_run) for n in names},
+    )
+
+
+def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
+    members: dict[tuple[str, str], list[PointStats]] = defaultdict(list)
+    for p in points:
+        for name, kind in zip(p.series, p.scaling, strict=True):
+            members[(name, kind)].append(p)
+    rows = []
+    for (name, kind), pts in sorted(members.items()):
+        pts = sorted(pts, key=lambda p: (p.gpus, p.point_id))
+        base = pts[0]
+        for p in pts:
+            speedup = _div(
+                p.mean("throughput_samples_per_s"), base.mean("throughput_samples_per_s")
+            )
+            rows.append(
+                SeriesPoint(
+                    series=name,
+                    scaling=kind,
+                    point_id=p.point_id,
+                    gpus=p.gpus,
+                    baseline_point=base.point_id,
+                    baseline_gpus=base.gpus,
+                    ratios={k: _div(p.mean(k), base.mean(k)) for k in p.metrics},
+                    speedup=speedup,
+                    parallel_efficiency=_div(speedup, p.gpus / base.gpus),
+                )
+            )
+    return rows
+
+
+def linear_fit(
+    xs: Sequence[float], ys: Sequence[float], x: str = "x", y: str = "y"
+) -> LinearFit | None:
+    """Least-squares line y = slope x + intercept; None for fewer than two distinct x."""
+    xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if xa.size < 2 or np.ptp(xa) == 0:
+        return None
+    design = np.column_stack([xa, np.ones_like(xa)])
+    (slope, intercept), *_ = np.linalg.lstsq(design, ya, rcond=None)
+    ss_res = float(np.sum((ya - (slope * xa + intercept)) ** 2))
+    ss_tot = float(np.sum((ya - ya.mean()) ** 2))
+    # y constant (up to rounding): R² is undefined, not a wild number from 0/0-ish division.
+    flat = ss_tot <= 1e-24 * max(float(np.sum(ya**2)), 1e-300)
+    r2 = None if flat else 1.0 - ss_res / ss_tot
+    return LinearFit(x, y, float(slope), float(intercept), r2, int(xa.size))
+
+
+def energy_fits(done: Sequence[tuple[RunSummary, Mapping[str, float | None]]]) -> list[EnergyFit]:
+    groups: dict[tuple[str, str], list[Mapping[str, float | None]]] = defaultdict(list)
+    for run, m in done:
+        if m["energy_kwh"] is not None and m["gpu_hours"]:
+            groups[(run.model, run.hardware)].append(m)
+    out = []
+    for (model, hardware), ms in sorted(groups.items()):
+        fit = linear_fit(
+            [m["gpu_hours"] for m in ms], [m["energy_kwh"] for m in ms], "gpu_hours", "energy_kwh"
+        )
+        power = [m["kwh_per_gpu_hour"] for m in ms]
+        spg = [m["samples_per_gpu_hour"] for m in ms]
+        upg = [m["updates_per_gpu_hour"] for m in ms]
+        out.append(
+            EnergyFit(
+                model=model,
+                hardware=hardware,
+                fit=fit,
+                samples_per_gpu_hour=float(np.mean(spg)),
+                updates_per_gpu_hour=float(np.mean(upg)),
+                vs_samples=linear_fit(spg, power, "samples_per_gpu_hour", "kwh_per_gpu_hour"),
+                vs_updates=linear_fit(upg, power, "updates_per_gpu_hour", "kwh_per_gpu_hour"),
+            )
+        )
+    return out
+
+
+def pareto_front(points: Sequence[PointStats]) -> list[str]:
+    """Points no other point beats on both runtime and energy (means), fastest first."""
+    cand = [
+        (p.mean("runtime_s"), p.mean("energy_kwh"), p.point_id)
+        for p in points
+        if p.mean("runtime_s") is not None and p.mean("energy_kwh") is not None
+    ]
+    front = [
+        (t, e, pid)
+        for t, e, pid in cand
+        if not any(t2 <= t and e2 <= e and (t2 < t or e2 < e) for t2, e2, _ in cand)
+    ]
+    return [pid for _, _, pid in sorted(front)]
+
+
+def distribution(values: Sequence[float]) -> Distribution | None:
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return None
+    p05, med, p95 = np.percentile(arr, [5, 50, 95])
+    return Distribution(int(arr.size), float(arr.mean()), float(med), float(p05), float(p95))
+
+
+def step_energy_by_point(
+    points: Sequence[PointStats], step_energy_j: Mapping[str, Sequence[float]]
+) -> dict[str, list[float]]:
+    """Pools the job-level step energies (J, per run id) of each point's completed runs."""
+    return {
+        p.point_id: [e for rid in p.run_ids for e in step_energy_j.get(rid, ())] for p in points
+    }

@@ -1,0 +1,212 @@
+"""SLURM scripts: well-formed bash, the right torchrun rendezvous flags, and a submit script that
+skips finished and queued runs. The scripts are executed with stand-in srun/scontrol/sbatch/
+power-daemon/python commands that record their arguments."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from trainer.sweep_grid import parse_grid
+from trainer.sweep_slurm import point_script, shell_join, write_slurm
+
+GRID = """
+[sweep]
+name = "rn"
+model = "resnet50"
+repeats = 2
+[train]
+data = "/data/imagenet dir/train"
+epochs = 2
+[slurm]
+gpus_per_node = 4
+partition = "gpu"
+account = "proj"
+time = "02:00:00"
+setup = ["export SETUP_RAN=1"]
+collector_db = "sqlite:////tmp/x.db"
+drain_s = 0
+[[series]]
+name = "s"
+gpus = [4, 8]
+lbs = 32
+"""
+
+FAKES = {
+    # srun [--options] CMD...: run CMD once, here, and log the options.
+    "srun": 'opts=(); while [[ "$1" == --* ]]; do opts+=("$1"); shift; done\n'
+    'echo "srun ${opts[*]} :: $1" >>"$LOG_DIR/srun.log"\nexec "$@"',
+    "scontrol": 'printf "node-a\\nnode-b\\n"',
+    "power-daemon": 'while [ $# -gt 0 ]; do [ "$1" = --port-file ] && echo 50051 >"$2"; shift; done\n'
+    "exec sleep 30",
+    "collector": 'echo "$@" >"$LOG_DIR/collector.args"\nexec sleep 30',
+    # training: waits (briefly) for the background collector to have started, then records
+    "python": 'for _ in $(seq 100); do [ -s "$LOG_DIR/collector.args" ] && break; sleep 0.05; done\n'
+    'printf "%s\\n" "$@" >"$LOG_DIR/train.args"\necho "SETUP_RAN=$SETUP_RAN" >>"$LOG_DIR/train.env"',
+    "sbatch": 'echo "$@" >>"$LOG_DIR/sbatch.log"\necho 4242',
+    "squeue": 'echo "pw-rn-g8-l32-b256-r1"',
+}
+
+
+@pytest.fixture
+def fake_bin(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKES.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/bash\n" + body + "\n")
+        path.chmod(0o755)
+    logs = tmp_path / "calls"
+    logs.mkdir()
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "LOG_DIR": str(logs),
+        "SLURM_JOB_ID": "777",
+        "SLURM_JOB_NODELIST": "node-[a-b]",
+        "USER": "tester",
+    }
+    return env, logs
+
+
+def load():
+    return parse_grid(tomllib.loads(GRID))
+
+
+def test_scripts_are_valid_bash(tmp_path):
+    grid = load()
+    paths = write_slurm(grid, tmp_path / "rn")
+    assert [p.name for p in paths] == ["g4-l32-b128.sbatch", "g8-l32-b256.sbatch", "submit.sh"]
+    for path in paths:
+        subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def test_two_node_script_header_and_rendezvous(tmp_path):
+    grid = load()
+    point = grid.points[1]
+    text = point_script(grid, point, tmp_path / "rn")
+    for line in [
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --exclusive",
+        "NNODES=2",
+    ]:
+        assert line in text.splitlines()
+    assert "--rdzv-backend=c10d" in text and "--nproc-per-node=4" in text
+
+
+def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin):
+    env, logs = fake_bin
+    grid = load()
+    sweep_dir = tmp_path / "rn"
+    write_slurm(grid, sweep_dir)
+    script = sweep_dir / "slurm" / "g8-l32-b256.sbatch"
+    proc = subprocess.run(
+        ["bash", str(script), "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    args = (logs / "train.args").read_text().splitlines()
+    run_id = "rn.g8-l32-b256.r1.777"
+    assert args[:9] == [
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=4",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=node-a:29500",
+        f"--rdzv-id={run_id}",
+        "-m",
+        "trainer",
+    ]
+    train = args[9:]
+
+    def opt(name):
+        return train[train.index(name) + 1]
+
+    assert train[0] == "train"
+    assert opt("--daemon") == "127.0.0.1:50051"
+    assert opt("--run-id") == run_id
+    assert opt("--data") == "/data/imagenet dir/train"  # quoting survived
+    assert opt("--global-batch-size") == "256" and opt("--local-batch-size") == "32"
+    assert [train[i + 1] for i, a in enumerate(train) if a == "--tag"] == [
+        "sweep=rn",
+        "point=g8-l32-b256",
+        "repeat=1",
+        "series=s",
+        "scaling=strong",
+    ]
+    assert (logs / "train.env").read_text().strip() == "SETUP_RAN=1"
+    srun = (logs / "srun.log").read_text().splitlines()
+    step = "srun --overlap --nodes=2 --ntasks-per-node=1 :: "
+    assert sorted(srun[:2]) == [step + "bash", step + "power-daemon"]  # daemons, then the wait
+    assert srun[2:] == [step + "python"]
+    collector = shlex.split((logs / "collector.args").read_text())
+    assert collector == [
+        "serve",
+        "--daemon",
+        "node-a:50051",
+        "--daemon",
+        "node-b:50051",
+        "--db",
+        "sqlite:////tmp/x.db",
+        "--metrics-listen",
+        "off",
+    ]
+    assert (sweep_dir / "slurm" / "done" / "g8-l32-b256.r1").exists()
+
+
+def test_failed_training_leaves_no_done_file(tmp_path, fake_bin):
+    env, logs = fake_bin
+    (Path(env["PATH"].split(":")[0]) / "python").write_text("#!/bin/bash\nexit 9\n")
+    grid = load()
+    write_slurm(grid, tmp_path / "rn")
+    script = tmp_path / "rn" / "slurm" / "g4-l32-b128.sbatch"
+    proc = subprocess.run(
+        ["bash", str(script), "0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 9
+    assert not (tmp_path / "rn" / "slurm" / "done").exists()
+
+
+def test_submit_skips_done_and_queued_runs(tmp_path, fake_bin):
+    env, logs = fake_bin
+    grid = load()
+    write_slurm(grid, tmp_path / "rn")
+    slurm = tmp_path / "rn" / "slurm"
+    (slurm / "done").mkdir(exist_ok=True)
+    (slurm / "done" / "g4-l32-b128.r0").touch()
+    proc = subprocess.run(
+        ["bash", str(slurm / "submit.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    submitted = (logs / "sbatch.log").read_text().splitlines()
+    assert submitted == [
+        "--parsable --job-name=pw-rn-g4-l32-b128-r1 g4-l32-b128.sbatch 1",
+        "--parsable --job-name=pw-rn-g8-l32-b256-r0 g8-l32-b256.sbatch 0",
+    ]
+    assert "done:   g4-l32-b128 repeat 0" in proc.stdout
+    assert "queued: g8-l32-b256 repeat 1" in proc.stdout
+
+
+def test_shell_join_quotes_and_expands_placeholders():
+    joined = shell_join(["a b", "repeat=@REPEAT@", "--x=@HEAD@:@RDZV_PORT@", ""])
+    out = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'REPEAT=3 HEAD=h RDZV_PORT=9; REPEAT=3; HEAD=h; RDZV_PORT=9; printf "%s|" {joined}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "a b|repeat=3|--x=h:9||"
