@@ -1,0 +1,100 @@
+"""Engine creation, schema migration and database-error translation (the SQL adapter's edge)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy.exc
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+
+from collector.errors import ConfigError, StoreError
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for a sqlite:/// or postgresql+psycopg:// URL, tuned for the collector's writes."""
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ConfigError(f"bad database URL {url!r}: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url, parsed.database)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(f"bad database URL {url!r}: {exc}") from None
+    raise ConfigError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def _sqlite_engine(url: str, database: str | None) -> Engine:
+    if database and database != ":memory:":
+        parent = Path(database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise ConfigError(f"bad database URL {url!r}: directory {parent} does not exist")
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        # WAL lets the CLI and /metrics read while the writer commits; NORMAL is durable across
+        # process crashes (not power loss), which is what a telemetry store needs.
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (idempotent; run at every start-up)."""
+    with translate_errors("migrating the database"), engine.begin() as conn:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    with translate_errors("reading the schema version"), engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def describe(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+@contextlib.contextmanager
+def translate_errors(doing: str, engine: Engine | None = None) -> Iterator[None]:
+    """Turn driver errors (server gone, disk full, locked, auth) into StoreError."""
+    try:
+        yield
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        where = f" at {describe(engine)}" if engine is not None else ""
+        raise StoreError(f"database error while {doing}{where}: {_first_line(exc)}") from exc
+    except sqlalchemy.exc.DatabaseError as exc:
+        raise StoreError(f"database error while {doing}: {_first_line(exc)}", False) from exc
+
+
+def _first_line(exc: sqlalchemy.exc.DBAPIError) -> str:
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,269 @@
+"""The streaming join of markers with readings into step/epoch/run intervals (pure core).
+
+Per node a watermark (the newest reading time) tells how far readings have come. Start and end
+markers pair up per (run_id, rank, kind, epoch, step) whatever order they arrive in. An interval
+is computed once its device's energy is settled past its end (readings a counter update or two
+beyond it); if a device lags, it is computed anyway when the node's watermark is `late_bound`
+past the end, with what is there, and flagged "late".
+Long open intervals are integrated in pieces (accumulators) so readings need not stay in memory
+for a whole run. Energies come from collector.energy (counter-anchored, power-shaped).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from collector.energy import CounterSpec
+from collector.join_accum import Accumulator
+from collector.join_state import (
+    BUFFER_SAMPLES,
+    DeviceState,
+    JoinConfig,
+    JoinOutput,
+    NodeState,
+    Pending,
+    RunProgress,
+    interval_record,
+)
+from collector.records import IdleUpdate, MarkerRec, NodeRec, RankUpdate, ReadingRec
+
+__all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
+
+_KIND_ORDER = {"step": 0, "epoch": 1, "run": 2}  # a rank's run interval is emitted last
+_RECENT_KEYS = 100_000
+
+
+class Joiner:
+    def __init__(self, cfg: JoinConfig | None = None) -> None:
+        self.cfg = cfg or JoinConfig()
+        self._nodes: dict[str, NodeState] = {}
+        self._devices: dict[str, DeviceState] = {}
+        self._run_idle: dict[tuple[str, int, str], float | None] = {}  # (run, rank, uuid)
+        self._done: set[tuple] = set()
+        self._done_order: deque[tuple] = deque()
+        self._progress: dict[str, list] = {}  # run_id -> [epoch, step, ended]
+
+    # -- input -------------------------------------------------------------------------------
+    def add_node(self, node: NodeRec) -> None:
+        n = self._nodes.setdefault(node.hostname, NodeState(node.hostname))
+        for d in node.devices:
+            if d.uuid in n.devices:
+                continue
+            spec = CounterSpec(
+                update_s=d.counter_update_s or 0.1,
+                resolution_j=d.counter_resolution_j or 0.001,
+                # power_w is the driver's average where there is no instantaneous power
+                power_avg_s=0.0 if d.has_instant_power else (d.power_avg_window_s or 1.0),
+            )
+            dev = DeviceState(node.hostname, d.uuid, d.kind, spec, self.cfg)
+            n.devices[d.uuid] = self._devices[d.uuid] = dev
+
+    def set_idle(self, uuid: str, idle_power_w: float, measured_ns: int) -> None:
+        """A device's last idle measurement, e.g. from the database after a restart."""
+        if (dev := self._devices.get(uuid)) is not None:
+            dev.idle.idle_power_w, dev.idle.measured_ns = idle_power_w, measured_ns
+
+    def set_run_idle(self, run_id: str, rank: int, uuid: str, idle_power_w: float | None) -> None:
+        self._run_idle[(run_id, rank, uuid)] = idle_power_w
+
+    def add_readings(self, hostname: str, readings: Sequence[ReadingRec]) -> None:
+        node = self._nodes.get(hostname)
+        if node is None:
+            return
+        newest = node.watermark_ns
+        devices = node.devices
+        touched = set()
+        for r in readings:  # hot path: ~50,000 readings/s, typically one per device per call
+            if r.lost:
+                continue
+            dev = devices.get(r.device_uuid)
+            if dev is None:
+                continue
+            dev.buffer.append(r)
+            dev.idle.add(r)
+            touched.add(dev)
+            if r.time_ns > newest:
+                newest = r.time_ns
+        for dev in touched:
+            dev.last_ns = max(dev.last_ns or 0, dev.buffer[-1].time_ns)
+            if len(dev.buffer) >= BUFFER_SAMPLES:
+                dev.timeline  # noqa: B018 - flushes the buffer
+        node.watermark_ns = newest
+
+    def add_markers(self, hostname: str, markers: Iterable[MarkerRec]) -> None:
+        node = self._nodes.setdefault(hostname, NodeState(hostname))
+        for m in markers:
+            self._track(node, m)
+            key = m.key
+            if key in self._done:
+                continue  # a re-sent marker of an interval already computed
+            p = node.pending.setdefault(key, Pending(key))
+            if m.kind.endswith("_start"):
+                p.start = m
+            else:
+                p.end = m
+            if not p.devices:
+                p.devices = self._devices_of(node, m)
+
+    def _track(self, node: NodeState, m: MarkerRec) -> None:
+        prog = self._progress.setdefault(m.run_id, [0, 0, False])
+        prog[0], prog[1] = max(prog[0], m.epoch), max(prog[1], m.step)
+        if m.kind not in ("run_start", "run_end"):
+            return
+        prog[2] = prog[2] or m.kind == "run_end"
+        for uuid in self._devices_of(node, m):
+            idle = node.devices[uuid].idle
+            if m.kind == "run_start":
+                idle.busy_start((m.run_id, m.rank), m.time_ns)
+            else:
+                idle.busy_end((m.run_id, m.rank), m.time_ns)
+
+    def _devices_of(self, node: NodeState, m: MarkerRec) -> tuple[str, ...]:
+        """The rank's GPU; plus the node's CPU/DRAM for a local-rank-0 rank's epochs and runs."""
+        uuids = [m.device_uuid] if m.device_uuid in node.devices else []
+        if m.local_rank == 0 and not m.kind.startswith("step"):
+            uuids += [u for u, d in node.devices.items() if d.kind in ("cpu", "dram")]
+        return tuple(uuids)
+
+    # -- output ------------------------------------------------------------------------------
+    def poll(self) -> JoinOutput:
+        out = JoinOutput()
+        for node in self._nodes.values():
+            for p in list(node.pending.values()):
+                if p.key[2] == "run" and p.start is not None and p.devices:
+                    self._run_facts(node, p, out)
+            for p in sorted(node.pending.values(), key=lambda p: _KIND_ORDER[p.key[2]]):
+                if p.start is None or not p.devices or p.key not in node.pending:
+                    continue
+                late = self._ready(node, p) if p.end is not None else None
+                if late is not None:
+                    self._emit(node, p, late, out)
+                else:
+                    self._advance(p)
+            self._trim(node)
+            self._refresh_idle(node, out)
+        return out
+
+    def _ready(self, node: NodeState, p: Pending) -> set[str] | None:
+        """None while waiting; else the set of devices computed late (not settled)."""
+        end = p.end.time_ns
+        late = set()
+        for uuid in p.devices:
+            if not self._devices[uuid].settled_past(end):
+                if node.watermark_ns < end + self.cfg.late_bound_ns:
+                    return None
+                late.add(uuid)
+        return late
+
+    def _emit(self, node: NodeState, p: Pending, late: set[str], out: JoinOutput) -> None:
+        run_id, rank, kind, epoch, step = p.key
+        start, end = p.start.time_ns, p.end.time_ns
+        for uuid in p.devices:
+            dev = self._devices[uuid]
+            acc = p.accs.get(uuid) or Accumulator(start)
+            acc.add(dev.timeline.interval(acc.cut_ns, max(end, acc.cut_ns)))
+            e = acc.result(start, end)
+            idle_w = self._run_idle.get((run_id, rank, uuid))
+            out.intervals.append(interval_record(p.key, uuid, e, idle_w, uuid in late))
+        del node.pending[p.key]
+        self._remember(p.key)
+        if kind == "run":
+            orphans = [k for k in node.pending if k[0] == run_id and k[1] == rank]
+            for k in orphans:
+                del node.pending[k]
+            out.dropped_markers += len(orphans)
+
+    def _advance(self, p: Pending) -> None:
+        """Integrate a long open interval up to where readings are final, to free memory."""
+        for uuid in p.devices:
+            dev = self._devices[uuid]
+            acc = p.accs.get(uuid)
+            cut = acc.cut_ns if acc is not None else p.start.time_ns
+            if not dev.settled_past(cut + self.cfg.chunk_ns):
+                continue
+            safe = dev.settled()
+            if p.end is not None:
+                safe = min(safe, p.end.time_ns)
+            if safe - cut >= self.cfg.chunk_ns:
+                acc = p.accs.setdefault(uuid, Accumulator(p.start.time_ns))
+                acc.add(dev.timeline.interval(cut, safe))
+
+    def _run_facts(self, node: NodeState, p: Pending, out: JoinOutput) -> None:
+        """At a run's start: its devices' idle power and the GPU's start temperature."""
+        run_id, rank = p.key[0], p.key[1]
+        if (run_id, rank, p.devices[0]) in self._run_idle:
+            return
+        t0 = p.start.time_ns
+        for uuid in p.devices:
+            cov = self._devices[uuid].covered()
+            if (cov is None or cov < t0) and node.watermark_ns < t0 + self.cfg.late_bound_ns:
+                return
+        for uuid in p.devices:
+            idle = self._devices[uuid].idle
+            value = idle.measure_before(t0)
+            self._run_idle[(run_id, rank, uuid)] = value if value is not None else idle.idle_power_w
+        gpu = p.devices[0]
+        if self._devices[gpu].kind == "gpu":
+            temp = self._devices[gpu].idle.temperature_at(t0)
+            out.rank_updates.append(
+                RankUpdate(run_id, rank, temp, self._run_idle[(run_id, rank, gpu)])
+            )
+
+    def _trim(self, node: NodeState) -> None:
+        for uuid, dev in node.devices.items():
+            if node.watermark_ns - dev.trimmed_ns < self.cfg.keep_ns // 2:
+                continue  # amortized: a trim rebuilds the device's energy model
+            dev.trimmed_ns = node.watermark_ns
+            keep = node.watermark_ns - self.cfg.keep_ns
+            for p in node.pending.values():
+                if uuid in p.devices and p.start is not None:
+                    acc = p.accs.get(uuid)
+                    keep = min(keep, acc.cut_ns if acc is not None else p.start.time_ns)
+            dev.timeline.trim(keep - 1_000_000_000)
+            idle_keep = node.watermark_ns - self.cfg.keep_ns - self.cfg.idle_window_ns
+            dev.idle.trim(min(idle_keep, keep - self.cfg.idle_window_ns - self.cfg.idle_guard_ns))
+
+    def _refresh_idle(self, node: NodeState, out: JoinOutput) -> None:
+        lag = max(self.cfg.late_bound_ns, self.cfg.idle_guard_ns)
+        for dev in node.devices.values():
+            value = dev.idle.refresh(node.watermark_ns, lag, self.cfg.idle_update_ns)
+            if value is not None:
+                out.idle_updates.append(IdleUpdate(dev.uuid, value, dev.idle.measured_ns))
+
+    def _remember(self, key: tuple) -> None:
+        self._done.add(key)
+        self._done_order.append(key)
+        if len(self._done_order) > _RECENT_KEYS:
+            self._done.discard(self._done_order.popleft())
+
+    # -- state for metrics and tests ---------------------------------------------------------
+    def progress(self) -> list[RunProgress]:
+        """Per run: latest epoch/step seen and the energy of its open run intervals so far."""
+        energy: dict[str, float] = {}
+        for node in self._nodes.values():
+            for p in node.pending.values():
+                if p.key[2] != "run" or p.start is None:
+                    continue
+                for uuid in p.devices:
+                    acc, dev = p.accs.get(uuid), self._devices[uuid]
+                    cut = acc.cut_ns if acc is not None else p.start.time_ns
+                    cov = dev.covered()
+                    so_far = acc.energy_j if acc is not None else 0.0
+                    if cov is not None and cov > cut:
+                        so_far += dev.timeline.interval(cut, cov).energy_j or 0.0
+                    energy[p.key[0]] = energy.get(p.key[0], 0.0) + so_far
+        return [
+            RunProgress(run_id, ep, st, energy.get(run_id, 0.0), ended)
+            for run_id, (ep, st, ended) in self._progress.items()
+        ]
+
+    def forget_run(self, run_id: str) -> None:
+        self._progress.pop(run_id, None)
+
+    def pending_keys(self) -> list[tuple]:
+        return [k for n in self._nodes.values() for k in n.pending]
+
+    def watermark_ns(self, hostname: str) -> int:
+        node = self._nodes.get(hostname)
+        return node.watermark_ns if node else 0

@@ -1,0 +1,71 @@
+"""Merging consecutive pieces of one interval's energy (pure core).
+
+Counter energy telescopes: the pieces' energies add up to counter(end) − counter(start) exactly,
+and only the two outer bounds carry interpolation error, so the merged uncertainty is taken from
+the first and last piece (half of each: a piece's uncertainty covers both its bounds). Without a
+counter, errors of power integration accumulate and uncertainties add.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from collector.energy import IntervalEnergy
+
+
+class Accumulator:
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.cut_ns = start_ns  # pieces cover [start_ns, cut_ns)
+        self.pieces: list[IntervalEnergy] = []  # only the first and the last are kept
+        self.count = 0
+        self.energy_j: float | None = 0.0
+        self.power_integral_j: float | None = 0.0
+        self.uncertainty_sum_j = 0.0
+        self.covered_ns = 0.0
+        self.max_power_w: float | None = None
+        self.flags: set[str] = set()
+        self.sources: set[str] = set()
+
+    def add(self, e: IntervalEnergy) -> None:
+        duration_ns = e.end_ns - e.start_ns
+        self.energy_j = _add(self.energy_j, e.energy_j)
+        self.power_integral_j = _add(self.power_integral_j, e.power_integral_j)
+        self.uncertainty_sum_j += e.uncertainty_j or 0.0
+        self.covered_ns += (e.coverage or 0.0) * duration_ns
+        if e.max_power_w is not None:
+            self.max_power_w = max(self.max_power_w or e.max_power_w, e.max_power_w)
+        self.flags.update(e.flags or ())
+        self.sources.add(e.source)
+        self.count += 1
+        self.pieces = [self.pieces[0], e] if self.pieces else [e]
+        self.cut_ns = e.end_ns
+
+    def result(self, start_ns: int, end_ns: int) -> IntervalEnergy:
+        last = self.pieces[-1]
+        if self.count == 1:
+            return last
+        duration_s = (end_ns - start_ns) / 1e9
+        source = next(iter(self.sources)) if len(self.sources) == 1 else "mixed"
+        if source == "counter":
+            uncertainty = ((self.pieces[0].uncertainty_j or 0.0) + (last.uncertainty_j or 0.0)) / 2
+        else:
+            uncertainty = self.uncertainty_sum_j
+        avg = self.energy_j / duration_s if self.energy_j is not None and duration_s > 0 else None
+        return dataclasses.replace(
+            last,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            energy_j=self.energy_j,
+            source=source,
+            power_integral_j=self.power_integral_j,
+            uncertainty_j=uncertainty,
+            avg_power_w=avg,
+            max_power_w=self.max_power_w,
+            coverage=min(1.0, self.covered_ns / max(1, end_ns - start_ns)),
+            flags=frozenset(self.flags),
+        )
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b

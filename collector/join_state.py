@@ -1,0 +1,123 @@
+"""The streaming join's state and plain types (pure core; see join.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from collector.energy import CounterSpec, DeviceTimeline, IntervalEnergy
+from collector.idle import IdleTracker
+from collector.join_accum import Accumulator
+from collector.records import IdleUpdate, IntervalRec, MarkerRec, RankUpdate, ReadingRec
+
+BUFFER_SAMPLES = 512
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    late_bound_ns: int = 2_000_000_000
+    max_gap_ns: int = 1_000_000_000
+    chunk_ns: int = 5_000_000_000
+    keep_ns: int = 30_000_000_000  # raw samples kept behind the watermark (late markers)
+    idle_window_ns: int = 30_000_000_000
+    idle_guard_ns: int = 2_000_000_000
+    idle_update_ns: int = 10_000_000_000
+
+
+@dataclass
+class JoinOutput:
+    intervals: list[IntervalRec] = field(default_factory=list)
+    rank_updates: list[RankUpdate] = field(default_factory=list)
+    idle_updates: list[IdleUpdate] = field(default_factory=list)
+    dropped_markers: int = 0  # starts/ends that never found their partner before the run ended
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    run_id: str
+    epoch: int
+    step: int
+    energy_j: float  # so far, over all devices of the run's ranks
+    ended: bool
+
+
+class DeviceState:
+    def __init__(self, node: str, uuid: str, kind: str, spec: CounterSpec, cfg: JoinConfig):
+        self.node, self.uuid, self.kind, self.spec = node, uuid, kind, spec
+        self._timeline = DeviceTimeline(spec, cfg.max_gap_ns)
+        self.idle = IdleTracker(cfg.idle_window_ns, cfg.idle_guard_ns)
+        self.margin_ns = int(2 * spec.update_s * 1e9)  # settled lags the readings about this much
+        self.trimmed_ns = 0  # watermark at the last trim (trimming rebuilds the energy model)
+        # Readings wait here until the timeline is asked something: one extend per batch of a
+        # device's readings instead of one per stream message (extend copies its arrays). They
+        # go in as they are: a ReadingRec has Sample's time_ns, power_w and energy_j.
+        self.buffer: list[ReadingRec] = []
+        self.last_ns: int | None = None
+
+    @property
+    def timeline(self) -> DeviceTimeline:
+        if self.buffer:
+            self._timeline.extend(self.buffer)
+            self.buffer = []
+        return self._timeline
+
+    def covered(self) -> int | None:
+        return self.last_ns
+
+    def settled(self) -> int | None:
+        """Energy before this time no longer changes with later readings."""
+        return self.timeline.settled_until_ns()
+
+    def settled_past(self, t_ns: int) -> bool:
+        """settled() >= t_ns, asking the timeline (an energy-model rebuild) only once the
+        readings are far enough past t_ns for the answer to be likely yes."""
+        if self.last_ns is None or self.last_ns < t_ns + self.margin_ns:
+            return False
+        settled = self.settled()
+        return settled is not None and settled >= t_ns
+
+
+@dataclass
+class Pending:
+    key: tuple[str, int, str, int, int]  # run_id, rank, kind, epoch, step
+    start: MarkerRec | None = None
+    end: MarkerRec | None = None
+    devices: tuple[str, ...] = ()
+    accs: dict[str, Accumulator] = field(default_factory=dict)
+
+
+@dataclass
+class NodeState:
+    hostname: str
+    devices: dict[str, DeviceState] = field(default_factory=dict)
+    watermark_ns: int = 0
+    pending: dict[tuple, Pending] = field(default_factory=dict)
+
+
+def interval_record(
+    key: tuple, uuid: str, e: IntervalEnergy, idle_w: float | None, late: bool
+) -> IntervalRec:
+    run_id, rank, kind, epoch, step = key
+    duration_s = (e.end_ns - e.start_ns) / 1e9
+    active = None
+    if e.energy_j is not None and idle_w is not None:
+        active = e.energy_j - idle_w * duration_s
+    flags = frozenset(e.flags) | ({"late"} if late else set())
+    return IntervalRec(
+        run_id=run_id,
+        rank=rank,
+        device_uuid=uuid,
+        kind=kind,
+        epoch=epoch,
+        step=step,
+        start_ns=e.start_ns,
+        end_ns=e.end_ns,
+        energy_j=e.energy_j,
+        active_energy_j=active,
+        source=e.source,
+        power_integral_j=e.power_integral_j,
+        uncertainty_j=e.uncertainty_j,
+        avg_power_w=e.avg_power_w,
+        max_power_w=e.max_power_w,
+        coverage=e.coverage,
+        flags=flags,
+    )

@@ -1,0 +1,219 @@
+"""The Prometheus adapter: a custom collector that reads LiveState at scrape time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import start_http_server
+
+from collector.config import parse_host_port
+from collector.errors import ConfigError
+from collector.metrics_state import LiveState
+
+_DEV = ["node", "device", "kind"]
+# (metric, help, reading field, scale to base units)
+_DEVICE_GAUGES = (
+    ("parawatt_device_power_watts", "Instantaneous power (or the driver's average).", "power_w", 1),
+    (
+        "parawatt_device_power_average_watts",
+        "Power averaged by the driver (~1 s).",
+        "power_avg_w",
+        1,
+    ),
+    ("parawatt_device_utilization_ratio", "Compute utilization (0-1).", "gpu_util_pct", 0.01),
+    (
+        "parawatt_device_memory_utilization_ratio",
+        "Memory-bus utilization (0-1).",
+        "mem_util_pct",
+        0.01,
+    ),
+    ("parawatt_device_memory_used_bytes", "Device memory in use.", "memory_used_bytes", 1),
+    ("parawatt_device_temperature_celsius", "Device temperature.", "temperature_c", 1),
+    ("parawatt_device_sm_clock_hertz", "SM clock.", "sm_clock_mhz", 1e6),
+    ("parawatt_device_memory_clock_hertz", "Memory clock.", "mem_clock_mhz", 1e6),
+)
+
+
+class ParawattCollector:
+    def __init__(self, state: LiveState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._devices()
+        yield from self._runs()
+        yield from self._health()
+
+    def _devices(self) -> Iterator[Metric]:
+        s = self.state
+        with s.lock:
+            devices = list(s.devices.values())
+            idle = dict(s.idle_w)
+        latest = dict(s.latest)
+        gauges = {
+            name: GaugeMetricFamily(name, doc, labels=_DEV) for name, doc, _, _ in _DEVICE_GAUGES
+        }
+        energy = CounterMetricFamily(
+            "parawatt_device_energy_joules", "The device's total-energy counter.", labels=_DEV
+        )
+        idle_g = GaugeMetricFamily(
+            "parawatt_device_idle_power_watts", "Measured idle power.", labels=_DEV
+        )
+        for d in devices:
+            labels = [d.node, d.device, d.kind]
+            r = latest.get(d.device)
+            if r is not None:
+                for name, _, attr, scale in _DEVICE_GAUGES:
+                    if (v := getattr(r, attr)) is not None:
+                        gauges[name].add_metric(labels, v * scale)
+                if r.energy_j is not None:
+                    energy.add_metric(labels, r.energy_j)
+            if d.device in idle:
+                idle_g.add_metric(labels, idle[d.device])
+        yield from gauges.values()
+        yield energy
+        yield idle_g
+
+    def _runs(self) -> Iterator[Metric]:
+        s = self.state
+        energy = CounterMetricFamily(
+            "parawatt_run_energy_joules",
+            "Energy of the run so far (all devices).",
+            labels=["run_id"],
+        )
+        epoch = GaugeMetricFamily(
+            "parawatt_run_epoch", "Latest epoch of the run.", labels=["run_id"]
+        )
+        step = GaugeMetricFamily(
+            "parawatt_run_step", "Latest optimizer step of the run.", labels=["run_id"]
+        )
+        active = GaugeMetricFamily(
+            "parawatt_run_active", "1 while the run is open.", labels=["run_id"]
+        )
+        secs = HistogramMetricFamily(
+            "parawatt_step_duration_seconds", "Duration of steps (per rank).", labels=["run_id"]
+        )
+        joules = HistogramMetricFamily(
+            "parawatt_step_energy_joules", "Energy of steps (per rank).", labels=["run_id"]
+        )
+        with s.lock:
+            for run in s.runs.values():
+                lab = [run.run_id]
+                energy.add_metric(lab, run.energy_j)
+                epoch.add_metric(lab, run.epoch)
+                step.add_metric(lab, run.step)
+                active.add_metric(lab, 0 if run.ended_ns else 1)
+                secs.add_metric(lab, run.step_seconds.cumulative(), run.step_seconds.sum)
+                joules.add_metric(lab, run.step_joules.cumulative(), run.step_joules.sum)
+        yield from (energy, epoch, step, active, secs, joules)
+
+    def _health(self) -> Iterator[Metric]:
+        s = self.state
+        now_ns = time.time_ns()
+        d = ["daemon"]
+        up = GaugeMetricFamily(
+            "parawatt_daemon_up", "1 while the daemon's stream is open.", labels=d
+        )
+        lag = GaugeMetricFamily(
+            "parawatt_stream_lag_seconds", "Now minus the newest reading received.", labels=d
+        )
+        counters = {
+            "readings": CounterMetricFamily(
+                "parawatt_readings_ingested", "Readings received.", labels=d
+            ),
+            "markers": CounterMetricFamily(
+                "parawatt_markers_ingested", "Markers received.", labels=d
+            ),
+            "missed": CounterMetricFamily(
+                "parawatt_stream_missed_items",
+                "Items the daemon could no longer deliver.",
+                labels=d,
+            ),
+            "reconnects": CounterMetricFamily(
+                "parawatt_daemon_reconnects", "Stream reconnect attempts.", labels=d
+            ),
+            "boots": CounterMetricFamily(
+                "parawatt_daemon_boot_changes", "Daemon restarts seen.", labels=d
+            ),
+        }
+        for h in list(s.daemons):
+            lab = [h.address]
+            up.add_metric(lab, 1 if h.up else 0)
+            if h.last_reading_ns:
+                lag.add_metric(lab, max(0.0, (now_ns - h.last_reading_ns) / 1e9))
+            counters["readings"].add_metric(lab, h.readings_total)
+            counters["markers"].add_metric(lab, h.markers_total)
+            counters["missed"].add_metric(lab, h.missed_total)
+            counters["reconnects"].add_metric(lab, h.reconnects_total)
+            counters["boots"].add_metric(lab, h.boot_changes_total)
+        yield up
+        yield lag
+        yield from counters.values()
+        with s.lock:
+            yield _counter(
+                "parawatt_readings_dropped",
+                "Readings dropped: write backlog full.",
+                s.readings_dropped_total,
+            )
+            yield _counter(
+                "parawatt_readings_written", "Readings stored.", s.readings_written_total
+            )
+            yield _counter(
+                "parawatt_db_errors", "Failed database writes (retried).", s.db_errors_total
+            )
+            yield _counter(
+                "parawatt_unpaired_markers",
+                "Markers whose partner never came.",
+                s.unpaired_markers_total,
+            )
+            backlog = GaugeMetricFamily(
+                "parawatt_db_backlog_readings", "Readings waiting to be written."
+            )
+            backlog.add_metric([], s.db_backlog_readings)
+            yield backlog
+            hist = HistogramMetricFamily(
+                "parawatt_db_write_duration_seconds", "Time per database commit."
+            )
+            hist.add_metric([], s.db_write_seconds.cumulative(), s.db_write_seconds.sum)
+            yield hist
+            intervals = CounterMetricFamily(
+                "parawatt_intervals", "Intervals computed.", labels=["kind"]
+            )
+            for kind, n in sorted(s.intervals_total.items()):
+                intervals.add_metric([kind], n)
+            yield intervals
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    c = CounterMetricFamily(name, doc)
+    c.add_metric([], value)
+    return c
+
+
+class MetricsServer:
+    def __init__(self, httpd, thread) -> None:
+        self._httpd, self._thread = httpd, thread
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+
+def create_metrics_server(state: LiveState, listen: str) -> tuple[MetricsServer, int]:
+    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own."""
+    host, port = parse_host_port(listen)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ParawattCollector(state))
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
+    return MetricsServer(httpd, thread), httpd.server_address[1]

@@ -1,0 +1,131 @@
+"""What /metrics shows, kept up to date by the join and the writer (read at scrape time).
+
+Labels stay bounded: node and device (a fixed set), daemon address, and run_id only while a run
+is active plus a grace period (then its series disappear). Never step or epoch labels.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass, field
+
+from collector.records import IntervalRec, NodeRec, ReadingRec
+
+STEP_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STEP_JOULES_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
+DB_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """Fixed buckets, cumulative at export (what HistogramMetricFamily wants)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for le, n in zip([*map(str, self.buckets), "+Inf"], self.counts, strict=True):
+            total += n
+            out.append((le, total))
+        return out
+
+
+@dataclass
+class RunLive:
+    run_id: str
+    epoch: int = 0
+    step: int = 0
+    energy_j: float = 0.0
+    ended_ns: int | None = None  # collector clock when the run was seen to end
+    step_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_SECONDS_BUCKETS))
+    step_joules: Histogram = field(default_factory=lambda: Histogram(STEP_JOULES_BUCKETS))
+
+
+@dataclass(frozen=True)
+class DeviceLabels:
+    node: str
+    device: str
+    kind: str
+    name: str
+
+
+class LiveState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.devices: dict[str, DeviceLabels] = {}
+        self.latest: dict[str, ReadingRec] = {}
+        self.idle_w: dict[str, float] = {}
+        self.runs: dict[str, RunLive] = {}
+        self.intervals_total: dict[str, int] = {"step": 0, "epoch": 0, "run": 0}
+        self.unpaired_markers_total = 0
+        self.readings_dropped_total = 0
+        self.db_errors_total = 0
+        self.db_backlog_readings = 0
+        self.db_write_seconds = Histogram(DB_SECONDS_BUCKETS)
+        self.readings_written_total = 0
+        self.daemons: list = []  # ingest.DaemonHealth, one per daemon
+        self._expired: dict[str, None] = {}  # runs whose series are gone (insertion-ordered)
+
+    def add_node(self, node: NodeRec) -> None:
+        with self.lock:
+            for d in node.devices:
+                self.devices[d.uuid] = DeviceLabels(node.hostname, d.uuid, d.kind, d.name)
+
+    def add_readings(self, readings: list[ReadingRec]) -> None:
+        latest = self.latest
+        for r in readings:  # dict stores are atomic under the GIL: no lock on the hot path
+            if not r.lost:
+                latest[r.device_uuid] = r
+
+    def add_intervals(self, intervals: list[IntervalRec]) -> None:
+        with self.lock:
+            for i in intervals:
+                self.intervals_total[i.kind] = self.intervals_total.get(i.kind, 0) + 1
+                if i.kind != "step":
+                    continue
+                run = self._run(i.run_id)
+                if run is not None:
+                    run.step_seconds.observe(i.duration_s)
+                    if i.energy_j is not None:
+                        run.step_joules.observe(i.energy_j)
+
+    def _run(self, run_id: str) -> RunLive | None:
+        """The run's live record (created on first sight), None once it has expired."""
+        if run_id in self._expired:
+            return None
+        return self.runs.setdefault(run_id, RunLive(run_id))
+
+    def update_run(self, run_id: str, epoch: int, step: int, energy_j: float) -> None:
+        with self.lock:
+            if (run := self._run(run_id)) is None:
+                return
+            run.epoch, run.step = epoch, step
+            run.energy_j = max(run.energy_j, energy_j)  # a counter never goes down
+
+    def end_run(self, run_id: str, now_ns: int, energy_j: float | None) -> None:
+        with self.lock:
+            if (run := self._run(run_id)) is None:
+                return
+            if run.ended_ns is None:
+                run.ended_ns = now_ns
+            if energy_j is not None:
+                run.energy_j = max(run.energy_j, energy_j)
+
+    def expire_runs(self, now_ns: int, grace_ns: int) -> list[str]:
+        with self.lock:
+            gone = [
+                r for r, v in self.runs.items() if v.ended_ns and now_ns - v.ended_ns > grace_ns
+            ]
+            for run_id in gone:
+                del self.runs[run_id]
+                self._expired[run_id] = None
+            while len(self._expired) > 10_000:
+                del self._expired[next(iter(self._expired))]
+            return gone

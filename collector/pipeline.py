@@ -1,0 +1,180 @@
+"""The join thread: stream chunks in (from every subscriber), intervals and rows out.
+
+One thread owns the Joiner and the aggregator, so the pure core needs no locks. Everything a
+chunk and a poll produce goes to the writer as one WriteBatch, together with the cursor of the
+stream it came from (the writer commits them in one transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from collector.aggregate import SecondAggregator
+from collector.join import Joiner, JoinOutput
+from collector.metrics_state import LiveState
+from collector.records import StreamChunk
+from collector.writebatch import GapRec, WriteBatch
+from collector.writer import Writer
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_NS = 1_000_000_000
+
+
+class Pipeline:
+    def __init__(
+        self,
+        joiner: Joiner,
+        aggregator: SecondAggregator,
+        live: LiveState,
+        writer: Writer,
+        max_queue: int = 2000,
+        poll_interval_s: float = 0.1,
+        run_grace_s: float = 300.0,
+    ) -> None:
+        self.joiner, self.aggregator, self.live, self.writer = joiner, aggregator, live, writer
+        self.queue: queue.Queue[StreamChunk] = queue.Queue(maxsize=max_queue)
+        self._poll_interval_s = poll_interval_s
+        self._hand_on_s = 0.25
+        self._grace_ns = int(run_grace_s * 1e9)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="join", daemon=True)
+        self._run_energy_done: dict[str, float] = {}  # run_id -> J of its emitted run intervals
+        self._progress_ns = 0
+        self.idle = threading.Event()  # set while the queue is empty and all output handed on
+
+    def start(self) -> Pipeline:
+        self._thread.start()
+        return self
+
+    def put(self, chunk: StreamChunk) -> bool:
+        """Called by subscriber threads; blocks while the join is behind (back-pressure on the
+        gRPC stream, the daemon's ring buffer holds the rest). False once stopping."""
+        while not self._stop.is_set():
+            try:
+                self.queue.put(chunk, timeout=0.5)
+                self.idle.clear()
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop after draining what is queued (call after the subscribers are closed)."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        last_poll = 0.0
+        while True:
+            batch = WriteBatch()
+            try:
+                chunk = self.queue.get(timeout=self._poll_interval_s)
+            except queue.Empty:
+                chunk = None
+            if chunk is None and self._stop.is_set():
+                self._hand_on(batch, final=True)
+                return
+            try:
+                handed_on, n = time.monotonic(), 0
+                while chunk is not None:
+                    self._process(chunk, batch)
+                    n += 1
+                    if n % 50 == 0 and time.monotonic() - handed_on >= self._hand_on_s:
+                        break  # hand on regularly even under full load (marker latency)
+                    try:
+                        chunk = self.queue.get_nowait()
+                    except queue.Empty:
+                        chunk = None
+                now = time.monotonic()
+                if now - last_poll >= self._poll_interval_s or self.queue.empty():
+                    self._poll(batch)
+                    last_poll = now
+            except Exception:  # a bug in one chunk must not stop ingestion
+                log.exception("join failed on a stream chunk; continuing")
+            self._hand_on(batch)
+
+    def _hand_on(self, batch: WriteBatch, final: bool = False) -> None:
+        if final:
+            self._poll(batch)
+        if batch:
+            self.writer.submit(batch)
+        if self.queue.empty():
+            self.idle.set()
+
+    def _process(self, c: StreamChunk, batch: WriteBatch) -> None:
+        if c.node is not None:
+            self.joiner.add_node(c.node)
+            self.live.add_node(c.node)
+            batch.nodes[c.boot_id] = c.node
+        if c.missed:
+            batch.gaps.append(
+                GapRec(
+                    c.boot_id,
+                    "missed",
+                    c.address,
+                    c.first_seq - c.missed,
+                    c.missed,
+                    None,
+                    c.received_ns,
+                )
+            )
+        if c.boot_changed:
+            batch.gaps.append(
+                GapRec(
+                    c.boot_id,
+                    "boot_changed",
+                    c.address,
+                    c.first_seq,
+                    0,
+                    c.previous_boot,
+                    c.received_ns,
+                )
+            )
+        if c.readings:
+            batch.add_readings(c.boot_id, c.readings)
+            self.joiner.add_readings(c.hostname, c.readings)
+            batch.aggregates.extend(self.aggregator.add(c.readings))
+            self.live.add_readings(c.readings)
+        if c.markers:
+            batch.markers.extend((c.boot_id, m) for m in c.markers)
+            self.joiner.add_markers(c.hostname, c.markers)
+        batch.cursors[c.boot_id] = (c.address, c.next_seq, c.received_ns)
+
+    def _poll(self, batch: WriteBatch) -> None:
+        out = self.joiner.poll()
+        self.apply(out, batch)
+        now_ns = time.time_ns()
+        if now_ns - self._progress_ns >= _PROGRESS_EVERY_NS:
+            self._progress_ns = now_ns
+            self._update_runs(now_ns)
+
+    def apply(self, out: JoinOutput, batch: WriteBatch) -> None:
+        batch.intervals.extend(out.intervals)
+        batch.rank_updates.extend(out.rank_updates)
+        batch.idle_updates.extend(out.idle_updates)
+        for i in out.intervals:
+            if i.kind == "run" and i.energy_j is not None:
+                self._run_energy_done[i.run_id] = (
+                    self._run_energy_done.get(i.run_id, 0.0) + i.energy_j
+                )
+        self.live.add_intervals(out.intervals)
+        if out.idle_updates or out.dropped_markers:
+            with self.live.lock:
+                for u in out.idle_updates:
+                    self.live.idle_w[u.device_uuid] = u.idle_power_w
+                self.live.unpaired_markers_total += out.dropped_markers
+
+    def _update_runs(self, now_ns: int) -> None:
+        open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}
+        for p in self.joiner.progress():
+            energy = self._run_energy_done.get(p.run_id, 0.0) + p.energy_j
+            self.live.update_run(p.run_id, p.epoch, p.step, energy)
+            if p.ended and p.run_id not in open_runs:
+                self.live.end_run(p.run_id, now_ns, energy)
+        for run_id in self.live.expire_runs(now_ns, self._grace_ns):
+            self.joiner.forget_run(run_id)
+            self._run_energy_done.pop(run_id, None)

@@ -1,0 +1,216 @@
+"""The SQL adapter's write side: one transaction per WriteBatch, idempotent, in big batches.
+
+Every insert is "on conflict do nothing" on the natural key, so a replayed reading, marker,
+interval or aggregate never makes a second row. Raw readings take a faster path of their own
+(store_readings: COPY on PostgreSQL, multi-row statements on SQLite); run rows: store_runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from collector.db import translate_errors
+from collector.models import (
+    Boot,
+    Device,
+    IngestCursor,
+    Interval,
+    Marker,
+    Node,
+    Reading,
+    Reading1s,
+    RunRank,
+    StreamGap,
+)
+from collector.records import MarkerRec, NodeRec, as_dict
+from collector.store_readings import insert_readings
+from collector.store_runs import clean_metrics, finite, write_run_end, write_run_start
+from collector.writebatch import WriteBatch
+
+
+class Store:
+    def __init__(self, engine: Engine, chunk_rows: int = 20_000) -> None:
+        self.engine = engine
+        self.chunk_rows = chunk_rows
+        self._pg = engine.dialect.name == "postgresql"
+        self._boot_pk: dict[str, int] = {}
+        self._device_pk: dict[str, int] = {}
+
+    def write(self, batch: WriteBatch) -> None:
+        """Store the batch atomically; raises StoreError (and keeps nothing) on failure."""
+        with translate_errors("writing", self.engine), self.engine.begin() as conn:
+            try:
+                self._write(conn, batch)
+            except BaseException:
+                self._boot_pk.clear()  # pks learnt inside a rolled-back transaction are void
+                self._device_pk.clear()
+                raise
+
+    def _write(self, conn: Connection, b: WriteBatch) -> None:
+        for node in b.nodes.values():
+            self._upsert_node(conn, node)
+        for boot_id, rows in b.readings.items():
+            self._insert_readings(conn, self._boot(conn, boot_id), rows)
+        self._insert_markers(conn, b.markers)
+        self._insert(conn, Interval, [self._interval_row(conn, i) for i in b.intervals])
+        for u in b.rank_updates:
+            conn.execute(
+                update(RunRank)
+                .where(RunRank.run_id == u.run_id, RunRank.rank == u.rank)
+                .values(start_temperature_c=u.start_temperature_c, idle_power_w=u.idle_power_w)
+            )
+        for u in b.idle_updates:
+            conn.execute(
+                update(Device)
+                .where(Device.uuid == u.device_uuid)
+                .values(idle_power_w=u.idle_power_w, idle_measured_ns=u.measured_ns)
+            )
+        self._insert(conn, Reading1s, [self._aggregate_row(conn, a) for a in b.aggregates])
+        gaps = [{**as_dict(g), "boot_id": self._boot(conn, g.boot_id)} for g in b.gaps]
+        self._insert(conn, StreamGap, gaps)
+        for boot_id, (address, next_seq, now_ns) in b.cursors.items():
+            row = dict(
+                boot_id=self._boot(conn, boot_id),
+                address=address,
+                next_seq=next_seq,
+                updated_ns=now_ns,
+            )
+            stmt = self._dialect_insert(IngestCursor).values(row)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["boot_id"],
+                    set_={
+                        "next_seq": stmt.excluded.next_seq,
+                        "address": stmt.excluded.address,
+                        "updated_ns": stmt.excluded.updated_ns,
+                    },
+                )
+            )
+
+    # -- nodes, boots, devices -----------------------------------------------------------------
+    def _upsert_node(self, conn: Connection, n: NodeRec) -> None:
+        self._insert(conn, Node, [{"hostname": n.hostname}], chunked=False)
+        node_pk = conn.scalar(select(Node.id).where(Node.hostname == n.hostname))
+        boot = dict(
+            boot_id=n.boot_id,
+            node_id=node_pk,
+            backend=n.backend,
+            driver_version=n.driver_version,
+            daemon_version=n.daemon_version,
+            interval_ns=n.interval_ns,
+            started_ns=n.started_ns,
+        )
+        self._insert(conn, Boot, [boot], chunked=False)
+        rows = [
+            dict(uuid=d.uuid, node_id=node_pk, kind=d.kind, name=d.name,
+                 vendor_index=d.vendor_index, power_limit_w=d.power_limit_w,
+                 memory_total_bytes=d.memory_total_bytes, has_energy_counter=d.has_energy_counter,
+                 has_instant_power=d.has_instant_power, power_avg_window_s=d.power_avg_window_s,
+                 counter_update_s=d.counter_update_s, counter_resolution_j=d.counter_resolution_j)
+            for d in n.devices
+        ]  # fmt: skip
+        if rows:
+            stmt = self._dialect_insert(Device)
+            keep = {"uuid", "idle_power_w", "idle_measured_ns"}
+            set_ = {k: stmt.excluded[k] for k in rows[0] if k not in keep}
+            conn.execute(stmt.on_conflict_do_update(index_elements=["uuid"], set_=set_), rows)
+
+    def _boot(self, conn: Connection, boot_id: str) -> int:
+        pk = self._boot_pk.get(boot_id)
+        if pk is None:
+            pk = conn.scalar(select(Boot.id).where(Boot.boot_id == boot_id))
+            if pk is None:
+                raise LookupError(f"boot {boot_id} written before its NodeInfo")
+            self._boot_pk[boot_id] = pk
+        return pk
+
+    def _device(self, conn: Connection, uuid: str) -> int:
+        pk = self._device_pk.get(uuid)
+        if pk is None:
+            for u, p in conn.execute(select(Device.uuid, Device.id)):
+                self._device_pk[u] = p
+            pk = self._device_pk[uuid]
+        return pk
+
+    # -- readings --------------------------------------------------------------------------------
+    def _insert_readings(self, conn: Connection, boot_pk: int, rows: list) -> None:
+        dev = {}
+        for r in rows:
+            if r.device_uuid not in dev:
+                dev[r.device_uuid] = self._device(conn, r.device_uuid)
+        insert_readings(conn, boot_pk, dev, rows, postgres=self._pg)
+
+    # -- markers and runs --------------------------------------------------------------------
+    def _insert_markers(
+        self, conn: Connection, markers: list[tuple[str | None, MarkerRec]]
+    ) -> None:
+        rows = []
+        for boot_id, m in markers:
+            rows.append(
+                dict(
+                    run_id=m.run_id,
+                    rank=m.rank,
+                    kind=m.kind,
+                    epoch=m.epoch,
+                    step=m.step,
+                    time_ns=m.time_ns,
+                    hostname=m.hostname,
+                    device_uuid=m.device_uuid,
+                    local_rank=m.local_rank,
+                    boot_id=self._boot(conn, boot_id) if boot_id else None,
+                    seq=m.seq,
+                    status=m.status,
+                    metrics=clean_metrics(m.metrics),
+                )
+            )
+        self._insert(conn, Marker, rows)
+        for _, m in markers:
+            if m.kind == "run_start":
+                write_run_start(conn, self._dialect_insert, m)
+        for _, m in markers:
+            if m.kind == "run_end":
+                write_run_end(conn, m)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _interval_row(self, conn: Connection, i) -> dict[str, Any]:
+        row = as_dict(i)
+        row["device_id"] = self._device(conn, i.device_uuid)
+        del row["device_uuid"]
+        row["duration_s"] = i.duration_s
+        row["flags"] = ",".join(sorted(i.flags))
+        for k in (
+            "energy_j",
+            "active_energy_j",
+            "power_integral_j",
+            "uncertainty_j",
+            "avg_power_w",
+            "max_power_w",
+        ):
+            row[k] = finite(row[k])
+        row["coverage"] = finite(row["coverage"]) or 0.0
+        return row
+
+    def _aggregate_row(self, conn: Connection, a) -> dict[str, Any]:
+        row = as_dict(a)
+        row["device_id"] = self._device(conn, a.device_uuid)
+        del row["device_uuid"]
+        return row
+
+    def _dialect_insert(self, model):
+        return (postgresql.insert if self._pg else sqlite.insert)(model)
+
+    def _insert(self, conn: Connection, model, rows: list[dict], chunked: bool = True) -> None:
+        if not rows:
+            return
+        stmt = self._dialect_insert(model).on_conflict_do_nothing()
+        step = self.chunk_rows if chunked else len(rows)
+        for i in range(0, len(rows), step):
+            conn.execute(stmt, rows[i : i + step])
+
+    # -- maintenance -----------------------------------------------------------------------
+    def trim_readings(self, before_ns: int) -> int:
+        with translate_errors("trimming old readings", self.engine), self.engine.begin() as conn:
+            return conn.execute(delete(Reading).where(Reading.time_ns < before_ns)).rowcount

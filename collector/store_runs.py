@@ -1,0 +1,101 @@
+"""Run and rank rows from RUN_START / RUN_END markers (part of the SQL adapter).
+
+Idempotent like everything the writer does: a replayed RUN_START changes nothing, a replayed
+RUN_END sets the same values again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, case, update
+
+from collector.models import Run, RunRank
+from collector.records import MarkerRec, RunConfigRec
+
+
+def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) -> None:
+    c = m.config or RunConfigRec()
+    row = dict(
+        run_id=m.run_id,
+        model=c.model,
+        dataset=c.dataset,
+        world_size=c.world_size,
+        nodes=c.nodes,
+        global_batch_size=c.global_batch_size,
+        local_batch_size=c.local_batch_size,
+        accumulation_steps=c.accumulation_steps,
+        parameter_count=c.parameter_count,
+        dataset_size=c.dataset_size,
+        epochs_planned=c.epochs,
+        steps_per_epoch=c.steps_per_epoch,
+        seed=c.seed,
+        amp=c.amp,
+        device_name=c.device_name,
+        recipe=dict(c.recipe),
+        tags=dict(c.tags),
+        software=dict(
+            torch=c.torch_version,
+            cuda=c.cuda_version,
+            driver=c.driver_version,
+            backend=c.backend,
+        ),
+        hardware=dict(
+            device_name=c.device_name,
+            hostname=c.hostname or m.hostname,
+            local_world_size=c.local_world_size,
+            nodes=c.nodes,
+        ),
+        status="running",
+        start_ns=m.time_ns,
+        end_ns=None,
+        metrics={},
+    )
+    stmt = dialect_insert(Run).values(row)
+    earliest = case(
+        (stmt.excluded.start_ns < Run.start_ns, stmt.excluded.start_ns), else_=Run.start_ns
+    )
+    # Rank 0's configuration wins (its device name is the run's hardware); every rank's
+    # start can only move the run's start earlier.
+    set_ = {
+        k: stmt.excluded[k]
+        for k in row
+        if k not in ("run_id", "status", "end_ns", "metrics", "start_ns")
+    }
+    set_ = set_ if m.rank == 0 else {}
+    conn.execute(
+        stmt.on_conflict_do_update(index_elements=["run_id"], set_={**set_, "start_ns": earliest})
+    )
+    rank = dict(run_id=m.run_id, rank=m.rank, hostname=m.hostname, local_rank=m.local_rank,
+                device_uuid=m.device_uuid, start_ns=m.time_ns, end_ns=None, status="running",
+                start_temperature_c=None, idle_power_w=None, metrics={})  # fmt: skip
+    conn.execute(dialect_insert(RunRank).on_conflict_do_nothing(), [rank])
+
+
+def write_run_end(conn: Connection, m: MarkerRec) -> None:
+    status = m.status or "completed"
+    conn.execute(
+        update(RunRank)
+        .where(RunRank.run_id == m.run_id, RunRank.rank == m.rank)
+        .values(end_ns=m.time_ns, status=status, metrics=clean_metrics(m.metrics))
+    )
+    latest = case(
+        (Run.end_ns.is_(None), m.time_ns), (Run.end_ns < m.time_ns, m.time_ns), else_=Run.end_ns
+    )
+    values: dict[str, Any] = {"end_ns": latest}
+    if m.rank == 0:
+        values.update(status=status, metrics=clean_metrics(m.metrics))
+    elif status == "failed":
+        values["status"] = status
+    conn.execute(update(Run).where(Run.run_id == m.run_id).values(values))
+
+
+def finite(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
+
+
+def clean_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN/inf (PostgreSQL rejects them): store them as null."""
+    return {str(k): finite(float(v)) for k, v in dict(metrics).items()}

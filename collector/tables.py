@@ -1,0 +1,140 @@
+"""Run and epoch tables for the CLI: text table, JSON or CSV from the query records (pure)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from collector.summary import EpochSummary, RunSummary
+
+FORMATS = ("table", "json", "csv")
+
+# (field, header in the text table, decimals); JSON/CSV use the field names and full values.
+RUN_COLUMNS = (
+    ("run_id", "run", None),
+    ("model", "model", None),
+    ("status", "status", None),
+    ("world_size", "GPUs", None),
+    ("nodes", "nodes", None),
+    ("global_batch_size", "GBS", None),
+    ("local_batch_size", "LBS", None),
+    ("epochs", "epochs", None),
+    ("steps", "steps", None),
+    ("duration_s", "time s", 1),
+    ("gpu_hours", "GPU-h", 4),
+    ("energy_j", "energy J", 1),
+    ("active_energy_j", "active J", 1),
+    ("j_per_sample", "J/sample", 3),
+    ("flags", "flags", None),
+)
+EPOCH_COLUMNS = (
+    ("epoch", "epoch", None),
+    ("steps", "steps", None),
+    ("duration_s", "time s", 2),
+    ("energy_j", "energy J", 1),
+    ("active_energy_j", "active J", 1),
+    ("avg_power_w", "avg W", 1),
+    ("metrics", "metrics", None),
+    ("flags", "flags", None),
+)
+
+
+def run_row(r: RunSummary) -> dict[str, Any]:
+    per_sample = r.energy_j / r.samples if r.energy_j is not None and r.samples else None
+    return {
+        "run_id": r.run_id, "model": r.model, "dataset": r.dataset, "hardware": r.hardware,
+        "status": r.status, "world_size": r.world_size, "nodes": r.nodes,
+        "global_batch_size": r.global_batch_size, "local_batch_size": r.local_batch_size,
+        "accumulation_steps": r.accumulation_steps, "epochs": r.epochs, "steps": r.steps,
+        "samples": r.samples, "start_ns": r.start_ns, "end_ns": r.end_ns,
+        "duration_s": r.duration_s, "gpu_hours": r.gpu_hours, "energy_j": r.energy_j,
+        "gpu_energy_j": r.gpu_energy_j, "cpu_energy_j": r.cpu_energy_j,
+        "active_energy_j": r.active_energy_j, "energy_uncertainty_j": r.energy_uncertainty_j,
+        "j_per_sample": per_sample, "final_metrics": dict(r.final_metrics), "tags": dict(r.tags),
+        "flags": sorted(r.flags), "start_temperature_c": dict(r.start_temperature_c),
+    }  # fmt: skip
+
+
+def epoch_row(e: EpochSummary) -> dict[str, Any]:
+    return {
+        "run_id": e.run_id, "epoch": e.epoch, "start_ns": e.start_ns, "end_ns": e.end_ns,
+        "duration_s": e.duration_s, "steps": e.steps, "energy_j": e.energy_j,
+        "active_energy_j": e.active_energy_j, "avg_power_w": e.avg_power_w,
+        "metrics": dict(e.metrics), "flags": sorted(e.flags),
+    }  # fmt: skip
+
+
+def render(rows: list[dict[str, Any]], columns: Sequence[tuple], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        return _csv(rows)
+    return _table(rows, columns)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return ";".join(f"{k}={v[k]}" for k in sorted(v))
+    if isinstance(v, list):
+        return ";".join(map(str, v))
+    return "" if v is None else v
+
+
+def _cell(v: Any, decimals: int | None) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and decimals is not None:
+        return f"{v:,.{decimals}f}"
+    if isinstance(v, dict):
+        return " ".join(f"{k}={_short(v[k])}" for k in sorted(v))
+    if isinstance(v, list):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[tuple]) -> str:
+    header = [h for _, h, _ in columns]
+    body = [[_cell(row.get(k), d) for k, _, d in columns] for row in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+    numeric = [all(_numeric(r[i]) for r in body) and bool(body) for i in range(len(header))]
+    lines = []
+    for cells in [header, *body]:
+        lines.append("  ".join(
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
+        ).rstrip())  # fmt: skip
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _numeric(text: str) -> bool:
+    return text == "-" or text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit()
+
+
+def run_details(r: RunSummary) -> str:
+    """Key: value lines for `collector show` above its epoch table."""
+    row = run_row(r)
+    keys = ("run_id", "model", "dataset", "hardware", "status", "world_size", "nodes",
+            "global_batch_size", "local_batch_size", "accumulation_steps", "epochs", "steps",
+            "samples", "duration_s", "gpu_hours", "energy_j", "gpu_energy_j", "cpu_energy_j",
+            "active_energy_j", "energy_uncertainty_j", "j_per_sample", "final_metrics", "tags",
+            "flags")  # fmt: skip
+    width = max(map(len, keys))
+    return "\n".join(f"{k.ljust(width)}  {_cell(row[k], 4)}" for k in keys)

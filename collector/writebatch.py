@@ -1,0 +1,108 @@
+"""What the join hands the writer: everything one commit stores (merged while the DB is down).
+
+All of a batch goes into one transaction together with the ingest cursors, so after a crash the
+database never holds a cursor past data it lacks, and a replay from the cursor duplicates nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from collector.records import (
+    IdleUpdate,
+    IntervalRec,
+    MarkerRec,
+    NodeRec,
+    RankUpdate,
+    ReadingRec,
+    SecondAggregate,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GapRec:
+    boot_id: str
+    kind: str  # missed | boot_changed | dropped
+    address: str
+    first_seq: int
+    items: int
+    previous_boot: str | None
+    detected_ns: int
+
+
+@dataclass
+class WriteBatch:
+    nodes: dict[str, NodeRec] = field(default_factory=dict)  # by boot_id
+    readings: dict[str, list[ReadingRec]] = field(default_factory=dict)  # by boot_id
+    markers: list[tuple[str | None, MarkerRec]] = field(default_factory=list)  # (boot_id, m)
+    intervals: list[IntervalRec] = field(default_factory=list)
+    rank_updates: list[RankUpdate] = field(default_factory=list)
+    idle_updates: list[IdleUpdate] = field(default_factory=list)
+    aggregates: list[SecondAggregate] = field(default_factory=list)
+    gaps: list[GapRec] = field(default_factory=list)
+    cursors: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # boot -> addr, seq, ns
+    reading_count: int = 0
+
+    def add_readings(self, boot_id: str, readings: list[ReadingRec]) -> None:
+        if readings:
+            self.readings.setdefault(boot_id, []).extend(readings)
+            self.reading_count += len(readings)
+
+    def extend(self, other: WriteBatch) -> None:
+        self.nodes.update(other.nodes)
+        for boot_id, rows in other.readings.items():
+            self.add_readings(boot_id, rows)
+        self.markers.extend(other.markers)
+        self.intervals.extend(other.intervals)
+        self.rank_updates.extend(other.rank_updates)
+        self.idle_updates.extend(other.idle_updates)
+        self.aggregates.extend(other.aggregates)
+        self.gaps.extend(other.gaps)
+        self.cursors.update(other.cursors)
+
+    def take_meta(self) -> WriteBatch:
+        """Move out everything but readings, aggregates and cursors: the small, urgent part
+        (markers, intervals, runs) that should not wait behind a large reading backlog."""
+        meta = WriteBatch(nodes=self.nodes, markers=self.markers, intervals=self.intervals,
+                          rank_updates=self.rank_updates, idle_updates=self.idle_updates,
+                          gaps=self.gaps)  # fmt: skip
+        self.nodes, self.markers, self.intervals = {}, [], []
+        self.rank_updates, self.idle_updates, self.gaps = [], [], []
+        return meta
+
+    def reading_parts(self, rows: int) -> list[WriteBatch]:
+        """The readings in batches of at most `rows` (aggregates and cursors stay)."""
+        parts: list[WriteBatch] = []
+        for boot_id, readings in self.readings.items():
+            for i in range(0, len(readings), rows):
+                part = WriteBatch()
+                part.add_readings(boot_id, readings[i : i + rows])
+                parts.append(part)
+        return parts
+
+    def drop_oldest_readings(self, keep: int) -> list[tuple[str, int, int]]:
+        """Bound the backlog: drop the oldest readings beyond `keep`; returns the lost ranges
+        as (boot_id, first_seq, count) so they can be recorded as gaps."""
+        lost: list[tuple[str, int, int]] = []
+        while self.reading_count > keep:
+            boot_id, rows = max(self.readings.items(), key=lambda kv: len(kv[1]))
+            n = min(len(rows), self.reading_count - keep, max(1, len(rows) // 2))
+            lost.append((boot_id, rows[0].seq, n))
+            del rows[:n]
+            self.reading_count -= n
+            if not rows:
+                del self.readings[boot_id]
+        return lost
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.nodes
+            or self.reading_count
+            or self.markers
+            or self.intervals
+            or self.rank_updates
+            or self.idle_updates
+            or self.aggregates
+            or self.gaps
+            or self.cursors
+        )

@@ -1,0 +1,187 @@
+"""The writer thread: commits what the join produced, and survives the database going away.
+
+A failed commit is rolled back as a whole and retried with backoff, merged with whatever arrived
+meanwhile. The in-memory backlog is bounded: past `max_backlog_readings` the oldest raw readings
+are dropped (counted, and recorded as "dropped" gaps); markers, intervals and cursors are small
+and never dropped, so no interval is lost while the database is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from collector.errors import StoreError
+from collector.metrics_state import LiveState
+from collector.store import Store
+from collector.writebatch import GapRec, WriteBatch
+
+log = logging.getLogger(__name__)
+
+
+class Writer:
+    def __init__(
+        self,
+        store: Store,
+        live: LiveState,
+        flush_interval_s: float = 0.2,
+        max_backlog_readings: int = 1_000_000,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        retention_s: float | None = None,
+        retention_check_s: float = 60.0,
+    ) -> None:
+        self.store, self.live = store, live
+        self._flush_s = flush_interval_s
+        self._max_backlog = max_backlog_readings
+        self._backoff = backoff_s
+        self._retention_ns = int(retention_s * 1e9) if retention_s else None
+        self._retention_check_s = retention_check_s
+        self._cond = threading.Condition()
+        self._backlog = WriteBatch()
+        self._writing = False
+        self._stop = False
+        self._newest_ns = 0
+        self._poison = 0  # consecutive non-transient failures of the same backlog
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+
+    def start(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def submit(self, batch: WriteBatch) -> None:
+        for rows in batch.readings.values():
+            if rows:
+                self._newest_ns = max(self._newest_ns, rows[-1].time_ns)
+        with self._cond:
+            self._backlog.extend(batch)
+            self._bound()
+            self.live.db_backlog_readings = self._backlog.reading_count
+            if self._backlog.reading_count >= self.store.chunk_rows:
+                self._cond.notify()
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._backlog and not self._writing
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush everything (retrying for up to timeout_s if the database is down), then stop."""
+        with self._cond:
+            self._stop = True
+            self._deadline = time.monotonic() + timeout_s
+            self._cond.notify()
+        self._thread.join(timeout_s + 5)
+
+    def _bound(self) -> None:
+        for boot_id, first_seq, n in self._backlog.drop_oldest_readings(self._max_backlog):
+            self.live.readings_dropped_total += n
+            self._backlog.gaps.append(
+                GapRec(boot_id, "dropped", "", first_seq, n, None, time.time_ns())
+            )
+            log.error("database backlog full: dropped %d readings of boot %s", n, boot_id)
+
+    def _run(self) -> None:
+        wait = self._backoff[0]
+        next_trim = time.monotonic() + self._retention_check_s
+        while True:
+            with self._cond:
+                if not self._stop:
+                    self._cond.wait(self._flush_s)
+                batch, self._backlog = self._backlog, WriteBatch()
+                self._writing = bool(batch)
+                stopping = self._stop
+            if batch:
+                if self._write(batch):
+                    wait = self._backoff[0]
+                else:
+                    with self._cond:
+                        batch.extend(self._backlog)
+                        self._backlog = batch
+                        self._bound()
+                        self._writing = False
+                    if stopping and time.monotonic() > self._deadline:
+                        log.error(
+                            "giving up: %d readings and %d intervals were not written",
+                            batch.reading_count,
+                            len(batch.intervals),
+                        )
+                        return
+                    time.sleep(min(wait, self._flush_s * 5) if stopping else wait)
+                    wait = min(wait * 2, self._backoff[1])
+                    continue
+            with self._cond:
+                self._writing = False
+                if stopping and not self._backlog:
+                    return
+            if self._retention_ns and time.monotonic() >= next_trim and self._newest_ns:
+                next_trim = time.monotonic() + self._retention_check_s
+                self._trim()
+
+    def _write(self, batch: WriteBatch) -> bool:
+        """Markers and intervals first, then readings in parts (markers arriving meanwhile go
+        between them), then aggregates and cursors. A cursor is committed only after all the
+        readings below it, and every part is idempotent, so on failure the whole batch is
+        retried: what already went in is skipped by the unique keys."""
+        started = time.perf_counter()
+        try:
+            tail = WriteBatch(readings=batch.readings, aggregates=batch.aggregates,
+                              cursors=batch.cursors, reading_count=batch.reading_count)  # fmt: skip
+            meta = WriteBatch(nodes=batch.nodes, markers=batch.markers, intervals=batch.intervals,
+                              rank_updates=batch.rank_updates, idle_updates=batch.idle_updates,
+                              gaps=batch.gaps)  # fmt: skip
+            if meta:
+                self.store.write(meta)
+            for part in tail.reading_parts(self.store.chunk_rows):
+                self.store.write(part)
+                self._write_urgent(batch)
+            self.store.write(WriteBatch(aggregates=tail.aggregates, cursors=tail.cursors))
+        except StoreError as exc:
+            with self.live.lock:
+                self.live.db_errors_total += 1
+            log.warning("%s (will retry; %d readings waiting)", exc, batch.reading_count)
+            return self._give_up_if_poisoned(batch) if not exc.transient else False
+        except Exception:
+            with self.live.lock:
+                self.live.db_errors_total += 1
+            log.exception("unexpected error writing to the database")
+            return self._give_up_if_poisoned(batch)
+        self._poison = 0
+        with self.live.lock:
+            self.live.db_write_seconds.observe(time.perf_counter() - started)
+            self.live.readings_written_total += batch.reading_count
+            self.live.db_backlog_readings = self._backlog.reading_count
+        return True
+
+    def _write_urgent(self, batch: WriteBatch) -> None:
+        """Commit markers/intervals that arrived while a large batch is being written; they
+        also join `batch`, so a later failure retries them with it."""
+        with self._cond:
+            meta = self._backlog.take_meta()
+        if meta:
+            batch.extend(meta)
+            self.store.write(meta)
+
+    def _give_up_if_poisoned(self, batch: WriteBatch) -> bool:
+        """A batch that fails the same non-transient way three times would block every later
+        write: drop it (loudly) rather than stall the collector."""
+        self._poison += 1
+        if self._poison < 3:
+            return False
+        self._poison = 0
+        log.error(
+            "dropping a batch the database keeps rejecting: %d readings, %d markers, %d intervals",
+            batch.reading_count,
+            len(batch.markers),
+            len(batch.intervals),
+        )
+        with self.live.lock:
+            self.live.readings_dropped_total += batch.reading_count
+        return True
+
+    def _trim(self) -> None:
+        try:
+            n = self.store.trim_readings(self._newest_ns - self._retention_ns)
+            if n:
+                log.info("retention: deleted %d raw readings", n)
+        except StoreError as exc:
+            log.warning("retention trim failed: %s", exc)

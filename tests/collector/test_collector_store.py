@@ -1,0 +1,120 @@
+"""The SQL adapter on SQLite and PostgreSQL: migrations, idempotent batched writes, reads."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from collector import store_reads
+from collector.db import create_db_engine, migrate, schema_revision
+from collector.models import (
+    Base,
+    Interval,
+    Marker,
+    Reading,
+    Reading1s,
+    Run,
+    RunRank,
+    StreamGap,
+)
+from collector.records import IntervalRec, RankUpdate, RunConfigRec, SecondAggregate
+from collector.store import Store
+from collector.writebatch import GapRec, WriteBatch
+from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def count(engine, model) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(model))
+
+
+def sample_batch() -> WriteBatch:
+    dev = SynthDevice("gpu-0")
+    n = node("n1", [dev])
+    cfg = RunConfigRec(world_size=1, model="resnet50", global_batch_size=64, local_batch_size=64,
+                       tags={"sweep": "s1", "repeat": "0"}, recipe={"lr": "0.1"})  # fmt: skip
+    ms, spans, end = run_markers(T0 + S, steps=3, step_ns=200 * MS, gap_ns=50 * MS)
+    ms[0] = marker("run_start", ms[0].time_ns, config=cfg)
+    b = WriteBatch()
+    b.nodes[n.boot_id] = n
+    b.add_readings(n.boot_id, dev.readings(T0, end + S))
+    b.markers = [(n.boot_id, m) for m in ms]
+    b.intervals = [IntervalRec("r1", 0, "gpu-0", "step", 0, k, a, z, 60.0, 50.0, "counter", 60.1,
+                               0.5, 300.0, 310.0, 1.0, frozenset({"gap"}))
+                   for k, (a, z) in enumerate(spans)]  # fmt: skip
+    b.rank_updates = [RankUpdate("r1", 0, 41.5, 50.0)]
+    b.aggregates = [
+        SecondAggregate("gpu-0", T0 // S, 50, 50.0, 50.0, 1.0, 2.0, None, 45.0, None, None)
+    ]
+    b.gaps = [GapRec(n.boot_id, "missed", "127.0.0.1:1", 1, 5, None, T0)]
+    b.cursors[n.boot_id] = ("127.0.0.1:1", 10_000, T0)
+    return b
+
+
+def test_migration_matches_models_and_is_idempotent(engine):
+    migrate(engine)  # a second start-up
+    assert schema_revision(engine) == "0001"
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_replayed_batch_makes_no_second_row(engine):
+    store = Store(engine, chunk_rows=100)  # several executemany/COPY chunks per table
+    store.write(sample_batch())
+    first = {
+        m: count(engine, m) for m in (Reading, Marker, Interval, Reading1s, StreamGap, Run, RunRank)
+    }
+    store.write(sample_batch())
+    Store(engine).write(sample_batch())  # a restarted collector: cold caches
+    again = {m: count(engine, m) for m in first}
+    assert first == again
+    assert first[Reading] > 100 and first[Marker] == 10 and first[Interval] == 3
+    assert first[Run] == first[RunRank] == 1
+
+
+def test_run_row_from_markers(engine):
+    Store(engine).write(sample_batch())
+    with engine.connect() as conn:
+        run = conn.execute(select(Run)).one()
+        rank = conn.execute(select(RunRank)).one()
+        flags = conn.scalar(select(Interval.flags).limit(1))
+    assert run.status == "completed" and run.end_ns > run.start_ns
+    assert run.tags == {"sweep": "s1", "repeat": "0"} and run.model == "resnet50"
+    assert rank.start_temperature_c == 41.5 and rank.idle_power_w == 50.0
+    assert flags == "gap"
+
+
+def test_reads_for_restart(engine):
+    b = sample_batch()
+    b.intervals = b.intervals[:1]  # steps 1 and 2 and the epoch/run are still open
+    Store(engine).write(b)
+    assert store_reads.cursor_for(engine, "127.0.0.1:1") == ("boot-1", 10_000)
+    assert store_reads.cursor_for(engine, "elsewhere:1") is None
+    open_keys = {(m.kind, m.step) for m in store_reads.open_markers(engine, 0)}
+    assert ("step_start", 0) not in open_keys and ("step_start", 1) in open_keys
+    assert ("run_start", 0) in open_keys and ("run_end", 0) in open_keys
+    (n,) = store_reads.nodes(engine)
+    assert n.hostname == "n1" and [d.uuid for d in n.devices] == ["gpu-0"]
+    chunks = list(store_reads.readings_since(engine, T0 + S, chunk_rows=30))
+    rows = [r for c in chunks for _, r in c]
+    assert len(chunks) > 1 and rows[0].time_ns == T0 + S and rows[0].energy_j is not None
+    assert [r.time_ns for r in rows] == sorted(r.time_ns for r in rows)
+    assert store_reads.aggregated_until(engine) == {"gpu-0": T0 // S}
+
+
+def test_retention_trims_raw_readings_only(engine):
+    store = Store(engine)
+    store.write(sample_batch())
+    deleted = store.trim_readings(T0 + S)
+    assert deleted == 50
+    assert count(engine, Reading1s) == 1
