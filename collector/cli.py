@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 import click
-from sqlalchemy.engine import make_url
 
 from collector import queries, tables
 from collector.config import (
@@ -22,8 +21,9 @@ from collector.config import (
     CollectorConfig,
     parse_duration_s,
 )
-from collector.db import create_db_engine, describe, migrate, schema_revision
-from collector.errors import CollectorError, ConfigError, StoreError
+from collector.db import create_db_engine, describe, migrate, open_existing, schema_revision
+from collector.errors import CollectorError, ConfigError
+from collector.report import report as report_command
 
 DB_OPTION = click.option(
     "--db", "db_url", default=DEFAULT_DB_URL, show_default=True,
@@ -52,8 +52,10 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--daemon", "daemons", multiple=True, metavar="HOST:PORT",
-              help="A power daemon to subscribe to (repeat for every node).")  # fmt: skip
+@click.option("--daemon", "daemons", multiple=True, metavar="HOST:PORT[,HOST:PORT...]",
+              envvar="PARAWATT_DAEMONS",
+              help="Power daemon(s) to subscribe to: repeat, or a comma-separated list "
+                   "(also from $PARAWATT_DAEMONS).")  # fmt: skip
 @DB_OPTION
 @click.option("--metrics-listen", default=DEFAULT_METRICS_LISTEN, show_default=True,
               help="HOST:PORT for /metrics; 'off' to disable.")  # fmt: skip
@@ -63,14 +65,21 @@ def main() -> None:
     show_default=True,
     help="How long raw readings are kept (per-second aggregates are kept for good).",
 )
+@click.option("--metrics-port-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the bound /metrics port here (useful with port 0).")  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention: str,
-          verbose: bool) -> None:  # fmt: skip
+          metrics_port_file: Path | None, verbose: bool) -> None:  # fmt: skip
     """Collect until SIGTERM/SIGINT, then flush everything and exit."""
     from collector.service import create_collector
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    daemons = tuple(a.strip() for arg in daemons for a in arg.split(",") if a.strip())
+    if not daemons:
+        raise ConfigError(
+            "no daemon to subscribe to: give --daemon HOST:PORT (or PARAWATT_DAEMONS)"
+        )
     config = CollectorConfig(
         daemons=daemons, db_url=db_url, retention_s=parse_duration_s(retention),
         metrics_listen=None if metrics_listen == "off" else metrics_listen,
@@ -84,6 +93,8 @@ def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention:
         if collector.metrics_port is not None:
             host = config.metrics_listen.rsplit(":", 1)[0]
             click.echo(f"metrics on http://{host}:{collector.metrics_port}/metrics", err=True)
+            if metrics_port_file is not None:
+                metrics_port_file.write_text(f"{collector.metrics_port}\n")
         click.echo(f"storing into {describe(collector.engine)}", err=True)
         while not stop.wait(1.0):
             pass
@@ -110,7 +121,7 @@ def migrate_cmd(db_url: str) -> None:
 @click.option("--sweep", default=None, help="Only runs tagged with this sweep.")
 def runs(db_url: str, fmt: str, sweep: str | None) -> None:
     """Every run: size, batch sizes, time, GPU-hours, energy and J per sample."""
-    engine = _open_existing(db_url)
+    engine = open_existing(db_url)
     try:
         rows = [tables.run_row(r) for r in queries.run_summaries(engine, sweep=sweep)]
     finally:
@@ -127,7 +138,7 @@ def runs(db_url: str, fmt: str, sweep: str | None) -> None:
 @FORMAT_OPTION
 def show(run_id: str, db_url: str, fmt: str) -> None:
     """One run and its epochs: time, energy, average power and metrics per epoch."""
-    engine = _open_existing(db_url)
+    engine = open_existing(db_url)
     try:
         run = queries.run_summary(engine, run_id)
         epochs = [tables.epoch_row(e) for e in queries.epoch_summaries(engine, run_id)]
@@ -146,23 +157,7 @@ def show(run_id: str, db_url: str, fmt: str) -> None:
         )
 
 
-def _open_existing(db_url: str):
-    """An engine on a database that holds the parawatt schema (never creates one)."""
-    try:
-        url = make_url(db_url)
-    except Exception:
-        raise ConfigError(f"bad database URL {db_url!r}") from None
-    sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if sqlite_file and not Path(url.database).expanduser().exists():
-        raise StoreError(f"no database file {url.database} (start `collector serve` first)")
-    engine = create_db_engine(db_url)
-    if schema_revision(engine) is None:
-        engine.dispose()
-        raise StoreError(
-            f"{describe(engine)} holds no parawatt data (no schema; run `collector migrate`)"
-        )
-    return engine
-
+main.add_command(report_command)
 
 if __name__ == "__main__":
     main()

@@ -64,6 +64,24 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+def open_existing(db_url: str) -> Engine:
+    """An engine on a database that already holds the parawatt schema (never creates one)."""
+    try:
+        url = make_url(db_url)
+    except Exception:  # sqlalchemy raises several types for a malformed URL
+        raise ConfigError(f"bad database URL {db_url!r}") from None
+    sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if sqlite_file and not Path(url.database).expanduser().exists():
+        raise StoreError(f"no database file {url.database} (start `collector serve` first)")
+    engine = create_db_engine(db_url)
+    if schema_revision(engine) is None:
+        engine.dispose()
+        raise StoreError(
+            f"{describe(engine)} holds no parawatt data (no schema; run `collector migrate`)"
+        )
+    return engine
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent; run at every start-up)."""
     with translate_errors("migrating the database"), engine.begin() as conn:

@@ -28,8 +28,7 @@ from collector.analysis import (
     step_energy_by_point,
 )
 from collector.config import DEFAULT_DB_URL
-from collector.errors import CollectorError, ConfigError, StoreError
-from collector.plots import all_plots
+from collector.errors import CollectorError
 from collector.summary import RunSummary
 
 # (header, metric) of the points table; the accuracy column is added per report.
@@ -242,6 +241,8 @@ DRAM where measured; ratios are each metric over its value at the smallest GPU c
 def build_report(
     sweep: str, runs: Sequence[RunSummary], step_energy_j: Mapping[str, Sequence[float]], out: Path
 ) -> Report:
+    from collector.plots import all_plots  # matplotlib: only paid by `collector report`
+
     out.mkdir(parents=True, exist_ok=True)
     a = analyze(runs)
     by_point = step_energy_by_point(a.points, step_energy_j)
@@ -258,22 +259,11 @@ def build_report(
 
 def load_sweep(db_url: str, sweep: str) -> tuple[list[RunSummary], dict[str, list[float]]]:
     """The sweep's runs and each run's job-level step energies, from an existing database."""
-    from sqlalchemy.engine import make_url
-
     from collector import queries
-    from collector.db import create_db_engine, describe, schema_revision
+    from collector.db import open_existing
 
+    engine = open_existing(db_url)
     try:
-        url = make_url(db_url)
-    except Exception:  # sqlalchemy raises several types for a malformed URL
-        raise ConfigError(f"bad database URL {db_url!r}") from None
-    path = url.database if url.get_backend_name() == "sqlite" else None
-    if path not in (None, "", ":memory:") and not Path(path).expanduser().exists():
-        raise StoreError(f"no database file {path} (run the sweep with a collector first)")
-    engine = create_db_engine(db_url)
-    try:
-        if schema_revision(engine) is None:
-            raise StoreError(f"{describe(engine)} holds no parawatt data")
         runs = queries.run_summaries(engine, sweep=sweep)
         steps = {r.run_id: list(queries.step_energies(engine, r.run_id)) for r in runs}
     finally:
