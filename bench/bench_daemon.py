@@ -50,6 +50,9 @@ class _Recorder:
     def on_marker(self, marker, now_ns):
         self._backend.on_marker(marker, now_ns)
 
+    def canonical_uuid(self, uuid):
+        return self._backend.canonical_uuid(uuid)
+
     def close(self):
         self._backend.close()
 

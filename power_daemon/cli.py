@@ -47,7 +47,12 @@ def _backend_options(fn):
 
 @click.group()
 @click.version_option(__version__, prog_name="power-daemon")
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
 def main(log_level: str) -> None:
     """parawatt per-node power daemon."""
     logging.basicConfig(
@@ -69,24 +74,25 @@ def main(log_level: str) -> None:
     show_default=True,
     help="how long a live stream waits to fill a batch",
 )
+@click.option(
+    "--max-streams", type=int, default=32, show_default=True, help="concurrent Subscribe streams"
+)
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
 def serve(port_file: str | None, **options) -> None:
     """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT."""
     from power_daemon.server import create_server
 
     stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # already while NVML starts, which takes a while
+        signal.signal(sig, lambda *_: stop.set())
     try:
         server, port = create_server(_config(**options))
     except DaemonError as e:
         _fail(e)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     with server:
         server.start()
         if port_file:  # before the line below, so whoever waits for the line finds the file
-            tmp = Path(f"{port_file}.tmp{os.getpid()}")
-            tmp.write_text(f"{port}\n")
-            tmp.replace(port_file)  # readers never see a half-written file
+            _write_port_file(port_file, port)
         core = server.core
         click.echo(
             f"power-daemon listening on {server.address} (backend={server.backend.name}, "
@@ -99,16 +105,32 @@ def serve(port_file: str | None, **options) -> None:
     log.info("stopped")
 
 
+def _write_port_file(port_file: str, port: int) -> None:
+    tmp = Path(f"{port_file}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(f"{port}\n")
+        tmp.replace(port_file)  # readers never see a half-written file
+    except OSError as e:
+        _fail(ConfigError(f"cannot write --port-file {port_file}: {e.strerror or e}"))
+
+
 @main.command()
 @click.option("--daemon", "address", help="query a running daemon at HOST:PORT instead")
 @_backend_options
-@click.option("--count", type=int, default=3, show_default=True, help="readings per device")
+@click.option(
+    "--count", type=click.IntRange(min=1), default=3, show_default=True, help="readings per device"
+)
 @click.option("--interval-ms", type=float, default=200.0, show_default=True)
 @click.option("--timeout-s", type=float, default=5.0, show_default=True)
 def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
     """List devices and print a few readings (local backend, or a daemon with --daemon)."""
     from power_daemon.probe import probe_daemon, probe_local
 
+    # Written as `not a <= x` so that nan fails too (click's ranges let nan through).
+    if not 0.1 <= options["interval_ms"] <= 60_000:
+        raise click.BadParameter("must be between 0.1 and 60000", param_hint="--interval-ms")
+    if not 0 < timeout_s <= 3600:
+        raise click.BadParameter("must be > 0 and <= 3600", param_hint="--timeout-s")
     interval_s = options["interval_ms"] / 1000.0
     try:
         if address:

@@ -8,6 +8,8 @@ from power_daemon.errors import ConfigError
 
 BACKENDS = ("auto", "nvml", "sim")
 RAPL_MODES = ("auto", "on", "off")
+MAX_BUFFER_CAPACITY = 50_000_000  # a day of 8 GPUs at 50 Hz is 35M readings (~100 B each)
+MAX_SIM_DEVICES = 256  # a node has a handful of GPUs; thousands would only stall the sampler
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class DaemonConfig:
     # message per ~5 ticks instead of per tick saves the daemon about half a percent of a core.
     stream_linger_ms: float = 100.0
     grace_s: float = 1.0  # how long in-flight RPCs get on shutdown
+    # Each open stream holds a server thread; past this many, Subscribe answers
+    # RESOURCE_EXHAUSTED so the threads the trainers' SendMarkers need are never all taken.
+    max_streams: int = 32
     sim: SimParams = field(default_factory=SimParams)
 
     def __post_init__(self) -> None:
@@ -62,14 +67,16 @@ class DaemonConfig:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.rapl not in RAPL_MODES:
             raise ConfigError(f"rapl must be one of {', '.join(RAPL_MODES)}, not {self.rapl!r}")
-        if self.sim_devices < 1:
-            raise ConfigError("sim_devices must be >= 1")
+        if not 1 <= self.sim_devices <= MAX_SIM_DEVICES:
+            raise ConfigError(f"sim_devices must be between 1 and {MAX_SIM_DEVICES}")
         if not 0.1 <= self.interval_ms <= 60_000:
             raise ConfigError("interval_ms must be between 0.1 and 60000")
-        if self.buffer_capacity < 1000:
-            raise ConfigError("buffer_capacity must be >= 1000")
+        if not 1000 <= self.buffer_capacity <= MAX_BUFFER_CAPACITY:
+            raise ConfigError(f"buffer_capacity must be between 1000 and {MAX_BUFFER_CAPACITY}")
         if not 0 <= self.stream_linger_ms <= 10_000:
             raise ConfigError("stream_linger_ms must be between 0 and 10000")
+        if not 1 <= self.max_streams <= 1000:
+            raise ConfigError("max_streams must be between 1 and 1000")
         if not 1 <= self.default_batch <= self.max_batch:
             raise ConfigError("need 1 <= default_batch <= max_batch")
         parse_listen(self.listen)
@@ -82,6 +89,9 @@ class DaemonConfig:
 def parse_listen(listen: str) -> tuple[str, int]:
     """'HOST:PORT' (IPv6 as '[::1]:PORT') -> (host, port); port 0 binds a free port."""
     host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"--listen must be HOST:PORT (e.g. 127.0.0.1:50051), not {listen!r}")
+    bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+    if not sep or not host or bare_ipv6 or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(
+            f"--listen must be HOST:PORT (e.g. 127.0.0.1:50051, [::1]:50051), not {listen!r}"
+        )
     return host, int(port_text)

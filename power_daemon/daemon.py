@@ -89,7 +89,8 @@ class Daemon:
         """Validate the whole batch (InvalidMarker rejects all of it), fill in hostname and
         device, store, and tell the backend. Returns the new next_seq."""
         validate_batch(markers)
-        resolved = [resolve(m, self.hostname, self.gpu_uuids) for m in markers]
+        canonical = self.backend.canonical_uuid
+        resolved = [resolve(m, self.hostname, self.gpu_uuids, canonical) for m in markers]
         with self._intake_lock:  # keeps the backend seeing markers in seq order
             next_seq = self.buffer.append(
                 list(enumerate(resolved)), lambda seq, item: encode(seq, item[0], item[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from power_daemon.errors import InvalidMarker
 from power_daemon.model import MarkerData, MarkerKind
@@ -50,8 +50,14 @@ def validate_batch(markers: Sequence[MarkerData]) -> None:
             raise InvalidMarker(i, reason)
 
 
-def resolve(m: MarkerData, hostname: str, gpu_uuids: Sequence[str]) -> MarkerData:
-    """Fill hostname and the device (GPU number local_rank) when the rank left them empty.
+def resolve(
+    m: MarkerData,
+    hostname: str,
+    gpu_uuids: Sequence[str],
+    canonical: Callable[[str], str] = str,
+) -> MarkerData:
+    """Fill hostname and the device (GPU number local_rank) when the rank left them empty, and
+    name a device by the UUID its readings carry (`canonical`: a MIG instance -> its GPU).
 
     A local_rank beyond the node's GPUs stays unresolved (empty): the collector then cannot
     attribute the marker to a device, which is the truth.
@@ -61,4 +67,6 @@ def resolve(m: MarkerData, hostname: str, gpu_uuids: Sequence[str]) -> MarkerDat
         changes["hostname"] = hostname
     if not m.device_uuid and m.local_rank < len(gpu_uuids):
         changes["device_uuid"] = gpu_uuids[m.local_rank]
+    elif m.device_uuid and (device := canonical(m.device_uuid)) != m.device_uuid:
+        changes["device_uuid"] = device
     return dataclasses.replace(m, **changes) if changes else m

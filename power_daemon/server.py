@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from concurrent import futures
 
 import grpc
@@ -19,8 +20,9 @@ from power_daemon.service import SERVICE_NAME, PowerDaemonService, method_handle
 
 log = logging.getLogger(__name__)
 
-# Every follower holds a worker thread for the life of its stream; leave room for the short RPCs.
-MAX_WORKERS = 64
+# Every follower holds a worker thread for the life of its stream (at most max_streams of them);
+# these many more serve the short RPCs (SendMarkers above all) and turn extra streams away.
+SPARE_WORKERS = 16
 
 
 class DaemonServer:
@@ -30,18 +32,24 @@ class DaemonServer:
     def __init__(self, config: DaemonConfig, backend: Backend | None = None) -> None:
         self.config = config
         host, _ = parse_listen(config.listen)
+        try:
+            check_bindable(config.listen)  # before a backend (NVML) is started for nothing
+        except ConfigError:
+            if backend is not None:
+                backend.close()
+            raise
         self.backend = backend if backend is not None else build_backend(config)
         self.core = Daemon(config, self.backend, node_hostname(config), codec.encode_reading)
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=config.max_streams + SPARE_WORKERS, thread_name_prefix="grpc"
+        )
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
+            self._pool,
             options=[("grpc.so_reuseport", 0)],  # a second daemon on a taken port must fail
         )
+        self.service = PowerDaemonService(self.core)
         self._grpc.add_generic_rpc_handlers(
-            [
-                grpc.method_handlers_generic_handler(
-                    SERVICE_NAME, method_handlers(PowerDaemonService(self.core))
-                )
-            ]
+            [grpc.method_handlers_generic_handler(SERVICE_NAME, method_handlers(self.service))]
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -74,6 +82,7 @@ class DaemonServer:
         self.health.enter_graceful_shutdown()
         self.core.close()  # followers drain what is buffered and return
         self._grpc.stop(self.config.grace_s).wait()
+        self._pool.shutdown(wait=False)  # gRPC leaves its worker threads idle, not ended
         self.backend.close()
 
     def wait_for_termination(self, timeout_s: float | None = None) -> bool:
@@ -84,6 +93,26 @@ class DaemonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_bindable(listen: str) -> None:
+    """ConfigError with the system's reason when no address of `listen` can be bound (gRPC's
+    own error only says that binding failed, after logging a line of its own)."""
+    host, port = parse_listen(listen)
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {listen}: {e.strerror or e}") from None
+    reasons = []
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                s.bind(addr)
+                return
+            except OSError as e:
+                reasons.append(e.strerror or str(e))
+    raise ConfigError(f"cannot listen on {listen}: {'; '.join(dict.fromkeys(reasons))}")
 
 
 def create_server(config: DaemonConfig, backend: Backend | None = None) -> tuple[DaemonServer, int]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from parawatt_proto import parawatt_pb2 as pb
 from power_daemon import codec
+from power_daemon.buffer import StartPlan
 from power_daemon.daemon import Daemon
 from power_daemon.errors import InvalidMarker, SubscribeError
 from power_daemon.markers import MAX_MARKER_BYTES, MAX_MARKERS_PER_BATCH
@@ -19,9 +21,35 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PowerDaemon"].full_name
 _FOLLOW_POLL_S = 1.0  # how often an idle follower checks that its client is still there
 
 
+class StreamSlots:
+    """Counts open streams against a cap; a slot is given back exactly once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> Callable[[], None] | None:
+        """A release function, or None when every slot is taken."""
+        with self._lock:
+            if self.open >= self.limit:
+                return None
+            self.open += 1
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if not released.is_set():
+                    released.set()
+                    self.open -= 1
+
+        return release
+
+
 class PowerDaemonService:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+        self.streams = StreamSlots(daemon.config.max_streams)
 
     def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:
         return codec.node_info(self.daemon)
@@ -59,9 +87,26 @@ class PowerDaemonService:
             plan = daemon.plan_subscription(request.from_seq, request.boot_id)
         except SubscribeError as e:
             context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
+        release = self.streams.take()
+        if release is None:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.streams.limit} streams are open already (the daemon's max_streams)",
+            )
+        try:
+            # On RPC termination, whatever the reason: free the slot, wake the follower at once.
+            if not context.add_callback(release) or not context.add_callback(buffer.wake):
+                return
+            yield from self._follow(request, context, plan)
+        finally:
+            release()
+
+    def _follow(
+        self, request: pb.SubscribeRequest, context: grpc.ServicerContext, plan: StartPlan
+    ) -> Iterator[bytes]:
+        daemon, buffer = self.daemon, self.daemon.buffer
         max_batch = min(request.max_batch or daemon.config.default_batch, daemon.config.max_batch)
         linger_s = daemon.config.stream_linger_ms / 1000.0
-        context.add_callback(buffer.wake)  # a client that leaves wakes its follower at once
         start, payloads = buffer.read(plan.start_seq, max_batch)
         # Anything evicted between planning and this first read is missed too.
         yield codec.batch_bytes(

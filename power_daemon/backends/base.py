@@ -23,6 +23,10 @@ class Backend(Protocol):
         """A marker the daemon accepted at now_ns (the sim follows them; real hardware ignores)."""
         ...
 
+    def canonical_uuid(self, uuid: str) -> str:
+        """The device whose readings cover `uuid` (NVML: a MIG instance's parent GPU)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -55,6 +59,11 @@ class CombinedBackend:
     def on_marker(self, marker: MarkerData, now_ns: int) -> None:
         for p in self.parts:
             p.on_marker(marker, now_ns)
+
+    def canonical_uuid(self, uuid: str) -> str:
+        for p in self.parts:
+            uuid = p.canonical_uuid(uuid)
+        return uuid
 
     def close(self) -> None:
         for p in self.parts:

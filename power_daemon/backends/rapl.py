@@ -112,5 +112,8 @@ class RaplBackend:
     def on_marker(self, marker: MarkerData, now_ns: int) -> None:
         pass
 
+    def canonical_uuid(self, uuid: str) -> str:
+        return uuid
+
     def close(self) -> None:
         pass

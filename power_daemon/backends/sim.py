@@ -1,9 +1,11 @@
 """Simulated GPUs whose power follows the markers the daemon receives.
 
 Per device: idle power with no run, `run_w` while a run is open on it (between RUN_START and
-RUN_END, no step open), `busy_w` while a step is open (STEP_START..STEP_END); changes take
-effect when the marker is received (the sim cannot change the past) and ramp with a first-order
-time constant; seeded noise rides on top (simtrace.py). Like a real H100 where it matters for
+RUN_END, no step open), `busy_w` while a step is open (STEP_START..STEP_END). A change takes
+effect at the marker's own time_ns when that is still after the last reading already emitted
+(ranks send markers in batches, so they arrive tens of ms late), else at that reading: the sim
+cannot change the past. Power ramps with a first-order time constant; seeded noise rides on top
+(simtrace.py). Like a real H100 where it matters for
 energy attribution:
 - `power_w` is the exact instantaneous power (NVML_FI_DEV_POWER_INSTANT),
 - `power_avg_w` is the mean power over the last `avg_window_s`, updated on counter ticks,
@@ -115,8 +117,13 @@ class SimBackend:
             elif kind == MarkerKind.RUN_END:
                 gpu.runs.discard(key)
                 gpu.steps.discard(key)
-            # Readings up to _last_ns are already out: a change can only start after them.
-            gpu.trace.set_target(max(now_ns, self._last_ns), self._level(gpu))
+            # Readings up to _last_ns are already out: a change can only start after them. A
+            # time_ns ahead of the daemon's clock (a rank's bad clock) is held to now.
+            at_ns = max(min(marker.time_ns, now_ns), self._last_ns)
+            gpu.trace.set_target(at_ns, self._level(gpu))
+
+    def canonical_uuid(self, uuid: str) -> str:
+        return uuid
 
     def close(self) -> None:
         pass

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from parawatt_proto import parawatt_pb2 as pb
 from power_daemon.cli import main
+from tests.daemon.daemon_helpers import daemon_stub
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,12 +54,49 @@ def test_a_port_in_use_is_one_clear_error():
         taken.listen()
         port = taken.getsockname()[1]
         result = run("serve", "--backend", "sim", "--no-rapl", "--listen", f"127.0.0.1:{port}")
-    assert_one_error_line(result, 2, f"cannot listen on 127.0.0.1:{port}")
+    assert_one_error_line(result, 2, f"cannot listen on 127.0.0.1:{port}: Address already in use")
 
 
-def test_bad_option_values_are_one_clear_error():
-    result = run("serve", "--backend", "sim", "--interval-ms", "0", "--listen", "127.0.0.1:0")
-    assert_one_error_line(result, 2, "interval_ms must be between")
+@pytest.mark.parametrize(
+    ("option", "value", "text"),
+    [
+        ("--interval-ms", "0", "interval_ms must be between"),
+        ("--interval-ms", "-5", "interval_ms must be between"),
+        ("--interval-ms", "nan", "interval_ms must be between"),
+        ("--sim-devices", "0", "sim_devices must be between 1 and"),
+        ("--sim-devices", "100000", "sim_devices must be between 1 and"),
+        ("--buffer-capacity", "10", "buffer_capacity must be between 1000 and"),
+        ("--buffer-capacity", str(10**10), "buffer_capacity must be between 1000 and"),
+        ("--max-streams", "0", "max_streams must be between"),
+        ("--listen", "::1:50051", "[::1]:50051"),  # IPv6 needs brackets
+        ("--listen", "192.0.2.1:5000", "192.0.2.1:5000: Cannot assign requested address"),
+    ],
+)
+def test_bad_option_values_are_one_clear_error(option, value, text):
+    result = run("serve", "--backend", "sim", "--listen", "127.0.0.1:0", option, value)
+    assert_one_error_line(result, 2, text)
+
+
+def test_an_unwritable_port_file_is_one_clear_error(tmp_path):
+    port_file = tmp_path / "absent-dir" / "port"
+    result = run("serve", "--backend", "sim", "--no-rapl", "--listen", "127.0.0.1:0",
+                 "--port-file", str(port_file))  # fmt: skip
+    assert_one_error_line(result, 2, "cannot write --port-file")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--log-level", "loud", "probe"],
+        ["probe", "--daemon", "127.0.0.1:1", "--interval-ms", "-5"],
+        ["probe", "--daemon", "127.0.0.1:1", "--timeout-s", "nan"],
+        ["probe", "--count", "0"],
+    ],
+)
+def test_bad_values_are_usage_errors_not_tracebacks(args):
+    result = run(*args)
+    assert result.exit_code == 2 and "Invalid value" in result.output, result.output
+    assert "Traceback" not in result.output
 
 
 def test_probe_with_the_sim_backend_lists_devices_and_readings():
@@ -85,6 +124,7 @@ def test_probe_of_an_absent_daemon_is_one_clear_error():
 
 
 def test_serve_prints_its_address_writes_the_port_file_and_exits_0_on_sigterm(tmp_path):
+    """...with streams open: they end cleanly, the process exits 0."""
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
         [sys.executable, "-m", "power_daemon", "serve", "--backend", "sim", "--sim-devices", "3",
@@ -96,7 +136,14 @@ def test_serve_prints_its_address_writes_the_port_file_and_exits_0_on_sigterm(tm
         port = int(port_file.read_text())
         assert line.startswith(f"power-daemon listening on 127.0.0.1:{port} (backend=sim")
         assert "devices=3, boot_id=" in line
-        proc.send_signal(signal.SIGTERM)
+        with daemon_stub(f"127.0.0.1:{port}") as stub:
+            streams = [stub.Subscribe(pb.SubscribeRequest(), timeout=30) for _ in range(3)]
+            for stream in streams:
+                next(stream)
+            proc.send_signal(signal.SIGTERM)
+            for stream in streams:
+                for _ in stream:  # drains and ends without an error
+                    pass
         assert proc.wait(timeout=15) == 0
         stderr = proc.stderr.read()
         assert "simulating 3 GPUs" in stderr and "Traceback" not in stderr

@@ -48,6 +48,14 @@ def test_a_good_marker_passes_and_resolve_fills_host_and_device():
     assert beyond.device_uuid == ""
 
 
+def test_resolve_names_a_device_by_the_uuid_its_readings_carry():
+    parent = {"MIG-1": "GPU-b"}.get
+    mig = resolve(MarkerData("r", 0, 1, 0, 0, 1, "MIG-1"), "n", ["GPU-a"], lambda u: parent(u, u))
+    assert mig.device_uuid == "GPU-b"
+    filled = resolve(MarkerData("r", 0, 1, 0, 0, 1), "n", ["GPU-a"], lambda u: "never")
+    assert filled.device_uuid == "GPU-a"  # the daemon's own GPU UUIDs are canonical already
+
+
 def test_validate_batch_names_the_first_bad_marker():
     bad = MarkerData("", 0, pb.RUN_START, 0, 0, 1)
     with pytest.raises(InvalidMarker, match="marker 2: missing run_id") as err:

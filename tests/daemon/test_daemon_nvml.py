@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from parawatt_proto import parawatt_pb2 as pb
-from tests.daemon.daemon_helpers import daemon_stub
+from tests.daemon.daemon_helpers import catch_up, daemon_stub, marker
 from tests.fakenvml.build import nvml_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def dump(lib: Path, reads: int = 3, **fake: str) -> dict:
+def dump(lib: Path, reads: int = 3, uuids: tuple[str, ...] = (), **fake: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.fakenvml.dump_backend", str(reads)],
+        [sys.executable, "-m", "tests.fakenvml.dump_backend", str(reads), *uuids],
         env=nvml_env(lib, **fake),
         cwd=ROOT,
         capture_output=True,
@@ -49,6 +49,63 @@ def test_devices_and_readings_come_through_nvidia_ml_py(fake_nvml_lib):
     )
     energies = [r[0]["energy_j"] for r in out["reads"]]
     assert energies == sorted(energies) and energies[0] < energies[-1]
+    # GPU scope, not the module's (the fake adds 250 W there), and NVML left up for others.
+    assert all(r[1]["power_w"] < 200 for r in out["reads"])
+    assert out["nvml_up_for_others"], "close() must shut NVML down exactly once"
+
+
+@pytest.mark.parametrize("value_type", ["0", "3"])  # double, unsigned long long
+def test_instant_power_is_read_in_whatever_value_type_the_driver_reports(fake_nvml_lib, value_type):
+    out = dump(fake_nvml_lib, count="1", value_type=value_type)
+    assert out["devices"][0]["has_instant_power"]
+    assert out["reads"][0][0]["power_w"] == pytest.approx(100.5)
+
+
+def test_an_unknown_value_type_is_no_instant_power_not_garbage(fake_nvml_lib):
+    out = dump(fake_nvml_lib, count="1", value_type="99")
+    assert not out["devices"][0]["has_instant_power"]
+    assert all(r[0]["power_w"] == r[0]["power_avg_w"] for r in out["reads"])
+
+
+def test_a_failed_instant_read_leaves_power_absent_rather_than_the_1s_average(fake_nvml_lib):
+    out = dump(fake_nvml_lib, reads=6, count="2", flaky="1")
+    powers = [read[1]["power_w"] for read in out["reads"]]
+    assert [p is None for p in powers] == [False, False, True, False, False, True]
+    assert all(read[1]["power_avg_w"] is not None for read in out["reads"])
+    assert all(read[0]["power_w"] is not None for read in out["reads"])
+
+
+def test_a_gpu_whose_name_fails_keeps_its_place_and_its_readings(fake_nvml_lib):
+    out = dump(fake_nvml_lib, count="3", no_name="1")
+    assert [d["vendor_index"] for d in out["devices"]] == [0, 1, 2]
+    assert out["devices"][1]["name"] == "NVIDIA GPU"
+    assert out["devices"][1]["uuid"].endswith("000000000001")
+    for read in out["reads"]:
+        assert [s["device"] for s in read] == [0, 1, 2]
+        assert not read[1]["lost"] and read[1]["energy_j"] is not None
+
+
+def test_mig_gpus_are_measured_whole_and_markers_for_instances_map_to_them(fake_nvml_lib):
+    mig = "MIG-fa4e0000-0000-0000-0001-000000000001"
+    uuids = (
+        mig,
+        "GPU-fa4e0000-0000-0000-0001-000000000000",  # its other instance, "GPU-" + CUDA's UUID
+        "GPU-fa4e0000-0000-0000-0000-000000000000",  # a whole GPU
+        "GPU-somewhere-else",
+    )
+    out = dump(fake_nvml_lib, count="2", mig="1", uuids=uuids)
+    gpu1 = out["devices"][1]["uuid"]
+    assert [d["uuid"].startswith("GPU-") for d in out["devices"]] == [True, True]
+    assert out["canonical"] == {
+        mig: gpu1,
+        uuids[1]: gpu1,
+        uuids[2]: uuids[2],
+        uuids[3]: uuids[3],
+    }
+    for read in out["reads"]:
+        assert read[1]["power_w"] is not None and read[1]["energy_j"] is not None
+        assert read[1]["gpu_util_pct"] is None  # not available in MIG mode
+        assert read[0]["gpu_util_pct"] is not None
 
 
 def test_missing_counter_and_unsupported_functions_are_absent_fields(fake_nvml_lib):
@@ -107,11 +164,12 @@ def test_auto_falls_back_to_sim_when_nvml_does_not_start(fake_nvml_lib):
 
 
 def test_serve_with_nvml_streams_a_lost_gpu_and_stops_on_sigterm(fake_nvml_lib, tmp_path):
+    """...and files a marker naming a MIG instance under its GPU."""
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
         [sys.executable, "-m", "power_daemon", "serve", "--backend", "nvml", "--no-rapl",
          "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--interval-ms", "10"],
-        env=nvml_env(fake_nvml_lib, count="2", lost="0:5"),
+        env=nvml_env(fake_nvml_lib, count="2", lost="0:5", mig="1"),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -126,6 +184,10 @@ def test_serve_with_nvml_streams_a_lost_gpu_and_stops_on_sigterm(fake_nvml_lib, 
                     break
             assert readings[0].status == pb.DEVICE_STATUS_LOST
             assert readings[1].status == pb.DEVICE_STATUS_OK and readings[1].HasField("power_w")
+            mig = "MIG-fa4e0000-0000-0000-0001-000000000000"
+            ack = stub.SendMarkers(pb.MarkerBatch(markers=[marker(pb.RUN_START, device_uuid=mig)]))
+            (stored,) = [m for b in catch_up(stub, from_seq=ack.next_seq - 1) for m in b.markers]
+            assert stored.device_uuid == "GPU-fa4e0000-0000-0000-0000-000000000001"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

@@ -82,6 +82,56 @@ def test_a_late_marker_applies_from_the_last_reading_not_in_the_past():
     assert sim.true_power_w(uuid, T0 + 900 * MS) == pytest.approx(300.0, abs=0.1)
 
 
+def test_a_step_starts_at_the_marker_time_when_it_arrives_before_the_next_reading():
+    sim = make(noise_w=0.0, ramp_tau_s=0.03)
+    uuid = sim.devices()[0].uuid
+    sim.read(T0 + 100 * MS)
+    # Stamped by the rank at 110 ms, delivered with its batch at 135 ms, before the 140 ms read.
+    m = MarkerData("run", 0, int(MarkerKind.STEP_START), 0, 0, T0 + 110 * MS, device_uuid=uuid)
+    sim.on_marker(m, T0 + 135 * MS)
+    assert sim.true_power_w(uuid, T0 + 110 * MS) == pytest.approx(60.0)
+    one_tau = 60.0 + (300.0 - 60.0) * (1 - math.exp(-1))
+    assert sim.true_power_w(uuid, T0 + 140 * MS) == pytest.approx(one_tau)
+    assert sim.read(T0 + 140 * MS)[0].power_w == pytest.approx(one_tau)
+
+
+def test_a_marker_stamped_ahead_of_the_daemon_clock_takes_effect_at_receipt():
+    sim = make(noise_w=0.0)
+    uuid = sim.devices()[0].uuid
+    sim.read(T0 + 100 * MS)
+    m = MarkerData("run", 0, int(MarkerKind.STEP_START), 0, 0, T0 + 3600 * S, device_uuid=uuid)
+    sim.on_marker(m, T0 + 120 * MS)
+    assert sim.true_power_w(uuid, T0 + 500 * MS) == pytest.approx(300.0, abs=0.1)
+
+
+def test_late_batched_markers_never_rewrite_readings_already_emitted():
+    """Readings every 20 ms, 30 ms steps whose markers arrive in batches every 50 ms: every
+    emitted reading still agrees with the final exact trace, and the busy time is the steps'."""
+    sim = make()
+    uuid = sim.devices()[0].uuid
+    offset = sim.counter_offset_j(uuid)
+    pending: list[MarkerData] = []
+    emitted = []
+    for t in range(0, 2 * S, MS):
+        if t % (60 * MS) == 0:
+            pending.append(MarkerData("r", 0, int(MarkerKind.STEP_START), 0, 0, T0 + t, uuid))
+        if t % (60 * MS) == 30 * MS:
+            pending.append(MarkerData("r", 0, int(MarkerKind.STEP_END), 0, 0, T0 + t, uuid))
+        if t % (50 * MS) == 0:  # the rank's sender flushes its batch
+            for m in pending:
+                sim.on_marker(m, T0 + t)
+            pending.clear()
+        if t % (20 * MS) == 0:
+            emitted.append((T0 + t, sim.read(T0 + t)[0]))
+    for t, r in emitted:
+        assert r.power_w == pytest.approx(sim.true_power_w(uuid, t), abs=1e-9)
+        exact = offset + sim.true_energy_j(uuid, T0, sim.counter_tick_ns(t))
+        assert exact - 0.001 <= r.energy_j <= exact + 1e-9
+    # Busy half of the time: 180 W on average (a ramp shifts energy in time, it does not lose
+    # it; the start of a step whose markers come after a reading is the one part cut short).
+    assert sim.true_energy_j(uuid, T0, T0 + 2 * S) / 2 == pytest.approx(180.0, rel=0.02)
+
+
 def test_counter_advances_in_steps_holding_the_exact_integral_at_each_tick():
     sim = make()
     uuid = sim.devices()[0].uuid

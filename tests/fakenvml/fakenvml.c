@@ -9,8 +9,19 @@
  *   FAKENVML_LOST=i:K           GPU i falls off the bus after K calls of nvmlDeviceGetPowerUsage
  *                               (one per daemon reading): every call on it then returns
  *                               NVML_ERROR_GPU_IS_LOST
- * Values: GPU i draws (100 + 10 i) W plus a small ramp, the energy counter advances 2 J per
- * reading, temperature 40 + i C, SM clock 1410 MHz, memory clock 1215 MHz.
+ *   FAKENVML_FLAKY=i,j          the instant-power field of these GPUs fails (per-field return
+ *                               NVML_ERROR_TIMEOUT, the call itself succeeds) on every third
+ *                               reading (power_reads % 3 == 2)
+ *   FAKENVML_VALUE_TYPE=t       value type the instant-power field reports (default 1, unsigned
+ *                               int; 3 = unsigned long long, 0 = double; others: garbage)
+ *   FAKENVML_MIG=i,j            these GPUs are in MIG mode with two instances each (UUIDs
+ *                               MIG-fa4e0000-0000-0000-<i>-00000000000<k>); a GPU in MIG mode has
+ *                               no utilization, a MIG instance no power or energy
+ *   FAKENVML_NO_NAME=i,j        nvmlDeviceGetName fails (NVML_ERROR_UNKNOWN) on these GPUs
+ * Values: GPU i draws (100 + 10 i) W plus a small ramp (module scope: 250 W more; memory scope:
+ * not supported), the energy counter advances 2 J per reading, temperature 40 + i C, SM clock
+ * 1410 MHz, memory clock 1215 MHz. Init and shutdown are counted like NVML's: each nvmlShutdown
+ * undoes one init, and one too many returns NVML_ERROR_UNINITIALIZED.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -23,16 +34,22 @@ typedef int nvmlReturn_t;
 #define NVML_ERROR_INVALID_ARGUMENT 2
 #define NVML_ERROR_NOT_SUPPORTED 3
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
+#define NVML_ERROR_NOT_FOUND 6
+#define NVML_ERROR_TIMEOUT 10
 #define NVML_ERROR_GPU_IS_LOST 15
+#define NVML_ERROR_UNKNOWN 999
 #define NVML_FI_DEV_POWER_INSTANT 186
-#define NVML_VALUE_TYPE_UNSIGNED_INT 1
+#define NVML_POWER_SCOPE_GPU 0
+#define NVML_POWER_SCOPE_MODULE 1
 #define MAX_GPUS 16
+#define MIG_PER_GPU 2
 
-typedef struct {
+typedef struct fake_gpu {
     int index;
-    int no_energy, no_instant;
+    int no_energy, no_instant, flaky, mig, no_name;
     long lost_after; /* -1: never */
     long power_reads;
+    struct fake_gpu *parent; /* a MIG instance: its GPU; NULL for a GPU */
 } fake_gpu_t;
 typedef fake_gpu_t *nvmlDevice_t;
 
@@ -56,8 +73,10 @@ typedef struct {
 } nvmlFieldValue_t;
 
 static fake_gpu_t gpus[MAX_GPUS];
+static fake_gpu_t migs[MAX_GPUS][MIG_PER_GPU];
 static unsigned int gpu_count;
-static int initialized;
+static int initialized; /* init count, like NVML's */
+static unsigned int value_type = 1;
 static char unsupported[1024];
 
 static int in_list(const char *list, int i) {
@@ -79,10 +98,13 @@ static int is_unsupported(const char *fn) {
 static nvmlReturn_t check(nvmlDevice_t d, const char *fn) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
     if (!d) return NVML_ERROR_INVALID_ARGUMENT;
-    if (d->lost_after >= 0 && d->power_reads >= d->lost_after) return NVML_ERROR_GPU_IS_LOST;
+    fake_gpu_t *gpu = d->parent ? d->parent : d;
+    if (gpu->lost_after >= 0 && gpu->power_reads >= gpu->lost_after) return NVML_ERROR_GPU_IS_LOST;
     if (is_unsupported(fn)) return NVML_ERROR_NOT_SUPPORTED;
     return NVML_SUCCESS;
 }
+/* Per-GPU readings that a MIG instance does not have. */
+#define CHECK_GPU(d) do { CHECK(d); if ((d)->parent) return NVML_ERROR_NOT_SUPPORTED; } while (0)
 #define CHECK(d) do { nvmlReturn_t r_ = check((d), __func__); if (r_) return r_; } while (0)
 
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
@@ -97,24 +119,41 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     if (lost && sscanf(lost, "%d:%ld", &lost_gpu, &lost_after) != 2) lost_gpu = -1;
     snprintf(unsupported, sizeof unsupported, ",%s,",
              getenv("FAKENVML_UNSUPPORTED") ? getenv("FAKENVML_UNSUPPORTED") : "");
+    const char *vt = getenv("FAKENVML_VALUE_TYPE");
+    value_type = vt && *vt ? (unsigned)atoi(vt) : 1;
     for (unsigned i = 0; i < gpu_count; i++) {
+        memset(&gpus[i], 0, sizeof gpus[i]);
         gpus[i].index = (int)i;
         gpus[i].no_energy = in_list(getenv("FAKENVML_NO_ENERGY"), (int)i);
         gpus[i].no_instant = in_list(getenv("FAKENVML_NO_INSTANT"), (int)i);
+        gpus[i].flaky = in_list(getenv("FAKENVML_FLAKY"), (int)i);
+        gpus[i].mig = in_list(getenv("FAKENVML_MIG"), (int)i);
+        gpus[i].no_name = in_list(getenv("FAKENVML_NO_NAME"), (int)i);
         gpus[i].lost_after = ((int)i == lost_gpu) ? lost_after : -1;
-        gpus[i].power_reads = 0;
+        for (int k = 0; k < MIG_PER_GPU; k++) {
+            memset(&migs[i][k], 0, sizeof migs[i][k]);
+            migs[i][k].index = k;
+            migs[i][k].lost_after = -1;
+            migs[i][k].parent = &gpus[i];
+        }
     }
-    initialized = 1;
+    initialized++;
     return NVML_SUCCESS;
 }
 nvmlReturn_t nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
-nvmlReturn_t nvmlShutdown(void) { initialized = 0; return NVML_SUCCESS; }
+nvmlReturn_t nvmlShutdown(void) {
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    initialized--;
+    return NVML_SUCCESS;
+}
 
 const char *nvmlErrorString(nvmlReturn_t r) {
     switch (r) {
     case NVML_SUCCESS: return "Success";
     case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
+    case NVML_ERROR_NOT_FOUND: return "Not Found";
     default: return "Fake NVML error";
     }
 }
@@ -145,14 +184,55 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *dev
 
 nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *name, unsigned int len) {
     CHECK(d);
+    if (d->no_name) return NVML_ERROR_UNKNOWN;
     return copy_str(name, len, "Fake NVIDIA A100-SXM4-40GB");
+}
+
+static void uuid_of(nvmlDevice_t d, char *buf, size_t len) {
+    if (d->parent)
+        snprintf(buf, len, "MIG-fa4e0000-0000-0000-%04d-%012d", d->parent->index, d->index);
+    else
+        snprintf(buf, len, "GPU-fa4e0000-0000-0000-0000-%012d", d->index);
 }
 
 nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *uuid, unsigned int len) {
     CHECK(d);
     char buf[96];
-    snprintf(buf, sizeof buf, "GPU-fa4e0000-0000-0000-0000-%012d", d->index);
+    uuid_of(d, buf, sizeof buf);
     return copy_str(uuid, len, buf);
+}
+
+nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    char buf[96];
+    for (unsigned i = 0; i < gpu_count; i++) {
+        uuid_of(&gpus[i], buf, sizeof buf);
+        if (!strcmp(buf, uuid)) { *device = &gpus[i]; return NVML_SUCCESS; }
+        for (int k = 0; gpus[i].mig && k < MIG_PER_GPU; k++) {
+            uuid_of(&migs[i][k], buf, sizeof buf);
+            if (!strcmp(buf, uuid)) { *device = &migs[i][k]; return NVML_SUCCESS; }
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
+    CHECK_GPU(d);
+    *current = *pending = (unsigned)d->mig;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t d, unsigned int *is_mig) {
+    CHECK(d);
+    *is_mig = d->parent != NULL;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t d, nvmlDevice_t *gpu) {
+    CHECK(d);
+    if (!d->parent) return NVML_ERROR_INVALID_ARGUMENT;
+    *gpu = d->parent;
+    return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t *pci) {
@@ -183,37 +263,50 @@ static unsigned int power_mw(nvmlDevice_t d) {
 }
 
 nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
-    CHECK(d);
+    CHECK_GPU(d);
     d->power_reads++;
     *mw = power_mw(d);
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
-    CHECK(d);
+    CHECK_GPU(d);
     if (d->no_energy) return NVML_ERROR_NOT_SUPPORTED;
     *mj = 1000000ULL * (unsigned)(d->index + 1) + 2000ULL * (unsigned long long)d->power_reads;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvmlFieldValue_t *values) {
-    CHECK(d);
+    CHECK_GPU(d);
     for (int i = 0; i < count; i++) {
         values[i].timestamp = 0;
         values[i].latencyUsec = 0;
-        if (values[i].fieldId == NVML_FI_DEV_POWER_INSTANT && !d->no_instant) {
-            values[i].valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
-            values[i].value.uiVal = power_mw(d) + 500u;
-            values[i].nvmlReturn = NVML_SUCCESS;
-        } else {
+        unsigned int scope = values[i].scopeId;
+        if (values[i].fieldId != NVML_FI_DEV_POWER_INSTANT || d->no_instant ||
+            (scope != NVML_POWER_SCOPE_GPU && scope != NVML_POWER_SCOPE_MODULE)) {
             values[i].nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+            continue;
         }
+        if (d->flaky && d->power_reads % 3 == 2) {
+            values[i].nvmlReturn = NVML_ERROR_TIMEOUT;
+            continue;
+        }
+        unsigned int mw = power_mw(d) + 500u + (scope == NVML_POWER_SCOPE_MODULE ? 250000u : 0u);
+        values[i].valueType = value_type;
+        memset(&values[i].value, 0xA5, sizeof values[i].value); /* garbage for unknown types */
+        switch (value_type) {
+        case 0: values[i].value.dVal = mw; break;
+        case 1: values[i].value.uiVal = mw; break;
+        case 3: values[i].value.ullVal = mw; break;
+        }
+        values[i].nvmlReturn = NVML_SUCCESS;
     }
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
     CHECK(d);
+    if (d->mig) return NVML_ERROR_NOT_SUPPORTED; /* as on a real GPU in MIG mode */
     u->gpu = 50u + (unsigned)d->index;
     u->memory = 20u;
     return NVML_SUCCESS;
