@@ -34,6 +34,9 @@ FORMAT_OPTION = click.option(
 )
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class _Group(click.Group):
     """Turns CollectorError from any command into `error: ...` and exit status 1."""
 
@@ -84,23 +87,36 @@ def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention:
         daemons=daemons, db_url=db_url, retention_s=parse_duration_s(retention),
         metrics_listen=None if metrics_listen == "off" else metrics_listen,
     )  # fmt: skip
+    if metrics_port_file is not None and config.metrics_listen is None:
+        raise ConfigError("--metrics-port-file needs /metrics: not with --metrics-listen off")
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     collector = create_collector(config)
     try:
-        collector.start()
+        collector.start(stop)
         if collector.metrics_port is not None:
             host = config.metrics_listen.rsplit(":", 1)[0]
             click.echo(f"metrics on http://{host}:{collector.metrics_port}/metrics", err=True)
             if metrics_port_file is not None:
-                metrics_port_file.write_text(f"{collector.metrics_port}\n")
+                _write_port(metrics_port_file, collector.metrics_port)
         click.echo(f"storing into {describe(collector.engine)}", err=True)
         while not stop.wait(1.0):
             pass
         click.echo("stopping: flushing to the database", err=True)
     finally:
         collector.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_port(path: Path, port: int) -> None:
+    """Whole or not at all: a reader polling for the file never sees half a number."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(f"{port}\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the metrics port to {path}: {exc.strerror}") from None
 
 
 @main.command("migrate")

@@ -35,6 +35,9 @@ class CollectorConfig:
     subscribe_max_batch: int = 500  # readings per stream message asked of the daemon
     reconnect_backoff_s: tuple[float, float] = (0.2, 10.0)  # first and longest wait
     db_retry_backoff_s: tuple[float, float] = (0.5, 30.0)
+    # At start-up a database that cannot be reached yet (a server still starting) is retried
+    # this long before `serve` gives up with the error.
+    db_start_timeout_s: float = 30.0
     idle_window_s: float = 30.0  # idle readings used to measure a device's idle power
     idle_guard_s: float = 2.0  # readings this close to a run's start/end are not idle
     idle_update_s: float = 10.0  # refresh interval of a device's idle power while it idles

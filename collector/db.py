@@ -84,14 +84,14 @@ def open_existing(db_url: str) -> Engine:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent; run at every start-up)."""
-    with translate_errors("migrating the database"), engine.begin() as conn:
+    with translate_errors("migrating the database", engine), engine.begin() as conn:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
 def schema_revision(engine: Engine) -> str | None:
-    with translate_errors("reading the schema version"), engine.connect() as conn:
+    with translate_errors("reading the schema version", engine), engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

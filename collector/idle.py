@@ -3,6 +3,9 @@
 A device is busy from (a run's start − guard) to (its end + guard); readings outside every such
 span are idle. Which spans exist is learnt from run markers, which may arrive a little after the
 readings they bound, so the periodic measurement looks only at readings older than a lag.
+A rank resumed from a checkpoint sends RUN_START/RUN_END again under the same key: each session
+is a span of its own (a start while an older span is still open closes that one there: its
+process died without RUN_END, so the device counts as busy until the new start).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class IdleTracker:
         self.window_ns = window_ns
         self.guard_ns = guard_ns
         self._samples: deque[IdleSample] = deque()
-        self._busy: dict[object, list[int | None]] = {}  # key -> [start_ns, end_ns | None]
+        self._busy: dict[object, list[list[int | None]]] = {}  # key -> [[start, end], ..]
         self.idle_power_w: float | None = None  # latest measurement
         self.measured_ns: int | None = None
 
@@ -32,23 +35,39 @@ class IdleTracker:
         self._samples.append(sample)
 
     def busy_start(self, key: object, start_ns: int) -> None:
-        span = self._busy.setdefault(key, [start_ns, None])
-        span[0] = start_ns
+        spans = self._busy.setdefault(key, [])
+        if any(s == start_ns for s, _ in spans):
+            return  # re-sent
+        for span in spans:
+            if span[0] is None and span[1] >= start_ns:
+                span[0] = start_ns  # its end came first
+                return
+            if span[1] is None and span[0] < start_ns:
+                span[1] = start_ns  # an older session that never ended
+        spans.append([start_ns, None])
 
     def busy_end(self, key: object, end_ns: int) -> None:
-        self._busy.setdefault(key, [end_ns, None])[1] = end_ns
+        spans = self._busy.setdefault(key, [])
+        if any(e == end_ns for _, e in spans):
+            return  # re-sent
+        open_ = [s for s in spans if s[1] is None and s[0] <= end_ns]
+        if open_:
+            max(open_, key=lambda s: s[0])[1] = end_ns
+        else:
+            spans.append([None, end_ns])
+
+    def _spans(self):
+        for spans in self._busy.values():
+            for s, e in spans:
+                yield (e if s is None else s), e
 
     def busy_at(self, time_ns: int) -> bool:
         g = self.guard_ns
-        return any(
-            s - g <= time_ns and (e is None or time_ns <= e + g) for s, e in self._busy.values()
-        )
+        return any(s - g <= time_ns and (e is None or time_ns <= e + g) for s, e in self._spans())
 
     def busy_between(self, from_ns: int, to_ns: int) -> bool:
         g = self.guard_ns
-        return any(
-            s - g <= to_ns and (e is None or from_ns <= e + g) for s, e in self._busy.values()
-        )
+        return any(s - g <= to_ns and (e is None or from_ns <= e + g) for s, e in self._spans())
 
     def measure_before(self, until_ns: int) -> float | None:
         """Idle power from the idle readings in [until − guard − window, until − guard]."""
@@ -93,5 +112,7 @@ class IdleTracker:
         while self._samples and self._samples[0].time_ns < before_ns:
             self._samples.popleft()
         cut = before_ns - self.guard_ns
-        for key in [k for k, (_, e) in self._busy.items() if e is not None and e < cut]:
-            del self._busy[key]
+        for key, spans in list(self._busy.items()):
+            spans[:] = [s for s in spans if s[1] is None or s[1] >= cut]
+            if not spans:
+                del self._busy[key]

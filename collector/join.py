@@ -7,15 +7,18 @@ beyond it); if a device lags, it is computed anyway when the node's watermark is
 past the end, with what is there, and flagged "late".
 Long open intervals are integrated in pieces (accumulators) so readings need not stay in memory
 for a whole run. Energies come from collector.energy (counter-anchored, power-shaped).
+
+Markers come in through join_markers (pairing, sessions of a resumed run).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from collector.energy import CounterSpec
 from collector.join_accum import Accumulator
+from collector.join_markers import MarkerIntake
 from collector.join_state import (
     BUFFER_SAMPLES,
     DeviceState,
@@ -26,7 +29,7 @@ from collector.join_state import (
     RunProgress,
     interval_record,
 )
-from collector.records import IdleUpdate, MarkerRec, NodeRec, RankUpdate, ReadingRec
+from collector.records import IdleUpdate, NodeRec, RankUpdate, ReadingRec
 
 __all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
 
@@ -34,15 +37,21 @@ _KIND_ORDER = {"step": 0, "epoch": 1, "run": 2}  # a rank's run interval is emit
 _RECENT_KEYS = 100_000
 
 
-class Joiner:
+class Joiner(MarkerIntake):
     def __init__(self, cfg: JoinConfig | None = None) -> None:
         self.cfg = cfg or JoinConfig()
         self._nodes: dict[str, NodeState] = {}
         self._devices: dict[str, DeviceState] = {}
-        self._run_idle: dict[tuple[str, int, str], float | None] = {}  # (run, rank, uuid)
-        self._done: set[tuple] = set()
+        # Per (run, rank, uuid): the idle power of the rank's current session, measured at the
+        # session's start (_facts_at: (run, rank) -> that start).
+        self._run_idle: dict[tuple[str, int, str], float | None] = {}
+        self._facts_at: dict[tuple[str, int], int] = {}
+        self._done: dict[tuple, int] = {}  # key -> end_ns of its computed interval
         self._done_order: deque[tuple] = deque()
-        self._progress: dict[str, list] = {}  # run_id -> [epoch, step, ended]
+        self._progress: dict[str, list] = {}  # run_id -> [epoch, step, ended, session start]
+        self._dropped = 0  # unpaired markers found while adding markers (reported by poll)
+        self._unmeasured = 0  # markers of ranks on no device this node measures
+        self._warned: dict[tuple[str, int], None] = {}
 
     # -- input -------------------------------------------------------------------------------
     def add_node(self, node: NodeRec) -> None:
@@ -64,8 +73,12 @@ class Joiner:
         if (dev := self._devices.get(uuid)) is not None:
             dev.idle.idle_power_w, dev.idle.measured_ns = idle_power_w, measured_ns
 
-    def set_run_idle(self, run_id: str, rank: int, uuid: str, idle_power_w: float | None) -> None:
+    def set_run_idle(
+        self, run_id: str, rank: int, uuid: str, idle_power_w: float | None, start_ns: int
+    ) -> None:
+        """The idle power measured for the rank's session that started at start_ns."""
         self._run_idle[(run_id, rank, uuid)] = idle_power_w
+        self._facts_at[(run_id, rank)] = start_ns
 
     def add_readings(self, hostname: str, readings: Sequence[ReadingRec]) -> None:
         node = self._nodes.get(hostname)
@@ -91,44 +104,10 @@ class Joiner:
                 dev.timeline  # noqa: B018 - flushes the buffer
         node.watermark_ns = newest
 
-    def add_markers(self, hostname: str, markers: Iterable[MarkerRec]) -> None:
-        node = self._nodes.setdefault(hostname, NodeState(hostname))
-        for m in markers:
-            self._track(node, m)
-            key = m.key
-            if key in self._done:
-                continue  # a re-sent marker of an interval already computed
-            p = node.pending.setdefault(key, Pending(key))
-            if m.kind.endswith("_start"):
-                p.start = m
-            else:
-                p.end = m
-            if not p.devices:
-                p.devices = self._devices_of(node, m)
-
-    def _track(self, node: NodeState, m: MarkerRec) -> None:
-        prog = self._progress.setdefault(m.run_id, [0, 0, False])
-        prog[0], prog[1] = max(prog[0], m.epoch), max(prog[1], m.step)
-        if m.kind not in ("run_start", "run_end"):
-            return
-        prog[2] = prog[2] or m.kind == "run_end"
-        for uuid in self._devices_of(node, m):
-            idle = node.devices[uuid].idle
-            if m.kind == "run_start":
-                idle.busy_start((m.run_id, m.rank), m.time_ns)
-            else:
-                idle.busy_end((m.run_id, m.rank), m.time_ns)
-
-    def _devices_of(self, node: NodeState, m: MarkerRec) -> tuple[str, ...]:
-        """The rank's GPU; plus the node's CPU/DRAM for a local-rank-0 rank's epochs and runs."""
-        uuids = [m.device_uuid] if m.device_uuid in node.devices else []
-        if m.local_rank == 0 and not m.kind.startswith("step"):
-            uuids += [u for u, d in node.devices.items() if d.kind in ("cpu", "dram")]
-        return tuple(uuids)
-
     # -- output ------------------------------------------------------------------------------
     def poll(self) -> JoinOutput:
-        out = JoinOutput()
+        out = JoinOutput(dropped_markers=self._dropped, unmeasured_markers=self._unmeasured)
+        self._dropped = self._unmeasured = 0
         for node in self._nodes.values():
             for p in list(node.pending.values()):
                 if p.key[2] == "run" and p.start is not None and p.devices:
@@ -165,14 +144,18 @@ class Joiner:
             acc.add(dev.timeline.interval(acc.cut_ns, max(end, acc.cut_ns)))
             e = acc.result(start, end)
             idle_w = self._run_idle.get((run_id, rank, uuid))
-            out.intervals.append(interval_record(p.key, uuid, e, idle_w, uuid in late))
+            flags = p.flags | ({"late"} if uuid in late else set())
+            out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags))
         del node.pending[p.key]
-        self._remember(p.key)
-        if kind == "run":
-            orphans = [k for k in node.pending if k[0] == run_id and k[1] == rank]
+        self._remember(p.key, end)
+        if kind == "run":  # what of this session never found its partner
+            orphans = [k for k, q in node.pending.items() if k[:2] == (run_id, rank)
+                       and (q.start or q.end).time_ns <= end]  # fmt: skip
             for k in orphans:
                 del node.pending[k]
-            out.dropped_markers += len(orphans)
+                out.dropped_markers += 1 + len(node.deferred.pop(k, ()))
+        for m in node.deferred.pop(p.key, ()):
+            self._add(node, m)
 
     def _advance(self, p: Pending) -> None:
         """Integrate a long open interval up to where readings are final, to free memory."""
@@ -192,9 +175,9 @@ class Joiner:
     def _run_facts(self, node: NodeState, p: Pending, out: JoinOutput) -> None:
         """At a run's start: its devices' idle power and the GPU's start temperature."""
         run_id, rank = p.key[0], p.key[1]
-        if (run_id, rank, p.devices[0]) in self._run_idle:
-            return
         t0 = p.start.time_ns
+        if self._facts_at.get((run_id, rank)) == t0:
+            return
         for uuid in p.devices:
             cov = self._devices[uuid].covered()
             if (cov is None or cov < t0) and node.watermark_ns < t0 + self.cfg.late_bound_ns:
@@ -203,11 +186,12 @@ class Joiner:
             idle = self._devices[uuid].idle
             value = idle.measure_before(t0)
             self._run_idle[(run_id, rank, uuid)] = value if value is not None else idle.idle_power_w
+        self._facts_at[(run_id, rank)] = t0
         gpu = p.devices[0]
         if self._devices[gpu].kind == "gpu":
             temp = self._devices[gpu].idle.temperature_at(t0)
             out.rank_updates.append(
-                RankUpdate(run_id, rank, temp, self._run_idle[(run_id, rank, gpu)])
+                RankUpdate(run_id, rank, temp, self._run_idle[(run_id, rank, gpu)], t0)
             )
 
     def _trim(self, node: NodeState) -> None:
@@ -231,11 +215,11 @@ class Joiner:
             if value is not None:
                 out.idle_updates.append(IdleUpdate(dev.uuid, value, dev.idle.measured_ns))
 
-    def _remember(self, key: tuple) -> None:
-        self._done.add(key)
+    def _remember(self, key: tuple, end_ns: int) -> None:
+        self._done[key] = end_ns
         self._done_order.append(key)
         if len(self._done_order) > _RECENT_KEYS:
-            self._done.discard(self._done_order.popleft())
+            self._done.pop(self._done_order.popleft(), None)
 
     # -- state for metrics and tests ---------------------------------------------------------
     def progress(self) -> list[RunProgress]:
@@ -254,12 +238,16 @@ class Joiner:
                         so_far += dev.timeline.interval(cut, cov).energy_j or 0.0
                     energy[p.key[0]] = energy.get(p.key[0], 0.0) + so_far
         return [
-            RunProgress(run_id, ep, st, energy.get(run_id, 0.0), ended)
-            for run_id, (ep, st, ended) in self._progress.items()
+            RunProgress(run_id, ep, st, energy.get(run_id, 0.0), ended, started)
+            for run_id, (ep, st, ended, started) in self._progress.items()
         ]
 
     def forget_run(self, run_id: str) -> None:
         self._progress.pop(run_id, None)
+        for k in [k for k in self._facts_at if k[0] == run_id]:
+            del self._facts_at[k]
+        for k in [k for k in self._run_idle if k[0] == run_id]:
+            del self._run_idle[k]
 
     def pending_keys(self) -> list[tuple]:
         return [k for n in self._nodes.values() for k in n.pending]

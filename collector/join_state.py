@@ -29,6 +29,7 @@ class JoinOutput:
     rank_updates: list[RankUpdate] = field(default_factory=list)
     idle_updates: list[IdleUpdate] = field(default_factory=list)
     dropped_markers: int = 0  # starts/ends that never found their partner before the run ended
+    unmeasured_markers: int = 0  # markers of a rank on a device the node's daemon does not measure
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RunProgress:
     step: int
     energy_j: float  # so far, over all devices of the run's ranks
     ended: bool
+    session_start_ns: int = 0  # latest RUN_START seen (a resumed run has several)
 
 
 class DeviceState:
@@ -83,6 +85,7 @@ class Pending:
     end: MarkerRec | None = None
     devices: tuple[str, ...] = ()
     accs: dict[str, Accumulator] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -91,17 +94,19 @@ class NodeState:
     devices: dict[str, DeviceState] = field(default_factory=dict)
     watermark_ns: int = 0
     pending: dict[tuple, Pending] = field(default_factory=dict)
+    # Markers of a key's next occurrence (a resumed session), held until the current one is out
+    deferred: dict[tuple, list[MarkerRec]] = field(default_factory=dict)
 
 
 def interval_record(
-    key: tuple, uuid: str, e: IntervalEnergy, idle_w: float | None, late: bool
+    key: tuple, uuid: str, e: IntervalEnergy, idle_w: float | None, flags: set[str]
 ) -> IntervalRec:
     run_id, rank, kind, epoch, step = key
     duration_s = (e.end_ns - e.start_ns) / 1e9
     active = None
     if e.energy_j is not None and idle_w is not None:
         active = e.energy_j - idle_w * duration_s
-    flags = frozenset(e.flags) | ({"late"} if late else set())
+    flags = frozenset(e.flags) | flags
     return IntervalRec(
         run_id=run_id,
         rank=rank,

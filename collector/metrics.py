@@ -173,6 +173,11 @@ class ParawattCollector:
                 "Markers whose partner never came.",
                 s.unpaired_markers_total,
             )
+            yield _counter(
+                "parawatt_unmeasured_markers",
+                "Markers of ranks on a device their node's daemon does not measure.",
+                s.unmeasured_markers_total,
+            )
             backlog = GaugeMetricFamily(
                 "parawatt_db_backlog_readings", "Readings waiting to be written."
             )

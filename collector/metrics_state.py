@@ -44,6 +44,7 @@ class RunLive:
     step: int = 0
     energy_j: float = 0.0
     ended_ns: int | None = None  # collector clock when the run was seen to end
+    session_start_ns: int = 0  # its latest RUN_START (a resumed run starts again)
     step_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_SECONDS_BUCKETS))
     step_joules: Histogram = field(default_factory=lambda: Histogram(STEP_JOULES_BUCKETS))
 
@@ -65,13 +66,15 @@ class LiveState:
         self.runs: dict[str, RunLive] = {}
         self.intervals_total: dict[str, int] = {"step": 0, "epoch": 0, "run": 0}
         self.unpaired_markers_total = 0
+        self.unmeasured_markers_total = 0
         self.readings_dropped_total = 0
         self.db_errors_total = 0
         self.db_backlog_readings = 0
         self.db_write_seconds = Histogram(DB_SECONDS_BUCKETS)
         self.readings_written_total = 0
         self.daemons: list = []  # ingest.DaemonHealth, one per daemon
-        self._expired: dict[str, None] = {}  # runs whose series are gone (insertion-ordered)
+        # runs whose series are gone -> their latest RUN_START then (insertion-ordered)
+        self._expired: dict[str, int] = {}
 
     def add_node(self, node: NodeRec) -> None:
         with self.lock:
@@ -102,12 +105,27 @@ class LiveState:
             return None
         return self.runs.setdefault(run_id, RunLive(run_id))
 
-    def update_run(self, run_id: str, epoch: int, step: int, energy_j: float) -> None:
+    def update_run(
+        self,
+        run_id: str,
+        epoch: int,
+        step: int,
+        energy_j: float,
+        ended: bool = False,
+        session_start_ns: int = 0,
+    ) -> None:
+        """Progress of an open run; a run that ended and starts again (resumed from a
+        checkpoint: a later RUN_START) is open again, and comes back if its series had gone."""
         with self.lock:
+            if session_start_ns > self._expired.get(run_id, session_start_ns):
+                del self._expired[run_id]
             if (run := self._run(run_id)) is None:
                 return
             run.epoch, run.step = epoch, step
             run.energy_j = max(run.energy_j, energy_j)  # a counter never goes down
+            run.session_start_ns = max(run.session_start_ns, session_start_ns)
+            if not ended:
+                run.ended_ns = None
 
     def end_run(self, run_id: str, now_ns: int, energy_j: float | None) -> None:
         with self.lock:
@@ -124,8 +142,7 @@ class LiveState:
                 r for r, v in self.runs.items() if v.ended_ns and now_ns - v.ended_ns > grace_ns
             ]
             for run_id in gone:
-                del self.runs[run_id]
-                self._expired[run_id] = None
+                self._expired[run_id] = self.runs.pop(run_id).session_start_ns
             while len(self._expired) > 10_000:
                 del self._expired[next(iter(self._expired))]
             return gone

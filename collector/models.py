@@ -180,7 +180,7 @@ class RunRank(Base):
     hostname: Mapped[str] = mapped_column(String(255))
     local_rank: Mapped[int] = mapped_column(Integer)
     device_uuid: Mapped[str] = mapped_column(String(255))
-    start_ns: Mapped[int]
+    start_ns: Mapped[int]  # of the rank's latest session (a resumed rank starts again)
     end_ns: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(16))
     start_temperature_c: Mapped[float | None] = mapped_column(Float)
@@ -212,6 +212,9 @@ class Interval(Base):
 
     A rank's GPU gets step, epoch and run intervals; a node's CPU packages and DRAM get epoch and
     run intervals under the node's local-rank-0 rank, so node energy = GPUs + CPU + DRAM.
+    A run resumed from a checkpoint has one run interval per rank and device all the same: its
+    sessions merged (flag "resumed"), start_ns..end_ns spanning them all and duration_s the
+    time they ran, without the time between them (store_intervals).
     """
 
     __tablename__ = "interval"
@@ -228,7 +231,7 @@ class Interval(Base):
     step: Mapped[int]
     start_ns: Mapped[int]
     end_ns: Mapped[int]
-    duration_s: Mapped[float] = mapped_column(Float)
+    duration_s: Mapped[float] = mapped_column(Float)  # end − start, but see "resumed" above
     energy_j: Mapped[float | None] = mapped_column(Float)
     active_energy_j: Mapped[float | None] = mapped_column(Float)  # above the device's idle power
     source: Mapped[str] = mapped_column(String(16))  # counter | power | none

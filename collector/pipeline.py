@@ -162,17 +162,18 @@ class Pipeline:
                     self._run_energy_done.get(i.run_id, 0.0) + i.energy_j
                 )
         self.live.add_intervals(out.intervals)
-        if out.idle_updates or out.dropped_markers:
+        if out.idle_updates or out.dropped_markers or out.unmeasured_markers:
             with self.live.lock:
                 for u in out.idle_updates:
                     self.live.idle_w[u.device_uuid] = u.idle_power_w
                 self.live.unpaired_markers_total += out.dropped_markers
+                self.live.unmeasured_markers_total += out.unmeasured_markers
 
     def _update_runs(self, now_ns: int) -> None:
         open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}
         for p in self.joiner.progress():
             energy = self._run_energy_done.get(p.run_id, 0.0) + p.energy_j
-            self.live.update_run(p.run_id, p.epoch, p.step, energy)
+            self.live.update_run(p.run_id, p.epoch, p.step, energy, p.ended, p.session_start_ns)
             if p.ended and p.run_id not in open_runs:
                 self.live.end_run(p.run_id, now_ns, energy)
         for run_id in self.live.expire_runs(now_ns, self._grace_ns):

@@ -94,32 +94,49 @@ def run_summaries(
         ranks = defaultdict(list)
         for rr in conn.execute(select(RunRank).where(RunRank.run_id.in_(ids))):
             ranks[rr.run_id].append(rr)
+        names = dict(conn.execute(select(Device.uuid, Device.name).where(
+            Device.uuid.in_({rr.device_uuid for rs in ranks.values() for rr in rs})
+        )).all())  # fmt: skip
         metrics = _final_metrics(conn, ids)
     return [
         _summary(r, energy.get(r.run_id), steps.get(r.run_id, 0), epochs.get(r.run_id, 0),
-                 last_seen.get(r.run_id), ranks[r.run_id], metrics.get(r.run_id, {}))
+                 last_seen.get(r.run_id), ranks[r.run_id], metrics.get(r.run_id, {}), names)
         for r in runs
     ]  # fmt: skip
 
 
 def _run_energy(conn: Connection, ids: list[str]) -> dict[str, dict]:
-    """Per run: run-interval sums by device kind; epoch intervals while the run is open."""
+    """Per run: run-interval sums by device kind; epoch intervals while the run is open.
+
+    The uncertainty is summed linearly over devices: each interval's uncertainty_j is a
+    near-worst-case bound, not a sigma, and the bounds' errors are not independent (a node's
+    counters update in step, ranks run the same work), so root-sum-square would understate it.
+    Also per run: the lowest rank's GPU run interval (start, end, time it ran) for the time a
+    resumed run spent between its sessions."""
     out: dict[str, dict] = {}
     for kind in ("run", "epoch"):
         rows = conn.execute(
             select(Interval.run_id, Device.kind, Interval.energy_j, Interval.active_energy_j,
-                   Interval.uncertainty_j, Interval.flags)
+                   Interval.uncertainty_j, Interval.flags, Interval.rank, Interval.start_ns,
+                   Interval.end_ns, Interval.duration_s)
             .join(Device, Device.id == Interval.device_id)
             .where(Interval.run_id.in_([i for i in ids if i not in out]), Interval.kind == kind)
         )  # fmt: skip
-        for run_id, dev_kind, e, active, u, flags in rows:
+        for run_id, dev_kind, e, active, u, flags, rank, start, end, secs in rows:
             acc = out.setdefault(run_id, {"gpu": [], "cpu": [], "active": [], "u": 0.0,
                                           "flags": set(), "partial": kind == "epoch"})  # fmt: skip
             acc["gpu" if dev_kind == "gpu" else "cpu"].append(e)
             if dev_kind == "gpu":
                 acc["active"].append(active)
+                if kind == "run" and rank < acc.get("lead", (rank + 1,))[0]:
+                    acc["lead"] = (rank, start, end, secs)
             acc["u"] += u or 0.0
             acc["flags"] |= _flags([flags])
+    for run_id, flags in conn.execute(  # steps' and epochs' flags too: a late or gappy step
+        select(Interval.run_id, Interval.flags)
+        .where(Interval.run_id.in_(list(out)), Interval.flags != "").distinct()
+    ):  # fmt: skip
+        out[run_id]["flags"] |= _flags([flags])
     return out
 
 
@@ -138,21 +155,27 @@ def _final_metrics(conn: Connection, ids: list[str]) -> dict[str, dict[str, floa
     return out
 
 
-def _summary(r, energy, steps, epochs, last_seen, ranks, metrics) -> RunSummary:
+def _summary(r, energy, steps, epochs, last_seen, ranks, metrics, names) -> RunSummary:
     end_ns = r.end_ns
+    lead = min(ranks, key=lambda rr: rr.rank, default=None)
     duration_s = ((end_ns or last_seen or r.start_ns) - r.start_ns) / 1e9
+    duration_s -= _between_sessions_s(energy, lead)
     world = r.world_size or len(ranks) or 1
     gpu = cpu = active = None
     u, flags = 0.0, frozenset()
     if energy is not None:
         gpu, cpu = _sum(energy["gpu"]), _sum(energy["cpu"]) if energy["cpu"] else None
         active, u = _sum(energy["active"]), energy["u"]
-        partial = energy["partial"] or len(energy["gpu"]) < world  # a rank's run still open
+        # a rank's run still open, or a resumed run's new session under way
+        partial = energy["partial"] or len(energy["gpu"]) < world or r.status == "running"
         flags = frozenset(energy["flags"]) | ({"partial"} if partial else set())
     total = None if gpu is None else gpu + (cpu or 0.0)
+    # The measured device's name (on a CPU trainer the rank reports its CPU architecture, while
+    # the energy is the daemon's devices'); the rank's own record where the device is unknown.
+    hardware = names.get(lead.device_uuid) if lead is not None else None
     return RunSummary(
         run_id=r.run_id, model=r.model, dataset=r.dataset,
-        hardware=r.device_name or (r.hardware or {}).get("device_name", ""),
+        hardware=hardware or r.device_name or (r.hardware or {}).get("device_name", ""),
         status=r.status, world_size=world,
         nodes=r.nodes or len({rr.hostname for rr in ranks}) or 1,
         global_batch_size=r.global_batch_size, local_batch_size=r.local_batch_size,
@@ -165,6 +188,16 @@ def _summary(r, energy, steps, epochs, last_seen, ranks, metrics) -> RunSummary:
         start_temperature_c={rr.device_uuid: rr.start_temperature_c for rr in ranks
                              if rr.start_temperature_c is not None},
     )  # fmt: skip
+
+
+def _between_sessions_s(energy: dict | None, lead) -> float:
+    """Time a resumed run spent between its sessions (0 for a run of one session): inside its
+    lowest rank's merged run interval, plus from that interval's end to a new session's start."""
+    if energy is None or lead is None or energy.get("lead", (None,))[0] != lead.rank:
+        return 0.0
+    _, start, end, ran_s = energy["lead"]
+    gaps_s = max(0.0, (end - start) / 1e9 - ran_s)
+    return gaps_s + max(0, lead.start_ns - end) / 1e9
 
 
 def run_summary(db: Db, run_id: str) -> RunSummary:

@@ -171,6 +171,7 @@ class RankUpdate:
     rank: int
     start_temperature_c: float | None = None
     idle_power_w: float | None = None
+    start_ns: int | None = None  # the session (RUN_START time) these facts were measured for
 
 
 @dataclass(frozen=True, slots=True)

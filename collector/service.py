@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 
 from sqlalchemy import Engine
@@ -17,6 +18,7 @@ from collector import store_reads
 from collector.aggregate import NS, SecondAggregator
 from collector.config import CollectorConfig
 from collector.db import create_db_engine, migrate
+from collector.errors import StoreError
 from collector.ingest import Subscriber
 from collector.join import JoinConfig, Joiner, JoinOutput
 from collector.metrics import MetricsServer, create_metrics_server
@@ -55,12 +57,13 @@ class Collector:
         self.metrics_port: int | None = None
         self._started = self._closed = False
 
-    def start(self) -> Collector:
-        """Migrate, rebuild, then serve; raises StoreError/ConfigError when it cannot start."""
+    def start(self, stop: threading.Event | None = None) -> Collector:
+        """Migrate, rebuild, then serve; raises StoreError/ConfigError when it cannot start.
+        A database not reachable yet is retried for db_start_timeout_s (or until `stop`)."""
         # Six threads share the GIL (ingest per daemon, join, writer); at 50,000 readings/s the
         # default 5 ms hand-over starves the writer between its statements. 1 ms keeps it fed.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
-        migrate(self.engine)
+        self._migrate(stop or threading.Event())
         aggregator = self._rebuild()
         c = self.config
         self.pipeline = Pipeline(
@@ -93,6 +96,22 @@ class Collector:
         )
         return self
 
+    def _migrate(self, stop: threading.Event) -> None:
+        deadline = time.monotonic() + self.config.db_start_timeout_s
+        wait, longest = self.config.db_retry_backoff_s
+        while True:
+            try:
+                migrate(self.engine)
+                return
+            except StoreError as exc:
+                left = deadline - time.monotonic()
+                if not exc.transient or left <= 0:
+                    raise
+                log.warning("%s (retrying for another %.1f s)", exc, left)
+                if stop.wait(min(wait, left)):
+                    raise
+                wait = min(wait * 2, longest)
+
     def _rebuild(self) -> SecondAggregator:
         """Restore the join's open state from the database (nothing to do on a fresh one)."""
         engine, cfg = self.engine, self.joiner.cfg
@@ -110,8 +129,10 @@ class Collector:
         markers = store_reads.open_markers(engine, horizon)
         for m in markers:
             self.joiner.add_markers(m.hostname, [m])
-        for run_id, rank, uuid, watts in store_reads.run_idle(engine, {m.run_id for m in markers}):
-            self.joiner.set_run_idle(run_id, rank, uuid, watts)
+        for run_id, rank, uuid, watts, start_ns in store_reads.run_idle(
+            engine, {m.run_id for m in markers}
+        ):
+            self.joiner.set_run_idle(run_id, rank, uuid, watts, start_ns)
         candidates = [(s + 1) * NS for s in done.values()] or [newest - cfg.keep_ns]
         if markers:
             lead = cfg.idle_window_ns + cfg.idle_guard_ns + NS

@@ -1,15 +1,17 @@
 """The SQL adapter's write side: one transaction per WriteBatch, idempotent, in big batches.
 
 Every insert is "on conflict do nothing" on the natural key, so a replayed reading, marker,
-interval or aggregate never makes a second row. Raw readings take a faster path of their own
-(store_readings: COPY on PostgreSQL, multi-row statements on SQLite); run rows: store_runs.
+interval or aggregate never makes a second row; a marker or interval whose identity comes again
+later (a run resumed from a checkpoint) replaces the earlier one if it is later (store_intervals).
+Raw readings take a faster path of their own (store_readings: COPY on PostgreSQL, multi-row
+statements on SQLite); run rows: store_runs.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.db import translate_errors
@@ -17,7 +19,6 @@ from collector.models import (
     Boot,
     Device,
     IngestCursor,
-    Interval,
     Marker,
     Node,
     Reading,
@@ -26,9 +27,12 @@ from collector.models import (
     StreamGap,
 )
 from collector.records import MarkerRec, NodeRec, as_dict
+from collector.store_intervals import latest, write_intervals
 from collector.store_readings import insert_readings
 from collector.store_runs import clean_metrics, finite, write_run_end, write_run_start
 from collector.writebatch import WriteBatch
+
+_MARKER_KEY = ("run_id", "rank", "kind", "epoch", "step")
 
 
 class Store:
@@ -55,12 +59,22 @@ class Store:
         for boot_id, rows in b.readings.items():
             self._insert_readings(conn, self._boot(conn, boot_id), rows)
         self._insert_markers(conn, b.markers)
-        self._insert(conn, Interval, [self._interval_row(conn, i) for i in b.intervals])
+        rows = [self._interval_row(conn, i) for i in b.intervals]
+        if rows:
+            write_intervals(conn, self._dialect_insert, rows, self.chunk_rows)
         for u in b.rank_updates:
+            where = [RunRank.run_id == u.run_id, RunRank.rank == u.rank]
+            if u.start_ns is not None:  # facts of the rank's current session only
+                where.append(RunRank.start_ns == u.start_ns)
             conn.execute(
                 update(RunRank)
-                .where(RunRank.run_id == u.run_id, RunRank.rank == u.rank)
-                .values(start_temperature_c=u.start_temperature_c, idle_power_w=u.idle_power_w)
+                .where(*where)
+                .values(  # the run's start temperature is its first session's
+                    start_temperature_c=func.coalesce(
+                        RunRank.start_temperature_c, u.start_temperature_c
+                    ),
+                    idle_power_w=u.idle_power_w,
+                )
             )
         for u in b.idle_updates:
             conn.execute(
@@ -166,12 +180,22 @@ class Store:
                     metrics=clean_metrics(m.metrics),
                 )
             )
-        self._insert(conn, Marker, rows)
-        for _, m in markers:
+        rows = list(latest(rows, _MARKER_KEY, "time_ns").values())
+        if rows:  # the same identity again later (a resumed run): the latest one is kept
+            stmt = self._dialect_insert(Marker)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(_MARKER_KEY),
+                set_={c: stmt.excluded[c] for c in rows[0] if c not in _MARKER_KEY},
+                where=stmt.excluded.time_ns > Marker.time_ns,
+            )
+            for i in range(0, len(rows), self.chunk_rows):
+                conn.execute(stmt, rows[i : i + self.chunk_rows])
+        # In time order: a resumed run's sessions may share a batch (e.g. after an outage)
+        for m in sorted((m for _, m in markers if m.kind.startswith("run_")),
+                        key=lambda m: (m.time_ns, m.kind == "run_end")):  # fmt: skip
             if m.kind == "run_start":
                 write_run_start(conn, self._dialect_insert, m)
-        for _, m in markers:
-            if m.kind == "run_end":
+            else:
                 write_run_end(conn, m)
 
     # -- helpers ---------------------------------------------------------------------------------

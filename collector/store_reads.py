@@ -83,9 +83,16 @@ def device_idle(engine: Engine) -> list[tuple[str, float, int]]:
 
 
 def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:
-    """Markers of ranks whose run interval is missing, minus those whose interval is stored."""
+    """Markers of ranks whose run interval is missing, minus those whose interval is stored.
+
+    "Stored" means an interval that reaches the marker's time: a resumed run's new session
+    (its markers are the latest of their identity) is open although the earlier session's run
+    interval, and steps it ran again, are stored."""
     run_done = exists().where(
-        Interval.run_id == Marker.run_id, Interval.rank == Marker.rank, Interval.kind == "run"
+        Interval.run_id == Marker.run_id,
+        Interval.rank == Marker.rank,
+        Interval.kind == "run",
+        Interval.end_ns >= Marker.time_ns,
     )
     own_done = exists().where(
         Interval.run_id == Marker.run_id,
@@ -93,6 +100,7 @@ def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:
         Interval.kind == _INTERVAL_KIND,
         Interval.epoch == Marker.epoch,
         Interval.step == Marker.step,
+        Interval.end_ns >= Marker.time_ns,
     )
     query = (
         select(Marker)
@@ -119,14 +127,15 @@ def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:
         ]
 
 
-def run_idle(engine: Engine, run_ids: set[str]) -> list[tuple[str, int, str, float]]:
+def run_idle(engine: Engine, run_ids: set[str]) -> list[tuple[str, int, str, float, int]]:
+    """(run_id, rank, device uuid, idle W, start of the rank's current session)."""
     if not run_ids:
         return []
+    cols = (RunRank.run_id, RunRank.rank, RunRank.device_uuid, RunRank.idle_power_w,
+            RunRank.start_ns)  # fmt: skip
     with translate_errors("reading runs", engine), engine.connect() as conn:
         rows = conn.execute(
-            select(RunRank.run_id, RunRank.rank, RunRank.device_uuid, RunRank.idle_power_w).where(
-                RunRank.run_id.in_(run_ids), RunRank.idle_power_w.is_not(None)
-            )
+            select(*cols).where(RunRank.run_id.in_(run_ids), RunRank.idle_power_w.is_not(None))
         )
         return [tuple(r) for r in rows]
 

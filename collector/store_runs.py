@@ -2,6 +2,11 @@
 
 Idempotent like everything the writer does: a replayed RUN_START changes nothing, a replayed
 RUN_END sets the same values again.
+
+A rank resumed from a checkpoint under the same run id starts a new session: a RUN_START later
+than the rank's (or run's) end opens it again (status running, no end; run_rank.start_ns is the
+session's start), and the session's RUN_END is the one kept: a RUN_END earlier than the rank's
+current session (a replay of an older one) changes nothing. run.start_ns stays the first start.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, case, update
+from sqlalchemy import Connection, and_, case, select, update
 
 from collector.models import Run, RunRank
 from collector.records import MarkerRec, RunConfigRec
@@ -65,22 +70,37 @@ def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) ->
         if k not in ("run_id", "status", "end_ns", "metrics", "start_ns")
     }
     set_ = set_ if m.rank == 0 else {}
-    conn.execute(
-        stmt.on_conflict_do_update(index_elements=["run_id"], set_={**set_, "start_ns": earliest})
-    )
+    reopened = and_(Run.end_ns.is_not(None), Run.end_ns < m.time_ns)
+    set_ |= {
+        "start_ns": earliest,
+        "status": case((reopened, "running"), else_=Run.status),
+        "end_ns": case((reopened, None), else_=Run.end_ns),
+    }
+    conn.execute(stmt.on_conflict_do_update(index_elements=["run_id"], set_=set_))
     rank = dict(run_id=m.run_id, rank=m.rank, hostname=m.hostname, local_rank=m.local_rank,
                 device_uuid=m.device_uuid, start_ns=m.time_ns, end_ns=None, status="running",
                 start_temperature_c=None, idle_power_w=None, metrics={})  # fmt: skip
-    conn.execute(dialect_insert(RunRank).on_conflict_do_nothing(), [rank])
+    stmt = dialect_insert(RunRank).values(rank)
+    session = ("hostname", "local_rank", "device_uuid", "start_ns", "end_ns", "status",
+               "idle_power_w", "metrics")  # fmt: skip
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["run_id", "rank"],
+            set_={k: stmt.excluded[k] for k in session},
+            where=and_(RunRank.end_ns.is_not(None), RunRank.end_ns < m.time_ns),
+        )
+    )
 
 
 def write_run_end(conn: Connection, m: MarkerRec) -> None:
     status = m.status or "completed"
-    conn.execute(
+    current = conn.execute(
         update(RunRank)
-        .where(RunRank.run_id == m.run_id, RunRank.rank == m.rank)
+        .where(RunRank.run_id == m.run_id, RunRank.rank == m.rank, RunRank.start_ns <= m.time_ns)
         .values(end_ns=m.time_ns, status=status, metrics=clean_metrics(m.metrics))
     )
+    if current.rowcount == 0 and _rank_known(conn, m):
+        return  # the end of an earlier session of this rank: a later one is under way
     latest = case(
         (Run.end_ns.is_(None), m.time_ns), (Run.end_ns < m.time_ns, m.time_ns), else_=Run.end_ns
     )
@@ -90,6 +110,11 @@ def write_run_end(conn: Connection, m: MarkerRec) -> None:
     elif status == "failed":
         values["status"] = status
     conn.execute(update(Run).where(Run.run_id == m.run_id).values(values))
+
+
+def _rank_known(conn: Connection, m: MarkerRec) -> bool:
+    where = (RunRank.run_id == m.run_id, RunRank.rank == m.rank)
+    return conn.scalar(select(RunRank.start_ns).where(*where)) is not None
 
 
 def finite(x: float | None) -> float | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from collector.energy import DeviceTimeline, Sample
 from collector.join import JoinConfig, Joiner
+from collector.records import NodeRec
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
 
 CFG = JoinConfig(late_bound_ns=2 * S, chunk_ns=2 * S, keep_ns=10 * S, idle_window_ns=10 * S,
@@ -223,3 +225,37 @@ def test_restart_rebuild_from_open_markers_and_stored_readings(one_run):
     assert done.keys() | rest.keys() == want.keys()
     for k, i in rest.items():
         assert i.energy_j == pytest.approx(want[k].energy_j, abs=1e-6)
+
+
+def test_device_without_energy_counter_gets_power_integrated_intervals(one_run):
+    """E.g. a GPU older than Volta: every interval from the power integral, flagged, within
+    its (larger) stated uncertainty, long ones through the chunked accumulation too."""
+    dev, ms, spans, readings, (start, end) = one_run
+    for r in readings:
+        r.energy_j = None
+    rec = dataclasses.replace(dev.rec(), has_energy_counter=False, counter_update_s=None)
+    j = Joiner(CFG)
+    j.add_node(NodeRec("n1", "boot-1", devices=(rec,)))
+    got = feed(j, "n1", readings, ms)
+    assert len(got) == 24 + 2 + 1 and not j.pending_keys()
+    for i in got:
+        truth = dev.true_energy(i.start_ns, i.end_ns)
+        assert i.source == "power" and "no_counter" in i.flags and i.coverage == 1.0
+        assert abs(i.energy_j - truth) <= i.uncertainty_j + 1e-6, i.kind  # bound is tight
+    run = next(i for i in got if i.kind == "run")
+    assert run.energy_j == pytest.approx(dev.true_energy(start, end), rel=0.01)
+
+
+def test_markers_of_a_device_the_daemon_does_not_measure_are_counted_not_kept(one_run, caplog):
+    """E.g. a MIG instance's uuid that NVML lists under its GPU: no interval, and no markers
+    left waiting forever; counted (parawatt_unmeasured_markers) and warned about once."""
+    dev, ms, spans, readings, _ = one_run
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    lost = [dataclasses.replace(m, rank=1, local_rank=1, device_uuid="MIG-x") for m in ms]
+    with caplog.at_level("WARNING"):
+        j.add_markers("n1", lost)
+    assert j.poll().unmeasured_markers == len(lost) and not j.pending_keys()
+    assert sum("MIG-x" in r.message for r in caplog.records) == 1
+    got = feed(j, "n1", readings, ms)
+    assert len(got) == 24 + 2 + 1 and {i.rank for i in got} == {0}

@@ -87,7 +87,8 @@ def test_run_summary(engine):
     assert r.gpu_energy_j == 6000.0 and r.cpu_energy_j == 600.0 and r.energy_j == 6600.0
     assert r.active_energy_j == 4800.0 and r.energy_uncertainty_j == pytest.approx(2.0)
     assert r.final_metrics == {"top1_error": 0.3, "train_loss": 1.0}
-    assert r.tags == {"sweep": "s1", "point": "p0"} and r.flags == frozenset()
+    assert r.tags == {"sweep": "s1", "point": "p0"}
+    assert r.flags == {"gap"}  # epoch 1's: every interval's flags surface on the run
     assert r.start_temperature_c == {"gpu-0": 35.0, "gpu-1": 36.0}
     assert queries.run_summaries(engine, sweep="s1") == [r]
     assert queries.run_summaries(engine, sweep="other") == []
@@ -110,3 +111,21 @@ def test_job_steps_sum_over_ranks(engine):
     assert [s.energy_j for s in steps] == [601.0 + 2 * k for k in range(6)]
     assert steps[4].epoch == 1 and steps[4].duration_s == 1.0 and steps[4].uncertainty_j == 1.0
     assert queries.step_energies(engine, "r1") == [601.0 + 2 * k for k in range(6)]
+
+
+def test_hardware_is_the_measured_devices_name(db_url):
+    """A CPU trainer reports its architecture; the energy is the daemon's device's."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    b = WriteBatch()
+    b.nodes["b1"] = NodeRec(
+        "n1", "b1", devices=(DeviceRec(0, "gpu-0", "NVIDIA H100 (sim)", "gpu"),)
+    )
+    cfg = RunConfigRec(world_size=1, device_name="x86_64")
+    b.markers = [("b1", marker("run_start", T0, run_id="cpu-run", config=cfg)),
+                 ("b1", marker("run_start", T0, run_id="lost-dev", config=cfg,
+                               device_uuid="gpu-9"))]  # fmt: skip
+    Store(engine).write(b)
+    runs = {r.run_id: r.hardware for r in queries.run_summaries(engine)}
+    engine.dispose()
+    assert runs == {"cpu-run": "NVIDIA H100 (sim)", "lost-dev": "x86_64"}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from collector import store_reads
 from collector.db import create_db_engine, migrate, schema_revision
+from collector.errors import StoreError
 from collector.models import (
     Base,
     Interval,
@@ -118,3 +121,47 @@ def test_retention_trims_raw_readings_only(engine):
     deleted = store.trim_readings(T0 + S)
     assert deleted == 50
     assert count(engine, Reading1s) == 1
+
+
+def test_disk_full_is_reported_retryable_and_keeps_nothing(tmp_path):
+    """SQLite's max_page_count gives the very error a full disk gives (SQLITE_FULL)."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'full.db'}")
+    migrate(engine)
+    with engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+    limit = [pages]  # not one page more
+
+    @event.listens_for(engine, "connect")
+    def _cap(dbapi_conn, _record) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count={limit[0]}")
+
+    engine.dispose()  # new connections get the cap
+    with pytest.raises(StoreError, match="database or disk is full") as err:
+        Store(engine).write(sample_batch())
+    assert err.value.transient  # the writer retries it (and counts it in parawatt_db_errors)
+    assert count(engine, Reading) == count(engine, Marker) == count(engine, Run) == 0
+    limit[0] = 1_000_000  # space freed: the same batch goes in whole
+    engine.dispose()
+    Store(engine).write(sample_batch())
+    assert count(engine, Marker) == 10
+    engine.dispose()
+
+
+def test_writer_applies_retention_relative_to_the_newest_reading(engine):
+    from collector.metrics_state import LiveState
+    from collector.writer import Writer
+
+    b = sample_batch()
+    newest = max(r.time_ns for rows in b.readings.values() for r in rows)
+    w = Writer(Store(engine), LiveState(), 0.05, retention_s=1.0, retention_check_s=0.0).start()
+    w.submit(b)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the writer trims between its commits
+        with engine.connect() as conn:
+            oldest = conn.scalar(select(func.min(Reading.time_ns)))
+        if oldest and oldest > T0:
+            break
+        time.sleep(0.05)
+    w.close()
+    assert newest - S <= oldest <= newest - S + 20 * MS  # raw readings: the last second only
+    assert count(engine, Reading1s) == 1 and count(engine, Interval) == 3  # kept for good
