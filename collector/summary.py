@@ -16,7 +16,7 @@ class RunSummary:
     run_id: str
     model: str
     dataset: str
-    hardware: str  # device name of rank 0's GPU, e.g. "NVIDIA H100 80GB HBM3"
+    hardware: str  # name of rank 0's measured device (device table), else the RunConfig's
     status: str  # completed | failed | interrupted | running
     world_size: int  # GPUs (= ranks)
     nodes: int
@@ -28,16 +28,20 @@ class RunSummary:
     samples: int  # training samples processed (steps x GBS)
     start_ns: int
     end_ns: int | None
-    duration_s: float
+    duration_s: float  # time the run's sessions ran (a resumed run excludes the time between)
     gpu_hours: float  # duration_s x world_size / 3600
     energy_j: float | None  # node energy as the study counts it: GPUs + CPU packages + DRAM
     gpu_energy_j: float | None
     cpu_energy_j: float | None  # RAPL package + DRAM; None where not measured
-    active_energy_j: float | None  # GPU energy above each device's idle power
-    energy_uncertainty_j: float = 0.0
+    # GPU energy above each device's idle power; may be slightly negative (within the
+    # uncertainty) for a run that kept its GPUs idle: it is never clamped, which would bias sums.
+    active_energy_j: float | None
+    energy_uncertainty_j: float = 0.0  # linear sum of per-device bounds (errors are correlated)
     final_metrics: dict[str, float] = field(default_factory=dict)  # top1_error, rmse, acc, loss..
     tags: dict[str, str] = field(default_factory=dict)  # sweep, point, repeat, scaling..
-    flags: frozenset[str] = frozenset()  # union of the run's interval flags
+    # Union of every interval's flags: gap, counter_reset, disagree, incomplete, no_counter, late,
+    # resumed, restarted; plus partial while the run is open.
+    flags: frozenset[str] = frozenset()
     start_temperature_c: dict[str, float] = field(default_factory=dict)  # device uuid -> degC
 
 
