@@ -165,8 +165,7 @@ def bench_ab(address: str, model: str, steps: int) -> None:
     client = MarkerClient(address, run_id="bench-ab", rank=0, local_rank=0)
     stop = SimpleNamespace(requested=False)
     loop = TrainLoop(session.loop_parts(client, Progress(False, 0), stop))
-    session.train_loader.sampler.set_epoch(0)
-    batches = iter(session.train_loader)
+    batches = session.train_loader.iterate(0)
     times = {True: [], False: []}
     for step in range(2 * steps):
         loop.marking = (step // block) % 2 == 0

@@ -8,7 +8,9 @@ Pure: records in, dataclasses out; numpy for the arithmetic. Definitions follow 
   series; speed-up = throughput (samples/s) over the baseline's, parallel efficiency = speed-up
   / (GPUs / baseline GPUs). For strong scaling (same samples) that is T0/T and T0*n0/(T*n); for
   weak scaling (samples grow with GPUs) the efficiency is T0/T, as usual;
-- a least-squares line of energy against GPU-hours per (model, hardware), with R².
+- a least-squares line of energy against GPU-hours per (model, hardware), with R² (`fits.py`);
+- a point carries the union of its completed runs' energy flags (incomplete coverage, gaps,
+  counter resets, source disagreement, a rank still open), so no figure hides a doubtful run.
 Sweep tags (set by `trainer sweep`): sweep, point, repeat, series and scaling (comma-separated,
 one scaling per series, since a point may belong to several series).
 """
@@ -22,7 +24,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collector.fits import (
+    Distribution,
+    EnergyFit,
+    LinearFit,
+    distribution,
+    energy_fits,
+    linear_fit,
+    pareto_front,
+)
 from collector.summary import RunSummary
+
+__all__ = [
+    "Distribution", "EnergyFit", "LinearFit", "PointStats", "SeriesPoint", "Stat",
+    "StudyAnalysis", "accuracy_key", "accuracy_keys", "analyze", "distribution", "energy_fits", "final_accuracy",
+    "linear_fit", "pareto_front", "point_id_of", "run_metrics", "series_of", "series_rows",
+    "stat", "step_energy_by_point",
+]  # fmt: skip
 
 J_PER_KWH = 3.6e6
 RUN_METRICS = (
@@ -34,6 +52,7 @@ RUN_METRICS = (
 _PER_CHANNEL = re.compile(r"_c\d+$")  # FourCastNet's per-channel RMSE/ACC: the CSV has the means
 # Final-accuracy keys, best first: the first one present is "the" accuracy of a report.
 ACCURACY_KEYS = ("top1_error", "rmse", "acc", "top5_error", "loss")
+STUDY_ACCURACY = ("top1_error", "rmse", "acc")  # the report's accuracy columns, where present
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,7 @@ class PointStats:
     run_ids: tuple[str, ...]  # the completed runs the statistics use
     not_completed: int  # failed / interrupted / still running
     metrics: dict[str, Stat]  # RUN_METRICS plus the final metrics (ACCURACY_KEYS and others)
+    flags: frozenset[str] = frozenset()  # union of the completed runs' energy flags
 
     def mean(self, name: str) -> float | None:
         stat = self.metrics.get(name)
@@ -74,38 +94,6 @@ class SeriesPoint:
     ratios: dict[str, float | None]  # metric / baseline metric (means)
     speedup: float | None
     parallel_efficiency: float | None
-
-
-@dataclass(frozen=True)
-class LinearFit:
-    x: str
-    y: str
-    slope: float
-    intercept: float
-    r2: float | None  # None where y does not vary
-    n: int
-
-
-@dataclass(frozen=True)
-class EnergyFit:
-    """Energy vs GPU-hours for one model on one hardware, and what its slope goes with."""
-
-    model: str
-    hardware: str
-    fit: LinearFit | None  # energy_kwh = slope x gpu_hours + intercept (None: one GPU-h value)
-    samples_per_gpu_hour: float
-    updates_per_gpu_hour: float
-    vs_samples: LinearFit | None  # kwh_per_gpu_hour against samples_per_gpu_hour, per run
-    vs_updates: LinearFit | None  # kwh_per_gpu_hour against updates_per_gpu_hour, per run
-
-
-@dataclass(frozen=True)
-class Distribution:
-    n: int
-    mean: float
-    median: float
-    p05: float
-    p95: float
 
 
 @dataclass(frozen=True)
@@ -195,6 +183,15 @@ def accuracy_key(points: Sequence[PointStats]) -> str | None:
     return next((k for k in ACCURACY_KEYS if k in present), None)
 
 
+def accuracy_keys(points: Sequence[PointStats]) -> list[str]:
+    """The study's accuracy columns present: top-1 error (ResNet50), RMSE and ACC (FourCastNet);
+    else the headline key (a loss, say)."""
+    present = {k for p in points for k, s in p.metrics.items() if s.n}
+    keys = [k for k in STUDY_ACCURACY if k in present]
+    key = accuracy_key(points)
+    return keys or ([key] if key else [])
+
+
 def analyze(runs: Iterable[RunSummary]) -> StudyAnalysis:
     runs = list(runs)
     by_point: dict[str, list[RunSummary]] = defaultdict(list)
@@ -231,6 +228,7 @@ def _point(pid: str, runs: list[RunSummary]) -> PointStats:
         run_ids=tuple(r.run_id for r in done),
         not_completed=len(runs) - len(done),
         metrics={n: stat(m.get(n) for m in per_run) for n in names},
+        flags=frozenset().union(*(r.flags for r in done)),
     )
 
 
@@ -261,73 +259,6 @@ def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
                 )
             )
     return rows
-
-
-def linear_fit(
-    xs: Sequence[float], ys: Sequence[float], x: str = "x", y: str = "y"
-) -> LinearFit | None:
-    """Least-squares line y = slope x + intercept; None for fewer than two distinct x."""
-    xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    if xa.size < 2 or np.ptp(xa) == 0:
-        return None
-    design = np.column_stack([xa, np.ones_like(xa)])
-    (slope, intercept), *_ = np.linalg.lstsq(design, ya, rcond=None)
-    ss_res = float(np.sum((ya - (slope * xa + intercept)) ** 2))
-    ss_tot = float(np.sum((ya - ya.mean()) ** 2))
-    # y constant (up to rounding): R² is undefined, not a wild number from 0/0-ish division.
-    flat = ss_tot <= 1e-24 * max(float(np.sum(ya**2)), 1e-300)
-    r2 = None if flat else 1.0 - ss_res / ss_tot
-    return LinearFit(x, y, float(slope), float(intercept), r2, int(xa.size))
-
-
-def energy_fits(done: Sequence[tuple[RunSummary, Mapping[str, float | None]]]) -> list[EnergyFit]:
-    groups: dict[tuple[str, str], list[Mapping[str, float | None]]] = defaultdict(list)
-    for run, m in done:
-        if m["energy_kwh"] is not None and m["gpu_hours"]:
-            groups[(run.model, run.hardware)].append(m)
-    out = []
-    for (model, hardware), ms in sorted(groups.items()):
-        fit = linear_fit(
-            [m["gpu_hours"] for m in ms], [m["energy_kwh"] for m in ms], "gpu_hours", "energy_kwh"
-        )
-        power = [m["kwh_per_gpu_hour"] for m in ms]
-        spg = [m["samples_per_gpu_hour"] for m in ms]
-        upg = [m["updates_per_gpu_hour"] for m in ms]
-        out.append(
-            EnergyFit(
-                model=model,
-                hardware=hardware,
-                fit=fit,
-                samples_per_gpu_hour=float(np.mean(spg)),
-                updates_per_gpu_hour=float(np.mean(upg)),
-                vs_samples=linear_fit(spg, power, "samples_per_gpu_hour", "kwh_per_gpu_hour"),
-                vs_updates=linear_fit(upg, power, "updates_per_gpu_hour", "kwh_per_gpu_hour"),
-            )
-        )
-    return out
-
-
-def pareto_front(points: Sequence[PointStats]) -> list[str]:
-    """Points no other point beats on both runtime and energy (means), fastest first."""
-    cand = [
-        (p.mean("runtime_s"), p.mean("energy_kwh"), p.point_id)
-        for p in points
-        if p.mean("runtime_s") is not None and p.mean("energy_kwh") is not None
-    ]
-    front = [
-        (t, e, pid)
-        for t, e, pid in cand
-        if not any(t2 <= t and e2 <= e and (t2 < t or e2 < e) for t2, e2, _ in cand)
-    ]
-    return [pid for _, _, pid in sorted(front)]
-
-
-def distribution(values: Sequence[float]) -> Distribution | None:
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return None
-    p05, med, p95 = np.percentile(arr, [5, 50, 95])
-    return Distribution(int(arr.size), float(arr.mean()), float(med), float(p05), float(p95))
 
 
 def step_energy_by_point(

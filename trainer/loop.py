@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer import metrics as M
-from trainer.data import DataBundle
+from trainer.data import Batches, DataBundle
 from trainer.distributed import DistContext, StopAgreement
 from trainer.recipes import BatchPlan, Recipe, lr_at
 from trainer.telemetry import EPOCH_END, EPOCH_START, STEP_END, STEP_START, NullMarkerClient
@@ -43,8 +43,8 @@ class LoopParts:
     optimizer: torch.optim.Optimizer
     recipe: Recipe
     plan: BatchPlan
-    train_loader: object
-    eval_loader: object | None
+    train_loader: Batches
+    eval_loader: Batches | None
     data: DataBundle
     client: object
     clock: object
@@ -87,8 +87,7 @@ class TrainLoop:
         p, spe = self.p, self.p.recipe.steps_per_epoch
         p.client.mark(EPOCH_START, epoch, 0)
         began = time.perf_counter()
-        p.train_loader.sampler.set_epoch(epoch)
-        batches = iter(p.train_loader)
+        batches = p.train_loader.iterate(epoch)
         p.model.train()
         loss_sum = torch.zeros((), device=p.ctx.device, dtype=torch.float64)
         steps = 0
@@ -187,7 +186,7 @@ class TrainLoop:
             if classify
             else M.EvalSums.fields(p.out_channels, device)
         )
-        for index, (x, y) in enumerate(p.eval_loader):
+        for index, (x, y) in enumerate(p.eval_loader.iterate()):
             if p.eval_batches is not None and index >= p.eval_batches:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

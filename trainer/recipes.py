@@ -37,6 +37,11 @@ def plan_batches(gbs: int | None, lbs: int | None, world_size: int, model: str) 
     """Check and complete GBS / LBS for `world_size` devices; accumulation follows from them."""
     if world_size < 1:
         raise ConfigError(f"world size must be >= 1, got {world_size}")
+    if lbs is None and gbs is not None and gbs >= world_size and gbs % world_size:
+        raise ConfigError(
+            f"--global-batch-size {gbs} does not split evenly over world size {world_size} "
+            "(GBS = LBS x world size x accumulation steps)"
+        )
     if lbs is None:
         lbs = DEFAULT_LBS[model] if gbs is None else gbs // world_size
     if lbs < 1:

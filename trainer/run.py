@@ -80,8 +80,11 @@ def train(config: TrainConfig) -> Outcome:
     in_step = True  # every rank ends at the same point, so end-of-run collectives are safe
     try:
         session = prepare(config, ctx, new_run_id)
+        session.start_loaders()
+        session.setup_s = time.perf_counter() - started
         client = _make_client(config, ctx, session)
-        client.mark_run_start(session.run_config, {"start_epoch": float(session.start_epoch)})
+        start_metrics = {"start_epoch": float(session.start_epoch), "setup_s": session.setup_s}
+        client.mark_run_start(session.run_config, start_metrics)
         progress = Progress(
             config.progress and ctx.is_main,
             session.recipe.total_steps,
@@ -188,6 +191,7 @@ def _summary(config, ctx, session, totals, epochs, status, started, train_s, per
         "micro_batches": totals.micro_batches if totals else 0,
         "samples": samples,
         "duration_s": time.perf_counter() - started,
+        "setup_duration_s": session.setup_s,
         "train_duration_s": train_s,
         "samples_per_s": samples / train_s if train_s > 0 else 0.0,
         "step_time_s": {"mean": sum(times) / len(times), "p50": times[len(times) // 2]},

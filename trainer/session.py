@@ -11,7 +11,7 @@ from torch import nn
 
 from trainer import checkpoint as ckpt_io
 from trainer.config import TrainConfig
-from trainer.data import DataBundle, build_data, make_loader
+from trainer.data import Batches, DataBundle, build_data, make_loader
 from trainer.distributed import DistContext
 from trainer.errors import CheckpointError
 from trainer.loop import LoopParts
@@ -35,13 +35,14 @@ class Session:
     optimizer: torch.optim.Optimizer
     scaler: object | None
     amp_dtype: torch.dtype | None
-    train_loader: object
-    eval_loader: object | None
+    train_loader: Batches
+    eval_loader: Batches | None
     run_id: str
     start_epoch: int
     run_config: dict
     clock: object
     signature: dict
+    setup_s: float = 0.0  # process group, data, model and loader workers, before RUN_START
 
     @property
     def start_step(self) -> int:
@@ -57,6 +58,12 @@ class Session:
             self.scaler.state_dict() if self.scaler is not None else None,
             self.signature,
         )
+
+    def start_loaders(self) -> None:
+        """Loader workers start now, as part of the set-up (see `trainer/data/loaders.py`)."""
+        self.train_loader.start(self.start_epoch)
+        if self.eval_loader is not None:
+            self.eval_loader.start()
 
     def loop_parts(self, client, progress, stop) -> LoopParts:
         fields = self.config.model == "fourcastnet"
@@ -118,6 +125,11 @@ def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], s
                 f"--run-id {config.run_id} but {config.checkpoint_dir} holds run {resume.run_id}; "
                 "resume keeps the checkpoint's run id (or use a fresh --checkpoint-dir)"
             )
+        if resume.epoch + 1 >= epochs:  # a session without steps would only muddle the run
+            raise CheckpointError(
+                f"{config.checkpoint_dir} holds run {resume.run_id} with all {epochs} epochs "
+                "done: nothing to resume (ask for more --epochs, or use a fresh --checkpoint-dir)"
+            )
         _load_into(base, resume.model, config.checkpoint_dir)
         optimizer.load_state_dict(resume.optimizer)
         if scaler is not None and resume.scaler:
@@ -139,10 +151,14 @@ def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], s
         workers=config.workers,
         pin_memory=ctx.device.type == "cuda",
     )
-    train_loader = make_loader(data.train, plan.local_batch_size, train=True, **loader_args)
+    train_loader = Batches(
+        make_loader(data.train, plan.local_batch_size, train=True, **loader_args)
+    )
     eval_loader = None
     if data.eval is not None:
-        eval_loader = make_loader(data.eval, plan.local_batch_size, train=False, **loader_args)
+        eval_loader = Batches(
+            make_loader(data.eval, plan.local_batch_size, train=False, **loader_args)
+        )
     run_config = _run_config(config, ctx, plan, recipe, data, base, start_epoch)
     return Session(
         config, ctx, plan, recipe, data, base, module, eval_model, optimizer, scaler, amp_dtype,

@@ -178,6 +178,8 @@ def _point_problems(
         )
     if p.data_fraction is not None and not 0 < p.data_fraction <= 1:
         out.append(f"{where}: data fraction {p.data_fraction:.6g} is outside (0, 1]")
+    elif not out:
+        out.extend(_data_problems(p, grid, where))
     if slurm:
         per_node = grid.slurm.gpus_per_node
         if p.gpus > per_node and p.gpus % per_node:
@@ -187,28 +189,21 @@ def _point_problems(
     return out
 
 
-def nodes_for(point: Point, gpus_per_node: int) -> tuple[int, int]:
-    """(nodes, processes per node) for a SLURM allocation."""
-    if point.gpus <= gpus_per_node:
-        return 1, point.gpus
-    return math.ceil(point.gpus / gpus_per_node), gpus_per_node
-
-
-def flag_args(flags: Iterable[tuple[str, object]]) -> list[str]:
-    """[("image_size", 32), ("amp", True), ("quiet", False)] -> ["--image-size", "32", "--amp"]."""
-    args: list[str] = []
-    for key, value in flags:
-        opt = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(opt)
-        elif value is False:  # an off switch is the default: leave the flag out
-            continue
-        elif isinstance(value, list):
-            for item in value:
-                args += [opt, str(item)]
-        else:
-            args += [opt, str(value)]
-    return args
+def _data_problems(p: Point, grid: SweepGrid, where: str) -> list[str]:
+    """A synthetic training set of a given size must hold one global batch (per the trainer's
+    DistributedSampler with drop_last); other data sets are only known once a run opens them."""
+    flags = dict(grid.train) | dict(p.train)
+    size = flags.get("synthetic_size")
+    if flags.get("data", "synthetic") != "synthetic" or not isinstance(size, int) or size < 1:
+        return []
+    n = size if p.data_fraction is None else max(1, math.ceil(p.data_fraction * size))
+    per_gpu_step = p.local_batch_size * p.accumulation_steps
+    if n // p.gpus >= per_gpu_step:
+        return []
+    return [
+        f"{where}: its {n} training samples hold no global batch of {p.global_batch_size} "
+        f"({p.gpus} GPUs x {per_gpu_step} samples each); raise synthetic_size or lower the GBS"
+    ]
 
 
 def _merge_points(specs: tuple[SeriesSpec, ...]) -> tuple[Point, ...]:

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.sweep_cooldown import CooldownResult, Thermometer, wait_for_cooldown
-from trainer.sweep_grid import Point, SweepError, SweepGrid, flag_args
+from trainer.sweep_grid import Point, SweepError, SweepGrid
 from trainer.sweep_state import RunRecord, SweepState
 
 # Tag keys every sweep run carries (RunConfig.tags); the collector's report groups by them.
@@ -64,6 +64,23 @@ class SweepOutcome:
     completed: int
     failed: int
     skipped: int
+
+
+def flag_args(flags: Iterable[tuple[str, object]]) -> list[str]:
+    """[("image_size", 32), ("amp", True), ("quiet", False)] -> ["--image-size", "32", "--amp"]."""
+    args: list[str] = []
+    for key, value in flags:
+        opt = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(opt)
+        elif value is False:  # an off switch is the default: leave the flag out
+            continue
+        elif isinstance(value, list):
+            for item in value:
+                args += [opt, str(item)]
+        else:
+            args += [opt, str(value)]
+    return args
 
 
 def train_args(

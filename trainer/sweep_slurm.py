@@ -9,11 +9,12 @@ any (point, repeat) still queued, so re-running it retries exactly the failed ru
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from pathlib import Path
 
-from trainer.sweep_grid import Point, SweepGrid, nodes_for
+from trainer.sweep_grid import Point, SweepGrid
 from trainer.sweep_runner import train_args
 
 # Placeholders in generated arguments that become shell expansions in the script.
@@ -29,6 +30,13 @@ _WAIT_PORT_FILE = (
     'for _ in $(seq 1 300); do [ -s "$0" ] && exit 0; sleep 0.2; done; '
     'echo "power-daemon did not start on $(hostname)" >&2; exit 1'
 )
+
+
+def nodes_for(point: Point, gpus_per_node: int) -> tuple[int, int]:
+    """(nodes, processes per node) for a SLURM allocation."""
+    if point.gpus <= gpus_per_node:
+        return 1, point.gpus
+    return math.ceil(point.gpus / gpus_per_node), gpus_per_node
 
 
 def job_name(grid: SweepGrid, point: Point) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ def device_record(ctx: DistContext) -> dict[str, str]:
     in its GPU number `local_rank`), CUDA and driver versions."""
     if ctx.device.type != "cuda":
         return {
-            "device_name": platform.processor() or platform.machine() or "cpu",
+            "device_name": cpu_device_name(),
             "device_uuid": "",
             "cuda_version": "",
             "driver_version": "",
@@ -32,6 +33,21 @@ def device_record(ctx: DistContext) -> dict[str, str]:
         "cuda_version": torch.version.cuda or "",
         "driver_version": _driver_version(),
     }
+
+
+def cpu_device_name(cpuinfo: str | None = None) -> str:
+    """ "CPU (<processor model>)", e.g. "CPU (AMD EPYC 7763 64-Core Processor)": what a CPU run
+    ran on, in the place a GPU run names its GPU (the architecture where the model is unknown)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("model name", "cpu model", "cpu") and value.strip():
+            return f"CPU ({' '.join(value.split())})"
+    return f"CPU ({platform.processor() or platform.machine() or 'unknown'})"
 
 
 def _driver_version() -> str:

@@ -82,7 +82,11 @@ def summary_table(summary: dict) -> str:
             f"{summary['steps']} this session (epochs {summary['start_epoch']}..{summary['epochs'] - 1}"
             f", {summary['steps_per_epoch']} steps each), last step {summary['final_step']}",
         ),
-        ("time", f"{summary['duration_s']:.2f} s ({summary['train_duration_s']:.2f} s training)"),
+        (
+            "time",
+            f"{summary['duration_s']:.2f} s ({summary['setup_duration_s']:.2f} s set-up, "
+            f"{summary['train_duration_s']:.2f} s training)",
+        ),
         ("throughput", f"{summary['samples_per_s']:.2f} samples/s"),
     ]
     metrics = summary.get("metrics", {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collector.analysis import (
+    accuracy_keys,
     analyze,
     distribution,
     linear_fit,
@@ -235,3 +236,13 @@ def test_trainer_eval_metrics_become_the_study_accuracy_metrics():
     )
     assert "eval_rmse_c0" not in fcn
     assert (fcn["rmse"], fcn["acc"]) == (0.3, 0.8)
+
+
+def test_accuracy_columns_are_top1_error_or_rmse_and_acc():
+    def keys(final):
+        return accuracy_keys(analyze([make_run("r", final=final)]).points)
+
+    assert keys({"eval_top1": 0.7, "eval_top5": 0.9, "eval_loss": 1.0}) == ["top1_error"]
+    assert keys({"eval_rmse_mean": 0.3, "eval_acc_mean": 0.8, "eval_loss": 0.2}) == ["rmse", "acc"]
+    assert keys({"loss": 2.0}) == ["loss"]  # no accuracy reported: the loss stands in
+    assert keys({"train_loss": 2.0}) == keys({}) == []

@@ -30,6 +30,7 @@ def records():
                     series="gbs8",
                     repeat=rep,
                     final={"top1_error": 50.0 + gpus + rep},
+                    flags=frozenset({"incomplete"}) if (gpus, rep) == (4, 1) else frozenset(),
                 )
             )
     runs.append(make_run("broken", gpus=4, lbs=2, gbs=8, point="g4", status="failed"))
@@ -82,6 +83,7 @@ def test_points_csv_agrees_with_the_records(report):
     assert float(g2["top1_error_mean"]) == pytest.approx(52.5)
     assert (g2["gpus"], g2["lbs"], g2["gbs"], g2["runs"]) == ("2", "4", "8", "2")
     assert rows["g4"]["not_completed"] == "1"
+    assert (rows["g4"]["flags"], rows["g2"]["flags"]) == ("incomplete", "")  # not hidden
 
 
 def test_series_csv_speedup_and_ratios(report):
@@ -115,6 +117,7 @@ def test_runs_and_step_energy_csv(report):
     _, out = report
     runs = read_csv(out / "runs.csv")
     assert len(runs) == 6 and {r["status"] for r in runs} == {"completed"}
+    assert {r["run_id"] for r in runs if r["flags"]} == {"g4r1"}
     steps = {r["point"]: r for r in read_csv(out / "step_energy.csv")}
     assert steps["g1"]["steps"] == "2" and float(steps["g1"]["median_j"]) == pytest.approx(11.0)
     assert float(steps["g2"]["mean_j"]) == pytest.approx(6.0)

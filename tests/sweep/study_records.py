@@ -27,6 +27,7 @@ def make_run(
     repeat: int = 0,
     final: dict[str, float] | None = None,
     start_temps: dict[str, float] | None = None,
+    flags: frozenset[str] = frozenset(),
 ) -> RunSummary:
     gbs = gbs if gbs is not None else lbs * gpus
     energy_j = None if energy_kwh is None else energy_kwh * 3.6e6
@@ -59,4 +60,5 @@ def make_run(
         final_metrics=dict(final or {}),
         tags=tags,
         start_temperature_c=dict(start_temps or {}),
+        flags=frozenset(flags),
     )

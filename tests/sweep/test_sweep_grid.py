@@ -106,6 +106,23 @@ def test_refusal_lists_every_reason():
     assert grid_problems(g, slurm=True, trainer_flags=None)  # still refused on SLURM (model...)
 
 
+def test_synthetic_set_too_small_for_a_global_batch_is_refused():
+    g = grid(
+        HEAD + "[train]\nsynthetic_size = 20\n[[series]]\nname = 'w'\nscaling = 'weak'\n"
+        "gpus = [1, 2, 4]\ngbs = 16\n"
+    )  # weak: 5, 10 and 20 samples, 5 per GPU; LBS 16, 8 and 4
+    assert grid_problems(g, local_capacity=4) == [
+        "point g1-l16-b16-f0.25 (series w): its 5 training samples hold no global batch of 16 "
+        "(1 GPUs x 16 samples each); raise synthetic_size or lower the GBS",
+        "point g2-l8-b16-f0.5 (series w): its 10 training samples hold no global batch of 16 "
+        "(2 GPUs x 8 samples each); raise synthetic_size or lower the GBS",
+    ]
+    big = grid(
+        HEAD + "[train]\nsynthetic_size = 16\n[[series]]\nname = 's'\ngpus = [1, 4]\ngbs = 16\n"
+    )
+    assert grid_problems(big, local_capacity=4) == []
+
+
 def test_slurm_points_must_fill_whole_nodes():
     g = grid(
         HEAD + '[slurm]\ngpus_per_node = 4\n[[series]]\nname = "x"\ngpus = [2, 4, 6, 8]\nlbs = 1\n'

@@ -200,7 +200,7 @@ def test_unreachable_daemon_warns_once_and_runs_go_on(tmp_path):
 
 
 def test_flag_args_spelling():
-    from trainer.sweep_grid import flag_args
+    from trainer.sweep_runner import flag_args
 
     flags = [("image_size", 32), ("amp", True), ("quiet", False), ("tag_list", ["a", "b"])]
     assert flag_args(flags) == ["--image-size", "32", "--amp", "--tag-list", "a", "--tag-list", "b"]

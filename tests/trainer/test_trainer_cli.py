@@ -13,6 +13,7 @@ from tests.support.torchrun import free_port
 from tests.trainer.trainer_args import AFNO, load_summary, short
 from trainer.checkpoint import FILENAME
 from trainer.cli import main
+from trainer.system import cpu_device_name
 
 
 def _train(args: list[str], env: dict | None = None):
@@ -66,6 +67,8 @@ def test_single_process_run_marks_every_boundary(sim_daemon, tmp_path):
     )
     assert cfg.recipe["optimizer"] == "adam" and cfg.parameter_count == summary["parameter_count"]
     assert cfg.torch_version == torch.__version__ and cfg.dataset_size == 128
+    assert cfg.device_name.startswith("CPU (") and cfg.device_uuid == ""
+    assert 0 < markers[0].metrics["setup_s"] == pytest.approx(summary["setup_duration_s"])
     steps = [(m.epoch, m.step) for m in markers if m.kind == pb.STEP_END]
     assert steps == [(0, 0), (0, 1), (0, 2), (1, 3), (1, 4), (1, 5)]
     epoch_end = [m for m in markers if m.kind == pb.EPOCH_END][-1]
@@ -94,6 +97,8 @@ def test_resume_continues_at_the_next_epoch_with_the_same_run_id(sim_daemon, tmp
     other_gbs = _train([*base, "--epochs", "3", "--global-batch-size", "8"])
     assert other_gbs.exit_code == 1 and "differs from the checkpoint" in other_gbs.output
     assert "global_batch_size" in other_gbs.output and "Traceback" not in other_gbs.output
+    again = _train([*base, "--epochs", "3"])
+    assert again.exit_code == 1 and "all 3 epochs done: nothing to resume" in again.output
 
 
 def test_finetune_starts_from_the_pretrained_weights(tmp_path):
@@ -124,3 +129,26 @@ def test_absent_daemon_changes_nothing_for_training(tmp_path):
     assert runs["absent"]["steps"] == runs["none"]["steps"] == 6
     assert runs["absent"]["param_sha256"] == runs["none"]["param_sha256"]  # bit for bit
     assert runs["absent"]["markers"]["sent"] == 0 and runs["absent"]["markers"]["dropped"] == 18
+
+
+def test_cpu_device_name_is_the_processor_model():
+    assert (
+        cpu_device_name("processor\t: 0\nmodel name\t: AMD  EPYC 7763\n") == "CPU (AMD EPYC 7763)"
+    )
+    assert cpu_device_name("cpu\t\t: POWER9 (raw), altivec supported\n").startswith("CPU (POWER9")
+    assert cpu_device_name("processor : 0\n").startswith("CPU (")  # falls back to the arch
+
+
+def test_loader_workers_start_before_the_run_and_change_no_batch(tmp_path):
+    runs = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}.json"
+        args = [*AFNO, *short(), "--global-batch-size", "4", "--daemon", "none",
+                "--workers", workers, "--output", str(out)]  # fmt: skip
+        result = _train(args)
+        assert result.exit_code == 0, result.output
+        runs[workers] = load_summary(out)
+    assert runs["2"]["param_sha256"] == runs["0"]["param_sha256"]  # bit for bit
+    # Start-up is set-up: epoch 0 is not slower than the next by the workers' launch.
+    assert runs["2"]["setup_duration_s"] > 0
+    assert [e["epoch"] for e in runs["2"]["epoch_results"]] == [0, 1]

@@ -3,6 +3,9 @@ reader on small generated files."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import h5py
@@ -11,7 +14,7 @@ import pytest
 import torch
 
 from trainer.config import AfnoShape, TrainConfig
-from trainer.data import build_data, make_loader
+from trainer.data import Batches, build_data, make_loader
 from trainer.data.fields import TRAJECTORY_STEPS, SyntheticFields, era5_fields
 from trainer.data.images import SyntheticImages
 from trainer.errors import DataError
@@ -152,3 +155,34 @@ def test_train_loader_shards_evenly_and_data_fraction_takes_the_head():
         for r in range(3)
     ]
     assert lengths == [2, 2, 2]  # 25 // 3 = 8 per rank, 2 full batches each
+
+
+def test_started_workers_serve_the_first_epoch_with_the_same_batches():
+    config = TrainConfig(model="resnet50", image_size=8, num_classes=3, synthetic_size=24)
+    train = build_data(config).train
+    args = dict(world_size=2, rank=1, seed=0, train=True, pin_memory=False)
+    plain = Batches(make_loader(train, 4, workers=0, **args))
+    expected = {e: [y.tolist() for _, y in plain.iterate(e)] for e in (1, 2)}
+    assert expected[1] != expected[2]  # set_epoch reshuffles
+    early = Batches(make_loader(train, 4, workers=2, **args))
+    early.start(epoch=1)
+    assert early.loader._iterator is not None  # the workers run before the first epoch asks
+    for epoch in (1, 1, 2):  # the early batches once, then fresh epochs on the same workers
+        assert [y.tolist() for _, y in early.iterate(epoch)] == expected[epoch]
+    plain.start(epoch=1)  # without workers there is nothing to start
+    assert [y.tolist() for _, y in plain.iterate(1)] == expected[1]
+
+
+def test_loader_workers_leave_ctrl_c_and_sigterm_to_the_trainer():
+    config = TrainConfig(model="resnet50", image_size=8, num_classes=3, synthetic_size=32)
+    args = dict(world_size=1, rank=0, seed=0, train=True, pin_memory=False)
+    batches = Batches(make_loader(build_data(config).train, 2, workers=2, **args))
+    batches.start(epoch=0)
+    epoch = batches.iterate(0)
+    next(epoch), next(epoch)  # one batch from each worker: both have run their init
+    workers = batches.loader._iterator._workers
+    for worker in workers:  # what a terminal's Ctrl-C or scancel does to the whole group
+        os.kill(worker.pid, signal.SIGINT)
+        os.kill(worker.pid, signal.SIGTERM)
+    time.sleep(0.5)  # time to die, had they not ignored it
+    assert len(list(epoch)) == 14 and all(w.is_alive() for w in workers)

@@ -30,6 +30,10 @@ def test_plan_batches_refuses_what_does_not_divide():
         plan_batches(20, 4, 2, "resnet50")
     with pytest.raises(ConfigError, match="smaller than the world size"):
         plan_batches(2, None, 4, "fourcastnet")
+    with pytest.raises(ConfigError, match="12 does not split evenly over world size 8"):
+        plan_batches(12, None, 8, "resnet50")  # no LBS given: no flag the user did not pass
+    with pytest.raises(ConfigError, match="not a multiple of --local-batch-size 32 x world size 1"):
+        plan_batches(16, 32, 1, "resnet50")  # LBS above GBS
 
 
 def test_steps_per_epoch_follows_drop_last_sharding_and_the_cap():

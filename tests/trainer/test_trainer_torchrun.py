@@ -4,6 +4,7 @@ nothing, and SIGTERM / Ctrl-C end the run cleanly as `interrupted`."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -190,17 +191,20 @@ def test_sigterm_stops_every_rank_at_the_same_step_as_interrupted(sim_daemon, tm
 
 
 def test_ctrl_c_single_process_exits_130_with_an_interrupted_run_end(sim_daemon, tmp_path):
+    # As at a terminal: Ctrl-C signals the whole process group, loader workers included, while
+    # a step is still fetching its micro-batches (GBS 4 = LBS 1 x 4 accumulation).
     proc = subprocess.Popen(
         [PYTHON, "-m", "trainer", "train", "--quiet", *AFNO, *short(5, 1000),
-         "--synthetic-size", "8000", "--global-batch-size", "4", "--daemon", sim_daemon.address,
-         "--run-id", "ctrl-c"],
+         "--synthetic-size", "8000", "--global-batch-size", "4", "--local-batch-size", "1",
+         "--workers", "2", "--daemon", sim_daemon.address, "--run-id", "ctrl-c"],
         cwd=REPO, env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
     )  # fmt: skip
     try:
         wait_for_markers(
             sim_daemon.address, lambda ms: any(m.kind == pb.STEP_END for m in ms), "ctrl-c"
         )
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         stop_tree(proc)

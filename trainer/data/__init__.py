@@ -6,11 +6,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import Dataset, Subset
 
 from trainer.config import TrainConfig
+from trainer.data.loaders import Batches, make_loader
 from trainer.errors import ConfigError
+
+__all__ = ["Batches", "DataBundle", "build_data", "make_loader"]
 
 # Defaults mirror the study's data sets: ImageNet-1k (1,281,167 training images) and ERA5
 # 1979-2015 at 6-hour steps (37 x 1460 samples).
@@ -86,38 +88,3 @@ def _fields(config: TrainConfig) -> DataBundle:
         return DataBundle(train, val, "synthetic-fields", 0)
     train, val, clim, stds = era5_fields(config.data, shape, n_future)
     return DataBundle(train, val, f"era5-hdf5:{config.data}", 0, clim, stds)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    world_size: int,
-    rank: int,
-    seed: int,
-    workers: int,
-    train: bool,
-    pin_memory: bool,
-) -> DataLoader:
-    """Training: DistributedSampler(shuffle, drop_last) so every rank runs the same step count.
-    Evaluation: a plain contiguous shard, no padding (metrics are reduced as sums and counts)."""
-    if train:
-        sampler = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
-        )
-    else:
-        sampler = range(rank, len(dataset), world_size)
-    extra = {}
-    if workers > 0:
-        # forkserver: workers must not inherit the marker client's gRPC channel and thread.
-        extra = {"multiprocessing_context": "forkserver", "persistent_workers": True}
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        drop_last=train,
-        pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed),
-        **extra,
-    )
