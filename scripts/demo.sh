@@ -46,7 +46,7 @@ echo "Prometheus metrics: http://127.0.0.1:$(cat "$DIR/metrics.port")/metrics"
 
 train() {
   "$BIN/python" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m trainer train \
-    --daemon "$DAEMON" --tag demo=1 "$@"
+    --daemon "$DAEMON" --tag demo=1 --workers 0 "$@"
 }
 echo; echo "== ResNet50, synthetic images 32x32, GBS 16 = LBS 4 x $NPROC ranks x accumulation"
 train --model resnet50 --data synthetic --image-size 32 --num-classes 10 --epochs 2 \
@@ -54,7 +54,7 @@ train --model resnet50 --data synthetic --image-size 32 --num-classes 10 --epoch
 echo; echo "== FourCastNet (AFNO, small shape), synthetic fields"
 train --model fourcastnet --data synthetic --img-height 32 --img-width 64 --in-channels 4 \
   --out-channels 4 --patch-size 4 --embed-dim 64 --depth 2 --num-blocks 4 --epochs 2 \
-  --steps-per-epoch 5 --global-batch-size 8 --local-batch-size 2 --eval-batches 2
+  --steps-per-epoch 20 --global-batch-size 8 --local-batch-size 2 --eval-batches 2
 
 # Let the collector see the last readings after the runs ended, then stop it (it flushes).
 sleep 1.5
