@@ -143,7 +143,7 @@ def runs(db_url: str, fmt: str, sweep: str | None) -> None:
     finally:
         engine.dispose()
     if fmt == "table" and not rows:
-        click.echo("no runs yet", err=True)
+        click.echo(f"no runs tagged sweep={sweep}" if sweep else "no runs yet", err=True)
         return
     click.echo(tables.render(rows, tables.RUN_COLUMNS, fmt).rstrip("\n"))
 

@@ -65,7 +65,8 @@ class Pipeline:
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop after draining what is queued (call after the subscribers are closed)."""
         self._stop.set()
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:  # never started: start-up failed before start()
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         last_poll = 0.0

@@ -126,6 +126,11 @@ def report(sweep: str, out_dir: Path, db_url: str) -> None:
         raise click.ClickException(str(exc)) from None
     if not runs:
         raise click.ClickException(f"no runs tagged sweep={sweep} in {db_url}")
-    result = build_report(sweep, runs, steps, out_dir)
+    try:
+        result = build_report(sweep, runs, steps, out_dir)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the report to {out_dir}: {exc.strerror or exc}"
+        ) from None
     click.echo(result.table)
     click.echo(f"\nwrote {len(result.files)} files to {out_dir} (open {out_dir / 'report.html'})")

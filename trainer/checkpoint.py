@@ -106,4 +106,7 @@ def _load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and I/O errors all mean the same to the user
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
+        # Some of torch's errors say only a number (KeyError(174812789)): name the type too.
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc

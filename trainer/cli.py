@@ -161,6 +161,13 @@ def _check(config: TrainConfig) -> None:
         raise click.UsageError(f"--output {config.output}: its directory does not exist")
     if config.init_checkpoint and not Path(config.init_checkpoint).is_file():
         raise click.UsageError(f"--init-checkpoint {config.init_checkpoint}: no such file")
+    if config.mode == "finetune" and not config.init_checkpoint:
+        # Legitimate for an energy-only sweep (cost does not depend on the weights), but a
+        # researcher expecting the study's fine-tuning accuracy should know.
+        click.echo(
+            "warning: --mode finetune without --init-checkpoint fine-tunes random weights",
+            err=True,
+        )
     if config.data != "synthetic" and not Path(config.data).is_dir():
         raise click.UsageError(f"--data {config.data}: no such directory (or 'synthetic')")
 

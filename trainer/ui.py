@@ -67,6 +67,9 @@ class Progress:
 
 
 def summary_table(summary: dict) -> str:
+    # An interrupted run ends before its planned last epoch: show the epochs it did run.
+    ran = summary.get("epoch_results") or []
+    last_epoch = ran[-1]["epoch"] if ran else summary["epochs"] - 1
     rows = [
         ("run id", summary["run_id"]),
         ("status", summary["status"]),
@@ -79,7 +82,7 @@ def summary_table(summary: dict) -> str:
         ),
         (
             "steps",
-            f"{summary['steps']} this session (epochs {summary['start_epoch']}..{summary['epochs'] - 1}"
+            f"{summary['steps']} this session (epochs {summary['start_epoch']}..{last_epoch}"
             f", {summary['steps_per_epoch']} steps each), last step {summary['final_step']}",
         ),
         (

@@ -95,6 +95,23 @@ def test_runs_table_json_csv(collected):
     assert row["run_id"] == "cli-run" and float(row["energy_j"]) == pytest.approx(run["energy_j"])
 
 
+def test_runs_of_an_unknown_sweep_say_so(collected):
+    _, db_url = collected
+    res = CliRunner().invoke(main, ["runs", "--db", db_url, "--sweep", "nosuch"])
+    assert res.exit_code == 0 and "no runs tagged sweep=nosuch" in res.output
+    res = CliRunner().invoke(main, ["runs", "--db", db_url, "--sweep", "test"])
+    assert "cli-run" in res.output
+
+
+def test_report_into_an_unwritable_directory_gives_one_line(collected, tmp_path):
+    _, db_url = collected
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "report"
+    res = CliRunner().invoke(main, ["report", "--sweep", "test", "--out", str(out), "--db", db_url])
+    assert res.exit_code == 1 and f"cannot write the report to {out}" in res.output, res.output
+    assert "Traceback" not in res.output
+
+
 def test_show_table_json_csv(collected):
     _, db_url = collected
     runner = CliRunner()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -57,6 +58,17 @@ def test_metrics_port_file_mistakes(tmp_path):
     )
     assert res.exit_code == 1 and "needs /metrics" in res.output
     assert "Traceback" not in res.output
+
+
+def test_metrics_port_in_use_gives_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        db = ["--db", f"sqlite:///{tmp_path / 'p.db'}", "--daemon", "127.0.0.1:1"]
+        res = CliRunner().invoke(main, ["serve", *db, "--metrics-listen", taken])
+    assert res.exit_code == 1, res.output
+    assert f"cannot serve metrics on {taken}" in res.output and "Traceback" not in res.output
 
 
 def scrape(port: int) -> str:

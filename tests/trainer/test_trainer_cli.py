@@ -3,6 +3,8 @@ fine-tuning from a checkpoint, and an absent daemon."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -116,6 +118,23 @@ def test_finetune_starts_from_the_pretrained_weights(tmp_path):
     wrong = _train([*common, "--embed-dim", "16", "--mode", "finetune", "--init-checkpoint",
                     str(ckpt / FILENAME)])  # fmt: skip
     assert wrong.exit_code == 1 and "do not fit this model shape" in wrong.output
+    assert "warning" not in ft.output
+    random_start = _train([*common, "--mode", "finetune"])
+    assert random_start.exit_code == 0, random_start.output
+    assert "warning: --mode finetune without --init-checkpoint" in random_start.output
+
+
+def test_a_file_that_is_no_checkpoint_gives_one_clear_error(tmp_path):
+    (tmp_path / FILENAME).write_text("junk\n")
+    args = [*AFNO, *short(1, 2), "--global-batch-size", "4", "--daemon", "none"]
+    for extra in (
+        ["--init-checkpoint", str(tmp_path / FILENAME)],
+        ["--checkpoint-dir", str(tmp_path)],
+    ):
+        result = _train([*args, *extra])
+        assert result.exit_code == 1, result.output
+        # torch says only KeyError(<number>) for this file: the type name makes it readable
+        assert re.search(r"not a readable PyTorch checkpoint \(\w+Error: ", result.output)
 
 
 def test_absent_daemon_changes_nothing_for_training(tmp_path):
