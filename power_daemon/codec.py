@@ -68,18 +68,18 @@ def marker_data(m: pb.Marker) -> MarkerData:
     )
 
 
+# DeviceInfo's `optional` fields: unset on the wire means "not reported", None in DeviceSpec.
+_OPTIONAL_DEVICE_FIELDS = (
+    "power_limit_w",
+    "memory_total_bytes",
+    "energy_counter_update_s",
+    "energy_counter_resolution_j",
+    "power_avg_window_s",
+)
+
+
 def device_pb(index: int, d: DeviceSpec) -> pb.DeviceInfo:
-    optional = {
-        name: v
-        for name in (
-            "power_limit_w",
-            "memory_total_bytes",
-            "energy_counter_update_s",
-            "energy_counter_resolution_j",
-            "power_avg_window_s",
-        )
-        if (v := getattr(d, name)) is not None
-    }
+    optional = {name: v for name in _OPTIONAL_DEVICE_FIELDS if (v := getattr(d, name)) is not None}
     return pb.DeviceInfo(
         index=index,
         uuid=d.uuid,
@@ -134,14 +134,7 @@ def batch_bytes(
 def device_spec(d: pb.DeviceInfo) -> DeviceSpec:
     """DeviceInfo -> DeviceSpec (for tools that talk to a running daemon)."""
     optional = {
-        name: getattr(d, name) if d.HasField(name) else None
-        for name in (
-            "power_limit_w",
-            "memory_total_bytes",
-            "energy_counter_update_s",
-            "energy_counter_resolution_j",
-            "power_avg_window_s",
-        )
+        name: getattr(d, name) if d.HasField(name) else None for name in _OPTIONAL_DEVICE_FIELDS
     }
     return DeviceSpec(
         uuid=d.uuid,
