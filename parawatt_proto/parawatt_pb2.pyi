@@ -54,7 +54,7 @@ RUN_STATUS_FAILED: RunStatus
 RUN_STATUS_INTERRUPTED: RunStatus
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("index", "uuid", "name", "kind", "vendor_index", "power_limit_w", "memory_total_bytes", "has_energy_counter", "has_instant_power", "energy_counter_update_s", "energy_counter_resolution_j", "power_avg_window_s", "pci_bus_id")
+    __slots__ = ("index", "uuid", "name", "kind", "vendor_index", "power_limit_w", "memory_total_bytes", "has_energy_counter", "has_instant_power", "energy_counter_update_s", "energy_counter_resolution_j", "power_avg_window_s", "pci_bus_id", "power_scope", "partial_coverage", "sensor_method", "instant_power_lag_s")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,10 @@ class DeviceInfo(_message.Message):
     ENERGY_COUNTER_RESOLUTION_J_FIELD_NUMBER: _ClassVar[int]
     POWER_AVG_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     PCI_BUS_ID_FIELD_NUMBER: _ClassVar[int]
+    POWER_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    SENSOR_METHOD_FIELD_NUMBER: _ClassVar[int]
+    INSTANT_POWER_LAG_S_FIELD_NUMBER: _ClassVar[int]
     index: int
     uuid: str
     name: str
@@ -81,7 +85,11 @@ class DeviceInfo(_message.Message):
     energy_counter_resolution_j: float
     power_avg_window_s: float
     pci_bus_id: str
-    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., vendor_index: _Optional[int] = ..., power_limit_w: _Optional[float] = ..., memory_total_bytes: _Optional[float] = ..., has_energy_counter: _Optional[bool] = ..., has_instant_power: _Optional[bool] = ..., energy_counter_update_s: _Optional[float] = ..., energy_counter_resolution_j: _Optional[float] = ..., power_avg_window_s: _Optional[float] = ..., pci_bus_id: _Optional[str] = ...) -> None: ...
+    power_scope: str
+    partial_coverage: bool
+    sensor_method: str
+    instant_power_lag_s: float
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., vendor_index: _Optional[int] = ..., power_limit_w: _Optional[float] = ..., memory_total_bytes: _Optional[float] = ..., has_energy_counter: _Optional[bool] = ..., has_instant_power: _Optional[bool] = ..., energy_counter_update_s: _Optional[float] = ..., energy_counter_resolution_j: _Optional[float] = ..., power_avg_window_s: _Optional[float] = ..., pci_bus_id: _Optional[str] = ..., power_scope: _Optional[str] = ..., partial_coverage: _Optional[bool] = ..., sensor_method: _Optional[str] = ..., instant_power_lag_s: _Optional[float] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("hostname", "boot_id", "backend", "driver_version", "daemon_version", "interval_ns", "first_seq", "next_seq", "capacity", "devices", "time_ns", "started_ns")
@@ -112,7 +120,7 @@ class NodeInfo(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., boot_id: _Optional[str] = ..., backend: _Optional[str] = ..., driver_version: _Optional[str] = ..., daemon_version: _Optional[str] = ..., interval_ns: _Optional[int] = ..., first_seq: _Optional[int] = ..., next_seq: _Optional[int] = ..., capacity: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceInfo, _Mapping]]] = ..., time_ns: _Optional[int] = ..., started_ns: _Optional[int] = ...) -> None: ...
 
 class Reading(_message.Message):
-    __slots__ = ("seq", "device", "time_ns", "status", "power_w", "power_avg_w", "energy_j", "gpu_util_pct", "mem_util_pct", "memory_used_bytes", "temperature_c", "sm_clock_mhz", "mem_clock_mhz")
+    __slots__ = ("seq", "device", "time_ns", "status", "power_w", "power_avg_w", "energy_j", "gpu_util_pct", "mem_util_pct", "memory_used_bytes", "temperature_c", "sm_clock_mhz", "mem_clock_mhz", "power_from_avg")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +134,7 @@ class Reading(_message.Message):
     TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
     SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
     MEM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    POWER_FROM_AVG_FIELD_NUMBER: _ClassVar[int]
     seq: int
     device: int
     time_ns: int
@@ -139,7 +148,8 @@ class Reading(_message.Message):
     temperature_c: float
     sm_clock_mhz: float
     mem_clock_mhz: float
-    def __init__(self, seq: _Optional[int] = ..., device: _Optional[int] = ..., time_ns: _Optional[int] = ..., status: _Optional[_Union[DeviceStatus, str]] = ..., power_w: _Optional[float] = ..., power_avg_w: _Optional[float] = ..., energy_j: _Optional[float] = ..., gpu_util_pct: _Optional[float] = ..., mem_util_pct: _Optional[float] = ..., memory_used_bytes: _Optional[float] = ..., temperature_c: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., mem_clock_mhz: _Optional[float] = ...) -> None: ...
+    power_from_avg: bool
+    def __init__(self, seq: _Optional[int] = ..., device: _Optional[int] = ..., time_ns: _Optional[int] = ..., status: _Optional[_Union[DeviceStatus, str]] = ..., power_w: _Optional[float] = ..., power_avg_w: _Optional[float] = ..., energy_j: _Optional[float] = ..., gpu_util_pct: _Optional[float] = ..., mem_util_pct: _Optional[float] = ..., memory_used_bytes: _Optional[float] = ..., temperature_c: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., mem_clock_mhz: _Optional[float] = ..., power_from_avg: _Optional[bool] = ...) -> None: ...
 
 class RunConfig(_message.Message):
     __slots__ = ("world_size", "nodes", "local_rank", "local_world_size", "device_name", "device_uuid", "global_batch_size", "local_batch_size", "accumulation_steps", "model", "parameter_count", "dataset", "dataset_size", "epochs", "steps_per_epoch", "seed", "torch_version", "cuda_version", "driver_version", "hostname", "amp", "recipe", "tags", "backend")
@@ -208,7 +218,7 @@ class RunConfig(_message.Message):
     def __init__(self, world_size: _Optional[int] = ..., nodes: _Optional[int] = ..., local_rank: _Optional[int] = ..., local_world_size: _Optional[int] = ..., device_name: _Optional[str] = ..., device_uuid: _Optional[str] = ..., global_batch_size: _Optional[int] = ..., local_batch_size: _Optional[int] = ..., accumulation_steps: _Optional[int] = ..., model: _Optional[str] = ..., parameter_count: _Optional[int] = ..., dataset: _Optional[str] = ..., dataset_size: _Optional[int] = ..., epochs: _Optional[int] = ..., steps_per_epoch: _Optional[int] = ..., seed: _Optional[int] = ..., torch_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., driver_version: _Optional[str] = ..., hostname: _Optional[str] = ..., amp: _Optional[bool] = ..., recipe: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class Marker(_message.Message):
-    __slots__ = ("seq", "run_id", "rank", "kind", "epoch", "step", "time_ns", "device_uuid", "local_rank", "metrics", "config", "status", "hostname")
+    __slots__ = ("seq", "run_id", "rank", "kind", "epoch", "step", "time_ns", "device_uuid", "local_rank", "metrics", "config", "status", "hostname", "run_token", "run_token_sha256", "device_slice")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +239,9 @@ class Marker(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    RUN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RUN_TOKEN_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SLICE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     run_id: str
     rank: int
@@ -242,7 +255,10 @@ class Marker(_message.Message):
     config: RunConfig
     status: RunStatus
     hostname: str
-    def __init__(self, seq: _Optional[int] = ..., run_id: _Optional[str] = ..., rank: _Optional[int] = ..., kind: _Optional[_Union[MarkerKind, str]] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., time_ns: _Optional[int] = ..., device_uuid: _Optional[str] = ..., local_rank: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., status: _Optional[_Union[RunStatus, str]] = ..., hostname: _Optional[str] = ...) -> None: ...
+    run_token: bytes
+    run_token_sha256: bytes
+    device_slice: str
+    def __init__(self, seq: _Optional[int] = ..., run_id: _Optional[str] = ..., rank: _Optional[int] = ..., kind: _Optional[_Union[MarkerKind, str]] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., time_ns: _Optional[int] = ..., device_uuid: _Optional[str] = ..., local_rank: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., status: _Optional[_Union[RunStatus, str]] = ..., hostname: _Optional[str] = ..., run_token: _Optional[bytes] = ..., run_token_sha256: _Optional[bytes] = ..., device_slice: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
@@ -299,9 +315,11 @@ class MarkerBatch(_message.Message):
     def __init__(self, markers: _Optional[_Iterable[_Union[Marker, _Mapping]]] = ...) -> None: ...
 
 class MarkerAck(_message.Message):
-    __slots__ = ("accepted", "next_seq")
+    __slots__ = ("accepted", "next_seq", "rejected")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     next_seq: int
-    def __init__(self, accepted: _Optional[int] = ..., next_seq: _Optional[int] = ...) -> None: ...
+    rejected: int
+    def __init__(self, accepted: _Optional[int] = ..., next_seq: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
