@@ -24,6 +24,7 @@ from collector.config import (
 from collector.db import create_db_engine, describe, migrate, open_existing, schema_revision
 from collector.errors import CollectorError, ConfigError
 from collector.report import report as report_command
+from parawatt_proto.transport import ClientTLS, TLSConfigError
 
 DB_OPTION = click.option(
     "--db", "db_url", default=DEFAULT_DB_URL, show_default=True,
@@ -70,9 +71,42 @@ def main() -> None:
 )
 @click.option("--metrics-port-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the bound /metrics port here (useful with port 0).")  # fmt: skip
+@click.option(
+    "--metrics-web-config",
+    type=click.Path(dir_okay=False),
+    envvar="PARAWATT_METRICS_WEB_CONFIG",
+    help="Prometheus exporter-toolkit web config for /metrics (TLS, basic auth).",
+)
+@click.option(
+    "--tls-ca",
+    envvar="PARAWATT_TLS_CA",
+    type=click.Path(dir_okay=False),
+    help="gRPC over TLS: CA bundle that signs the daemons' certificates "
+    "(one bundle for all daemons; also $PARAWATT_TLS_CA).",
+)
+@click.option(
+    "--tls-cert",
+    envvar="PARAWATT_TLS_CERT",
+    type=click.Path(dir_okay=False),
+    help="Mutual TLS: the collector's client certificate ($PARAWATT_TLS_CERT).",
+)
+@click.option(
+    "--tls-key",
+    envvar="PARAWATT_TLS_KEY",
+    type=click.Path(dir_okay=False),
+    help="Mutual TLS: the collector's client key ($PARAWATT_TLS_KEY).",
+)
+@click.option(
+    "--tls-server-name",
+    envvar="PARAWATT_TLS_SERVER_NAME",
+    default="",
+    help="Name expected in every daemon's certificate instead of its host.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
 def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention: str,
-          metrics_port_file: Path | None, verbose: bool) -> None:  # fmt: skip
+          metrics_port_file: Path | None, metrics_web_config: str | None, tls_ca: str | None,
+          tls_cert: str | None, tls_key: str | None, tls_server_name: str,
+          verbose: bool) -> None:  # fmt: skip
     """Collect until SIGTERM/SIGINT, then flush everything and exit."""
     from collector.service import create_collector
 
@@ -86,7 +120,11 @@ def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention:
     config = CollectorConfig(
         daemons=daemons, db_url=db_url, retention_s=parse_duration_s(retention),
         metrics_listen=None if metrics_listen == "off" else metrics_listen,
+        tls=_client_tls(tls_ca, tls_cert, tls_key, tls_server_name),
+        metrics_web_config=metrics_web_config or None,
     )  # fmt: skip
+    if config.metrics_web_config and config.metrics_listen is None:
+        raise ConfigError("--metrics-web-config needs /metrics: not with --metrics-listen off")
     if metrics_port_file is not None and config.metrics_listen is None:
         raise ConfigError("--metrics-port-file needs /metrics: not with --metrics-listen off")
     stop = threading.Event()
@@ -96,7 +134,8 @@ def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention:
         collector.start(stop)
         if collector.metrics_port is not None:
             host = config.metrics_listen.rsplit(":", 1)[0]
-            click.echo(f"metrics on http://{host}:{collector.metrics_port}/metrics", err=True)
+            scheme = collector.metrics_server.scheme
+            click.echo(f"metrics on {scheme}://{host}:{collector.metrics_port}/metrics", err=True)
             if metrics_port_file is not None:
                 _write_port(metrics_port_file, collector.metrics_port)
         click.echo(f"storing into {describe(collector.engine)}", err=True)
@@ -107,6 +146,18 @@ def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention:
         collector.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _client_tls(ca, cert, key, server_name) -> ClientTLS | None:
+    """Checked here, once: a missing file is one line at start, not an error per reconnect."""
+    path = lambda p: Path(p) if p else None  # noqa: E731
+    try:
+        tls = ClientTLS(ca=path(ca), cert=path(cert), key=path(key), server_name=server_name)
+        if tls.enabled:
+            tls.credentials()
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return tls if tls.enabled else None
 
 
 def _write_port(path: Path, port: int) -> None:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from collector.errors import ConfigError
+from parawatt_proto.transport import ClientTLS
 
 DEFAULT_DB_URL = "sqlite:///parawatt.db"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -45,6 +46,10 @@ class CollectorConfig:
     rebuild_horizon_s: float = 86400.0  # on restart, open markers older than this are ignored
     retention_check_s: float = 60.0
     queue_batches: int = 2000  # stream messages buffered between ingest and join
+    # Client TLS towards every daemon (one CA bundle may hold the CAs of several sites; each
+    # daemon's certificate must name the host in its address). None: plaintext.
+    tls: ClientTLS | None = None
+    metrics_web_config: str | None = None  # exporter-toolkit web config: /metrics TLS, basic auth
 
     def __post_init__(self) -> None:
         for address in self.daemons:

@@ -19,6 +19,7 @@ from collector import convert
 from collector.records import StreamChunk
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from parawatt_proto.transport import ClientTLS, TLSConfigError, describe_rpc_error, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,10 @@ class Subscriber:
         cursor: tuple[str, int] | None = None,
         max_batch: int = 500,
         backoff_s: tuple[float, float] = (0.2, 10.0),
+        tls: ClientTLS | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
         self.health = DaemonHealth(address)
         self._sink = sink  # returns False when the collector is stopping
         self.boot_id, self.next_seq = cursor if cursor else ("", 0)
@@ -86,10 +89,12 @@ class Subscriber:
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
-                self._note_error(f"{exc.code().name}: {exc.details()}")
+                self._note_error(describe_rpc_error(self.address, exc, self._tls))
+            except TLSConfigError as exc:  # a certificate file gone or being replaced
+                self._note_error(str(exc))
             except Exception as exc:  # a bug must not kill ingestion for good
                 log.exception("ingest from %s failed", self.address)
-                self._note_error(repr(exc))
+                self._note_error(f"daemon at {self.address}: {exc!r}")
             self.health.up = False
             if self._stop.wait(wait):
                 break
@@ -98,12 +103,12 @@ class Subscriber:
 
     def _note_error(self, text: str) -> None:
         if text != self.health.last_error or self.health.up:
-            log.warning("daemon %s: %s (reconnecting)", self.address, text)
+            log.warning("%s (reconnecting)", text)
         self.health.last_error = text
 
     def _stream_once(self) -> bool:
         """Follow one stream until it ends; True if it delivered anything."""
-        with grpc.insecure_channel(self.address, options=_CHANNEL_OPTIONS) as channel:
+        with open_channel(self.address, self._tls, _CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.PowerDaemonStub(channel)
             request = pb.SubscribeRequest(
                 from_seq=self.next_seq, boot_id=self.boot_id, max_batch=self._max_batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -12,11 +13,15 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import start_http_server
 
 from collector.config import parse_host_port
 from collector.errors import ConfigError
 from collector.metrics_state import LiveState
+from parawatt_proto.transport import is_loopback_host
+from parawatt_proto.webconfig import MetricsHTTPServer as MetricsServer
+from parawatt_proto.webconfig import WebConfigError, load_web_config
+
+log = logging.getLogger(__name__)
 
 _DEV = ["node", "device", "kind"]
 # (metric, help, reading field, scale to base units)
@@ -202,23 +207,25 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return c
 
 
-class MetricsServer:
-    def __init__(self, httpd, thread) -> None:
-        self._httpd, self._thread = httpd, thread
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
-
-
-def create_metrics_server(state: LiveState, listen: str) -> tuple[MetricsServer, int]:
-    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own."""
+def create_metrics_server(
+    state: LiveState, listen: str, web_config: str | None = None
+) -> tuple[MetricsServer, int]:
+    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own, with TLS
+    and basic auth when an exporter-toolkit web-config file is given."""
     host, port = parse_host_port(listen)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ParawattCollector(state))
     try:
-        httpd, thread = start_http_server(port, addr=host, registry=registry)
+        web = load_web_config(web_config) if web_config else None
+        server = MetricsServer(registry, host, port, web)
+    except WebConfigError as exc:
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
-    return MetricsServer(httpd, thread), httpd.server_address[1]
+    if not is_loopback_host(host) and (web is None or not web.tls):
+        log.warning(
+            "serving /metrics on %s without TLS: anyone who can reach it reads every node's "
+            "power and every run's energy (give --metrics-web-config)",
+            listen,
+        )
+    return server, server.port

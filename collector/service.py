@@ -76,15 +76,16 @@ class Collector:
         )
         if c.metrics_listen is not None:
             self.metrics_server, self.metrics_port = create_metrics_server(
-                self.live, c.metrics_listen
+                self.live, c.metrics_listen, c.metrics_web_config
             )
         self.writer.start()
         self.pipeline.start()
         for address in c.daemons:
             cursor = store_reads.cursor_for(self.engine, address)
             sub = Subscriber(
-                address, self.pipeline.put, cursor, c.subscribe_max_batch, c.reconnect_backoff_s
-            )
+                address, self.pipeline.put, cursor, c.subscribe_max_batch, c.reconnect_backoff_s,
+                tls=c.tls,
+            )  # fmt: skip
             self.subscribers.append(sub)
             self.live.daemons.append(sub.health)
             sub.start()

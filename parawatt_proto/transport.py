@@ -54,14 +54,18 @@ class Target:
     port: int = 0
 
     def is_loopback(self) -> bool:
-        if self.is_unix:
-            return True
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return self.is_unix or is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (also '[::1]'): where a listener is private."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_target(address: str) -> Target:
@@ -171,3 +175,34 @@ def open_channel(
             opts.append(("grpc.ssl_target_name_override", tls.server_name))
         return grpc.secure_channel(target.grpc_target, tls.credentials(), options=opts)
     return grpc.insecure_channel(target.grpc_target, options=opts)
+
+
+_CLOSED = ("Socket closed", "Connection reset", "End of TCP stream", "Broken pipe")
+
+
+def describe_rpc_error(address: str, exc: grpc.RpcError, tls: ClientTLS | None) -> str:
+    """One line for a failed call, naming the likely TLS mistake when the failure looks like one
+    (a TLS daemon simply closes a connection that does not handshake as it requires)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    name = code.name if code is not None else "UNKNOWN"
+    secure = tls is not None and tls.enabled and not address.startswith("unix:")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if "handshake" in details.lower() or "ssl" in details.lower():
+            reason = details.rsplit("OPENSSL_internal:", 1)[-1].split(":")[0].strip() or details
+            return (
+                f"daemon at {address}: TLS handshake failed ({reason}): check the CA bundle, "
+                "the name in the daemon's certificate (PARAWATT_TLS_SERVER_NAME) and whether "
+                "it speaks TLS"
+            )
+        if any(s in details for s in _CLOSED):
+            hint = (
+                "it may require a client certificate signed by its client CA "
+                "(give --tls-cert/--tls-key or PARAWATT_TLS_CERT/PARAWATT_TLS_KEY)"
+                if secure
+                else "it may require TLS (give --tls-ca, or PARAWATT_TLS_CA, and a client "
+                "certificate for mutual TLS)"
+            )
+            return f"daemon at {address} closed the connection: {hint}"
+    short = details.replace("failed to connect to all addresses; last error: ", "")
+    return f"daemon at {address}: {name}: {short}"

@@ -20,6 +20,8 @@ log = logging.getLogger("power_daemon")
 
 def _config(**kwargs) -> DaemonConfig:
     rapl = kwargs.pop("rapl")
+    if "marker_socket" in kwargs and not kwargs["marker_socket"]:
+        kwargs["marker_socket"] = None  # --marker-socket '' disables it
     kwargs["rapl"] = "auto" if rapl is None else ("on" if rapl else "off")
     return DaemonConfig(**kwargs)
 
@@ -78,13 +80,35 @@ def main(log_level: str) -> None:
     "--max-streams", type=int, default=32, show_default=True, help="concurrent Subscribe streams"
 )
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False), help="gRPC over TLS: certificate (PEM)"
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="gRPC over TLS: private key (PEM)")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False),
+    help="mutual TLS: serve only clients with a certificate signed by this CA (PEM)",
+)
+@click.option(
+    "--marker-socket",
+    default="auto",
+    show_default=True,
+    help="Unix socket for local markers; 'auto': $XDG_RUNTIME_DIR/parawatt/marker.sock, else "
+    "/run/parawatt/marker.sock if that directory is writable; '' to disable",
+)
+@click.option(
+    "--marker-socket-group", default=None, help="group allowed to send markers (socket mode 0660)"
+)
 def serve(port_file: str | None, **options) -> None:
-    """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT."""
+    """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT.
+    SIGHUP re-reads the TLS files (they are also re-read when they change)."""
     from power_daemon.server import create_server
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # already while NVML starts, which takes a while
         signal.signal(sig, lambda *_: stop.set())
+    reload = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     try:
         server, port = create_server(_config(**options))
     except DaemonError as e:
@@ -94,13 +118,18 @@ def serve(port_file: str | None, **options) -> None:
         if port_file:  # before the line below, so whoever waits for the line finds the file
             _write_port_file(port_file, port)
         core = server.core
+        tls = "mTLS" if options["tls_client_ca"] else "TLS" if server.tls else "plaintext"
+        local = f", markers also on unix:{server.marker_socket}" if server.marker_socket else ""
         click.echo(
-            f"power-daemon listening on {server.address} (backend={server.backend.name}, "
-            f"devices={len(core.devices)}, boot_id={core.boot_id})"
+            f"power-daemon listening on {server.address} ({tls}{local}; "
+            f"backend={server.backend.name}, devices={len(core.devices)}, boot_id={core.boot_id})"
         )
         sys.stdout.flush()
         while not stop.wait(0.5):
-            pass
+            if reload.is_set():
+                reload.clear()
+                log.info("SIGHUP: TLS files are read again at the next handshake")
+                server.reload_tls()
         log.info("stopping")
     log.info("stopped")
 
@@ -114,17 +143,54 @@ def _write_port_file(port_file: str, port: int) -> None:
         _fail(ConfigError(f"cannot write --port-file {port_file}: {e.strerror or e}"))
 
 
+def _client_tls_options(fn):
+    """The client TLS options every parawatt client takes (also from PARAWATT_TLS_*)."""
+    options = [
+        click.option("--tls-ca", envvar="PARAWATT_TLS_CA", type=click.Path(dir_okay=False),
+                     help="TLS: CA bundle that signs the daemon's certificate"),
+        click.option("--tls-cert", envvar="PARAWATT_TLS_CERT", type=click.Path(dir_okay=False),
+                     help="mutual TLS: this client's certificate"),
+        click.option("--tls-key", envvar="PARAWATT_TLS_KEY", type=click.Path(dir_okay=False),
+                     help="mutual TLS: this client's key"),
+        click.option("--tls-server-name", envvar="PARAWATT_TLS_SERVER_NAME", default="",
+                     help="name expected in the daemon's certificate (default: its host)"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _client_tls(options: dict):
+    from parawatt_proto.transport import ClientTLS, TLSConfigError
+
+    path = lambda name: Path(v) if (v := options.pop(name)) else None  # noqa: E731
+    try:
+        tls = ClientTLS(
+            ca=path("tls_ca"),
+            cert=path("tls_cert"),
+            key=path("tls_key"),
+            server_name=options.pop("tls_server_name"),
+        )
+    except TLSConfigError as e:
+        _fail(ConfigError(str(e)))
+    return tls if tls.enabled else None
+
+
 @main.command()
-@click.option("--daemon", "address", help="query a running daemon at HOST:PORT instead")
+@click.option("--daemon", "address", help="query a running daemon at HOST:PORT or unix:PATH")
 @_backend_options
 @click.option(
     "--count", type=click.IntRange(min=1), default=3, show_default=True, help="readings per device"
 )
 @click.option("--interval-ms", type=float, default=200.0, show_default=True)
 @click.option("--timeout-s", type=float, default=5.0, show_default=True)
+@_client_tls_options
 def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
     """List devices and print a few readings (local backend, or a daemon with --daemon)."""
+    from parawatt_proto.transport import AddressError, TLSConfigError, parse_target
     from power_daemon.probe import probe_daemon, probe_local
+
+    tls = _client_tls(options)
 
     # Written as `not a <= x` so that nan fails too (click's ranges let nan through).
     if not 0.1 <= options["interval_ms"] <= 60_000:
@@ -134,10 +200,12 @@ def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
     interval_s = options["interval_ms"] / 1000.0
     try:
         if address:
-            lines = probe_daemon(address, count, interval_s, timeout_s)
+            lines = probe_daemon(parse_target(address).address, count, interval_s, timeout_s, tls)
         else:
             lines = probe_local(_config(**options), count, interval_s)
         for line in lines:
             click.echo(line)
+    except (AddressError, TLSConfigError) as e:
+        _fail(ConfigError(str(e)))
     except DaemonError as e:
         _fail(e)

@@ -61,6 +61,13 @@ class DaemonConfig:
     # RESOURCE_EXHAUSTED so the threads the trainers' SendMarkers need are never all taken.
     max_streams: int = 32
     sim: SimParams = field(default_factory=SimParams)
+    # gRPC TLS (see tls.py): a certificate and key; with a client CA, mutual TLS.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    # Unix socket for local markers (local_socket.py): a path, "auto" (the runtime dir) or None.
+    marker_socket: str | None = None
+    marker_socket_group: str | None = None  # group name or id; None: the daemon's own group
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -80,6 +87,12 @@ class DaemonConfig:
         if not 1 <= self.default_batch <= self.max_batch:
             raise ConfigError("need 1 <= default_batch <= max_batch")
         parse_listen(self.listen)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS)")
+        if self.marker_socket_group is not None and not self.marker_socket:
+            raise ConfigError("--marker-socket-group needs a --marker-socket")
 
     @property
     def interval_ns(self) -> int:

@@ -10,6 +10,7 @@ import grpc
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from parawatt_proto.transport import ClientTLS, describe_rpc_error, open_channel
 from power_daemon import codec
 from power_daemon.backends.factory import build_backend
 from power_daemon.config import DaemonConfig
@@ -67,10 +68,12 @@ def probe_local(config: DaemonConfig, count: int, interval_s: float) -> Iterator
         backend.close()
 
 
-def probe_daemon(address: str, count: int, interval_s: float, timeout_s: float) -> Iterator[str]:
-    with grpc.insecure_channel(address) as channel:
+def probe_daemon(
+    address: str, count: int, interval_s: float, timeout_s: float, tls: ClientTLS | None = None
+) -> Iterator[str]:
+    with open_channel(address, tls) as channel:
         stub = pb_grpc.PowerDaemonStub(channel)
-        call = _translated(address)
+        call = _translated(address, tls)
         info = call(lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=timeout_s))
         yield (
             f"node {info.hostname}  backend {info.backend}  driver {info.driver_version or '-'}  "
@@ -86,13 +89,11 @@ def probe_daemon(address: str, count: int, interval_s: float, timeout_s: float) 
                 yield reading_line(codec.sample(r))
 
 
-def _translated(address: str) -> Callable:
+def _translated(address: str, tls: ClientTLS | None) -> Callable:
     def call(fn: Callable):
         try:
             return fn()
         except grpc.RpcError as e:
-            raise BackendUnavailable(
-                f"daemon at {address}: {e.code().name}: {e.details()}"
-            ) from None
+            raise BackendUnavailable(describe_rpc_error(address, e, tls)) from None
 
     return call

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from concurrent import futures
 
@@ -10,13 +11,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from power_daemon import codec
+from parawatt_proto.transport import is_loopback_host
+from power_daemon import codec, local_socket
 from power_daemon.backends.base import Backend
 from power_daemon.backends.factory import build_backend, node_hostname
 from power_daemon.config import DaemonConfig, parse_listen
 from power_daemon.daemon import Daemon
 from power_daemon.errors import ConfigError
 from power_daemon.service import SERVICE_NAME, PowerDaemonService, method_handlers
+from power_daemon.tls import ReloadingCredentials, ServerTLS
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +59,60 @@ class DaemonServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
+        self.tls: ReloadingCredentials | None = None
+        self.marker_socket: str | None = None
         try:
-            self.port = self._grpc.add_insecure_port(config.listen)
-        except RuntimeError as e:
+            self.port = self._add_ports(config)
+        except (RuntimeError, ConfigError) as e:
             self.backend.close()
+            if isinstance(e, ConfigError):
+                raise
             raise ConfigError(f"cannot listen on {config.listen}: {e}") from None
         self.address = f"{host}:{self.port}"
+        if not is_loopback_host(host) and (self.tls is None or not config.tls_client_ca):
+            log.warning(
+                "listening on %s %s: anyone who can reach this port can read this node's "
+                "power readings and send markers (give --tls-cert, --tls-key and "
+                "--tls-client-ca for mutual TLS)",
+                config.listen,
+                "without TLS" if self.tls is None else "without --tls-client-ca",
+            )
         self._closed = False
+
+    def _add_ports(self, config: DaemonConfig) -> int:
+        if config.tls_cert is not None:
+            self.tls = ReloadingCredentials(
+                ServerTLS(config.tls_cert, config.tls_key, config.tls_client_ca)
+            )
+            port = self._grpc.add_secure_port(config.listen, self.tls.credentials)
+        else:
+            port = self._grpc.add_insecure_port(config.listen)
+        if config.marker_socket:
+            auto = config.marker_socket == local_socket.AUTO
+            path = local_socket.default_path() if auto else config.marker_socket
+            path = path and local_socket.prepare(path, auto)
+            if path:
+                group = config.marker_socket_group
+                gid = local_socket.group_id(group) if group is not None else None
+                # Created 0660 (not the umask's 0755 first): no window for other users.
+                umask = os.umask(0o117)
+                try:
+                    self._grpc.add_insecure_port(f"unix:{path}")
+                finally:
+                    os.umask(umask)
+                local_socket.restrict(path, gid)
+                self.marker_socket = path
+        return port
 
     @property
     def boot_id(self) -> str:
         return self.core.boot_id
+
+    def reload_tls(self) -> None:
+        """SIGHUP: read the TLS files again at the next handshake (they are also re-read by
+        themselves when they change); open streams keep their connection."""
+        if self.tls is not None:
+            self.tls.reload()
 
     def start(self) -> DaemonServer:
         self.core.start()
