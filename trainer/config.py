@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from parawatt_proto.transport import AddressError, parse_target
+
 MODELS = ("resnet50", "fourcastnet")
 MODES = ("pretrain", "finetune")
 SCHEDULES = ("step", "cosine")
@@ -78,10 +80,10 @@ def parse_tag(text: str) -> tuple[str, str]:
 
 
 def parse_daemon(text: str) -> str | None:
-    """`HOST:PORT` or `none` (markers off) -> address or None; raises ValueError."""
+    """`HOST:PORT`, `unix:PATH` or `none` (markers off) -> address or None; raises ValueError."""
     if text.strip().lower() in ("none", "off", ""):
         return None
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT or 'none', got {text!r}")
-    return text.strip()
+    try:
+        return parse_target(text.strip()).address
+    except AddressError as e:
+        raise ValueError(f"expected HOST:PORT or 'none' or unix:PATH ({e})") from None

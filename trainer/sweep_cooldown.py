@@ -15,6 +15,13 @@ from typing import Protocol
 
 import grpc
 
+from parawatt_proto.transport import (
+    AddressError,
+    ClientTLS,
+    TLSConfigError,
+    describe_rpc_error,
+    open_channel,
+)
 from trainer.sweep_grid import SweepError
 
 
@@ -68,16 +75,21 @@ def wait_for_cooldown(
 
 
 class DaemonThermometer:
-    """GPU temperatures from a power daemon's GetLatest RPC."""
+    """GPU temperatures from a power daemon's GetLatest RPC. TLS: `tls`, else the
+    PARAWATT_TLS_* environment (as every parawatt client); `unix:PATH` addresses work too."""
 
-    def __init__(self, address: str, timeout_s: float = 5.0):
+    def __init__(self, address: str, timeout_s: float = 5.0, tls: ClientTLS | None = None):
         from parawatt_proto import parawatt_pb2 as pb
         from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 
         self._pb = pb
         self._address = address
         self._timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address)
+        self._tls = tls if tls is not None else ClientTLS.from_env()
+        try:
+            self._channel = open_channel(address, self._tls)
+        except (AddressError, TLSConfigError) as exc:
+            raise SweepError(f"cool-down: {exc}") from None
         self._stub = pb_grpc.PowerDaemonStub(self._channel)
 
     def gpu_temperatures(self) -> dict[str, float]:
@@ -86,8 +98,8 @@ class DaemonThermometer:
             latest = self._stub.GetLatest(pb.GetLatestRequest(), timeout=self._timeout_s)
         except grpc.RpcError as exc:
             raise SweepError(
-                f"cannot read temperatures from the power daemon at {self._address}: "
-                f"{exc.code().name} {exc.details()}"
+                "cannot read temperatures from the power daemon: "
+                + describe_rpc_error(self._address, exc, self._tls)
             ) from None
         gpus = {d.index: d.uuid for d in latest.info.devices if d.kind == pb.DEVICE_KIND_GPU}
         return {

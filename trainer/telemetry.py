@@ -26,6 +26,7 @@ import grpc
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from parawatt_proto.transport import ClientTLS, open_channel
 
 log = logging.getLogger("trainer.telemetry")
 
@@ -89,7 +90,7 @@ class MarkerClient:
         self._stop = threading.Event()
         self._close_by = float("inf")
         self._warned: set = set()
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(address, ClientTLS.from_env(), _CHANNEL_OPTIONS)
         self._stub = pb_grpc.PowerDaemonStub(self._channel)
         self._thread = threading.Thread(target=self._run, name="marker-sender", daemon=True)
         self._thread.start()
