@@ -95,3 +95,11 @@ def restrict(path: str, group: int | None) -> None:
             f"cannot set the group or mode of marker socket {path!r}: {e.strerror or e} "
             "(the daemon's user must be a member of --marker-socket-group)"
         ) from None
+
+
+def remove(path: str, inode: int) -> None:
+    """Remove our socket file at shutdown (gRPC does only for a server that was started), but
+    not one that another daemon has bound at the same path since."""
+    with contextlib.suppress(OSError):
+        if os.lstat(path).st_ino == inode:
+            os.unlink(path)

@@ -102,6 +102,7 @@ class DaemonServer:
                     os.umask(umask)
                 local_socket.restrict(path, gid)
                 self.marker_socket = path
+                self._socket_inode = os.stat(path).st_ino
         return port
 
     @property
@@ -129,6 +130,8 @@ class DaemonServer:
         self.core.close()  # followers drain what is buffered and return
         self._grpc.stop(self.config.grace_s).wait()
         self._pool.shutdown(wait=False)  # gRPC leaves its worker threads idle, not ended
+        if self.marker_socket:
+            local_socket.remove(self.marker_socket, self._socket_inode)
         self.backend.close()
 
     def wait_for_termination(self, timeout_s: float | None = None) -> bool:
