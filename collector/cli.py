@@ -125,6 +125,8 @@ def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention:
     )  # fmt: skip
     if config.metrics_web_config and config.metrics_listen is None:
         raise ConfigError("--metrics-web-config needs /metrics: not with --metrics-listen off")
+    if config.metrics_web_config:
+        _check_web_config(config.metrics_web_config)  # before the database, to fail at once
     if metrics_port_file is not None and config.metrics_listen is None:
         raise ConfigError("--metrics-port-file needs /metrics: not with --metrics-listen off")
     stop = threading.Event()
@@ -158,6 +160,17 @@ def _client_tls(ca, cert, key, server_name) -> ClientTLS | None:
     except TLSConfigError as exc:
         raise ConfigError(str(exc)) from None
     return tls if tls.enabled else None
+
+
+def _check_web_config(path: str) -> None:
+    from parawatt_proto.webconfig import WebConfigError, load_web_config
+
+    try:
+        web = load_web_config(path)
+        if web.tls:
+            web.ssl_context()
+    except WebConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _write_port(path: Path, port: int) -> None:

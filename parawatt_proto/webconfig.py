@@ -160,6 +160,7 @@ class BasicAuth:
         self._key = secrets.token_bytes(32)
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
+        self.bcrypt_checks = 0  # how often bcrypt ran (a cached pair costs none)
         # Same cost as the real hashes, so an unknown user takes as long as a wrong password.
         cost = next(iter(users.values()))[4:6] if users else b"10"
         self._dummy = bcrypt.hashpw(b"parawatt", b"$2b$" + cost + bcrypt.gensalt()[6:])
@@ -175,19 +176,23 @@ class BasicAuth:
         user = user_b.decode("utf-8", "replace")
         hashed = self._users.get(user)
         if not sep or hashed is None:
-            bcrypt.checkpw(password, self._dummy)
+            self._bcrypt(password, self._dummy)
             return False
         token = hmac.new(self._key, user_b + b"\0" + password, hashlib.sha256).digest()
         with self._lock:
             if token in self._verified:
                 return True
-        if not bcrypt.checkpw(password, hashed):
+        if not self._bcrypt(password, hashed):
             return False
         with self._lock:
             if len(self._verified) >= _CACHE_MAX:
                 self._verified.clear()
             self._verified.add(token)
         return True
+
+    def _bcrypt(self, password: bytes, hashed: bytes) -> bool:
+        self.bcrypt_checks += 1
+        return bcrypt.checkpw(password, hashed)
 
 
 def metrics_app(registry, web: WebConfig | None):
