@@ -44,13 +44,12 @@ command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[setup] apt-get install ${need_apt[*]}"
+    # Their services are not started (the tests start their own servers): see no-service-starts.sh.
+    # Nothing already running is stopped either: this script only ever ends what it started.
+    echo "[setup] apt-get install ${need_apt[*]} (without starting their services)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-    # Debian's prometheus package starts a service; the tests start their own.
-    (command -v systemctl >/dev/null && systemctl stop prometheus 2>/dev/null) || true
-    pkill -x prometheus 2>/dev/null || true
+    scripts/no-service-starts.sh apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     echo "[setup] missing system tools (${need_apt[*]}); the tests that need them will be skipped" >&2
   fi

@@ -8,6 +8,7 @@ against a real Prometheus in test_deploy_prometheus.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,8 @@ def test_compose_file_is_valid(profile: str | None) -> None:
     args = [str(COMPOSE), "-f", str(REPO / "docker-compose.yml")]
     if profile:
         args += ["--profile", profile]
-    out = subprocess.run([*args, "config"], capture_output=True, text=True, cwd=REPO)
+    env = {**os.environ, "POSTGRES_PASSWORD": "test-only"}  # required: the file has no default
+    out = subprocess.run([*args, "config"], capture_output=True, text=True, cwd=REPO, env=env)
     assert out.returncode == 0, out.stderr
     services = out.stdout.split("\nservices:\n", 1)[-1]
     for name in ["collector", "postgres", "prometheus", "grafana", "power-daemon"]:
