@@ -121,8 +121,8 @@ def serve(port_file: str | None, **options) -> None:
         tls = "mTLS" if options["tls_client_ca"] else "TLS" if server.tls else "plaintext"
         local = f", markers also on unix:{server.marker_socket}" if server.marker_socket else ""
         click.echo(
-            f"power-daemon listening on {server.address} ({tls}{local}; "
-            f"backend={server.backend.name}, devices={len(core.devices)}, boot_id={core.boot_id})"
+            f"power-daemon listening on {server.address} (backend={server.backend.name}, "
+            f"devices={len(core.devices)}, boot_id={core.boot_id}, {tls}{local})"
         )
         sys.stdout.flush()
         while not stop.wait(0.5):

@@ -143,9 +143,9 @@ def test_cli_reports_the_socket_and_empty_disables_it(tmp_path):
             proc.terminate()
             proc.wait(timeout=30)
     sock = tmp_path / "parawatt" / "marker.sock"
-    assert f"markers also on unix:{sock};" in lines["auto"]
+    assert f"markers also on unix:{sock})" in lines["auto"]
     assert "power-daemon listening on 127.0.0.1:" in lines["off"]
-    assert "markers also on" not in lines["off"] and "(plaintext;" in lines["off"]
+    assert "markers also on" not in lines["off"] and ", plaintext)" in lines["off"]
 
 
 def test_trainer_sends_its_markers_through_the_socket(start_sim_daemon, tmp_path):

@@ -123,7 +123,7 @@ def test_sighup_rereads_the_files_and_keeps_serving(two_sites, tmp_path):
         assert _served(address, new.client_tls())
         assert not _served(address, old.client_tls())
         text = (tmp_path / "daemon.log").read_text()
-        assert "(mTLS;" in text or "(mTLS," in text
+        assert ", mTLS)" in text
         assert "TLS certificate reloaded" in text
     finally:
         proc.terminate()
