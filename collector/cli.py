@@ -7,6 +7,7 @@ the project's exceptions into one clear message and exit status 1, never a trace
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -53,6 +54,8 @@ class _Group(click.Group):
 def main() -> None:
     """parawatt collector: joins every power daemon's readings and markers into per-step,
     per-epoch and per-run energy in SQL, and serves it as Prometheus metrics."""
+    # gRPC core would log each failed TLS handshake at INFO; the subscriber logs one line itself.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 @main.command()

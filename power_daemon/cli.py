@@ -57,6 +57,10 @@ def _backend_options(fn):
 )
 def main(log_level: str) -> None:
     """parawatt per-node power daemon."""
+    if log_level.lower() != "debug":
+        # gRPC core logs every failed TLS handshake (a port scan, a plaintext client) at INFO on
+        # stderr: noise an unauthenticated peer could flood the log with. Our own lines say it.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     logging.basicConfig(
         level=log_level.upper(), format="power-daemon: %(levelname)s %(message)s", stream=sys.stderr
     )
