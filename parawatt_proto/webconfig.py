@@ -13,7 +13,8 @@ The web-config file is the one node_exporter and friends read:
     basic_auth_users:
       prometheus: $2b$12$...          # bcrypt hash (htpasswd -nBC 12 "" | tr -d ':\\n')
 
-Basic auth is checked with bcrypt (deliberately ~100+ ms); a verified (user, password) pair is
+The certificate files are re-read when they change, for new connections (as the exporter toolkit
+does); the web-config file itself is read at start. Basic auth is checked with bcrypt (deliberately ~100+ ms); a verified (user, password) pair is
 remembered under a keyed hash so that a scrape every few seconds costs microseconds. Unknown users
 cost one bcrypt check too, so timing does not tell which user names exist.
 """
@@ -228,14 +229,47 @@ class _Handler(WSGIRequestHandler):
         pass
 
 
+class _TLSFiles:
+    """The server's SSL context, rebuilt when its files change (as the exporter toolkit reads
+    them per connection): new connections get the new certificate, open ones keep theirs."""
+
+    def __init__(self, web: WebConfig) -> None:
+        self._web = web
+        self._stamp = self._file_stamp()
+        self.context = web.ssl_context()
+        self.reloads = 0
+
+    def _file_stamp(self) -> tuple:
+        out = []
+        for path in (self._web.cert_file, self._web.key_file, self._web.client_ca_file):
+            try:
+                st = os.stat(path) if path else None
+                out.append(st and (st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def current(self) -> ssl.SSLContext:
+        stamp = self._file_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.context = self._web.ssl_context()
+                self.reloads += 1
+                log.info("/metrics TLS certificate reloaded from %s", self._web.cert_file)
+            except WebConfigError as e:
+                log.warning("/metrics TLS files changed but cannot be used yet (%s)", e)
+        return self.context
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
-    ssl_context: ssl.SSLContext | None = None
+    tls: _TLSFiles | None = None
 
     def get_request(self):
         sock, addr = super().get_request()
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(
+        if self.tls is not None:
+            sock = self.tls.current().wrap_socket(
                 sock, server_side=True, do_handshake_on_connect=False
             )
         return sock, addr
@@ -249,14 +283,14 @@ class MetricsHTTPServer:
     """/metrics on HOST:PORT in a thread of its own; close() stops it."""
 
     def __init__(self, registry, host: str, port: int, web: WebConfig | None = None) -> None:
-        ctx = web.ssl_context() if web is not None and web.tls else None
-        self.scheme = "https" if ctx else "http"
+        self.tls = _TLSFiles(web) if web is not None and web.tls else None
+        self.scheme = "https" if self.tls else "http"
         host = host.strip("[]")
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         server_class = type("_Server", (_Server,), {"address_family": family})
         self._httpd = make_server(host, port, metrics_app(registry, web),
                                   server_class=server_class, handler_class=_Handler)  # fmt: skip
-        self._httpd.ssl_context = ctx
+        self._httpd.tls = self.tls
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="metrics-http", daemon=True

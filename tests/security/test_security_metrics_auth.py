@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import shutil
 import ssl
 import subprocess
@@ -86,6 +87,30 @@ def test_tls_and_basic_auth_with_a_plain_https_client(certs):
         assert _get(url, ctx)[0] == 401
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plaintext HTTP
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
+    finally:
+        server.close()
+
+
+def test_changed_certificate_files_serve_new_connections(certs, tmp_path):
+    import shutil as sh
+
+    other = make_certs(tmp_path / "other", "node1")
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("metrics.crt", "metrics.key"):
+        sh.copy(certs.dir / name, live / name)
+    web = load_web_config(_web_config(certs, live / "web.yml", users={}))
+    server = MetricsHTTPServer(CollectorRegistry(), "127.0.0.1", 0, web)
+    url = f"https://127.0.0.1:{server.port}/metrics"
+    try:
+        assert _get(url, _client_ctx(certs, with_cert=False))[0] == 200
+        for name in ("metrics.crt", "metrics.key"):
+            sh.copy(other.dir / name, live / f".{name}")
+            os.replace(live / f".{name}", live / name)
+        assert _get(url, _client_ctx(other, with_cert=False))[0] == 200
+        with pytest.raises(urllib.error.URLError):  # the old CA no longer fits
+            _get(url, _client_ctx(certs, with_cert=False))
+        assert server.tls.reloads == 1
     finally:
         server.close()
 
