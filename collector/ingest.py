@@ -19,7 +19,13 @@ from collector import convert
 from collector.records import StreamChunk
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
-from parawatt_proto.transport import ClientTLS, TLSConfigError, describe_rpc_error, open_channel
+from parawatt_proto.transport import (
+    AddressError,
+    ClientTLS,
+    TLSConfigError,
+    describe_rpc_error,
+    open_channel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +96,7 @@ class Subscriber:
                 if self._stop.is_set():
                     break
                 self._note_error(describe_rpc_error(self.address, exc, self._tls))
-            except TLSConfigError as exc:  # a certificate file gone or being replaced
+            except (TLSConfigError, AddressError) as exc:  # e.g. a certificate being replaced
                 self._note_error(str(exc))
             except Exception as exc:  # a bug must not kill ingestion for good
                 log.exception("ingest from %s failed", self.address)

@@ -178,6 +178,14 @@ def open_channel(
 
 
 _CLOSED = ("Socket closed", "Connection reset", "End of TCP stream", "Broken pipe")
+# What an OpenSSL reason in gRPC's message means for the user of a client.
+_HANDSHAKE_HINTS = {
+    "WRONG_VERSION_NUMBER": "the daemon does not speak TLS (drop the TLS CA option, or give the "
+    "daemon --tls-cert/--tls-key)",
+    "CERTIFICATE_VERIFY_FAILED": "the daemon's certificate is not signed by the given CA bundle",
+    "Hostname Verification": "the daemon's certificate does not name this host (give the name "
+    "it holds with --tls-server-name or PARAWATT_TLS_SERVER_NAME)",
+}
 
 
 def describe_rpc_error(address: str, exc: grpc.RpcError, tls: ClientTLS | None) -> str:
@@ -188,21 +196,22 @@ def describe_rpc_error(address: str, exc: grpc.RpcError, tls: ClientTLS | None) 
     name = code.name if code is not None else "UNKNOWN"
     secure = tls is not None and tls.enabled and not address.startswith("unix:")
     if code == grpc.StatusCode.UNAVAILABLE:
-        if "handshake" in details.lower() or "ssl" in details.lower():
-            reason = details.rsplit("OPENSSL_internal:", 1)[-1].split(":")[0].strip() or details
-            return (
-                f"daemon at {address}: TLS handshake failed ({reason}): check the CA bundle, "
-                "the name in the daemon's certificate (PARAWATT_TLS_SERVER_NAME) and whether "
-                "it speaks TLS"
-            )
+        for needle, hint in _HANDSHAKE_HINTS.items():
+            if needle in details:
+                return f"daemon at {address}: TLS handshake failed: {hint}"
         if any(s in details for s in _CLOSED):
-            hint = (
-                "it may require a client certificate signed by its client CA "
-                "(give --tls-cert/--tls-key or PARAWATT_TLS_CERT/PARAWATT_TLS_KEY)"
-                if secure
-                else "it may require TLS (give --tls-ca, or PARAWATT_TLS_CA, and a client "
-                "certificate for mutual TLS)"
-            )
+            if not secure:
+                hint = (
+                    "it may require TLS (give --tls-ca, or PARAWATT_TLS_CA, and a client "
+                    "certificate for mutual TLS)"
+                )
+            elif tls.cert is None:
+                hint = (
+                    "it may require a client certificate signed by its client CA "
+                    "(give --tls-cert/--tls-key or PARAWATT_TLS_CERT/PARAWATT_TLS_KEY)"
+                )
+            else:
+                hint = f"it did not accept the client certificate {str(tls.cert)!r} (not signed by its client CA?)"
             return f"daemon at {address} closed the connection: {hint}"
     short = details.replace("failed to connect to all addresses; last error: ", "")
     return f"daemon at {address}: {name}: {short}"

@@ -61,6 +61,7 @@ class DaemonServer:
         )
         self.tls: ReloadingCredentials | None = None
         self.marker_socket: str | None = None
+        self._socket_inode = 0
         try:
             self.port = self._add_ports(config)
         except (RuntimeError, ConfigError) as e:

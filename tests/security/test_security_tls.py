@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -15,8 +16,9 @@ from grpc_health.v1 import health_pb2
 
 from collector import queries
 from collector.config import CollectorConfig
+from collector.errors import UnknownRunError
 from collector.service import create_collector
-from parawatt_proto.transport import open_channel
+from parawatt_proto.transport import ClientTLS, describe_rpc_error, open_channel
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import ConfigError
 from power_daemon.server import create_server
@@ -43,10 +45,12 @@ def mtls_daemon(start_sim_daemon, certs, tmp_path):
     return start_sim_daemon(**certs.daemon_config(), marker_socket=str(tmp_path / "m.sock"))
 
 
-def _refused(address: str, tls) -> grpc.RpcError:
+def _refused(address: str, tls) -> str:
+    """The call fails as UNAVAILABLE; -> the one line a parawatt client says about it."""
     with open_channel(address, tls, FRESH) as channel, pytest.raises(grpc.RpcError) as info:
         health_check(channel, timeout_s=5)
-    return info.value
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    return describe_rpc_error(address, info.value, tls)
 
 
 def test_mtls_client_is_served_and_the_local_socket_needs_no_certificate(mtls_daemon, certs):
@@ -57,25 +61,28 @@ def test_mtls_client_is_served_and_the_local_socket_needs_no_certificate(mtls_da
 
 
 def test_plaintext_client_is_refused_by_a_tls_daemon(mtls_daemon):
-    err = _refused(mtls_daemon.address, None)
-    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert "closed the connection: it may require TLS" in _refused(mtls_daemon.address, None)
 
 
 def test_mtls_daemon_refuses_a_client_without_certificate(mtls_daemon, certs):
-    err = _refused(mtls_daemon.address, certs.client_tls(None))
-    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    line = _refused(mtls_daemon.address, certs.client_tls(None))
+    assert "may require a client certificate signed by its client CA" in line
 
 
 def test_mtls_daemon_refuses_a_certificate_of_another_ca(mtls_daemon, certs, other_certs):
-    from parawatt_proto.transport import ClientTLS
-
     foreign = ClientTLS(ca=certs.ca, cert=other_certs.client_cert, key=other_certs.client_key)
-    assert _refused(mtls_daemon.address, foreign).code() == grpc.StatusCode.UNAVAILABLE
+    line = _refused(mtls_daemon.address, foreign)
+    assert f"did not accept the client certificate {str(other_certs.client_cert)!r}" in line
 
 
 def test_client_refuses_a_daemon_certificate_of_another_ca(mtls_daemon, other_certs):
-    err = _refused(mtls_daemon.address, other_certs.client_tls())
-    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    line = _refused(mtls_daemon.address, other_certs.client_tls())
+    assert "the daemon's certificate is not signed by the given CA bundle" in line
+
+
+def test_tls_client_of_a_plaintext_daemon_is_told_so(sim_daemon, certs):
+    line = _refused(sim_daemon.address, certs.client_tls())
+    assert "TLS handshake failed: the daemon does not speak TLS" in line
 
 
 def test_tls_without_client_ca_serves_any_tls_client_but_not_plaintext(start_sim_daemon, certs):
@@ -126,8 +133,8 @@ def test_server_name_override_reaches_a_daemon_by_another_name(mtls_daemon, cert
     tls = replace(certs.client_tls(), server_name="node1")
     with open_channel(mtls_daemon.address, tls, FRESH) as channel:
         assert health_check(channel) == SERVING
-    err = _refused(mtls_daemon.address, replace(certs.client_tls(), server_name="node9"))
-    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    line = _refused(mtls_daemon.address, replace(certs.client_tls(), server_name="node9"))
+    assert "the daemon's certificate does not name this host" in line
 
 
 def test_collector_ingests_through_mtls(mtls_daemon, certs, tmp_path):
@@ -139,25 +146,23 @@ def test_collector_ingests_through_mtls(mtls_daemon, certs, tmp_path):
         run_job(f"unix:{mtls_daemon.daemon.marker_socket}", "mtls-run", epochs=1, steps=3)
         assert collector.flush()
         run = _wait_for_run(collector, "mtls-run")
-    assert run.status == "completed" and run.energy_j > 0
+    assert run is not None and run.status == "completed" and run.energy_j > 0
     assert collector.subscribers[0].health.readings_total > 0
 
 
 def _wait_for_run(collector, run_id: str, timeout_s: float = 30.0):
-    import time
-
+    """The run's summary once it is complete in SQL (the join waits a little for late readings)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        collector.flush()
         try:
             run = queries.run_summary(collector.engine, run_id)
-            if run.status == "completed" and run.energy_j:
-                return run
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
+        except UnknownRunError:
+            run = None
+        if (run is not None and run.status == "completed" and run.energy_j) or (
+            time.monotonic() > deadline
+        ):
             return run
-        collector.flush()
         time.sleep(0.2)
 
 
@@ -182,8 +187,6 @@ def test_collector_without_client_certificate_logs_one_clear_line(
 
 
 def _wait(cond, timeout_s: float = 30.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout_s
     while not cond():
         assert time.monotonic() < deadline, "condition not reached"
