@@ -1,0 +1,58 @@
+"""The trainer's marker client and the sweep's cool-down client reach an mTLS daemon with the
+PARAWATT_TLS_* environment (the same client options as every parawatt client)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.security.certs import make_certs
+from tests.support.markers import count_by_kind, wait_for_markers
+from trainer import telemetry as T
+from trainer.sweep_cooldown import DaemonThermometer
+from trainer.sweep_grid import SweepError
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("pki") / "site", "node1")
+
+
+@pytest.fixture
+def mtls_daemon(start_sim_daemon, certs, tmp_path):
+    return start_sim_daemon(**certs.daemon_config(), marker_socket=str(tmp_path / "m.sock"))
+
+
+def _tls_env(monkeypatch, certs) -> None:
+    monkeypatch.setenv("PARAWATT_TLS_CA", str(certs.ca))
+    monkeypatch.setenv("PARAWATT_TLS_CERT", str(certs.client_cert))
+    monkeypatch.setenv("PARAWATT_TLS_KEY", str(certs.client_key))
+
+
+def test_marker_client_sends_over_mtls_with_the_environment(mtls_daemon, certs, monkeypatch):
+    _tls_env(monkeypatch, certs)
+    client = T.MarkerClient(mtls_daemon.address, run_id="tls-run", rank=0, local_rank=0)
+    client.mark_run_start({"model": "resnet50"})
+    client.mark(T.STEP_START, epoch=0, step=1)
+    client.mark(T.STEP_END, epoch=0, step=1)
+    client.mark_run_end("completed")
+    stats = client.close(timeout_s=10)
+    assert (stats.sent, stats.dropped) == (4, 0)
+    local = f"unix:{mtls_daemon.daemon.marker_socket}"
+    markers = wait_for_markers(local, lambda ms: len(ms) == 4, run_id="tls-run")
+    assert count_by_kind(markers) == {"RUN_START": 1, "STEP_START": 1, "STEP_END": 1, "RUN_END": 1}
+
+
+def test_cooldown_thermometer_reads_over_mtls(mtls_daemon, certs, monkeypatch):
+    with DaemonThermometer(mtls_daemon.address, tls=certs.client_tls()) as thermo:
+        assert set(thermo.gpu_temperatures()) == set(mtls_daemon.uuids)
+    _tls_env(monkeypatch, certs)
+    with DaemonThermometer(mtls_daemon.address) as thermo:
+        assert len(thermo.gpu_temperatures()) == 2
+    monkeypatch.delenv("PARAWATT_TLS_CA")
+    monkeypatch.delenv("PARAWATT_TLS_CERT")
+    monkeypatch.delenv("PARAWATT_TLS_KEY")
+    with DaemonThermometer(mtls_daemon.address) as thermo, pytest.raises(SweepError) as info:
+        thermo.gpu_temperatures()
+    assert "closed the connection: it may require TLS" in str(info.value)
+    with pytest.raises(SweepError, match="no socket path"):
+        DaemonThermometer("unix:")
