@@ -101,9 +101,13 @@ class DaemonServer:
                     self._grpc.add_insecure_port(f"unix:{path}")
                 finally:
                     os.umask(umask)
-                local_socket.restrict(path, gid)
                 self.marker_socket = path
                 self._socket_inode = os.stat(path).st_ino
+                try:
+                    local_socket.restrict(path, gid)
+                except ConfigError:
+                    local_socket.remove(path, self._socket_inode)
+                    raise
         return port
 
     @property
