@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from parawatt_proto.transport import AddressError, parse_target
+from parawatt_proto.transport import AddressError, ClientTLS, TLSConfigError, parse_target
 
 MODELS = ("resnet50", "fourcastnet")
 MODES = ("pretrain", "finetune")
@@ -84,6 +84,13 @@ def parse_daemon(text: str) -> str | None:
     if text.strip().lower() in ("none", "off", ""):
         return None
     try:
-        return parse_target(text.strip()).address
+        target = parse_target(text.strip())
     except AddressError as e:
         raise ValueError(f"expected HOST:PORT or 'none' or unix:PATH ({e})") from None
+    try:  # checked now, not when the marker client starts in the middle of a run
+        tls = None if target.is_unix else ClientTLS.from_env()
+        if tls is not None:
+            tls.credentials()
+    except TLSConfigError as e:
+        raise ValueError(f"{e} (from the PARAWATT_TLS_* environment)") from None
+    return target.address

@@ -56,3 +56,20 @@ def test_cooldown_thermometer_reads_over_mtls(mtls_daemon, certs, monkeypatch):
     assert "closed the connection: it may require TLS" in str(info.value)
     with pytest.raises(SweepError, match="no socket path"):
         DaemonThermometer("unix:")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [({"PARAWATT_TLS_CA": "/no/such/ca.crt"}, "cannot read TLS CA bundle '/no/such/ca.crt'"),
+     ({"PARAWATT_TLS_CERT": "/x.crt"}, "a TLS client certificate needs its key")],
+)  # fmt: skip
+def test_trainer_refuses_unusable_tls_environment_before_training(env, message):
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--quiet", "--daemon", "127.0.0.1:50051"], env=env)
+    assert result.exit_code == 2
+    assert (
+        f"{message}" in result.output and "(from the PARAWATT_TLS_* environment)" in result.output
+    )
