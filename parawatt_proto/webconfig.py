@@ -14,9 +14,10 @@ The web-config file is the one node_exporter and friends read:
       prometheus: $2b$12$...          # bcrypt hash (htpasswd -nBC 12 "" | tr -d ':\\n')
 
 The certificate files are re-read when they change, for new connections (as the exporter toolkit
-does); the web-config file itself is read at start. Basic auth is checked with bcrypt (deliberately ~100+ ms); a verified (user, password) pair is
-remembered under a keyed hash so that a scrape every few seconds costs microseconds. Unknown users
-cost one bcrypt check too, so timing does not tell which user names exist.
+does); the web-config file itself is read at start. Basic auth is checked with bcrypt
+(deliberately ~100+ ms); a verified (user, password) pair is remembered under a keyed hash so
+that a scrape every few seconds costs microseconds. Unknown users cost one bcrypt check too, so
+timing does not tell which user names exist.
 """
 
 from __future__ import annotations
