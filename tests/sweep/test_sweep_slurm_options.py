@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.sweep.test_sweep_slurm import GRID, fake_bin  # noqa: F401 (a fixture)
 from trainer.sweep import sweep
 from trainer.sweep_grid import GridError, parse_grid
 from trainer.sweep_slurm import point_script, slurm_problems, write_slurm
-from tests.sweep.test_sweep_slurm import GRID, fake_bin  # noqa: F401 (a fixture)
 
 # Training that runs until SIGTERM, as the trainer does: a clean stop, exit 143.
 SLOW_PYTHON = """#!/bin/bash
