@@ -90,6 +90,11 @@ class ParawattCollector:
             "is complete; never fed estimates.",
             labels=labels,
         )
+        per_node = CounterMetricFamily(
+            "parawatt_run_node_energy_joules",
+            "The completed sessions' energy per node (label node as on device series).",
+            labels=[*labels, "node"],
+        )
         estimate = GaugeMetricFamily(
             "parawatt_run_energy_estimate_joules",
             "Energy of the run so far, open sessions included (a live estimate).",
@@ -110,13 +115,15 @@ class ParawattCollector:
             for run in s.runs.values():
                 lab = [run.run_id, run.sweep, run.model, str(run.nodes) if run.nodes else ""]
                 energy.add_metric(lab, run.energy_final_j)
+                for node, node_j in sorted(run.node_energy_j.items()):
+                    per_node.add_metric([*lab, node], node_j)
                 estimate.add_metric(lab, run.energy_estimate_j)
                 epoch.add_metric(lab, run.epoch)
                 step.add_metric(lab, run.step)
                 active.add_metric(lab, 0 if run.ended_ns else 1)
                 secs.add_metric(lab, run.step_seconds.cumulative(), run.step_seconds.sum)
                 joules.add_metric(lab, run.step_joules.cumulative(), run.step_joules.sum)
-        yield from (energy, estimate, epoch, step, active, secs, joules)
+        yield from (energy, per_node, estimate, epoch, step, active, secs, joules)
 
     def _health(self) -> Iterator[Metric]:
         s = self.state

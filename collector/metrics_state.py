@@ -50,6 +50,7 @@ class RunLive:
     sweep: str = ""
     model: str = ""
     nodes: int = 0
+    node_energy_j: dict[str, float] = field(default_factory=dict)  # the final figure per node
     ended_ns: int | None = None  # collector clock when the run was seen to end
     session_start_ns: int = 0  # its latest RUN_START (a resumed run starts again)
     step_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_SECONDS_BUCKETS))
@@ -143,11 +144,14 @@ class LiveState:
             if energy_j is not None:
                 run.energy_estimate_j = energy_j
 
-    def add_run_energy(self, run_id: str, energy_j: float) -> None:
+    def add_run_energy(self, run_id: str, energy_j: float, device_uuid: str = "") -> None:
         """A rank's run interval is complete: its energy is final (as stored in SQL)."""
         with self.lock:
             if (run := self._run(run_id)) is not None:
                 run.energy_final_j += energy_j
+                dev = self.devices.get(device_uuid)
+                node = dev.node if dev is not None else ""
+                run.node_energy_j[node] = run.node_energy_j.get(node, 0.0) + energy_j
                 run.energy_estimate_j = max(run.energy_estimate_j, run.energy_final_j)
 
     def add_run_facts(self, run_id: str, sweep: str, model: str, nodes: int) -> None:

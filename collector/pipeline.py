@@ -167,7 +167,7 @@ class Pipeline:
                 self._run_energy_done[i.run_id] = (
                     self._run_energy_done.get(i.run_id, 0.0) + i.energy_j
                 )
-                self.live.add_run_energy(i.run_id, i.energy_j)
+                self.live.add_run_energy(i.run_id, i.energy_j, i.device_uuid)
         self.live.add_intervals(out.intervals)
         if out.idle_updates or out.dropped_markers or out.unmeasured_markers:
             with self.live.lock:

@@ -71,6 +71,10 @@ def test_sub_second_runs_agree_with_sql(finished):
         assert value == pytest.approx(sql.energy_j, rel=1e-9), run_id
         assert estimates[run_id][1] == pytest.approx(sql.energy_j, rel=1e-9), run_id
         assert labels == {"run_id": run_id, "sweep": "test", "model": "resnet50", "nodes": "1"}
+        (per_node,) = [
+            v for k, v in got["parawatt_run_node_energy_joules_total"].items() if k == run_id
+        ]
+        assert per_node[0]["node"] == "node-x" and per_node[1] == pytest.approx(value, rel=1e-9)
 
 
 def test_counter_never_goes_down_while_a_run_is_measured(finished):

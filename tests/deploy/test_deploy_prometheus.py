@@ -156,6 +156,11 @@ def test_daemon_is_scraped_through_the_inventory_and_joins_the_collector(prometh
     # One node label across the daemon's device series and the collector's daemon series.
     joined = 'parawatt_daemon_up * on (node) group_left () max by (node) (parawatt_device_power_watts{uuid!=""})'
     assert api(prometheus, "query", query=joined)["data"]["result"]
+    run_on_node = (
+        'parawatt_run_node_energy_joules_total{run_id="dash-run"} * on (node) group_left () '
+        'max by (node) (parawatt_device_power_watts{uuid!=""})'
+    )
+    assert api(prometheus, "query", query=run_on_node)["data"]["result"]
     # The rules take each GPU once, though the collector exports it too.
     per_gpu = api(prometheus, "query", query="count by (node, uuid) (parawatt:gpu_power_watts)")
     assert [r["value"][1] for r in per_gpu["data"]["result"]] == ["1", "1"]
