@@ -265,8 +265,10 @@ def _slurm(raw: Mapping[str, object]) -> SlurmOptions:
         if key in values and not isinstance(values[key], bool):
             raise GridError(f"[slurm] {key} must be true or false, not {values[key]!r}")
     for key in ("rdzv_port", "daemon_port", "daemon_metrics_port"):
-        v = values.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 65535):
+        v, low = values.get(key), 1 if key == "daemon_metrics_port" else 0
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int) or not low <= v <= 65535
+        ):
             raise GridError(f"[slurm] {key} must be a port number (0-65535), not {v!r}")
     if values.get("gpu_request", GPU_REQUESTS[0]) not in GPU_REQUESTS:
         raise GridError(f"[slurm] gpu_request must be one of {', '.join(GPU_REQUESTS)}")

@@ -186,6 +186,9 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
     daemon_args = ["--listen", f"0.0.0.0:{opts.daemon_port}", "--backend", opts.daemon_backend]
     if opts.daemon_metrics_port is not None:
         daemon_args += ["--metrics-listen", f"0.0.0.0:{opts.daemon_metrics_port}"]
+    metrics_label = ""
+    if opts.daemon_metrics_port is not None:  # where Prometheus scrapes them (its relabelling)
+        metrics_label = f', "__metrics_port": "{opts.daemon_metrics_port}"'
     if opts.start_daemons:
         lines += [
             "# One power daemon per node: the collector reaches it on its port, the ranks on "
@@ -205,8 +208,9 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
             '  t="${HOSTS[$i]}:$(cat "$JOB_DIR/daemon-$i.port")"',
             '  targets+=("\\"$t\\""); daemons+=(--daemon "$t")',
             "done",
-            '(IFS=,; printf \'[{"targets": [%s], "labels": {"slurm_job_id": "%s", "run_id": "%s"}}]\\n\' '
-            '"${targets[*]}" "$SLURM_JOB_ID" "$RUN_ID") >"$JOB_DIR/daemons.json.tmp"',
+            '(IFS=,; printf \'[{"targets": [%s], "labels": {"slurm_job_id": "%s"%s}}]\\n\' '
+            f'"${{targets[*]}}" "$SLURM_JOB_ID" {shlex.quote(metrics_label)}) '
+            '>"$JOB_DIR/daemons.json.tmp"',
             'mv "$JOB_DIR/daemons.json.tmp" "$JOB_DIR/daemons.json"',
         ]
     else:

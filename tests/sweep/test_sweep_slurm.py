@@ -4,6 +4,7 @@ power-daemon/python commands that record their arguments."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -65,7 +66,8 @@ FAKES = {
     "collector": 'echo "$@" >"$LOG_DIR/collector.args"\nexec sleep 30',
     # training: waits (briefly) for the background collector to have started, then records
     "python": 'for _ in $(seq 100); do [ -s "$LOG_DIR/collector.args" ] && break; sleep 0.05; done\n'
-    'printf "%s\\n" "$@" >"$LOG_DIR/train.args"\necho "SETUP_RAN=$SETUP_RAN" >>"$LOG_DIR/train.env"',
+    'printf "%s\\n" "$@" >"$LOG_DIR/train.args"\necho "SETUP_RAN=$SETUP_RAN" >>"$LOG_DIR/train.env"\n'
+    'cp "$SLURM_SUBMIT_DIR/jobs/$SLURM_JOB_ID/daemons.json" "$LOG_DIR/" 2>/dev/null || true',
     "sbatch": 'echo "$@" >>"$LOG_DIR/sbatch.log"\necho 4242',
     "squeue": 'echo "pw-rn-g8-l32-b256-r1"',
 }
@@ -187,6 +189,10 @@ def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin)
     ]
     assert (sweep_dir / "slurm" / "done" / "g8-l32-b256.r1").exists()
     assert not (sweep_dir / "slurm" / "jobs" / "777").exists()  # port files removed on exit
+    # While it ran, the job's daemons were a file_sd target group (collector, Prometheus).
+    assert json.loads((logs / "daemons.json").read_text()) == [
+        {"targets": ["node-a:50051", "node-b:50051"], "labels": {"slurm_job_id": "777"}}
+    ]
 
 
 def test_failed_training_leaves_no_done_file(tmp_path, fake_bin):

@@ -4,6 +4,7 @@ checkpoint directory. Run with the stand-in commands of test_sweep_slurm."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -89,6 +90,27 @@ def test_relative_collector_db_lives_in_the_sweep_directory(tmp_path, fake_bin):
     assert proc.returncode == 0, proc.stderr
     args = shlex.split((logs / "collector.args").read_text())
     assert args[args.index("--db") + 1] == f"sqlite:///{tmp_path / 'rn'}/db/parawatt.db"
+
+
+def test_daemon_metrics_port_reaches_the_daemons_and_the_inventory(tmp_path, fake_bin):  # noqa: F811
+    env, logs = fake_bin
+    bin_dir = Path(env["PATH"].split(":")[0])
+    (bin_dir / "power-daemon").write_text(
+        '#!/bin/bash\necho "$@" >>"$LOG_DIR/daemon.args"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --port-file ] && echo 50051 >"$2"; shift; done\n'
+        "exec sleep 30\n"
+    )
+    grid = parse_grid(tomllib.loads(grid_with(daemon_metrics_port=9477)))
+    write_slurm(grid, tmp_path / "rn")
+    proc = subprocess.run(["bash", str(tmp_path / "rn" / "slurm" / "g8-l32-b256.sbatch"), "0"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for line in (logs / "daemon.args").read_text().splitlines():  # one per node
+        args = line.split()
+        assert args[args.index("--metrics-listen") + 1] == "0.0.0.0:9477"
+        assert args[args.index("--hostname") + 1] in ("node-0", "node-1")
+    (group,) = json.loads((logs / "daemons.json").read_text())
+    assert group["labels"] == {"slurm_job_id": "777", "__metrics_port": "9477"}
 
 
 def test_time_limit_requeues_and_the_next_attempt_resumes_the_same_run(tmp_path, fake_bin):  # noqa: F811
