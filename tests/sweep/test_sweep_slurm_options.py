@@ -152,3 +152,13 @@ def test_time_limit_requeues_and_the_next_attempt_resumes_the_same_run(tmp_path,
         assert opt(first, name) == opt(second, name)
     assert "--rdzv-id=777.0" in first and "--rdzv-id=777.1" in second  # a fresh rendezvous
     assert (sweep_dir / "slurm" / "done" / "g8-l32-b256.r1").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("300", 300.0), ("", 1800.0), ("junk", 1800.0), ("-5", 1800.0)]
+)
+def test_nccl_timeout_reaches_the_process_group(monkeypatch, value, seconds):
+    from trainer.distributed import _collective_timeout
+
+    monkeypatch.setenv("PARAWATT_DIST_TIMEOUT_S", value)
+    assert _collective_timeout().total_seconds() == seconds
