@@ -23,9 +23,9 @@ from trainer.sweep_slurm import point_script, slurm_problems, write_slurm
 
 # Training that runs until SIGTERM, as the trainer does: a clean stop, exit 143.
 SLOW_PYTHON = """#!/bin/bash
+trap 'echo stopped >>"$LOG_DIR/train.stopped"; exit 143' TERM
 printf "%s\\n" "$@" >>"$LOG_DIR/train.args"
 echo started >>"$LOG_DIR/train.started"
-trap 'echo stopped >>"$LOG_DIR/train.stopped"; exit 143' TERM
 while true; do sleep 0.05; done
 """
 
