@@ -159,6 +159,7 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
         f'CKPT_DIR="$SWEEP_DIR/checkpoints/{tag}"',
         'JOB_DIR="$SWEEP_DIR/slurm/jobs/${SLURM_JOB_ID}"',
         'mkdir -p "$CKPT_DIR" "$JOB_DIR" "$SWEEP_DIR/slurm/done"',
+        'rm -f "$JOB_DIR"/daemon-*.port  # left by an attempt that was killed (same job id)',
         "export DAEMON_PORT",
     ]
     if opts.nccl_timeout_s:
