@@ -162,3 +162,21 @@ def test_nccl_timeout_reaches_the_process_group(monkeypatch, value, seconds):
 
     monkeypatch.setenv("PARAWATT_DIST_TIMEOUT_S", value)
     assert _collective_timeout().total_seconds() == seconds
+
+
+def test_a_killed_attempts_port_files_are_not_taken_for_the_new_daemons(tmp_path, fake_bin):  # noqa: F811
+    env, logs = fake_bin
+    grid = parse_grid(tomllib.loads(GRID))
+    write_slurm(grid, tmp_path / "rn")
+    stale = tmp_path / "rn" / "slurm" / "jobs" / "777"
+    stale.mkdir(parents=True)
+    for i in (0, 1):  # SIGKILLed before its daemons could remove them; the job id stays
+        (stale / f"daemon-{i}.port").write_text("1111\n")
+    proc = subprocess.run(["bash", str(tmp_path / "rn" / "slurm" / "g8-l32-b256.sbatch"), "0"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    args = shlex.split((logs / "collector.args").read_text())
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--daemon"] == [
+        "node-a:50051",
+        "node-b:50051",
+    ]
