@@ -72,7 +72,7 @@ class SlurmOptions:
     # on shared storage); a job-local collector on the job's first node writes it ...
     collector_db: str | None = None
     # ... unless a cluster collector reads the job's daemons (it watches the inventory files
-    # in <sweep>/slurm/jobs/, or the daemons are a service it already reads).
+    # in <sweep>/slurm/inventory/, or the daemons are a service it already reads).
     cluster_collector: bool = False
     drain_s: float = 5.0  # how long the collector may catch up after training ends
 

@@ -81,7 +81,7 @@ def slurm_problems(grid: SweepGrid, no_collector: bool = False) -> list[str]:
             "the jobs' power daemons would be read by no collector, so every reading would be "
             'lost: set collector_db = "parawatt.db" (SQLite in the sweep directory, on shared '
             "storage) or a PostgreSQL URL in [slurm], or cluster_collector = true where a "
-            "cluster collector watches <sweep>/slurm/jobs/, or pass --no-collector"
+            "cluster collector watches <sweep>/slurm/inventory/, or pass --no-collector"
         )
     if any(
         k == "checkpoint_dir"
@@ -158,7 +158,8 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
         'RDZV_ID="${SLURM_JOB_ID}.${SLURM_RESTART_COUNT:-0}"',
         f'CKPT_DIR="$SWEEP_DIR/checkpoints/{tag}"',
         'JOB_DIR="$SWEEP_DIR/slurm/jobs/${SLURM_JOB_ID}"',
-        'mkdir -p "$CKPT_DIR" "$JOB_DIR" "$SWEEP_DIR/slurm/done"',
+        'INVENTORY="$SWEEP_DIR/slurm/inventory/${SLURM_JOB_ID}.json"',
+        'mkdir -p "$CKPT_DIR" "$JOB_DIR" "$SWEEP_DIR/slurm/done" "$SWEEP_DIR/slurm/inventory"',
         'rm -f "$JOB_DIR"/daemon-*.port  # left by an attempt that was killed (same job id)',
         "export DAEMON_PORT",
     ]
@@ -172,7 +173,7 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
         'wait "$collector_pid" || true; fi',
         '  if [ -n "$daemon_pid" ]; then kill -TERM "$daemon_pid" 2>/dev/null || true; '
         'wait "$daemon_pid" || true; fi',
-        '  rm -f "$JOB_DIR"/daemon-*.port "$JOB_DIR/daemons.json"; rmdir "$JOB_DIR" 2>/dev/null || true',
+        '  rm -f "$INVENTORY" "$JOB_DIR"/daemon-*.port; rmdir "$JOB_DIR" 2>/dev/null || true',
         "}",
         "trap stop EXIT",
         "# Near the time limit: training stops at its next step (its last epoch is checkpointed)",
@@ -203,7 +204,7 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
             '${HOSTS[$i]}" >&2; exit 1; }',
             "done",
             "# The job's daemons as a Prometheus file_sd target group (a cluster collector or",
-            "# Prometheus may watch <sweep>/slurm/jobs/); removed when the job ends.",
+            "# Prometheus may watch <sweep>/slurm/inventory/); removed when the job ends.",
             "targets=(); daemons=()",
             "for i in $(seq 0 $((NNODES - 1))); do",
             '  t="${HOSTS[$i]}:$(cat "$JOB_DIR/daemon-$i.port")"',
@@ -211,8 +212,8 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
             "done",
             '(IFS=,; printf \'[{"targets": [%s], "labels": {"slurm_job_id": "%s"%s}}]\\n\' '
             f'"${{targets[*]}}" "$SLURM_JOB_ID" {shlex.quote(metrics_label)}) '
-            '>"$JOB_DIR/daemons.json.tmp"',
-            'mv "$JOB_DIR/daemons.json.tmp" "$JOB_DIR/daemons.json"',
+            '>"$INVENTORY.tmp"',
+            'mv "$INVENTORY.tmp" "$INVENTORY"',
         ]
     else:
         lines += [

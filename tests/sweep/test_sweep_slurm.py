@@ -67,7 +67,7 @@ FAKES = {
     # training: waits (briefly) for the background collector to have started, then records
     "python": 'for _ in $(seq 100); do [ -s "$LOG_DIR/collector.args" ] && break; sleep 0.05; done\n'
     'printf "%s\\n" "$@" >"$LOG_DIR/train.args"\necho "SETUP_RAN=$SETUP_RAN" >>"$LOG_DIR/train.env"\n'
-    'cp "$SLURM_SUBMIT_DIR/jobs/$SLURM_JOB_ID/daemons.json" "$LOG_DIR/" 2>/dev/null || true',
+    'cp "$SLURM_SUBMIT_DIR/inventory/$SLURM_JOB_ID.json" "$LOG_DIR/daemons.json" 2>/dev/null || true',
     "sbatch": 'echo "$@" >>"$LOG_DIR/sbatch.log"\necho 4242',
     "squeue": 'echo "pw-rn-g8-l32-b256-r1"',
 }
@@ -189,6 +189,7 @@ def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin)
     ]
     assert (sweep_dir / "slurm" / "done" / "g8-l32-b256.r1").exists()
     assert not (sweep_dir / "slurm" / "jobs" / "777").exists()  # port files removed on exit
+    assert not (sweep_dir / "slurm" / "inventory" / "777.json").exists()
     # While it ran, the job's daemons were a file_sd target group (collector, Prometheus).
     assert json.loads((logs / "daemons.json").read_text()) == [
         {"targets": ["node-a:50051", "node-b:50051"], "labels": {"slurm_job_id": "777"}}
