@@ -93,11 +93,16 @@ def serve(port_file: str | None, metrics_listen: str, **options) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):  # already while NVML starts, which takes a while
         signal.signal(sig, lambda *_: stop.set())
     try:
+        if metrics_listen != "off":  # a typo fails before NVML is started for nothing
+            from power_daemon.metrics import metrics_address
+
+            metrics_address(metrics_listen)
         server, port = create_server(_config(**options))
     except DaemonError as e:
         _fail(e)
-    with server, _metrics(server, metrics_listen):
-        server.start()
+    with server, contextlib.ExitStack() as extras:
+        server.start()  # takes the first readings, so /metrics is never empty
+        extras.enter_context(_metrics(server, metrics_listen))
         if port_file:  # before the line below, so whoever waits for the line finds the file
             _write_port_file(port_file, port)
         core = server.core

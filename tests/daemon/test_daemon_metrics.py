@@ -130,3 +130,15 @@ def test_cli_serves_metrics_and_refuses_a_taken_port(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_cli_refuses_a_bad_metrics_address_in_one_line():
+    proc = subprocess.run(
+        [PYTHON, "-m", "power_daemon", "serve", "--backend", "sim", "--no-rapl",
+         "--listen", "127.0.0.1:0", "--metrics-listen", "nowhere"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "power-daemon: error: --metrics-listen must be PORT, HOST:PORT or [v6]:PORT, not 'nowhere'"
+    ]
