@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -85,6 +86,12 @@ def main(log_level: str) -> None:
 )
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
 @click.option(
+    "--metrics-listen",
+    default="off",
+    show_default=True,
+    help="Prometheus /metrics on PORT (loopback), HOST:PORT or [v6]:PORT; 'off' to disable",
+)
+@click.option(
     "--tls-cert", type=click.Path(dir_okay=False), help="gRPC over TLS: certificate (PEM)"
 )
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="gRPC over TLS: private key (PEM)")
@@ -103,7 +110,7 @@ def main(log_level: str) -> None:
 @click.option(
     "--marker-socket-group", default=None, help="group allowed to send markers (socket mode 0660)"
 )
-def serve(port_file: str | None, **options) -> None:
+def serve(port_file: str | None, metrics_listen: str, **options) -> None:
     """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT.
     SIGHUP re-reads the TLS files (they are also re-read when they change)."""
     from power_daemon.server import create_server
@@ -114,11 +121,16 @@ def serve(port_file: str | None, **options) -> None:
     reload = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     try:
+        if metrics_listen != "off":  # a typo fails before NVML is started for nothing
+            from power_daemon.metrics import metrics_address
+
+            metrics_address(metrics_listen)
         server, port = create_server(_config(**options))
     except DaemonError as e:
         _fail(e)
-    with server:
-        server.start()
+    with server, contextlib.ExitStack() as extras:
+        server.start()  # takes the first readings, so /metrics is never empty
+        extras.enter_context(_metrics(server, metrics_listen))
         if port_file:  # before the line below, so whoever waits for the line finds the file
             _write_port_file(port_file, port)
         core = server.core
@@ -136,6 +148,26 @@ def serve(port_file: str | None, **options) -> None:
                 server.reload_tls()
         log.info("stopping")
     log.info("stopped")
+
+
+@contextlib.contextmanager
+def _metrics(server, listen: str):
+    """The daemon's own /metrics while it serves (nothing with 'off')."""
+    if listen == "off":
+        yield
+        return
+    from power_daemon.metrics import start_metrics_server
+
+    try:
+        metrics = start_metrics_server(server.core, listen, server.service.streams)
+    except DaemonError as e:
+        server.close()
+        _fail(e)
+    click.echo(f"power-daemon: metrics on port {metrics.port} (/metrics)", err=True)
+    try:
+        yield
+    finally:
+        metrics.close()
 
 
 def _write_port_file(port_file: str, port: int) -> None:
