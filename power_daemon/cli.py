@@ -92,6 +92,11 @@ def main(log_level: str) -> None:
     help="Prometheus /metrics on PORT (loopback), HOST:PORT or [v6]:PORT; 'off' to disable",
 )
 @click.option(
+    "--metrics-web-config",
+    type=click.Path(dir_okay=False),
+    help="Prometheus exporter-toolkit web config for /metrics (TLS, basic auth)",
+)
+@click.option(
     "--tls-cert", type=click.Path(dir_okay=False), help="gRPC over TLS: certificate (PEM)"
 )
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="gRPC over TLS: private key (PEM)")
@@ -110,7 +115,9 @@ def main(log_level: str) -> None:
 @click.option(
     "--marker-socket-group", default=None, help="group allowed to send markers (socket mode 0660)"
 )
-def serve(port_file: str | None, metrics_listen: str, **options) -> None:
+def serve(
+    port_file: str | None, metrics_listen: str, metrics_web_config: str | None, **options
+) -> None:
     """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT.
     SIGHUP re-reads the TLS files (they are also re-read when they change)."""
     from power_daemon.server import create_server
@@ -125,12 +132,14 @@ def serve(port_file: str | None, metrics_listen: str, **options) -> None:
             from power_daemon.metrics import metrics_address
 
             metrics_address(metrics_listen)
+        if metrics_web_config:
+            _check_web_config(metrics_web_config, metrics_listen)
         server, port = create_server(_config(**options))
     except DaemonError as e:
         _fail(e)
     with server, contextlib.ExitStack() as extras:
         server.start()  # takes the first readings, so /metrics is never empty
-        extras.enter_context(_metrics(server, metrics_listen))
+        extras.enter_context(_metrics(server, metrics_listen, metrics_web_config))
         if port_file:  # before the line below, so whoever waits for the line finds the file
             _write_port_file(port_file, port)
         core = server.core
@@ -151,7 +160,7 @@ def serve(port_file: str | None, metrics_listen: str, **options) -> None:
 
 
 @contextlib.contextmanager
-def _metrics(server, listen: str):
+def _metrics(server, listen: str, web_config: str | None):
     """The daemon's own /metrics while it serves (nothing with 'off')."""
     if listen == "off":
         yield
@@ -159,15 +168,31 @@ def _metrics(server, listen: str):
     from power_daemon.metrics import start_metrics_server
 
     try:
-        metrics = start_metrics_server(server.core, listen, server.service.streams)
+        metrics = start_metrics_server(server.core, listen, server.service.streams, web_config)
     except DaemonError as e:
         server.close()
         _fail(e)
-    click.echo(f"power-daemon: metrics on port {metrics.port} (/metrics)", err=True)
+    click.echo(
+        f"power-daemon: metrics on port {metrics.port} ({metrics.scheme} /metrics)", err=True
+    )
     try:
         yield
     finally:
         metrics.close()
+
+
+def _check_web_config(path: str, listen: str) -> None:
+    """Before the backend starts: a web config that cannot be used fails in one line."""
+    from parawatt_proto.webconfig import WebConfigError, load_web_config
+
+    if listen == "off":
+        raise ConfigError("--metrics-web-config needs --metrics-listen")
+    try:
+        web = load_web_config(path)
+        if web.tls:
+            web.ssl_context()
+    except WebConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _write_port_file(port_file: str, port: int) -> None:

@@ -11,18 +11,23 @@ by the node's hardware; there is no run, epoch or step label here.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
 
+from parawatt_proto.transport import is_loopback_host
+from parawatt_proto.webconfig import MetricsHTTPServer as MetricsServer
+from parawatt_proto.webconfig import WebConfigError, load_web_config
 from power_daemon import __version__
 from power_daemon.config import parse_listen
 from power_daemon.daemon import Daemon
 from power_daemon.errors import ConfigError
 from power_daemon.model import DeviceKind
+
+log = logging.getLogger(__name__)
 
 DEVICE_LABELS = ["node", "hostname", "gpu", "uuid", "model_name", "pci_bus_id", "kind"]
 _KIND = {DeviceKind.GPU: "gpu", DeviceKind.CPU_PACKAGE: "cpu", DeviceKind.DRAM: "dram"}
@@ -192,24 +197,25 @@ def metrics_address(listen: str) -> tuple[str, int]:
         ) from None
 
 
-class MetricsServer:
-    def __init__(self, httpd, thread) -> None:
-        self._httpd, self._thread = httpd, thread
-        self.port: int = httpd.server_address[1]
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
-
-
-def start_metrics_server(core: Daemon, listen: str, stream_slots=None) -> MetricsServer:
-    """Serve /metrics for `core` on `listen` (port 0: a free one) from a registry of its own."""
+def start_metrics_server(
+    core: Daemon, listen: str, stream_slots=None, web_config: str | None = None
+) -> MetricsServer:
+    """Serve /metrics for `core` on `listen` (port 0: a free one) from a registry of its own,
+    with TLS and basic auth when an exporter-toolkit web-config file is given."""
     host, port = metrics_address(listen)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonMetrics(core, stream_slots))
     try:
-        httpd, thread = start_http_server(port, addr=host.strip("[]"), registry=registry)
+        web = load_web_config(web_config) if web_config else None
+        server = MetricsServer(registry, host, port, web)
+    except WebConfigError as exc:
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
-    return MetricsServer(httpd, thread)
+    if not is_loopback_host(host) and (web is None or not web.tls):
+        log.warning(
+            "serving /metrics on %s without TLS: anyone who can reach it reads this node's "
+            "power readings (give --metrics-web-config)",
+            listen,
+        )
+    return server

@@ -263,3 +263,35 @@ def _wait_for_scrapes(port: int, proc, log) -> dict:
             pass
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.25)
+
+
+def test_daemon_metrics_use_the_same_web_config(sim_daemon, certs):
+    from power_daemon.metrics import start_metrics_server
+
+    web = _web_config(certs, certs.dir / "web-daemon.yml")
+    server = start_metrics_server(sim_daemon.daemon.core, "127.0.0.1:0", None, web)
+    url = f"https://127.0.0.1:{server.port}/metrics"
+    try:
+        ctx = _client_ctx(certs, with_cert=False)
+        status, body = _get(url, ctx, "prometheus", PASSWORD)
+        assert status == 200 and "parawatt_device_power_watts" in body
+        assert _get(url, ctx, "prometheus", "wrong")[0] == 401
+    finally:
+        server.close()
+
+
+def test_daemon_serve_refuses_a_bad_web_config_in_one_line(certs):
+    import subprocess as sp
+
+    from tests.support.torchrun import PYTHON, REPO
+
+    path = certs.dir / "bad-daemon.yml"
+    path.write_text("basic_auth_users:\n  u: plaintext\n")
+    out = sp.run([PYTHON, "-m", "power_daemon", "serve", "--backend", "sim", "--listen",
+                  "127.0.0.1:0", "--metrics-listen", "0", "--metrics-web-config", str(path)],
+                 capture_output=True, text=True, cwd=REPO, timeout=120)  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"power-daemon: error: web config {str(path)!r}: the password of user 'u' is not a "
+        "bcrypt hash"
+    ]
