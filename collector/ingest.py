@@ -23,8 +23,8 @@ from parawatt_proto.transport import (
     AddressError,
     ClientTLS,
     TLSConfigError,
-    describe_rpc_error,
     open_channel,
+    rpc_error_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ class Subscriber:
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
-                self._note_error(describe_rpc_error(self.address, exc, self._tls))
+                self._note_error(rpc_error_reason(self.address, exc, self._tls))
             except (TLSConfigError, AddressError) as exc:  # e.g. a certificate being replaced
                 self._note_error(str(exc))
             except Exception as exc:  # a bug must not kill ingestion for good
                 log.exception("ingest from %s failed", self.address)
-                self._note_error(f"daemon at {self.address}: {exc!r}")
+                self._note_error(repr(exc))
             self.health.up = False
             if self._stop.wait(wait):
                 break
@@ -109,7 +109,7 @@ class Subscriber:
 
     def _note_error(self, text: str) -> None:
         if text != self.health.last_error or self.health.up:
-            log.warning("%s (reconnecting)", text)
+            log.warning("daemon %s: %s (reconnecting)", self.address, text)
         self.health.last_error = text
 
     def _stream_once(self) -> bool:

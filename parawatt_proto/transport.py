@@ -189,8 +189,13 @@ _HANDSHAKE_HINTS = {
 
 
 def describe_rpc_error(address: str, exc: grpc.RpcError, tls: ClientTLS | None) -> str:
-    """One line for a failed call, naming the likely TLS mistake when the failure looks like one
-    (a TLS daemon simply closes a connection that does not handshake as it requires)."""
+    """One line for a failed call: ``daemon at ADDRESS: <rpc_error_reason>``."""
+    return f"daemon at {address}: {rpc_error_reason(address, exc, tls)}"
+
+
+def rpc_error_reason(address: str, exc: grpc.RpcError, tls: ClientTLS | None) -> str:
+    """Why a call failed, naming the likely TLS mistake when the failure looks like one (a TLS
+    daemon simply closes a connection that does not handshake as it requires)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else "") or ""
     name = code.name if code is not None else "UNKNOWN"
@@ -198,7 +203,7 @@ def describe_rpc_error(address: str, exc: grpc.RpcError, tls: ClientTLS | None) 
     if code == grpc.StatusCode.UNAVAILABLE:
         for needle, hint in _HANDSHAKE_HINTS.items():
             if needle in details:
-                return f"daemon at {address}: TLS handshake failed: {hint}"
+                return f"TLS handshake failed: {hint}"
         if any(s in details for s in _CLOSED):
             if not secure:
                 hint = (
@@ -211,7 +216,10 @@ def describe_rpc_error(address: str, exc: grpc.RpcError, tls: ClientTLS | None) 
                     "(give --tls-cert/--tls-key or PARAWATT_TLS_CERT/PARAWATT_TLS_KEY)"
                 )
             else:
-                hint = f"it did not accept the client certificate {str(tls.cert)!r} (not signed by its client CA?)"
-            return f"daemon at {address} closed the connection: {hint}"
+                hint = (
+                    f"it did not accept the client certificate {str(tls.cert)!r} "
+                    "(not signed by its client CA?)"
+                )
+            return f"closed the connection: {hint}"
     short = details.replace("failed to connect to all addresses; last error: ", "")
-    return f"daemon at {address}: {name}: {short}"
+    return f"{name}: {short}"

@@ -103,7 +103,7 @@ def test_probe_says_in_one_line_what_is_missing(mtls_daemon, certs):
     plain = _probe(mtls_daemon.address)
     assert plain.returncode == 1
     assert plain.stderr.splitlines() == [
-        f"power-daemon: error: daemon at {mtls_daemon.address} closed the connection: it may "
+        f"power-daemon: error: daemon at {mtls_daemon.address}: closed the connection: it may "
         "require TLS (give --tls-ca, or PARAWATT_TLS_CA, and a client certificate for mutual TLS)"
     ]
     no_cert = _probe(mtls_daemon.address, "--tls-ca", str(certs.ca))
@@ -180,7 +180,7 @@ def test_collector_without_client_certificate_logs_one_clear_line(
     lines = [r.getMessage() for r in caplog.records if r.name == "collector.ingest"]
     # The same failure, again and again, is logged once.
     assert lines == [
-        f"daemon at {mtls_daemon.address} closed the connection: it may require a client "
+        f"daemon {mtls_daemon.address}: closed the connection: it may require a client "
         "certificate signed by its client CA (give --tls-cert/--tls-key or "
         "PARAWATT_TLS_CERT/PARAWATT_TLS_KEY) (reconnecting)"
     ]
