@@ -1,8 +1,18 @@
-"""Per-device idle power, measured from readings taken while no run uses the device (pure core).
+"""Per-device idle power from a long history of low-load readings (pure core).
 
-A device is busy from (a run's start − guard) to (its end + guard); readings outside every such
-span are idle. Which spans exist is learnt from run markers, which may arrive a little after the
-readings they bound, so the periodic measurement looks only at readings older than a lag.
+A device is busy from (a run's start - guard) to (its end + guard) (BusyIndex); readings
+outside every such span, with low utilisation and low clocks where the device reports them,
+are idle. Idle readings are averaged per second of consecutive idle readings; the seconds are
+grouped into buckets (default a minute), each summarised by a low quantile (p10) of its 1 s
+averages; the device's idle power is the median of its buckets' p10 over the history kept
+(hours; the buckets are persisted, so a restarted collector keeps its history). A device whose
+history holds fewer than `min_s` idle seconds has no trustworthy idle power: None (intervals
+are then flagged "idle_unknown"). A busy window, another job's load without markers (high
+utilisation) or a short quiet moment between runs therefore never becomes "idle".
+
+Markers may arrive a little after the readings they bound, so a reading is judged only once
+the readings are `lag` past it. Every reading costs O(log runs): the busy spans are a sorted,
+merged list plus a sorted list of open starts, searched by bisection.
 A rank resumed from a checkpoint sends RUN_START/RUN_END again under the same key: each session
 is a span of its own (a start while an older span is still open closes that one there: its
 process died without RUN_END, so the device counts as busy until the new start).
@@ -10,10 +20,18 @@ process died without RUN_END, so the device counts as busy until the new start).
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from typing import Protocol
 
-from collector.energy import Sample, idle_power_w
+import numpy as np
+
+from collector.records import IdleBucket
+
+SECOND_NS = 1_000_000_000
+IDLE_UTIL_MAX_PCT = 10.0  # a 1 s average above this utilisation is not idle
+IDLE_CLOCK_FACTOR = 2.0  # ... nor one whose SM clock is this far above the lowest seen
+BUCKET_QUANTILE = 10.0  # percentile of a bucket's 1 s averages that summarises it
 
 
 class IdleSample(Protocol):
@@ -22,97 +40,220 @@ class IdleSample(Protocol):
     temperature_c: float | None
 
 
-class IdleTracker:
-    def __init__(self, window_ns: int, guard_ns: int) -> None:
-        self.window_ns = window_ns
+class BusyIndex:
+    """Busy spans of run sessions, queried in O(log n) (n: spans held)."""
+
+    def __init__(self, guard_ns: int) -> None:
         self.guard_ns = guard_ns
-        self._samples: deque[IdleSample] = deque()
-        self._busy: dict[object, list[list[int | None]]] = {}  # key -> [[start, end], ..]
-        self.idle_power_w: float | None = None  # latest measurement
-        self.measured_ns: int | None = None
+        self._keys: dict[object, list[list[int | None]]] = {}  # key -> [[start, end], ..]
+        self._s: list[int] = []  # closed spans, merged: sorted, disjoint
+        self._e: list[int] = []
+        self._open: list[int] = []  # starts of open spans (sorted, with repeats)
 
-    def add(self, sample: IdleSample) -> None:
-        self._samples.append(sample)
-
-    def busy_start(self, key: object, start_ns: int) -> None:
-        spans = self._busy.setdefault(key, [])
+    def start(self, key: object, start_ns: int) -> None:
+        spans = self._keys.setdefault(key, [])
         if any(s == start_ns for s, _ in spans):
             return  # re-sent
         for span in spans:
             if span[0] is None and span[1] >= start_ns:
                 span[0] = start_ns  # its end came first
+                self._close(start_ns, span[1])
                 return
             if span[1] is None and span[0] < start_ns:
                 span[1] = start_ns  # an older session that never ended
+                self._unopen(span[0])
+                self._close(span[0], start_ns)
         spans.append([start_ns, None])
+        bisect.insort(self._open, start_ns)
 
-    def busy_end(self, key: object, end_ns: int) -> None:
-        spans = self._busy.setdefault(key, [])
+    def end(self, key: object, end_ns: int) -> None:
+        spans = self._keys.setdefault(key, [])
         if any(e == end_ns for _, e in spans):
             return  # re-sent
         open_ = [s for s in spans if s[1] is None and s[0] <= end_ns]
         if open_:
-            max(open_, key=lambda s: s[0])[1] = end_ns
+            span = max(open_, key=lambda s: s[0])
+            span[1] = end_ns
+            self._unopen(span[0])
+            self._close(span[0], end_ns)
         else:
             spans.append([None, end_ns])
-
-    def _spans(self):
-        for spans in self._busy.values():
-            for s, e in spans:
-                yield (e if s is None else s), e
-
-    def busy_at(self, time_ns: int) -> bool:
-        g = self.guard_ns
-        return any(s - g <= time_ns and (e is None or time_ns <= e + g) for s, e in self._spans())
+            self._close(end_ns, end_ns)
 
     def busy_between(self, from_ns: int, to_ns: int) -> bool:
         g = self.guard_ns
-        return any(s - g <= to_ns and (e is None or from_ns <= e + g) for s, e in self._spans())
+        if self._open and self._open[0] - g <= to_ns:
+            return True
+        k = bisect.bisect_right(self._s, to_ns + g) - 1
+        return k >= 0 and self._e[k] + g >= from_ns
 
-    def measure_before(self, until_ns: int) -> float | None:
-        """Idle power from the idle readings in [until − guard − window, until − guard]."""
-        hi = until_ns - self.guard_ns
-        lo = hi - self.window_ns
-        samples = [
-            Sample(s.time_ns, s.power_w, None)
-            for s in self._samples
-            if lo <= s.time_ns <= hi and s.power_w is not None and not self.busy_at(s.time_ns)
-        ]
-        if not samples:
-            return None
-        try:
-            return idle_power_w(samples)
-        except ValueError:
-            return None
-
-    def refresh(self, watermark_ns: int, lag_ns: int, every_ns: int) -> float | None:
-        """Re-measure while the device idles; returns a new value when it made one."""
-        until = watermark_ns - lag_ns
-        if self.measured_ns is not None and until - self.measured_ns < every_ns:
-            return None
-        lo = until - self.guard_ns - self.window_ns
-        if not self._samples or self._samples[0].time_ns > lo or self.busy_between(lo, until):
-            return None
-        value = self.measure_before(until)
-        if value is not None:
-            self.idle_power_w, self.measured_ns = value, until
-        return value
-
-    def temperature_at(self, time_ns: int) -> float | None:
-        """Temperature of the last reading before time_ns (the run's start temperature)."""
-        best = None
-        for s in self._samples:
-            if s.time_ns >= time_ns:
-                break
-            if s.temperature_c is not None:
-                best = s.temperature_c
-        return best
+    def busy_at(self, time_ns: int) -> bool:
+        return self.busy_between(time_ns, time_ns)
 
     def trim(self, before_ns: int) -> None:
-        while self._samples and self._samples[0].time_ns < before_ns:
-            self._samples.popleft()
+        """Forget closed spans that ended before before_ns - guard."""
         cut = before_ns - self.guard_ns
-        for key, spans in list(self._busy.items()):
+        k = bisect.bisect_left(self._e, cut)
+        if k:
+            del self._s[:k], self._e[:k]
+        for key, spans in list(self._keys.items()):
             spans[:] = [s for s in spans if s[1] is None or s[1] >= cut]
             if not spans:
-                del self._busy[key]
+                del self._keys[key]
+
+    def _unopen(self, start_ns: int) -> None:
+        k = bisect.bisect_left(self._open, start_ns)
+        if k < len(self._open) and self._open[k] == start_ns:
+            del self._open[k]
+
+    def _close(self, s: int, e: int) -> None:
+        """Add [s, e] to the merged closed spans."""
+        lo = bisect.bisect_left(self._e, s)  # first span ending at/after s
+        hi = bisect.bisect_right(self._s, e)  # spans from here on start after e
+        if lo < hi:
+            s, e = min(s, self._s[lo]), max(e, self._e[hi - 1])
+        self._s[lo:hi], self._e[lo:hi] = [s], [e]
+
+
+class _Second:
+    """Sums of consecutive idle readings until they span a second."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = self.n_util = 0
+        self.first_ns = self.last_ns = 0
+        self.power_w = self.util_sum = 0.0
+        self.clock: float | None = None
+
+    def add(self, t_ns: int, power_w: float, util: float | None, clock: float | None) -> None:
+        if not self.n:
+            self.first_ns = t_ns
+        self.n += 1
+        self.last_ns, self.power_w = t_ns, self.power_w + power_w
+        if util is not None:
+            self.n_util, self.util_sum = self.n_util + 1, self.util_sum + util
+        if clock is not None:
+            self.clock = clock if self.clock is None else max(self.clock, clock)
+
+    def util(self) -> float | None:
+        return self.util_sum / self.n_util if self.n_util else None
+
+
+class IdleTracker:
+    def __init__(
+        self,
+        guard_ns: int,
+        min_s: float = 30.0,
+        bucket_ns: int = 60 * SECOND_NS,
+        history_ns: int = 6 * 3600 * SECOND_NS,
+        keep_ns: int = 60 * SECOND_NS,
+    ) -> None:
+        self.guard_ns = guard_ns
+        self.min_s = min_s
+        self.bucket_ns = bucket_ns
+        self.history_ns = history_ns
+        self.keep_ns = keep_ns  # raw samples kept for temperature_at
+        self.busy = BusyIndex(guard_ns)
+        self._pending: deque[IdleSample] = deque()  # not judged yet
+        self._temps: deque[tuple[int, float]] = deque()
+        self._acc = _Second()
+        self._bucket: list[float] = []  # 1 s averages of the open bucket
+        self._bucket_start: int | None = None
+        self.history: deque[IdleBucket] = deque()
+        self._min_clock: float | None = None
+        self.idle_power_w: float | None = None  # None: no trustworthy idle yet
+        self.measured_ns: int | None = None
+        self.new_buckets: list[IdleBucket] = []  # closed since the last take_buckets()
+
+    # -- input -------------------------------------------------------------------------------
+    def add(self, sample: IdleSample) -> None:
+        self._pending.append(sample)
+        if sample.temperature_c is not None:
+            self._temps.append((sample.time_ns, sample.temperature_c))
+
+    def busy_start(self, key: object, start_ns: int) -> None:
+        self.busy.start(key, start_ns)
+
+    def busy_end(self, key: object, end_ns: int) -> None:
+        self.busy.end(key, end_ns)
+
+    def load(self, buckets: list[IdleBucket]) -> None:
+        """History from the database (a restart); recomputes the idle power."""
+        for b in sorted(buckets, key=lambda b: b.start_ns):
+            self.history.append(b)
+        if self.history:
+            self._estimate(self.history[-1].start_ns)
+
+    # -- processing --------------------------------------------------------------------------
+    def refresh(self, watermark_ns: int, lag_ns: int) -> bool:
+        """Judge the readings the markers are known for; True when the idle power changed."""
+        until = watermark_ns - lag_ns - self.guard_ns
+        changed = False
+        while self._pending and self._pending[0].time_ns <= until:
+            changed |= self._judge(self._pending.popleft())
+        return changed
+
+    def _judge(self, s: IdleSample) -> bool:
+        t, acc = s.time_ns, self._acc
+        if s.power_w is None or self.busy.busy_at(t):
+            acc.reset()  # a 1 s average is of consecutive idle readings only
+            return False
+        if acc.n and t - acc.last_ns > SECOND_NS:  # a hole in the readings
+            acc.reset()
+        acc.add(t, s.power_w, getattr(s, "gpu_util_pct", None), getattr(s, "sm_clock_mhz", None))
+        if acc.n < 2 or t - acc.first_ns < SECOND_NS - SECOND_NS // 50:
+            return False
+        first, power, util, clock = acc.first_ns, acc.power_w / acc.n, acc.util(), acc.clock
+        acc.reset()
+        return self._second(first, power, util, clock)
+
+    def _second(self, start_ns: int, power_w: float, util: float | None, clock: float | None):
+        if util is not None and util > IDLE_UTIL_MAX_PCT:
+            return False  # busy without markers (another job, an unmarked load)
+        if clock is not None:
+            if self._min_clock is not None and clock > IDLE_CLOCK_FACTOR * self._min_clock:
+                return False
+            self._min_clock = clock if self._min_clock is None else min(self._min_clock, clock)
+        if self._bucket_start is None or start_ns - self._bucket_start > 2 * self.bucket_ns:
+            self._bucket, self._bucket_start = [], start_ns
+        self._bucket.append(power_w)
+        if len(self._bucket) * SECOND_NS < self.bucket_ns:
+            return False
+        values = np.array(self._bucket)
+        bucket = IdleBucket(
+            self._bucket_start,
+            len(values),
+            float(np.percentile(values, BUCKET_QUANTILE)),
+            float(np.median(values)),
+        )
+        self._bucket, self._bucket_start = [], None
+        self.history.append(bucket)
+        self.new_buckets.append(bucket)
+        return self._estimate(start_ns)
+
+    def _estimate(self, now_ns: int) -> bool:
+        while self.history and self.history[0].start_ns < now_ns - self.history_ns:
+            self.history.popleft()
+        seconds = sum(b.seconds for b in self.history)
+        if seconds < self.min_s:
+            return False
+        self.idle_power_w = float(np.median([b.low_w for b in self.history]))
+        self.measured_ns = now_ns
+        return True
+
+    def take_buckets(self) -> list[IdleBucket]:
+        out, self.new_buckets = self.new_buckets, []
+        return out
+
+    # -- reads -------------------------------------------------------------------------------
+    def temperature_at(self, time_ns: int) -> float | None:
+        """Temperature of the last reading before time_ns (the run's start temperature)."""
+        k = bisect.bisect_left(self._temps, time_ns, key=lambda x: x[0])
+        return self._temps[k - 1][1] if k else None
+
+    def trim(self, before_ns: int) -> None:
+        while self._temps and self._temps[0][0] < before_ns:
+            self._temps.popleft()
+        self.busy.trim(min(before_ns, self._pending[0].time_ns if self._pending else before_ns))
