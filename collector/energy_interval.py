@@ -45,7 +45,7 @@ def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: in
         u, var, win_var = ua + ub + pc_u, va + vb + _timing_var(m, ta, tb), pc_var
         if _crosses_reset(m, a2, b2):
             flags.add("counter_reset")
-            bridged = _bridged_u(m, a2, b2)
+            bridged = _bridged_u(m, spec, a2, b2)
         if power_j is not None:
             tol = spec.disagree_rel * abs(energy) + spec.disagree_abs_j + u + power_u
             if abs(energy - power_j) > tol:
@@ -166,9 +166,11 @@ def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
     return float(c.pc_sum[hi] - c.pc_sum[lo]), float(c.pc_var[hi] - c.pc_var[lo])
 
 
-def _bridged_u(m: Model, a: float, b: float) -> float:
+def _bridged_u(m: Model, spec: CounterSpec, a: float, b: float) -> float:
     """Energy bridged across a counter reset is a power integral (or a rate) over the bridged
-    window, readings missing inside it included: give it a bound that covers that guess."""
+    window, readings missing inside it included: give it a bound that covers that guess. A
+    restarted counter also starts a fresh update grid: its first increment may hold up to one
+    period of energy the bridge already counted."""
     c, total = m.counter, 0.0
     for r in c.reset_windows:  # rare
         t0, t1 = float(c.tau[r]), float(c.tau[r + 1])
@@ -180,6 +182,7 @@ def _bridged_u(m: Model, a: float, b: float) -> float:
             continue
         gap_len, _ = gap_overlap(m, t0, t1)
         total += 0.5 * m.power.max_w * gap_len + EXTRAPOLATION_REL * bridge
+        total += float(c.window_max_w[r]) * spec.update_s if r < len(c.window_max_w) else 0.0
         total += float(c.window_shape_j[r]) if r < len(c.window_shape_j) else 0.0
     return total
 
