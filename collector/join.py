@@ -35,6 +35,9 @@ __all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
 
 _KIND_ORDER = {"step": 0, "epoch": 1, "run": 2}  # a rank's run interval is emitted last
 _RECENT_KEYS = 100_000
+# Share of each 100 ms window a partial-coverage sensor observes: ~25 ms (Yang et al., SC24
+# "Part-time Power Measurements", A100/H100). The daemon says whether a device is one.
+PARTIAL_COVERAGE_FRACTION = 0.25
 
 
 class Joiner(MarkerIntake):
@@ -64,6 +67,7 @@ class Joiner(MarkerIntake):
                 resolution_j=d.counter_resolution_j or 0.001,
                 # power_w is the driver's average where there is no instantaneous power
                 power_avg_s=0.0 if d.has_instant_power else (d.power_avg_window_s or 1.0),
+                coverage_fraction=PARTIAL_COVERAGE_FRACTION if d.partial_coverage else 1.0,
             )
             dev = DeviceState(node.hostname, d.uuid, d.kind, spec, self.cfg)
             n.devices[d.uuid] = self._devices[d.uuid] = dev

@@ -88,6 +88,8 @@ class Device(Base):
     counter_resolution_j: Mapped[float | None] = mapped_column(Float)
     idle_power_w: Mapped[float | None] = mapped_column(Float)  # latest measurement
     idle_measured_ns: Mapped[int | None]
+    partial_coverage: Mapped[bool | None] = mapped_column(Boolean)  # sensor sees part of windows
+    sensor_method: Mapped[str | None] = mapped_column(String(255))  # how its facts were found
 
 
 class IdleBucket(Base):

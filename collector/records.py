@@ -35,6 +35,8 @@ class DeviceRec:
     counter_update_s: float | None = None
     counter_resolution_j: float | None = None
     power_avg_window_s: float | None = None
+    partial_coverage: bool = False  # the sensor observes part of each window (Yang et al.)
+    sensor_method: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,8 @@ class Store:
                  vendor_index=d.vendor_index, power_limit_w=d.power_limit_w,
                  memory_total_bytes=d.memory_total_bytes, has_energy_counter=d.has_energy_counter,
                  has_instant_power=d.has_instant_power, power_avg_window_s=d.power_avg_window_s,
-                 counter_update_s=d.counter_update_s, counter_resolution_j=d.counter_resolution_j)
+                 counter_update_s=d.counter_update_s, counter_resolution_j=d.counter_resolution_j,
+                 partial_coverage=d.partial_coverage, sensor_method=d.sensor_method[:255])
             for d in n.devices
         ]  # fmt: skip
         if rows:

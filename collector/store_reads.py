@@ -69,6 +69,8 @@ def nodes(engine: Engine) -> list[NodeRec]:
                     counter_update_s=d.counter_update_s,
                     counter_resolution_j=d.counter_resolution_j,
                     power_avg_window_s=d.power_avg_window_s,
+                    partial_coverage=bool(d.partial_coverage),
+                    sensor_method=d.sensor_method or "",
                 )
             )
     return [NodeRec(hostname=h, boot_id="", devices=tuple(ds)) for h, ds in by_host.items()]

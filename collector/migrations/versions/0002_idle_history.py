@@ -1,5 +1,5 @@
 """idle history: per device, stretches of idle seconds (collector.idle); interval's worst-case
-uncertainty bound next to its calibrated 95 % half-width
+uncertainty bound next to its calibrated 95 % half-width; device sensor facts
 
 Revision ID: 0002_idle
 Revises: 0001
@@ -33,9 +33,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("interval", schema=None) as batch_op:
         batch_op.add_column(sa.Column("uncertainty_bound_j", sa.Float(), nullable=True))
+    with op.batch_alter_table("device", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("partial_coverage", sa.Boolean(), nullable=True))
+        batch_op.add_column(sa.Column("sensor_method", sa.String(length=255), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("device", schema=None) as batch_op:
+        batch_op.drop_column("sensor_method")
+        batch_op.drop_column("partial_coverage")
     with op.batch_alter_table("interval", schema=None) as batch_op:
         batch_op.drop_column("uncertainty_bound_j")
     op.drop_table("idle_bucket")
