@@ -4,8 +4,8 @@ The figures energy attribution leans on (how often the counter advances, by how 
 instant power lags it, whether the sensor sees all of the time) differ by architecture and
 driver; assumed constants are wrong somewhere. So the daemon polls every GPU fast (every few
 ms, for a second or two) before it starts sampling and measures:
-- the counter's update period: the median spacing of the moments its value changes (each known
-  to within one poll);
+- the counter's update period: the span of the moments its value changes over the number of
+  updates between them (each moment known to within one poll);
 - its resolution: the smallest increment seen (an upper bound when every step is large);
 - instant power's lag behind the counter: the shift that best matches the mean instant power
   over each counter window to the window's counter increment (only when the power varies
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 PARTIAL_COVERAGE = ("A100", "H100", "H200", "GH200")
 MIN_UPDATES = 4  # counter changes needed before the period is trusted
 POLL_S = 0.002
-MAX_LAG_S = 0.5
+MAX_LAG_S = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +65,11 @@ def measure(t_ns: Sequence[int], energy_j: Sequence[float], power_w: Sequence[fl
     resolution = _quantum(e[np.concatenate(([0], changes))])
     period = None
     if len(changes) >= MIN_UPDATES:
+        # each change is seen up to one poll late: the span over the updates it holds (a gap
+        # of two periods where an update showed no change) beats any single gap's median
         gaps = np.diff(t[changes])
-        period = float(np.median(gaps))
+        count = np.maximum(np.round(gaps / np.median(gaps)), 1.0)
+        period = float(gaps.sum() / count.sum())
     lag = _instant_lag(t, e, power_w, changes)
     return SensorFacts(period, resolution, lag, len(changes), len(t))
 
@@ -91,20 +94,23 @@ def _instant_lag(t, e, power_w, changes) -> float | None:
     tp, pv = t[ok], p[ok]
     edges = t[changes]
     counter_w = np.diff(e[changes]) / np.maximum(np.diff(edges), 1e-9)
-    if np.std(counter_w) < 0.15 * max(abs(float(np.mean(counter_w))), 10.0):
+    if min(np.std(counter_w), np.std(pv)) < 0.15 * max(abs(float(np.mean(counter_w))), 10.0):
         return None  # steady power: any shift fits
     cum = np.concatenate(([0.0], np.cumsum(0.5 * (pv[1:] + pv[:-1]) * np.diff(tp))))
-    best, best_err = None, np.inf
+    lags, errs = [], []
     for lag in np.arange(0.0, MAX_LAG_S + 1e-9, 0.005):
         lo, hi = edges[:-1] + lag, edges[1:] + lag
         inside = (lo >= tp[0]) & (hi <= tp[-1])
         if inside.sum() < MIN_UPDATES - 1:
             break
         mean_w = (np.interp(hi, tp, cum) - np.interp(lo, tp, cum)) / (hi - lo)
-        err = float(np.mean((mean_w[inside] - counter_w[inside]) ** 2))
-        if err < best_err:
-            best, best_err = float(lag), err
-    return best
+        lags.append(float(lag))
+        errs.append(float(np.mean((mean_w[inside] - counter_w[inside]) ** 2)))
+    if not errs:
+        return None
+    # a periodic load fits again one period later: the smallest lag that fits as well wins
+    best = min(errs)
+    return next(lag for lag, err in zip(lags, errs, strict=True) if err <= 1.1 * best + 1e-9)
 
 
 def poll(read: Callable[[int], list], duration_s: float, poll_s: float = POLL_S):
