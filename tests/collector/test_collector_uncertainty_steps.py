@@ -40,7 +40,9 @@ def test_mean_of_50_ms_steps_holds_the_truth(coverage, spec):
         true_mean = sum(j for ep, j in truths if ep == st.epoch) / st.steps
         assert st.steps >= 390
         assert abs(st.mean_energy_j - true_mean) <= st.measurement_j  # the measured mean
-        assert st.ci95_j < st.mean_energy_j * st.single_step_pct / 100 / 5
+        # measured far better than one step alone (the spread is the random load itself)
+        assert st.measurement_j < st.mean_energy_j * st.single_step_pct / 100 / 5
+        assert st.ci95_j >= st.spread_j
 
 
 def test_student_t_for_few_steps():
