@@ -4,6 +4,7 @@ O(log runs) per reading, kept across a restart (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -14,9 +15,14 @@ from collector.join import Joiner
 from collector.join_state import interval_record
 from collector.records import IdleBucket, IdleUpdate, ReadingRec
 from collector.store import Store
+from collector.models import Interval, RunRank
+from collector.service import create_collector
 from collector.store_reads import idle_history
 from collector.writebatch import WriteBatch
+from power_daemon.config import SimParams
+from tests.collector.drive import run_job, wait_for_intervals
 from tests.collector.synth import MS, T0, S, SynthDevice, node, run_markers
+from tests.collector.test_collector_service import config, rows
 from tests.collector.test_collector_join import CFG, busy_device, feed
 
 
@@ -127,3 +133,25 @@ def test_idle_history_survives_a_restart(db_url):
     tracker = j._devices["gpu-0"].idle
     assert tracker.idle_power_w == pytest.approx(59.0)  # median of 58, 59, 60, 58, 59
     engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("background_w", [0.0, 250.0])
+def test_sim_gpu_that_never_idles_gets_no_idle_power(start_sim_daemon, tmp_path, background_w):
+    """End to end: a sim GPU running another job's load between runs (never idle) gets
+    idle_unknown, never its busy level as "idle"; the same sim idling gets its 60 W."""
+    daemon = start_sim_daemon(sim=SimParams(background_w=background_w))
+    cfg = config([daemon.address], f"sqlite:///{tmp_path / 'never.db'}")
+    with create_collector(cfg) as c:
+        time.sleep(2.5)  # two idle seconds (or two seconds of the other job)
+        run_job(daemon.address, "r", epochs=1, steps=3)
+        assert wait_for_intervals(c.engine, "r", "run", 1) == 1
+        c.flush()
+        (run,) = rows(c.engine, Interval, Interval.kind == "run")
+        (rank,) = rows(c.engine, RunRank)
+    if background_w:
+        assert rank.idle_power_w is None and "idle_unknown" in run.flags
+        assert run.active_energy_j is None
+    else:
+        assert rank.idle_power_w == pytest.approx(60.0, abs=3.0)
+        assert "idle_unknown" not in run.flags and run.active_energy_j > 0
