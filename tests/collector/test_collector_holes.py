@@ -11,7 +11,7 @@ import pytest
 from collector.join import Joiner
 from collector.join_state import JoinConfig
 from power_daemon.sampler import Sampler
-from tests.collector.synth import MS, S, T0, node, run_markers
+from tests.collector.synth import MS, T0, S, node, run_markers
 from tests.collector.test_collector_join import busy_device, by_key, feed
 
 CFG = JoinConfig(late_bound_ns=2 * S, chunk_ns=2 * S, keep_ns=10 * S, idle_guard_ns=S,
@@ -76,4 +76,3 @@ def test_sampler_without_permission_keeps_sampling(caplog):
         assert done.wait(10)
         sampler.close()
     assert "CAP_SYS_NICE" in caplog.text
-

@@ -13,17 +13,17 @@ from collector.energy import IntervalEnergy
 from collector.idle import BusyIndex, IdleTracker
 from collector.join import Joiner
 from collector.join_state import interval_record
-from collector.records import IdleBucket, IdleUpdate, ReadingRec
-from collector.store import Store
 from collector.models import Interval, RunRank
+from collector.records import IdleBucket, IdleUpdate, ReadingRec
 from collector.service import create_collector
+from collector.store import Store
 from collector.store_reads import idle_history
 from collector.writebatch import WriteBatch
 from power_daemon.config import SimParams
 from tests.collector.drive import run_job, wait_for_intervals
 from tests.collector.synth import MS, T0, S, SynthDevice, node, run_markers
-from tests.collector.test_collector_service import config, rows
 from tests.collector.test_collector_join import CFG, busy_device, feed
+from tests.collector.test_collector_service import config, rows
 
 
 def reading(t: int, w: float, util: float | None = 0.0, clock: float | None = 345.0):
