@@ -11,7 +11,7 @@ SQRT3 = math.sqrt(3.0)
 # Standard deviation of E(x)'s power-shape error per unit of its bound. A misplaced edge errs
 # uniformly within its bound (1 / sqrt 3), and only the part of it on x's side of the window
 # reaches E(x) (about half): fitted on bench/bench_attribution.py, every sensor mode.
-SHAPE_SIGMA = 0.35 / SQRT3
+SHAPE_SIGMA = 0.28 / SQRT3
 
 
 def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: int):

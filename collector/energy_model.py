@@ -22,7 +22,7 @@ from collector.energy_power import cumulative_trapezoid, edge_budget, integral_a
 CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
 EXTRAPOLATION_REL = 0.05  # relative uncertainty of energy extrapolated beyond the last anchor
 JUMP_FACTOR = 3.0  # a window's increment above this x the highest power x its length is a restart
-PC_SIGMA = 0.4  # standard deviation of a window's unobserved-part error per unit of its bound
+PC_SIGMA = 0.45  # standard deviation of a window's unobserved-part error per unit of its bound
 
 
 @dataclass(frozen=True, slots=True)
