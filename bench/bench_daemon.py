@@ -220,7 +220,7 @@ def _training_ranks(seconds: float) -> subprocess.Popen:
                           start_new_session=True)  # fmt: skip
 
 
-def bench_holes(seconds: float, tmp: Path) -> None:
+def bench_holes(seconds: float, tmp: Path, interval_ms: float) -> None:
     variants = (("as before: nice 0, GIL switch 5 ms", ["--sampler-nice", "0", "--gil-switch-ms",
                                                         "5"]),
                 ("nice -10, GIL switch 1 ms", ["--sampler-nice", "-10", "--gil-switch-ms", "1"]))  # fmt: skip
@@ -232,7 +232,7 @@ def bench_holes(seconds: float, tmp: Path) -> None:
         for label, extra in variants:
             port_file = tmp / "holes.port"
             args = [sys.executable, "-m", "power_daemon", "serve", "--backend", "sim",
-                    "--no-rapl", "--sim-devices", "2", "--interval-ms", "20", "--listen",
+                    "--no-rapl", "--sim-devices", "2", "--interval-ms", str(interval_ms), "--listen",
                     "127.0.0.1:0", "--calibrate-s", "0", "--port-file", str(port_file), *extra]  # fmt: skip
             proc, address = _spawn(args, port_file)
             times: list[int] = []
@@ -250,7 +250,8 @@ def bench_holes(seconds: float, tmp: Path) -> None:
             gaps = [(b - a) / 1e6 for a, b in zip(times, times[1:], strict=False)]
             med = statistics.median(gaps)
             holes = sum(g > 5 * med for g in gaps)
-            print(f"holes at 50 Hz, 2 training ranks busy, {label}: {len(times)} readings, "
+            print(f"holes at {1000 / interval_ms:g} Hz, 2 training ranks busy, {label}: "
+                  f"{len(times)} readings, "
                   f"spacing p50 {med:.1f} ms, p99 {_pct(gaps, 99):.1f} ms, worst "
                   f"{max(gaps):.1f} ms, {holes} holes > 5x median")  # fmt: skip
     finally:
@@ -264,6 +265,7 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=400_000)
     parser.add_argument("--linger-ms", type=float, default=100.0, help="daemon stream linger")
     parser.add_argument("--only", choices=("jitter", "cpu", "throughput", "holes"))
+    parser.add_argument("--holes-interval-ms", type=float, default=20.0)
     parser.add_argument("--serve-prefilled", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -279,7 +281,7 @@ def main() -> None:
         if args.only in (None, "throughput"):
             bench_throughput(args.readings, Path(tmp))
         if args.only in (None, "holes"):
-            bench_holes(args.seconds, Path(tmp))
+            bench_holes(args.seconds, Path(tmp), args.holes_interval_ms)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,16 @@ def test_no_counter_pieces_add_in_quadrature():
     merged = acc.result(a, b)
     assert merged.uncertainty_j < merged.bound_j
     assert abs(merged.energy_j - workload.truth.energy(a, b)) <= merged.uncertainty_j
+
+
+def test_a_partial_coverage_device_gets_the_unobserved_window_term_in_the_join():
+    from collector.join import PARTIAL_COVERAGE_FRACTION, Joiner
+    from collector.records import DeviceRec, NodeRec
+
+    devices = (DeviceRec(0, "gpu-a", "A100", "gpu", partial_coverage=True),
+               DeviceRec(1, "gpu-b", "L40S", "gpu"))  # fmt: skip
+    j = Joiner()
+    j.add_node(NodeRec("n1", "b1", devices=devices))
+    specs = {u: d.spec for u, d in j._devices.items()}
+    assert specs["gpu-a"].coverage_fraction == PARTIAL_COVERAGE_FRACTION == 0.25
+    assert specs["gpu-b"].coverage_fraction == 1.0
