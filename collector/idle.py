@@ -32,6 +32,7 @@ SECOND_NS = 1_000_000_000
 IDLE_UTIL_MAX_PCT = 10.0  # a 1 s average above this utilisation is not idle
 IDLE_CLOCK_FACTOR = 2.0  # ... nor one whose SM clock is this far above the lowest seen
 BUCKET_QUANTILE = 10.0  # percentile of a bucket's 1 s averages that summarises it
+TEMPERATURE_EVERY_NS = 250_000_000
 
 
 class IdleSample(Protocol):
@@ -89,6 +90,18 @@ class BusyIndex:
 
     def busy_at(self, time_ns: int) -> bool:
         return self.busy_between(time_ns, time_ns)
+
+    def state_at(self, t: int) -> tuple[bool, int]:
+        """(busy at t, the last time that answer holds for) - one lookup for a run of readings."""
+        g, never = self.guard_ns, 1 << 62
+        first_open = self._open[0] - g if self._open else never
+        if first_open <= t:
+            return True, never
+        k = bisect.bisect_right(self._s, t + g) - 1
+        if k >= 0 and self._e[k] + g >= t:
+            return True, self._e[k] + g
+        nxt = self._s[k + 1] - g - 1 if k + 1 < len(self._s) else never
+        return False, min(nxt, first_open - 1)
 
     def trim(self, before_ns: int) -> None:
         """Forget closed spans that ended before before_ns - guard."""
@@ -170,8 +183,11 @@ class IdleTracker:
     # -- input -------------------------------------------------------------------------------
     def add(self, sample: IdleSample) -> None:
         self._pending.append(sample)
-        if sample.temperature_c is not None:
-            self._temps.append((sample.time_ns, sample.temperature_c))
+        temps = self._temps  # temperature moves over seconds: one value per 250 ms is plenty
+        if sample.temperature_c is not None and (
+            not temps or sample.time_ns - temps[-1][0] >= TEMPERATURE_EVERY_NS
+        ):
+            temps.append((sample.time_ns, sample.temperature_c))
 
     def busy_start(self, key: object, start_ns: int) -> None:
         self.busy.start(key, start_ns)
@@ -191,15 +207,21 @@ class IdleTracker:
         """Judge the readings the markers are known for; True when the idle power changed."""
         until = watermark_ns - lag_ns - self.guard_ns
         changed = False
-        while self._pending and self._pending[0].time_ns <= until:
-            changed |= self._judge(self._pending.popleft())
+        pending, state_at = self._pending, self.busy.state_at
+        busy, horizon = False, None  # the busy state holds for readings up to horizon
+        while pending and pending[0].time_ns <= until:
+            s = pending.popleft()  # the hot path: ~50,000 readings/s per collector
+            if horizon is None or s.time_ns > horizon:
+                busy, horizon = state_at(s.time_ns)
+            if busy or s.power_w is None:
+                if self._acc.n:
+                    self._acc.reset()  # a 1 s average is of consecutive idle readings only
+                continue
+            changed |= self._judge(s)
         return changed
 
     def _judge(self, s: IdleSample) -> bool:
         t, acc = s.time_ns, self._acc
-        if s.power_w is None or self.busy.busy_at(t):
-            acc.reset()  # a 1 s average is of consecutive idle readings only
-            return False
         if acc.n and t - acc.last_ns > SECOND_NS:  # a hole in the readings
             acc.reset()
         acc.add(t, s.power_w, getattr(s, "gpu_util_pct", None), getattr(s, "sm_clock_mhz", None))
