@@ -33,12 +33,15 @@ IDLE_UTIL_MAX_PCT = 10.0  # a 1 s average above this utilisation is not idle
 IDLE_CLOCK_FACTOR = 2.0  # ... nor one whose SM clock is this far above the lowest seen
 BUCKET_QUANTILE = 10.0  # percentile of a bucket's 1 s averages that summarises it
 TEMPERATURE_EVERY_NS = 250_000_000
+IDLE_EVERY_NS = 45_000_000  # readings closer than this to the last one kept are not judged
 
 
 class IdleSample(Protocol):
     time_ns: int
     power_w: float | None
     temperature_c: float | None
+    gpu_util_pct: float | None
+    sm_clock_mhz: float | None
 
 
 class BusyIndex:
@@ -129,29 +132,13 @@ class BusyIndex:
 
 
 class _Second:
-    """Sums of consecutive idle readings until they span a second."""
+    """Sums of consecutive idle readings until they span a second (kept between refreshes)."""
 
     def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
         self.n = self.n_util = 0
         self.first_ns = self.last_ns = 0
         self.power_w = self.util_sum = 0.0
         self.clock: float | None = None
-
-    def add(self, t_ns: int, power_w: float, util: float | None, clock: float | None) -> None:
-        if not self.n:
-            self.first_ns = t_ns
-        self.n += 1
-        self.last_ns, self.power_w = t_ns, self.power_w + power_w
-        if util is not None:
-            self.n_util, self.util_sum = self.n_util + 1, self.util_sum + util
-        if clock is not None:
-            self.clock = clock if self.clock is None else max(self.clock, clock)
-
-    def util(self) -> float | None:
-        return self.util_sum / self.n_util if self.n_util else None
 
 
 class IdleTracker:
@@ -170,6 +157,7 @@ class IdleTracker:
         self.keep_ns = keep_ns  # raw samples kept for temperature_at
         self.busy = BusyIndex(guard_ns)
         self._pending: deque[IdleSample] = deque()  # not judged yet
+        self._kept_ns = -(1 << 62)  # time of the last reading kept for judging
         self._temps: deque[tuple[int, float]] = deque()
         self._acc = _Second()
         self._bucket: list[float] = []  # 1 s averages of the open bucket
@@ -182,6 +170,9 @@ class IdleTracker:
 
     # -- input -------------------------------------------------------------------------------
     def add(self, sample: IdleSample) -> None:
+        if sample.time_ns - self._kept_ns < IDLE_EVERY_NS:
+            return  # a 1 s average needs no more than ~20 readings: thin them
+        self._kept_ns = sample.time_ns
         self._pending.append(sample)
         temps = self._temps  # temperature moves over seconds: one value per 250 ms is plenty
         if sample.temperature_c is not None and (
@@ -206,30 +197,35 @@ class IdleTracker:
     def refresh(self, watermark_ns: int, lag_ns: int) -> bool:
         """Judge the readings the markers are known for; True when the idle power changed."""
         until = watermark_ns - lag_ns - self.guard_ns
-        changed = False
-        pending, state_at = self._pending, self.busy.state_at
-        busy, horizon = False, None  # the busy state holds for readings up to horizon
-        while pending and pending[0].time_ns <= until:
-            s = pending.popleft()  # the hot path: ~50,000 readings/s per collector
-            if horizon is None or s.time_ns > horizon:
-                busy, horizon = state_at(s.time_ns)
-            if busy or s.power_w is None:
-                if self._acc.n:
-                    self._acc.reset()  # a 1 s average is of consecutive idle readings only
-                continue
-            changed |= self._judge(s)
-        return changed
-
-    def _judge(self, s: IdleSample) -> bool:
-        t, acc = s.time_ns, self._acc
-        if acc.n and t - acc.last_ns > SECOND_NS:  # a hole in the readings
-            acc.reset()
-        acc.add(t, s.power_w, getattr(s, "gpu_util_pct", None), getattr(s, "sm_clock_mhz", None))
-        if acc.n < 2 or t - acc.first_ns < SECOND_NS - SECOND_NS // 50:
+        pending = self._pending
+        if not pending or pending[0].time_ns > until:
             return False
-        first, power, util, clock = acc.first_ns, acc.power_w / acc.n, acc.util(), acc.clock
-        acc.reset()
-        return self._second(first, power, util, clock)
+        changed = False
+        state_at, acc = self.busy.state_at, self._acc
+        n, first, last, psum = acc.n, acc.first_ns, acc.last_ns, acc.power_w
+        usum, nu, clock = acc.util_sum, acc.n_util, acc.clock
+        busy, horizon = False, -1  # the busy state holds for readings up to horizon
+        while pending and pending[0].time_ns <= until:  # hot: ~50,000 readings/s
+            s = pending.popleft()
+            t, p = s.time_ns, s.power_w
+            if t > horizon:
+                busy, horizon = state_at(t)
+            if busy or p is None:
+                n = 0  # a 1 s average is of consecutive idle readings only
+                continue
+            if n == 0 or t - last > SECOND_NS:  # a new second, or a hole in the readings
+                n, first, psum, usum, nu, clock = 0, t, 0.0, 0.0, 0, None
+            n, last, psum = n + 1, t, psum + p
+            if (u := s.gpu_util_pct) is not None:
+                usum, nu = usum + u, nu + 1
+            if (c := s.sm_clock_mhz) is not None and (clock is None or c > clock):
+                clock = c
+            if n >= 2 and t - first >= SECOND_NS - SECOND_NS // 50:
+                changed |= self._second(first, psum / n, usum / nu if nu else None, clock)
+                n = 0
+        acc.n, acc.first_ns, acc.last_ns, acc.power_w = n, first, last, psum
+        acc.util_sum, acc.n_util, acc.clock = usum, nu, clock
+        return changed
 
     def _second(self, start_ns: int, power_w: float, util: float | None, clock: float | None):
         if util is not None and util > IDLE_UTIL_MAX_PCT:
