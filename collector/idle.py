@@ -11,8 +11,9 @@ are then flagged "idle_unknown"). A busy window, another job's load without mark
 utilisation) or a short quiet moment between runs therefore never becomes "idle".
 
 Markers may arrive a little after the readings they bound, so a reading is judged only once
-the readings are `lag` past it. Every reading costs O(log runs): the busy spans are a sorted,
-merged list plus a sorted list of open starts, searched by bisection.
+the readings are `lag` past it. Readings are judged at most every 45 ms (a 1 s average needs no
+more) and cost O(log runs) each: the busy spans are a sorted, merged list plus a sorted list of
+open starts, searched by bisection once per stretch of readings in the same state.
 A rank resumed from a checkpoint sends RUN_START/RUN_END again under the same key: each session
 is a span of its own (a start while an older span is still open closes that one there: its
 process died without RUN_END, so the device counts as busy until the new start).
