@@ -22,6 +22,7 @@ from collector.energy_power import cumulative_trapezoid, edge_budget, integral_a
 CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
 EXTRAPOLATION_REL = 0.05  # relative uncertainty of energy extrapolated beyond the last anchor
 JUMP_FACTOR = 3.0  # a window's increment above this x the highest power x its length is a restart
+MAX_DEVICE_W = 5000.0  # ... and above this (no GPU module draws that): a counter restart
 PC_SIGMA = 0.45  # standard deviation of a window's unobserved-part error per unit of its bound
 
 
@@ -110,9 +111,11 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
     step = np.diff(a.value_j)
     jumps = a.reset[1:].copy()  # window r ends at the reset anchor r + 1
     if power is not None and len(step):
-        # A counter that leaps by far more than any power seen could draw restarted with a new
-        # offset (a driver reload or a fresh sim): bridge it like a reset.
-        jumps |= step > JUMP_FACTOR * power.max_w * np.diff(tau) + 1.0
+        # A counter that leaps by far more than any power seen, and more than any device can
+        # draw, restarted with a new offset (a driver reload, a fresh sim): bridge it like a
+        # reset. (A long gap in the readings while the GPU worked harder is no jump.)
+        limit_w = max(JUMP_FACTOR * power.max_w, MAX_DEVICE_W)
+        jumps |= step > limit_w * np.diff(tau) + 1.0
     resets = np.flatnonzero(jumps)
     if len(resets):
         dt = np.diff(tau)

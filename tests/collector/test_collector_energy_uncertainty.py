@@ -149,3 +149,17 @@ def test_a_partial_coverage_device_gets_the_unobserved_window_term_in_the_join()
     specs = {u: d.spec for u, d in j._devices.items()}
     assert specs["gpu-a"].coverage_fraction == PARTIAL_COVERAGE_FRACTION == 0.25
     assert specs["gpu-b"].coverage_fraction == 1.0
+
+
+def test_a_long_gap_while_the_gpu_worked_harder_is_no_counter_restart():
+    """The daemon away for a whole busy epoch, idle readings on both sides: the counter's
+    large increase is real energy (NVML's counter does not restart with the daemon)."""
+    workload = make_workload(seed=12, epochs=1, steps_per_epoch=40)
+    a, b = workload.epochs[0]
+    kept = [s for s in readings(workload.truth, seed=13)
+            if to_s(s.time_ns) < 1.9 or to_s(s.time_ns) > to_s(b) + 0.9]  # fmt: skip
+    start, end = kept[10].time_ns, kept[-5].time_ns
+    iv = _timeline(kept).interval(start, end)
+    truth = workload.truth.energy(start, end)
+    assert "gap" in iv.flags and "counter_reset" not in iv.flags
+    assert iv.energy_j == pytest.approx(truth, rel=0.002)
