@@ -7,6 +7,7 @@ the project's exceptions into one clear message and exit status 1, never a trace
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,12 +41,28 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class _Group(click.Group):
     """Turns CollectorError from any command into `error: ...` and exit status 1."""
 
+    def main(self, args=None, *rest, **kwargs):
+        _utf8_args("collector", args)
+        return super().main(args, *rest, **kwargs)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except CollectorError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+
+
+def _utf8_args(prog: str, args) -> None:
+    """A non-UTF-8 argument (Python keeps its bytes as surrogates) gets one line, not a
+    traceback from deep inside whatever first encodes it."""
+    for i, arg in enumerate(sys.argv[1:] if args is None else args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            click.echo(f"{prog}: error: argument {i} is not valid UTF-8: {os.fsencode(arg)!r}",
+                       err=True)  # fmt: skip
+            sys.exit(2)
 
 
 @click.group(cls=_Group)
