@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
@@ -97,6 +98,13 @@ def schema_revision(engine: Engine) -> str | None:
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
+def head_revision() -> str:
+    """The newest schema revision this code migrates to."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def describe(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
@@ -111,8 +119,16 @@ def translate_errors(doing: str, engine: Engine | None = None) -> Iterator[None]
         raise StoreError(f"database error while {doing}{where}: {_first_line(exc)}") from exc
     except sqlalchemy.exc.DatabaseError as exc:
         raise StoreError(f"database error while {doing}: {_first_line(exc)}", False) from exc
+    except psycopg.OperationalError as exc:  # raised by the COPY path, which bypasses SQLAlchemy
+        raise StoreError(f"database error while {doing}: {_text(exc)}") from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"database error while {doing}: {_text(exc)}", False) from exc
 
 
 def _first_line(exc: sqlalchemy.exc.DBAPIError) -> str:
-    text = str(exc.orig) if exc.orig is not None else str(exc)
+    return _text(exc.orig if exc.orig is not None else exc)
+
+
+def _text(exc: BaseException) -> str:
+    text = str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -178,6 +178,16 @@ class ParawattCollector:
                 "Markers of ranks on a device their node's daemon does not measure.",
                 s.unmeasured_markers_total,
             )
+            yield _counter(
+                "parawatt_db_rows_refused",
+                "Rows the database refused, dropped one by one (see the log).",
+                s.rows_refused_total,
+            )
+            yield _counter(
+                "parawatt_markers_refused",
+                "Markers refused for run ownership (another owner's run, or a finished run).",
+                s.markers_refused_total,
+            )
             backlog = GaugeMetricFamily(
                 "parawatt_db_backlog_readings", "Readings waiting to be written."
             )

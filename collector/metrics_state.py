@@ -67,6 +67,8 @@ class LiveState:
         self.intervals_total: dict[str, int] = {"step": 0, "epoch": 0, "run": 0}
         self.unpaired_markers_total = 0
         self.unmeasured_markers_total = 0
+        self.rows_refused_total = 0  # rows the database refused, dropped alone (writer)
+        self.markers_refused_total = 0  # run ownership: another owner's run, or a finished one
         self.readings_dropped_total = 0
         self.db_errors_total = 0
         self.db_backlog_readings = 0

@@ -15,6 +15,7 @@ import time
 from collector.aggregate import SecondAggregator
 from collector.join import Joiner, JoinOutput
 from collector.metrics_state import LiveState
+from collector.ownership import OwnershipGate
 from collector.records import StreamChunk
 from collector.writebatch import GapRec, WriteBatch
 from collector.writer import Writer
@@ -34,8 +35,10 @@ class Pipeline:
         max_queue: int = 2000,
         poll_interval_s: float = 0.1,
         run_grace_s: float = 300.0,
+        gate: OwnershipGate | None = None,
     ) -> None:
         self.joiner, self.aggregator, self.live, self.writer = joiner, aggregator, live, writer
+        self.gate = gate  # run ownership: refused markers never reach the join or the database
         self.queue: queue.Queue[StreamChunk] = queue.Queue(maxsize=max_queue)
         self._poll_interval_s = poll_interval_s
         self._hand_on_s = 0.25
@@ -140,9 +143,10 @@ class Pipeline:
             self.joiner.add_readings(c.hostname, c.readings)
             batch.aggregates.extend(self.aggregator.add(c.readings))
             self.live.add_readings(c.readings)
-        if c.markers:
-            batch.markers.extend((c.boot_id, m) for m in c.markers)
-            self.joiner.add_markers(c.hostname, c.markers)
+        markers = self.gate.filter(c.markers) if self.gate and c.markers else c.markers
+        if markers:
+            batch.markers.extend((c.boot_id, m) for m in markers)
+            self.joiner.add_markers(c.hostname, markers)
         batch.cursors[c.boot_id] = (c.address, c.next_seq, c.received_ns)
 
     def _poll(self, batch: WriteBatch) -> None:

@@ -23,6 +23,7 @@ from collector.ingest import Subscriber
 from collector.join import JoinConfig, Joiner, JoinOutput
 from collector.metrics import MetricsServer, create_metrics_server
 from collector.metrics_state import LiveState
+from collector.ownership import OwnershipGate
 from collector.pipeline import Pipeline
 from collector.store import Store
 from collector.writebatch import WriteBatch
@@ -73,6 +74,7 @@ class Collector:
             self.writer,
             c.queue_batches,
             run_grace_s=c.run_label_grace_s,
+            gate=OwnershipGate(lambda ids: store_reads.run_owners(self.engine, ids), self.live),
         )
         if c.metrics_listen is not None:
             self.metrics_server, self.metrics_port = create_metrics_server(

@@ -23,9 +23,11 @@ from collector.models import (
     Node,
     Reading,
     Reading1s,
+    Run,
     RunRank,
 )
 from collector.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
+from parawatt_proto.ownership import RunOwner
 
 _INTERVAL_KIND = case(
     (Marker.kind.like("run_%"), "run"), (Marker.kind.like("epoch_%"), "epoch"), else_="step"
@@ -178,3 +180,24 @@ def readings_since(
 def newest_reading_ns(engine: Engine) -> int | None:
     with translate_errors("reading", engine), engine.connect() as conn:
         return conn.scalar(select(func.max(Reading.time_ns)))
+
+
+def run_owners(engine: Engine, run_ids: set[str]) -> dict[str, RunOwner]:
+    """What the database knows of these runs' ownership (runs it does not hold are left out)."""
+    out: dict[str, RunOwner] = {}
+    ids = sorted(run_ids)
+    with translate_errors("reading run owners", engine), engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            for run_id, sha, end_ns in conn.execute(
+                select(Run.run_id, Run.run_token_sha256, Run.end_ns).where(Run.run_id.in_(part))
+            ):
+                out[run_id] = RunOwner(bytes(sha or b""), ended=end_ns is not None)
+            for run_id, rank in conn.execute(
+                select(RunRank.run_id, RunRank.rank).where(
+                    RunRank.run_id.in_(part), RunRank.end_ns.is_(None)
+                )
+            ):
+                if run_id in out:
+                    out[run_id].open_ranks.add(rank)
+    return out

@@ -57,6 +57,7 @@ def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) ->
         start_ns=m.time_ns,
         end_ns=None,
         metrics={},
+        run_token_sha256=m.token_sha256,  # the owner: set by the first stored RUN_START only
     )
     stmt = dialect_insert(Run).values(row)
     earliest = case(
@@ -67,7 +68,7 @@ def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) ->
     set_ = {
         k: stmt.excluded[k]
         for k in row
-        if k not in ("run_id", "status", "end_ns", "metrics", "start_ns")
+        if k not in ("run_id", "status", "end_ns", "metrics", "start_ns", "run_token_sha256")
     }
     set_ = set_ if m.rank == 0 else {}
     reopened = and_(Run.end_ns.is_not(None), Run.end_ns < m.time_ns)
@@ -90,6 +91,31 @@ def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) ->
             where=and_(RunRank.end_ns.is_not(None), RunRank.end_ns < m.time_ns),
         )
     )
+
+
+def owned_markers(
+    conn: Connection, markers: list[tuple[str | None, MarkerRec]]
+) -> tuple[list[tuple[str | None, MarkerRec]], list[MarkerRec]]:
+    """(kept, refused): markers of a run whose stored owner (the token hash of its first
+    stored RUN_START) is not theirs are refused, whatever the streams showed (another
+    collector may have stored the run meanwhile)."""
+    ids = sorted({m.run_id for _, m in markers})
+    owners: dict[str, bytes] = {}
+    for i in range(0, len(ids), 500):
+        rows = conn.execute(
+            select(Run.run_id, Run.run_token_sha256).where(Run.run_id.in_(ids[i : i + 500]))
+        )
+        owners.update((run_id, bytes(sha or b"")) for run_id, sha in rows)
+    kept, refused = [], []
+    for boot_id, m in markers:
+        owner = owners.get(m.run_id)
+        if owner is None and m.kind == "run_start":
+            owners[m.run_id] = m.token_sha256
+        elif owner is not None and owner != m.token_sha256:
+            refused.append(m)
+            continue
+        kept.append((boot_id, m))
+    return kept, refused
 
 
 def write_run_end(conn: Connection, m: MarkerRec) -> None:
