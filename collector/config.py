@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from collector.errors import ConfigError
+from parawatt_proto.transport import AddressError, parse_target
 
 DEFAULT_DB_URL = "sqlite:///parawatt.db"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -48,7 +49,10 @@ class CollectorConfig:
 
     def __post_init__(self) -> None:
         for address in self.daemons:
-            parse_host_port(address)
+            try:
+                parse_target(address)
+            except AddressError as exc:
+                raise ConfigError(f"--daemon: {exc}") from None
         if self.metrics_listen is not None:
             parse_host_port(self.metrics_listen)
         for name in ("retention_s", "late_bound_s", "max_gap_s", "chunk_s", "flush_interval_s"):

@@ -205,9 +205,10 @@ class Writer:
 
 
 def _transient(exc: BaseException) -> bool:
-    """Worth retrying as it is (server gone, restarting, locked); False for a data error or a
-    bug, which the same rows will hit again."""
-    return isinstance(exc, StoreError) and exc.transient
+    """Retry the batch as it is: the connection is at fault (server gone or restarting, a lock,
+    a full disk, even a role revoked: dropping rows would not mend it). False for a data error
+    or a bug, which the same rows hit again: those rows are isolated."""
+    return isinstance(exc, StoreError) and not exc.data
 
 
 def _why(exc: BaseException) -> str:

@@ -149,7 +149,8 @@ class PowerDaemonService:
     def _complain(self, context: grpc.ServicerContext, reason: str) -> None:
         """Refuse the request with INVALID_ARGUMENT; log it at most once a minute per peer."""
         self.invalid_total += 1
-        if self._complaints.allow(context.peer()):
+        peer = context.peer()
+        if self._complaints.allow(peer.rpartition(":")[0] or peer):  # per host, not per port
             log.warning("refused a request from %r: %r", context.peer(), reason)
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
 
