@@ -46,6 +46,9 @@ class CollectorConfig:
     rebuild_horizon_s: float = 86400.0  # on restart, open markers older than this are ignored
     retention_check_s: float = 60.0
     queue_batches: int = 2000  # stream messages buffered between ingest and join
+    # Bounds against runaway or hostile senders (each overflow is counted on /metrics):
+    max_run_series: int = 1000  # runs with per-run series on /metrics at once
+    max_open_intervals: int = 200_000  # intervals the join holds open per node
 
     def __post_init__(self) -> None:
         for address in self.daemons:

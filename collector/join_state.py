@@ -21,6 +21,9 @@ class JoinConfig:
     idle_window_ns: int = 30_000_000_000
     idle_guard_ns: int = 2_000_000_000
     idle_update_ns: int = 10_000_000_000
+    # Bounds on what hostile or runaway senders can make the join hold (counted when hit):
+    max_open: int = 200_000  # open intervals per node
+    max_runs: int = 100_000  # runs whose progress is tracked (the oldest is forgotten)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class JoinOutput:
     idle_updates: list[IdleUpdate] = field(default_factory=list)
     dropped_markers: int = 0  # starts/ends that never found their partner before the run ended
     unmeasured_markers: int = 0  # markers of a rank on a device the node's daemon does not measure
+    open_overflow: int = 0  # markers refused because too many intervals were open
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,35 @@ class Pending:
 
 @dataclass
 class NodeState:
+    """A node's open intervals, indexed so that a poll touches only what can change: intervals
+    with an end marker (`ending`), runs whose start facts are not measured yet (`new_runs`),
+    and a rank's open intervals by (run_id, rank) (a run's end drops its orphans)."""
+
     hostname: str
     devices: dict[str, DeviceState] = field(default_factory=dict)
     watermark_ns: int = 0
     pending: dict[tuple, Pending] = field(default_factory=dict)
     # Markers of a key's next occurrence (a resumed session), held until the current one is out
     deferred: dict[tuple, list[MarkerRec]] = field(default_factory=dict)
+    ending: dict[tuple, None] = field(default_factory=dict)
+    new_runs: dict[tuple, None] = field(default_factory=dict)
+    by_rank: dict[tuple[str, int], dict[tuple, None]] = field(default_factory=dict)
+    advanced_ns: int = 0  # watermark when open intervals were last integrated ahead
+
+    def open(self, key: tuple) -> Pending:
+        p = self.pending[key] = Pending(key)
+        self.by_rank.setdefault(key[:2], {})[key] = None
+        return p
+
+    def close(self, key: tuple) -> None:
+        del self.pending[key]
+        self.ending.pop(key, None)
+        self.new_runs.pop(key, None)
+        keys = self.by_rank.get(key[:2])
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self.by_rank[key[:2]]
 
 
 def interval_record(

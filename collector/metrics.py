@@ -179,6 +179,16 @@ class ParawattCollector:
                 s.unmeasured_markers_total,
             )
             yield _counter(
+                "parawatt_join_open_overflow",
+                "Markers refused by the join: too many intervals were open on their node.",
+                s.open_overflow_total,
+            )
+            yield _counter(
+                "parawatt_run_series_overflow",
+                "Runs given no per-run series: the most that are shown were live.",
+                s.runs_overflow_total,
+            )
+            yield _counter(
                 "parawatt_db_rows_refused",
                 "Rows the database refused, dropped one by one (see the log).",
                 s.rows_refused_total,

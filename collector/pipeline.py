@@ -166,21 +166,25 @@ class Pipeline:
                 self._run_energy_done[i.run_id] = (
                     self._run_energy_done.get(i.run_id, 0.0) + i.energy_j
                 )
+                while len(self._run_energy_done) > self.joiner.cfg.max_runs:  # bounded
+                    del self._run_energy_done[next(iter(self._run_energy_done))]
         self.live.add_intervals(out.intervals)
-        if out.idle_updates or out.dropped_markers or out.unmeasured_markers:
+        if out.idle_updates or out.dropped_markers or out.unmeasured_markers or out.open_overflow:
             with self.live.lock:
                 for u in out.idle_updates:
                     self.live.idle_w[u.device_uuid] = u.idle_power_w
                 self.live.unpaired_markers_total += out.dropped_markers
                 self.live.unmeasured_markers_total += out.unmeasured_markers
+                self.live.open_overflow_total += out.open_overflow
 
     def _update_runs(self, now_ns: int) -> None:
         open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}
-        for p in self.joiner.progress():
+        for p in self.joiner.progress(self.live.shown_runs()):
             energy = self._run_energy_done.get(p.run_id, 0.0) + p.energy_j
             self.live.update_run(p.run_id, p.epoch, p.step, energy, p.ended, p.session_start_ns)
             if p.ended and p.run_id not in open_runs:
                 self.live.end_run(p.run_id, now_ns, energy)
-        for run_id in self.live.expire_runs(now_ns, self._grace_ns):
-            self.joiner.forget_run(run_id)
+        gone = self.live.expire_runs(now_ns, self._grace_ns)
+        self.joiner.forget_runs(set(gone))
+        for run_id in gone:
             self._run_energy_done.pop(run_id, None)

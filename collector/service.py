@@ -37,7 +37,7 @@ def join_config(c: CollectorConfig) -> JoinConfig:
     return JoinConfig(
         late_bound_ns=ns(c.late_bound_s), max_gap_ns=ns(c.max_gap_s), chunk_ns=ns(c.chunk_s),
         idle_window_ns=ns(c.idle_window_s), idle_guard_ns=ns(c.idle_guard_s),
-        idle_update_ns=ns(c.idle_update_s),
+        idle_update_ns=ns(c.idle_update_s), max_open=c.max_open_intervals,
     )  # fmt: skip
 
 
@@ -45,7 +45,7 @@ class Collector:
     def __init__(self, config: CollectorConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine if engine is not None else create_db_engine(config.db_url)
-        self.live = LiveState()
+        self.live = LiveState(config.max_run_series)
         self.store = Store(self.engine, config.write_chunk_rows)
         self.joiner = Joiner(join_config(config))
         self.writer = Writer(
