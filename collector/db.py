@@ -159,5 +159,8 @@ def _first_line(exc: sqlalchemy.exc.DBAPIError) -> str:
 
 
 def _text(exc: BaseException) -> str:
-    text = str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    """The error's first line, control characters escaped: a database error may quote a value
+    that came from a marker, and it ends up in a log line or on a terminal."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)

@@ -125,6 +125,6 @@ class MarkerIntake:
         if len(self._warned) > 1000:
             del self._warned[next(iter(self._warned))]
         log.warning(
-            "run %s rank %d: device %r is not one %s's daemon measures; no energy for it",
+            "run %r rank %d: device %r is not one %r's daemon measures; no energy for it",
             m.run_id, m.rank, m.device_uuid, node.hostname,
         )  # fmt: skip

@@ -80,7 +80,7 @@ class Writer:
             self._backlog.gaps.append(
                 GapRec(boot_id, "dropped", "", first_seq, n, None, time.time_ns())
             )
-            log.error("database backlog full: dropped %d readings of boot %s", n, boot_id)
+            log.error("database backlog full: dropped %d readings of boot %r", n, boot_id)
 
     def _run(self) -> None:
         wait = self._backoff[0]
@@ -212,4 +212,7 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _why(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    """First line, escaped (it may quote a row's values)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0][:300] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
