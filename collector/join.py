@@ -238,8 +238,8 @@ class Joiner(MarkerIntake):
 
     # -- state for metrics and tests ---------------------------------------------------------
     def progress(self, only: set[str] | None = None) -> list[RunProgress]:
-        """Per run (or only these): latest epoch/step seen and the energy of its open run
-        intervals so far."""
+        """Per run: latest epoch/step seen and the energy of its open run intervals so far
+        (computed only for the runs in `only` when given; 0 for the others)."""
         energy: dict[str, float] = {}
         at_cov: dict[str, float | None] = {}  # per device: E at its newest reading
         for node in self._nodes.values():
@@ -262,12 +262,9 @@ class Joiner(MarkerIntake):
                         a, b = dev.timeline.energy_at(cut), at_cov[uuid]
                         so_far += (b - a) if a is not None and b is not None else 0.0
                     energy[p.key[0]] = energy.get(p.key[0], 0.0) + (so_far or 0.0)
-        progress = self._progress
-        if only is not None:
-            progress = {r: progress[r] for r in only if r in progress}
         return [
             RunProgress(run_id, ep, st, energy.get(run_id, 0.0), ended, started)
-            for run_id, (ep, st, ended, started) in progress.items()
+            for run_id, (ep, st, ended, started) in self._progress.items()
         ]
 
     def forget_run(self, run_id: str) -> None:

@@ -1,4 +1,12 @@
-"""The PowerDaemon gRPC service: a thin adapter from RPCs to the Daemon core."""
+"""The PowerDaemon gRPC service: a thin adapter from RPCs to the Daemon core.
+
+Hostile input: every request arrives as raw bytes and is parsed here, so an undecodable body
+costs one INVALID_ARGUMENT and no memory (and at most one log line per peer host a minute).
+SendMarkers checks every marker against the contract's limits (parawatt_proto.validate): one
+implausible marker refuses the whole batch with INVALID_ARGUMENT naming it. Markers that run
+ownership forbids (parawatt_proto.ownership) are refused one by one instead: the rest of the
+batch is stored, and MarkerAck says accepted = stored, rejected = refused.
+"""
 
 from __future__ import annotations
 
@@ -91,9 +99,8 @@ class PowerDaemonService:
         request = self._parse(pb.MarkerBatch, data, context)
         markers = request.markers
         if len(markers) > MAX_MARKERS_PER_BATCH:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch of {len(markers)} markers (at most {MAX_MARKERS_PER_BATCH})",
+            self._complain(
+                context, f"batch of {len(markers)} markers (at most {MAX_MARKERS_PER_BATCH})"
             )
         cfg = self.daemon.config
         now, skew = time.time_ns(), int(cfg.max_clock_skew_s * 1e9)
