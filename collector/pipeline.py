@@ -146,6 +146,11 @@ class Pipeline:
         markers = self.gate.filter(c.markers) if self.gate and c.markers else c.markers
         if markers:
             batch.markers.extend((c.boot_id, m) for m in markers)
+            for m in markers:
+                if m.kind == "run_start" and m.config is not None:
+                    cfg = m.config
+                    self.live.add_run_facts(m.run_id, cfg.tags.get("sweep", ""), cfg.model,
+                                            cfg.nodes)  # fmt: skip
             self.joiner.add_markers(c.hostname, markers)
         batch.cursors[c.boot_id] = (c.address, c.next_seq, c.received_ns)
 
@@ -168,6 +173,7 @@ class Pipeline:
                 )
                 while len(self._run_energy_done) > self.joiner.cfg.max_runs:  # bounded
                     del self._run_energy_done[next(iter(self._run_energy_done))]
+                self.live.add_run_energy(i.run_id, i.energy_j, i.device_uuid)
         self.live.add_intervals(out.intervals)
         if out.idle_updates or out.dropped_markers or out.unmeasured_markers or out.open_overflow:
             with self.live.lock:
