@@ -139,10 +139,14 @@ def runs(workdir: Path, n_runs: int, within_s: float) -> None:
             flushed = c.flush(120)
             live = c.live
             print(f"runs started:        {n_runs:,} in {sent_s:.1f} s on one daemon")
-            print(f"  ingest lag:        max {max(lags):.2f} s, at the end {lags[-1]:.2f} s "
-                  f"(now minus the newest reading the join has seen; {len(lags)} samples)")
-            print(f"  run series:        {len(live.runs)} live "
-                  f"(overflow counted: {getattr(live, 'runs_overflow_total', 'n/a')}); flushed: {flushed}")
+            print(
+                f"  ingest lag:        max {max(lags):.2f} s, at the end {lags[-1]:.2f} s "
+                f"(now minus the newest reading the join has seen; {len(lags)} samples)"
+            )
+            print(
+                f"  run series:        {len(live.runs)} live "
+                f"(overflow counted: {getattr(live, 'runs_overflow_total', 'n/a')}); flushed: {flushed}"
+            )
         d.kill()
 
 
