@@ -50,6 +50,7 @@ class Daemon:
         self._intake_lock = threading.Lock()
         self.owners = RunLedger(config.max_runs, self._forgot_run)
         self._evict_logged = -60.0
+        self.invalid_requests_total = 0  # refused with INVALID_ARGUMENT (garbage, implausible)
         self.sampler = Sampler(config.interval_ns, self.sample_once, name="power-daemon-sampler")
         self._started = False
         self._closed = False

@@ -83,8 +83,6 @@ class PowerDaemonService:
         self.daemon = daemon
         self.streams = StreamSlots(daemon.config.max_streams)
         self._complaints = PerKeyRate(60.0)
-        self.invalid_total = 0  # requests refused with INVALID_ARGUMENT
-        self.rejected_total = 0  # markers refused for run ownership
 
     def GetInfo(self, data: bytes, context: grpc.ServicerContext) -> pb.NodeInfo:
         self._parse(pb.GetInfoRequest, data, context)
@@ -117,7 +115,6 @@ class PowerDaemonService:
             [codec.marker_data(m) for m in markers],
             lambda seq, i, resolved: codec.encode_marker(markers[i], seq, resolved),
         )
-        self.rejected_total += rejected
         return pb.MarkerAck(accepted=len(markers) - rejected, next_seq=next_seq, rejected=rejected)
 
     def Subscribe(self, data: bytes, context: grpc.ServicerContext) -> Iterator:
@@ -155,7 +152,7 @@ class PowerDaemonService:
 
     def _complain(self, context: grpc.ServicerContext, reason: str) -> None:
         """Refuse the request with INVALID_ARGUMENT; log it at most once a minute per peer."""
-        self.invalid_total += 1
+        self.daemon.invalid_requests_total += 1
         peer = context.peer()
         if self._complaints.allow(peer.rpartition(":")[0] or peer):  # per host, not per port
             log.warning("refused a request from %r: %r", context.peer(), reason)

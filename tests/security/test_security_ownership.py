@@ -14,6 +14,7 @@ import urllib.request
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,7 @@ from collector.store import Store
 from collector.writebatch import WriteBatch
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from power_daemon.metrics import DaemonMetrics
 from tests.collector.conftest import db_url, pg_cluster, pg_url  # noqa: F401
 from tests.collector.synth import T0, SynthDevice, marker, node
 from tests.support.markers import read_markers
@@ -86,6 +88,10 @@ def test_the_daemon_refuses_other_owners_and_finished_runs(sim_daemon, caplog):
     assert {m.run_token_sha256 for m in stored} == {hashlib.sha256(OWNER).digest()}
     refused = [r for r in caplog.records if "refused markers of run" in r.getMessage()]
     assert len(refused) == 1 and "'r1'" in refused[0].getMessage()  # once per run
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonMetrics(sim_daemon.daemon.core))
+    host = sim_daemon.daemon.core.hostname
+    assert registry.get_sample_value("parawatt_daemon_markers_refused_total", {"node": host}) == 5
     for r in (owner, owner1, intruder, anonymous):
         r.close()
 
