@@ -26,6 +26,7 @@ import grpc
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from parawatt_proto.limits import METRICS_PER_MARKER
 
 log = logging.getLogger("trainer.telemetry")
 
@@ -46,7 +47,7 @@ _RETRIABLE = {
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.INTERNAL,
 }
-MAX_METRICS = 64  # per marker, the daemon's intake limit (DESIGN: packages share only the proto)
+MAX_METRICS = METRICS_PER_MARKER  # per marker, the daemon's intake limit (parawatt_proto)
 _CHANNEL_OPTIONS = [
     # Retry a restarted daemon within a second instead of gRPC's default (up to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100),
