@@ -51,6 +51,9 @@ def test_thousands_of_runs_do_not_stall_ingest_and_series_stay_bounded(sim_daemo
         assert lags and lags[-1] <= 3.0, f"ingest lag {lags[-1] if lags else None} s"
         assert max(lags) < 30.0, f"ingest stalled: lag reached {max(lags):.1f} s"
         assert c.flush(60)
+        deadline = time.monotonic() + 60  # series are refreshed once a second
+        while time.monotonic() < deadline and c.live.runs_overflow_total < RUNS - 50:
+            time.sleep(0.1)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{c.metrics_port}/metrics").read()
     series = [x for x in metrics.decode().splitlines() if x.startswith("parawatt_run_active{")]
     assert len(series) == 50

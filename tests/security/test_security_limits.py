@@ -75,6 +75,11 @@ def test_the_trainer_and_the_daemon_accept_and_refuse_the_same_values():
         assert marker_problem(pb.Marker(run_id="r", kind=1, time_ns=1, config=config))
 
 
+def count_markers(engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(Marker.id)).all())
+
+
 def test_values_at_every_limit_are_stored_whole(start_sim_daemon, db_url, tmp_path):  # noqa: F811
     """What the daemon accepts the database stores: nothing refused, nothing cut."""
     run_id = "r" * L.RUN_ID_MAX
@@ -101,6 +106,9 @@ def test_values_at_every_limit_are_stored_whole(start_sim_daemon, db_url, tmp_pa
             assert stub.SendMarkers(pb.MarkerBatch(markers=markers), timeout=5).accepted == 2
         except grpc.RpcError as exc:
             pytest.fail(exc.details())
+        deadline = time.monotonic() + 60  # the stream delivers them a moment later
+        while time.monotonic() < deadline and count_markers(c.engine) < 2:
+            time.sleep(0.05)
         assert c.flush(30)
         assert c.live.rows_refused_total == 0
         with c.engine.connect() as conn:

@@ -113,6 +113,17 @@ def test_runs_without_a_token_still_work_and_can_be_required(start_sim_daemon):
         Rank(strict.address, b"weak").start()
 
 
+def wait_for(condition, timeout_s: float = 60.0) -> bool:
+    """Poll until condition() holds: the collector receives a stream, so what was sent shows
+    up a moment later (wide margin: the machine is loaded)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def rows(engine, model, *where):
     with Session(engine) as session:
         return session.execute(select(model).where(*where)).scalars().all()
@@ -136,12 +147,14 @@ def test_the_collector_keeps_runs_to_their_owner_across_nodes(start_sim_daemon, 
         owner = Rank(a.address, OWNER)
         owner.start()
         owner.send(owner.marker(pb.STEP_START, 1), owner.marker(pb.STEP_END, 1))
-        assert c.flush(30)
+        assert wait_for(lambda: len(rows(c.engine, Marker)) == 3), "the owner's markers"
         intruder = Rank(b.address, INTRUDER, rank=7)
         assert intruder.start().accepted == 1  # node B's daemon cannot know better
         intruder.send(intruder.marker(pb.STEP_START, 50), intruder.marker(pb.STEP_END, 50))
         intruder.send(intruder.marker(pb.RUN_END, status=pb.RUN_STATUS_FAILED))
         owner.end()
+        assert wait_for(lambda: c.live.markers_refused_total == 4), c.live.markers_refused_total
+        assert wait_for(lambda: rows(c.engine, Run)[0].end_ns is not None), "the owner's end"
         assert c.flush(30)
         (run,) = rows(c.engine, Run)
         assert run.run_token_sha256 == hashlib.sha256(OWNER).digest()
@@ -154,6 +167,7 @@ def test_the_collector_keeps_runs_to_their_owner_across_nodes(start_sim_daemon, 
         # whose daemon takes it, changes nothing.
         late = Rank(n3.address, OWNER, rank=3)
         late.send(late.marker(pb.STEP_START, 99), late.marker(pb.RUN_END, status=2))
+        assert wait_for(lambda: c.live.markers_refused_total == 6), c.live.markers_refused_total
         assert c.flush(30)
         (run,) = rows(c.engine, Run)
         assert (run.status, run.end_ns) == ("completed", end_ns)
