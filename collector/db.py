@@ -101,13 +101,6 @@ def schema_revision(engine: Engine) -> str | None:
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
-def head_revision() -> str:
-    """The newest schema revision this code migrates to."""
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
 def describe(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 

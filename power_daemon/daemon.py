@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from parawatt_proto.ownership import RunLedger, RunOwner
 from power_daemon.backends.base import Backend
 from power_daemon.buffer import RingBuffer, StartPlan, plan_start
+from power_daemon.calibrate import calibrate_devices
 from power_daemon.config import DaemonConfig
 from power_daemon.markers import resolve
 from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, Sample
@@ -43,6 +44,8 @@ class Daemon:
         self.boot_id = str(uuid.uuid4())
         self.started_ns = time.time_ns()
         self.devices: list[DeviceSpec] = backend.devices()
+        if config.calibrate_s > 0:  # measured sensor facts instead of the backend's constants
+            self.devices = calibrate_devices(backend, self.devices, config.calibrate_s)
         self.gpu_uuids = [d.uuid for d in self.devices if d.kind == DeviceKind.GPU]
         self.buffer = RingBuffer(config.buffer_capacity)
         self._encode_reading = encode_reading
@@ -51,7 +54,9 @@ class Daemon:
         self.owners = RunLedger(config.max_runs, self._forgot_run)
         self._evict_logged = -60.0
         self.invalid_requests_total = 0  # refused with INVALID_ARGUMENT (garbage, implausible)
-        self.sampler = Sampler(config.interval_ns, self.sample_once, name="power-daemon-sampler")
+        self.sampler = Sampler(
+            config.interval_ns, self.sample_once, "power-daemon-sampler", config.sampler_nice
+        )
         self._started = False
         self._closed = False
 

@@ -1,7 +1,7 @@
 """run ownership: the run's token hash
 
-Revision ID: 0002_run_token
-Revises: 0001
+Revision ID: 0003_run_token
+Revises: 0002_idle
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_run_token"
-down_revision = "0001"
+revision = "0003_run_token"
+down_revision = "0002_idle"
 branch_labels = None
 depends_on = None
 
