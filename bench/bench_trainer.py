@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+from parawatt.client import STEP_END, MarkerClient  # noqa: E402
 from trainer.config import AfnoShape, TrainConfig  # noqa: E402
 from trainer.run import train  # noqa: E402
-from trainer.telemetry import STEP_END, MarkerClient  # noqa: E402
 
 
 def start_daemon(workdir: Path) -> tuple[subprocess.Popen, str]:
