@@ -250,7 +250,7 @@ class MarkerClient:
         if self._stop.is_set():
             timeout = max(0.05, min(timeout, self._close_by - time.monotonic()))
         try:
-            self._stub.SendMarkers(pb.MarkerBatch(markers=markers), timeout=timeout)
+            ack = self._stub.SendMarkers(pb.MarkerBatch(markers=markers), timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             if code in _RETRIABLE:
@@ -268,7 +268,12 @@ class MarkerClient:
                 f"({code.name}: {details}); dropping that batch",
             )
             return True
-        self._sent += len(markers)
+        refused = min(len(markers), getattr(ack, "rejected", 0))
+        if refused:  # run ownership: another owner's run, or a finished one
+            self._rejected += refused
+            self._warn_once("owner", f"daemon {self.address} refused {refused} markers of this "
+                                     "run (not its owner, or the run has finished)")  # fmt: skip
+        self._sent += len(markers) - refused
         if "down" in self._warned:
             self._warned.discard("down")
             log.info("daemon %s reachable again; markers flowing", self.address)
