@@ -111,16 +111,22 @@ def _launch_id(env: Mapping[str, str]) -> str | None:
 
 
 def agree(
-    run_id: str | None, name: str, where: Place, group=None, env: Mapping[str, str] | None = None
+    run_id: str | None,
+    name: str,
+    where: Place,
+    group=None,
+    env: Mapping[str, str] | None = None,
+    token: bytes | None = None,
 ) -> tuple[str, bytes, str]:
     """(run id, token, how) the same on every rank.
 
     With torch.distributed up, rank 0's id and token are broadcast (a collective: every rank must
     call `track`). Without it, the environment must agree: $PARAWATT_RUN_ID (else torchrun's or
-    SLURM's launch id) and $PARAWATT_RUN_TOKEN; a single process makes its own."""
+    SLURM's launch id) and $PARAWATT_RUN_TOKEN; a single process makes its own. `token`: the
+    run's token when the caller keeps it (a resumed run), else $PARAWATT_RUN_TOKEN or a new one."""
     env = os.environ if env is None else env
     run_id = run_id or env.get(ENV_RUN_ID) or None
-    token = token_from_env(env)
+    token = token or token_from_env(env)
     dist = dist_module()
     if dist is not None and where.world_size > 1:
         box = [None]

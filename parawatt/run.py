@@ -68,8 +68,9 @@ class Epoch:
 class Run:
     def __init__(self, daemon=None, run_id=None, config=None, tags=None, device=None, *,
                  tls: ClientTLS | None = None, process_group=None, close_timeout_s: float = 5.0,
-                 client_options: dict | None = None):  # fmt: skip
+                 client_options: dict | None = None, run_token: bytes | None = None):  # fmt: skip
         self._args = (daemon, run_id, config, tags, device, tls, process_group)
+        self._given_token = run_token  # a run resumed by its owner keeps its token
         self._close_timeout_s, self._client_options = close_timeout_s, client_options or {}
         self.id: str | None = run_id
         self.status: str | None = None  # None until the run ended
@@ -98,7 +99,7 @@ class Run:
         where = env.place()
         index = facts.cuda_index(device)
         name = str((config or {}).get("model", "run"))
-        self.id, token, how = env.agree(run_id, name, where, group)
+        self.id, token, how = env.agree(run_id, name, where, group, token=self._given_token)
         if not token:
             log.warning("parawatt: %d ranks without torch.distributed and no $%s: run %r is not "
                         "protected by a run token", where.world_size, env.ENV_RUN_TOKEN, self.id)  # fmt: skip

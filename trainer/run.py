@@ -8,6 +8,8 @@ exception; it is re-raised after the marker is queued and the client flushed).
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
 import threading
 import time
@@ -25,6 +27,8 @@ from trainer.loop import EpochResult, TrainLoop
 from trainer.session import Session, prepare
 from trainer.system import param_fingerprint
 from trainer.ui import Progress, headline_metric, summary_table
+
+TOKEN_FILE = "run_token"  # beside the checkpoints; the run's ownership secret (mode 0600)
 
 
 class StopRequest:
@@ -113,16 +117,35 @@ def train(config: TrainConfig) -> Outcome:
 
 def _make_run(config: TrainConfig, ctx: DistContext, session: Session) -> parawatt.Run:
     """The trainer is a parawatt user: its run id (from --run-id, a checkpoint or rank 0) and
-    full RunConfig; the run token is shared over the gloo control group."""
+    full RunConfig; the run token is shared over the gloo control group, and kept beside the
+    checkpoints so that a resumed session still owns its run."""
+    token = _run_token(config, session) if ctx.is_main else None
     run = parawatt.track(
         daemon=config.daemon or "off",
         run_id=session.run_id,
         config=session.run_config,
         device=ctx.device,
         process_group=ctx.control,
+        run_token=token,
     )
     run.next_step = session.start_step
     return run
+
+
+def _run_token(config: TrainConfig, session: Session) -> bytes | None:
+    """The run's token from `--checkpoint-dir` when resuming, else a new one saved there (owner
+    read/write only). None without a checkpoint dir: parawatt makes one for this session."""
+    if not config.checkpoint_dir:
+        return None
+    path = Path(config.checkpoint_dir) / TOKEN_FILE
+    if session.start_epoch > 0 and path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    token = secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token.hex() + "\n")
+    return token
 
 
 def _epoch_done(result: EpochResult, config: TrainConfig, session: Session, epochs: list) -> None:
