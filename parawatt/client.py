@@ -126,10 +126,11 @@ class MarkerClient:
         self._enqueued += 1
         self._queue.append((RUN_START, 0, 0, time_ns(), metrics, dict(config), 0))
 
-    def mark_run_end(self, status: str, metrics=None) -> None:
+    def mark_run_end(self, status: str, metrics=None, stamp=None) -> None:
         """Run markers carry epoch 0 and step 0, as the contract says."""
+        stamp = time_ns() if stamp is None else stamp
         self._enqueued += 1
-        self._queue.append((RUN_END, 0, 0, time_ns(), metrics, None, STATUS[status]))
+        self._queue.append((RUN_END, 0, 0, stamp, metrics, None, STATUS[status]))
 
     def stats(self) -> MarkerStats:
         overflow = self._enqueued - self._taken - self._queued()
@@ -309,7 +310,7 @@ class NullMarkerClient:
     def mark_run_start(self, config, metrics=None) -> None:
         pass
 
-    def mark_run_end(self, status, metrics=None) -> None:
+    def mark_run_end(self, status, metrics=None, stamp=None) -> None:
         pass
 
     def stats(self) -> MarkerStats:

@@ -142,7 +142,7 @@ class Run:
         clock = self._clock.stats()
         metrics.update(clock)
         metrics.update(self.metrics)
-        self._client.mark_run_end(status, metrics)
+        self._client.mark_run_end(status, metrics, self._end_stamp())
         stats = self._client.close(timeout_s=self._close_timeout_s)
         self._client = NullMarkerClient()
         self._mark_step = self._client.mark_step
@@ -159,6 +159,14 @@ class Run:
                         "or refused them)", self.id, self.place.rank, stats.dropped,
                         stats.enqueued)  # fmt: skip
         return self.summary
+
+    def _end_stamp(self):
+        """On CUDA the run ends when the GPU has done its work (an event); after a CUDA error,
+        recording one may fail: then the host clock."""
+        try:
+            return self._stamp()
+        except Exception:
+            return time.time_ns()
 
     def __enter__(self) -> Run:
         return self.start()
@@ -188,7 +196,7 @@ class Run:
             values["partial"] = 1.0
         if self._cuda and values:
             values = _to_host(values)
-        self._client.mark(EPOCH_END, epoch.index, 0, values or None, self._stamp())
+        self._client.mark(EPOCH_END, epoch.index, 0, values or None, self._end_stamp())
         self._next_epoch = epoch.index + 1
 
     @contextlib.contextmanager
