@@ -239,6 +239,8 @@ class MarkerClient:
             status=status,
             run_token=token,
         )
+        if callable(metrics):  # filled in here, after every earlier stamp has been resolved
+            metrics = metrics()
         if metrics:
             _put_metrics(marker, metrics)
         if config is not None:

@@ -68,9 +68,11 @@ class Epoch:
 class Run:
     def __init__(self, daemon=None, run_id=None, config=None, tags=None, device=None, *,
                  tls: ClientTLS | None = None, process_group=None, close_timeout_s: float = 5.0,
-                 client_options: dict | None = None, run_token: bytes | None = None):  # fmt: skip
+                 client_options: dict | None = None, run_token: bytes | None = None,
+                 clock=None):  # fmt: skip
         self._args = (daemon, run_id, config, tags, device, tls, process_group)
         self._given_token = run_token  # a run resumed by its owner keeps its token
+        self._given_clock = clock  # a step clock (parawatt.clock); default: by device
         self._close_timeout_s, self._client_options = close_timeout_s, client_options or {}
         self.id: str | None = run_id
         self.status: str | None = None  # None until the run ended
@@ -104,7 +106,7 @@ class Run:
             log.warning("parawatt: %d ranks without torch.distributed and no $%s: run %r is not "
                         "protected by a run token", where.world_size, env.ENV_RUN_TOKEN, self.id)  # fmt: skip
         self.place, self.config = where, self._config(where, index, config, tags)
-        self._clock = clock_for(index if address is not None else None)
+        self._clock = self._given_clock or clock_for(index if address is not None else None)
         self._cuda = self._clock.cuda
         self._stamp = self._clock.stamp
         if address is not None:
@@ -139,11 +141,15 @@ class Run:
         metrics = {"steps": float(self.steps), "markers_sent": float(stats.sent),
                    "markers_dropped": float(stats.dropped),
                    "duration_s": time.perf_counter() - self._began}  # fmt: skip
-        clock = self._clock.stats()
-        metrics.update(clock)
         metrics.update(self.metrics)
-        self._client.mark_run_end(status, metrics, self._end_stamp())
+        clock = self._clock
+
+        def end_metrics() -> dict:  # the sender's, once it has resolved every stamp before it
+            return {**metrics, **clock.stats(), **self.metrics}
+
+        self._client.mark_run_end(status, end_metrics, self._end_stamp())
         stats = self._client.close(timeout_s=self._close_timeout_s)
+        clock = self._clock.stats()  # every stamp resolved by now
         self._client = NullMarkerClient()
         self._mark_step = self._client.mark_step
         _open_runs.discard(self)
@@ -152,7 +158,7 @@ class Run:
             "run_id": self.id, "status": status, "rank": self.place.rank,
             "world_size": self.place.world_size, "steps": self.steps, "epochs": self._next_epoch,
             "duration_s": metrics["duration_s"], "markers_sent": stats.sent,
-            "markers_dropped": stats.dropped, **{k: v for k, v in clock.items()},
+            "markers_dropped": stats.dropped, **clock,
         }  # fmt: skip
         if stats.dropped:
             log.warning("parawatt: run %r rank %d: %d of %d markers dropped (daemon not reached "

@@ -7,8 +7,11 @@ import random
 import threading
 import time
 
+import parawatt
 from parawatt.client import STEP_END, MarkerClient
 from parawatt.clock import CudaEventClock
+from parawatt_proto import parawatt_pb2 as pb
+from tests.client.recorder import Recorder
 from tests.support.torchrun import free_port
 
 OFFSET_NS = 1_700_000_000_000_000_000  # host time of GPU time 0
@@ -124,3 +127,25 @@ def test_sender_thread_binds_its_device_before_resolving_events():
     client.close(timeout_s=0.5)
     assert cuda.set_device_calls == [("marker-sender", 3)]
     assert "marker-sender" in cuda.events_resolved_on
+
+
+def test_a_cuda_run_stamps_steps_by_gpu_time_and_reports_the_residual():
+    """`track` with the CUDA clock (on the fake GPU): steps tile, the run ends after the GPU's
+    last step, the sender binds device 1, and the filter's residual is in RUN_END and the summary."""
+    gpu = FakeGpu([3_000_000, 0, 5_000_000, 1_000_000] * 10)
+    cuda = FakeCuda(gpu)
+    clock = CudaEventClock(1, cuda=cuda, now=gpu.now)
+    with Recorder() as rec:
+        with parawatt.track(daemon=rec.address, clock=clock) as run, run.epoch():
+            for _ in range(5):
+                run.step()
+        markers = list(rec.markers)
+    steps = [m for m in markers if m.kind in (pb.STEP_START, pb.STEP_END)]
+    times = [m.time_ns for m in steps]
+    assert times == sorted(times) and all(t >= OFFSET_NS for t in times)
+    assert all(a.time_ns == b.time_ns for a, b in zip(steps[1:-1:2], steps[2::2], strict=True))
+    end = markers[-1]
+    assert end.kind == pb.RUN_END and end.time_ns >= times[-1]
+    assert end.metrics["clock_observations"] >= 5 and "clock_residual_max_us" in end.metrics
+    assert run.summary["clock_residual_max_us"] <= 5_000
+    assert cuda.set_device_calls == [("marker-sender", 1)]
