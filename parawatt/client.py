@@ -202,12 +202,11 @@ class MarkerClient:
             try:
                 if n == 2:
                     kind, epoch, step, end, metrics, start, _ = item
-                    start_ns = self._time(start)
+                    begin = self._to_proto((STEP_START, epoch, step, start, None, None, 0))
                     item = (STEP_END, epoch, step, end, metrics, None, 0)
-                    markers.append(
-                        self._to_proto((STEP_START, epoch, step, start_ns, None, None, 0))
-                    )
-                markers.append(self._to_proto(item))
+                    markers += (begin, self._to_proto(item))
+                else:
+                    markers.append(self._to_proto(item))
             except Exception as exc:  # a bad payload must not kill the sender
                 self._rejected += n
                 self._warn_once("payload", f"dropped a marker that could not be encoded: {exc}")
