@@ -10,6 +10,7 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
+pytest.importorskip("accelerate")  # the Trainer needs it on PyTorch (the transformers extra has it)
 
 import parawatt  # noqa: E402
 from parawatt.integrations.transformers import ParawattCallback  # noqa: E402
