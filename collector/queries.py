@@ -13,6 +13,9 @@ API (shared with the report; `db` is an Engine, a Connection or a Session):
         # the same with duration, ranks seen, active energy, uncertainty, coverage and flags
     rank_steps(db, run_id, rank=None) -> list[RankStep]
         # every rank's own step intervals (GPU), ordered by step then rank
+    step_stats(db, run_id) -> list[EpochStepStats]
+        # per epoch: the job's mean energy per step with a 95 % confidence interval
+        # (collector.energy_steps): what short steps can be measured as
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlalchemy import Connection, Engine, distinct, func, select
 from sqlalchemy.orm import Session
 
 from collector.db import translate_errors
+from collector.energy_steps import EpochStepStats, epoch_step_stats
 from collector.errors import UnknownRunError
 from collector.models import Device, Interval, Marker, Run, RunRank
 from collector.summary import EpochSummary, RunSummary
@@ -326,3 +330,8 @@ def rank_steps(db: Db, run_id: str, rank: int | None = None) -> list[RankStep]:
 def step_energies(db: Db, run_id: str) -> list[float]:
     """Job-level energy (J) per optimizer step, in step order; steps without energy left out."""
     return [s.energy_j for s in job_steps(db, run_id) if s.energy_j is not None]
+
+
+def step_stats(db: Db, run_id: str) -> list[EpochStepStats]:
+    """Per epoch: the job's mean energy per step with its 95 % confidence interval."""
+    return epoch_step_stats(job_steps(db, run_id))
