@@ -1,4 +1,4 @@
-"""`collector`: serve (ingest, join, store, /metrics), runs, show, migrate.
+"""`collector`: serve (ingest, join, store, /metrics), runs, show, steps, migrate.
 
 Thin: every command builds the same objects the tests use (create_collector, queries) and turns
 the project's exceptions into one clear message and exit status 1, never a traceback.
@@ -204,6 +204,37 @@ STEP_STATS_COLUMNS = (
     ("ci95_j", "+- J (95 %)", 2),
     ("single_step_pct", "one step alone +- %", 1),
 )
+
+
+@main.command()
+@click.argument("run_id")
+@DB_OPTION
+@click.option("--rank", type=click.IntRange(min=0), default=None, help="Only this rank's steps.")
+@click.option("--job", is_flag=True, help="Job-wide: each step summed over every rank.")
+@FORMAT_OPTION
+def steps(run_id: str, db_url: str, rank: int | None, job: bool, fmt: str) -> None:
+    """Energy of every optimizer step: per rank (default) or job-wide (--job).
+
+    CSV and JSON are long format, one row per rank and step (or per step with --job); flags are
+    one text cell, ';'-separated, empty when clean."""
+    if job and rank is not None:
+        raise ConfigError("--job sums every rank: not with --rank")
+    engine = open_existing(db_url)
+    try:
+        queries.run_summary(engine, run_id)  # an unknown run is an error, not an empty table
+        if job:
+            rows = [tables.job_step_row(run_id, s) for s in queries.job_steps(engine, run_id)]
+        else:
+            found = queries.rank_steps(engine, run_id, rank)
+            rows = [tables.rank_step_row(run_id, s) for s in found]
+    finally:
+        engine.dispose()
+    if fmt == "table" and not rows:
+        click.echo(f"no step intervals yet for run {run_id!r}", err=True)
+        return
+    columns = tables.JOB_STEP_COLUMNS if job else tables.STEP_COLUMNS
+    click.echo(tables.render(rows, columns, fmt).rstrip("\n"))
+
 
 main.add_command(report_command)
 

@@ -10,7 +10,9 @@ API (shared with the report; `db` is an Engine, a Connection or a Session):
         # job-level energy (J) per optimizer step: sum over ranks (devices) of the step's
         # interval energy_j, ordered by step; steps without energy left out
     job_steps(db, run_id) -> list[JobStep]
-        # the same with duration, ranks seen, uncertainty and flags per step
+        # the same with duration, ranks seen, active energy, uncertainty, coverage and flags
+    rank_steps(db, run_id, rank=None) -> list[RankStep]
+        # every rank's own step intervals (GPU), ordered by step then rank
     step_stats(db, run_id) -> list[EpochStepStats]
         # per epoch: the job's mean energy per step with a 95 % confidence interval
         # (collector.energy_steps): what short steps can be measured as
@@ -48,6 +50,26 @@ class JobStep:
     energy_j: float | None  # None when no rank's interval has energy
     uncertainty_j: float
     flags: frozenset[str]
+    active_energy_j: float | None = None  # None unless every rank's interval has it
+    coverage: float = 1.0  # the lowest rank's
+
+
+@dataclass(frozen=True)
+class RankStep:
+    """One optimizer step of one rank: its interval on the rank's device."""
+
+    rank: int
+    step: int
+    epoch: int
+    start_ns: int
+    end_ns: int
+    duration_s: float
+    energy_j: float | None
+    active_energy_j: float | None
+    uncertainty_j: float | None
+    coverage: float
+    flags: frozenset[str]
+    device_uuid: str
 
 
 @contextlib.contextmanager
@@ -258,7 +280,9 @@ def job_steps(db: Db, run_id: str) -> list[JobStep]:
         rows = conn.execute(
             select(Interval.step, func.max(Interval.epoch), func.min(Interval.start_ns),
                    func.max(Interval.end_ns), func.count(), func.sum(Interval.energy_j),
-                   func.count(Interval.energy_j), func.sum(Interval.uncertainty_j))
+                   func.count(Interval.energy_j), func.sum(Interval.uncertainty_j),
+                   func.sum(Interval.active_energy_j), func.count(Interval.active_energy_j),
+                   func.min(Interval.coverage))
             .where(Interval.run_id == run_id, Interval.kind == "step")
             .group_by(Interval.step).order_by(Interval.step)
         ).all()  # fmt: skip
@@ -280,9 +304,27 @@ def job_steps(db: Db, run_id: str) -> list[JobStep]:
             e if n_e else None,
             u or 0.0,
             frozenset(flagged.get(step, ())),
+            active if n_a == n else None,
+            coverage,
         )
-        for step, epoch, start, end, n, e, n_e, u in rows
+        for step, epoch, start, end, n, e, n_e, u, active, n_a, coverage in rows
     ]
+
+
+def rank_steps(db: Db, run_id: str, rank: int | None = None) -> list[RankStep]:
+    query = (
+        select(Interval.rank, Interval.step, Interval.epoch, Interval.start_ns, Interval.end_ns,
+               Interval.duration_s, Interval.energy_j, Interval.active_energy_j,
+               Interval.uncertainty_j, Interval.coverage, Interval.flags, Device.uuid)
+        .join(Device, Device.id == Interval.device_id)
+        .where(Interval.run_id == run_id, Interval.kind == "step")
+        .order_by(Interval.step, Interval.rank)
+    )  # fmt: skip
+    if rank is not None:
+        query = query.where(Interval.rank == rank)
+    with _connect(db) as conn:
+        rows = conn.execute(query).all()
+    return [RankStep(*row[:10], _flags([row[10]]), row[11]) for row in rows]
 
 
 def step_energies(db: Db, run_id: str) -> list[float]:
