@@ -190,9 +190,10 @@ class Store:
             )
             for i in range(0, len(rows), self.chunk_rows):
                 conn.execute(stmt, rows[i : i + self.chunk_rows])
-        # In time order: a resumed run's sessions may share a batch (e.g. after an outage)
+        # Per run in time order: a resumed run's sessions may share a batch (e.g. after an
+        # outage); runs in id order, so collectors sharing a database lock run rows in one order
         for m in sorted((m for _, m in markers if m.kind.startswith("run_")),
-                        key=lambda m: (m.time_ns, m.kind == "run_end")):  # fmt: skip
+                        key=lambda m: (m.run_id, m.time_ns, m.kind == "run_end")):  # fmt: skip
             if m.kind == "run_start":
                 write_run_start(conn, self._dialect_insert, m)
             else:
