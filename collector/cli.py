@@ -74,6 +74,14 @@ def main() -> None:
     help="Read only shard K of N of the daemons (consistent hashing of each target), "
     "so N collectors share one inventory and one database.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes, each reading its share of the daemons (about 70,000 readings/s "
+    "per free core); one is enough for a few hundred GPUs at 50 Hz.",
+)
 @DB_OPTION
 @click.option("--metrics-listen", default=DEFAULT_METRICS_LISTEN, show_default=True,
               help="HOST:PORT for /metrics; 'off' to disable.")  # fmt: skip
@@ -86,9 +94,9 @@ def main() -> None:
 @click.option("--metrics-port-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the bound /metrics port here (useful with port 0).")  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
-def serve(daemons: tuple[str, ...], daemons_file: Path | None, shard_text: str | None, db_url: str,
-          metrics_listen: str, retention: str, metrics_port_file: Path | None,
-          verbose: bool) -> None:  # fmt: skip
+def serve(daemons: tuple[str, ...], daemons_file: Path | None, shard_text: str | None,
+          workers: int, db_url: str, metrics_listen: str, retention: str,
+          metrics_port_file: Path | None, verbose: bool) -> None:  # fmt: skip
     """Collect until SIGTERM/SIGINT, then flush everything and exit."""
     from collector.service import create_collector
 
@@ -111,7 +119,12 @@ def serve(daemons: tuple[str, ...], daemons_file: Path | None, shard_text: str |
         raise ConfigError("--metrics-port-file needs /metrics: not with --metrics-listen off")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
-    collector = create_collector(config)
+    if workers > 1:
+        from collector.workers import WorkerPool
+
+        collector = WorkerPool(config, workers)
+    else:
+        collector = create_collector(config)
     try:
         collector.start(stop)
         if collector.metrics_port is not None:

@@ -10,10 +10,13 @@ process died without RUN_END, so the device counts as busy until the new start).
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
+from bisect import bisect_left, bisect_right
 from typing import Protocol
 
 from collector.energy import Sample, idle_power_w
+
+_NAN = float("nan")
 
 
 class IdleSample(Protocol):
@@ -26,13 +29,21 @@ class IdleTracker:
     def __init__(self, window_ns: int, guard_ns: int) -> None:
         self.window_ns = window_ns
         self.guard_ns = guard_ns
-        self._samples: deque[IdleSample] = deque()
+        # The samples of the last minute or so, in time order, as three flat arrays (NaN: not
+        # read): 24 bytes a sample instead of a whole reading object (~350 bytes). At 1,000
+        # GPUs x 100 Hz that is the difference between ~150 MB and ~2 GB.
+        self._t = array("q")
+        self._p = array("d")
+        self._temp = array("d")
         self._busy: dict[object, list[list[int | None]]] = {}  # key -> [[start, end], ..]
         self.idle_power_w: float | None = None  # latest measurement
         self.measured_ns: int | None = None
 
     def add(self, sample: IdleSample) -> None:
-        self._samples.append(sample)
+        self._t.append(sample.time_ns)
+        p, c = sample.power_w, sample.temperature_c
+        self._p.append(_NAN if p is None else p)
+        self._temp.append(_NAN if c is None else c)
 
     def busy_start(self, key: object, start_ns: int) -> None:
         spans = self._busy.setdefault(key, [])
@@ -73,10 +84,11 @@ class IdleTracker:
         """Idle power from the idle readings in [until − guard − window, until − guard]."""
         hi = until_ns - self.guard_ns
         lo = hi - self.window_ns
+        i, j = bisect_left(self._t, lo), bisect_right(self._t, hi)
         samples = [
-            Sample(s.time_ns, s.power_w, None)
-            for s in self._samples
-            if lo <= s.time_ns <= hi and s.power_w is not None and not self.busy_at(s.time_ns)
+            Sample(t, p, None)
+            for t, p in zip(self._t[i:j], self._p[i:j], strict=True)
+            if p == p and not self.busy_at(t)  # p != p: NaN, not read
         ]
         if not samples:
             return None
@@ -91,7 +103,7 @@ class IdleTracker:
         if self.measured_ns is not None and until - self.measured_ns < every_ns:
             return None
         lo = until - self.guard_ns - self.window_ns
-        if not self._samples or self._samples[0].time_ns > lo or self.busy_between(lo, until):
+        if not self._t or self._t[0] > lo or self.busy_between(lo, until):
             return None
         value = self.measure_before(until)
         if value is not None:
@@ -100,17 +112,15 @@ class IdleTracker:
 
     def temperature_at(self, time_ns: int) -> float | None:
         """Temperature of the last reading before time_ns (the run's start temperature)."""
-        best = None
-        for s in self._samples:
-            if s.time_ns >= time_ns:
-                break
-            if s.temperature_c is not None:
-                best = s.temperature_c
-        return best
+        for k in range(bisect_left(self._t, time_ns) - 1, -1, -1):
+            if self._temp[k] == self._temp[k]:  # not NaN
+                return self._temp[k]
+        return None
 
     def trim(self, before_ns: int) -> None:
-        while self._samples and self._samples[0].time_ns < before_ns:
-            self._samples.popleft()
+        n = bisect_left(self._t, before_ns)
+        if n:
+            del self._t[:n], self._p[:n], self._temp[:n]
         cut = before_ns - self.guard_ns
         for key, spans in list(self._busy.items()):
             spans[:] = [s for s in spans if s[1] is None or s[1] >= cut]

@@ -83,10 +83,12 @@ class Pipeline:
         max_queue: int = 2000,
         poll_interval_s: float = 0.1,
         run_grace_s: float = 300.0,
-        max_items: int = 200_000,
+        max_items: int = 100_000,
+        max_unwritten: int = 100_000,
     ) -> None:
         self.joiner, self.aggregator, self.live, self.writer = joiner, aggregator, live, writer
         self.queue = ChunkQueue(max_queue, max_items)
+        self._max_unwritten = max_unwritten
         self._poll_interval_s = poll_interval_s
         self._hand_on_s = 0.25
         self._grace_ns = int(run_grace_s * 1e9)
@@ -144,6 +146,8 @@ class Pipeline:
             self._poll(batch)
         if batch:
             self.writer.submit(batch)
+        while self.writer.behind(self._max_unwritten) and not self._stop.is_set():
+            time.sleep(0.005)  # back-pressure: the queue fills, then the streams wait
         if self.queue.empty():
             self.idle.set()
 

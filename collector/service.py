@@ -82,7 +82,8 @@ class Collector:
         aggregator = self._rebuild(self._own(listed))
         self.pipeline = Pipeline(self.joiner, aggregator, self.live, self.writer,
                                  c.queue_batches, run_grace_s=c.run_label_grace_s,
-                                 max_items=c.queue_items)  # fmt: skip
+                                 max_items=c.queue_items,
+                                 max_unwritten=c.max_unwritten_readings)  # fmt: skip
         if c.metrics_listen is not None:
             self.metrics_server, self.metrics_port = create_metrics_server(
                 self.live, c.metrics_listen
@@ -109,12 +110,13 @@ class Collector:
         """This collector's shard of the daemons (all of them without --shard)."""
         return [a for a in dict.fromkeys(addresses) if self.shard.owns(a)]
 
-    def set_daemons(self, addresses: list[str]) -> None:
+    def set_daemons(self, addresses: list[str], with_configured: bool = True) -> None:
         """Subscribe to these daemons (this collector's shard of them) and to no others: the
-        --daemon list plus the inventory, live. A daemon dropped keeps its position in memory."""
+        --daemon list (unless with_configured is False) plus the inventory, live. A daemon
+        dropped keeps its position in memory."""
         if not self._started or self._closed or self.pipeline is None:
             return
-        wanted = self._own([*self.config.daemons, *addresses])
+        wanted = self._own([*(self.config.daemons if with_configured else ()), *addresses])
         with self._subs_lock:
             for address in [a for a in self._subs if a not in wanted]:
                 sub = self._subs.pop(address)
