@@ -11,20 +11,21 @@ partial), then all of it.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collector import queries
 from collector.config import CollectorConfig
-from collector.models import Device, Interval, Node, Run
+from collector.models import Device, Interval, Marker, Node, Run
 from collector.service import create_collector
-from tests.collector.drive import wait_for_intervals
+from parawatt_proto import parawatt_pb2 as pb
+from tests.collector.drive import MarkerSender, wait_for_intervals
 from tests.support.torchrun import PYTHON, REPO, cpu_env, free_port, stop_tree
 from tests.trainer.trainer_args import RESNET
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 EPOCHS, STEPS, RUN = 2, 4, "two-nodes"
 
 
@@ -66,6 +67,8 @@ def by_node(engine) -> dict[str, list[Interval]]:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_two_nodes_two_collectors_one_postgres(start_sim_daemon, pg_url):
     a = start_sim_daemon(hostname="node-a", sim_devices=1)
     b = start_sim_daemon(hostname="node-b", sim_devices=1)
@@ -129,3 +132,53 @@ def test_two_nodes_two_collectors_one_postgres(start_sim_daemon, pg_url):
         col_a.close()
         if col_b is not None:
             col_b.close()
+
+
+def test_a_restarted_collector_rebuilds_only_its_own_nodes(start_sim_daemon, tmp_path):
+    """Collectors A (node-a) and B (node-b) share a database; a run spans both nodes and both
+    collectors restart mid-run. Each rebuilds the open state of its own node only: the other
+    node's intervals are the other collector's to compute (A never sees node-b's readings whole
+    and would store late, partial energies for them, which B's correct ones could not replace)."""
+    a = start_sim_daemon(hostname="node-a", sim_devices=1)
+    b = start_sim_daemon(hostname="node-b", sim_devices=1)
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    senders = {0: MarkerSender(a.address), 1: MarkerSender(b.address)}
+    cfg = pb.RunConfig(world_size=2, nodes=2, model="resnet50")
+    for rank, s in senders.items():
+        s.send(pb.RUN_START, "spans", rank, config=cfg)
+        s.send(pb.EPOCH_START, "spans", rank)
+    with collector(a.address, db) as col_a, collector(b.address, db) as col_b:
+        assert wait_for(lambda: marker_count(col_a.engine) == 4) and col_a.flush() and col_b.flush()
+    with collector(a.address, db) as col_a, collector(b.address, db) as col_b:  # restarted
+        assert {k[1] for k in col_a.joiner.pending_keys()} == {0}
+        assert {k[1] for k in col_b.joiner.pending_keys()} == {1}
+        time.sleep(0.3)
+        for rank, s in senders.items():
+            s.send(pb.EPOCH_END, "spans", rank)
+            s.send(pb.RUN_END, "spans", rank, status=pb.RUN_STATUS_COMPLETED)
+        assert wait_for_intervals(col_a.engine, "spans", "run", 2) == 2
+        assert col_a.flush() and col_b.flush()
+        with col_a.engine.connect() as conn:
+            ivs = conn.execute(select(Interval).where(Interval.run_id == "spans")).all()
+        assert sorted((i.rank, i.kind) for i in ivs) == [
+            (0, "epoch"), (0, "run"), (1, "epoch"), (1, "run")
+        ]  # fmt: skip
+        assert all(i.flags == "" and i.coverage == 1.0 for i in ivs), [i.flags for i in ivs]
+        run = queries.run_summary(col_a.engine, "spans")
+        assert "partial" not in run.flags and run.status == "completed"
+    for s in senders.values():
+        s.close()
+
+
+def marker_count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(Marker))
+
+
+def wait_for(predicate, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
