@@ -14,6 +14,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from typing import Protocol
 
+import numpy as np
+
 from collector.energy import Sample, idle_power_w
 
 _NAN = float("nan")
@@ -85,6 +87,10 @@ class IdleTracker:
         hi = until_ns - self.guard_ns
         lo = hi - self.window_ns
         i, j = bisect_left(self._t, lo), bisect_right(self._t, hi)
+        if not self.busy_between(lo, hi):  # the usual case, without a sample object each
+            powers = np.frombuffer(self._p[i:j], dtype=float)  # a copy: self._p stays resizable
+            powers = powers[~np.isnan(powers)]
+            return float(np.median(powers)) if len(powers) else None
         samples = [
             Sample(t, p, None)
             for t, p in zip(self._t[i:j], self._p[i:j], strict=True)
