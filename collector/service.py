@@ -63,14 +63,17 @@ class Collector:
         self.metrics_port: int | None = None
         self._started = self._closed = False
 
-    def start(self, stop: threading.Event | None = None) -> Collector:
+    def start(
+        self, stop: threading.Event | None = None, targets: tuple[str, ...] = ()
+    ) -> Collector:
         """Migrate, rebuild, then serve; raises StoreError/ConfigError when it cannot start.
-        A database not reachable yet is retried for db_start_timeout_s (or until `stop`)."""
+        A database not reachable yet is retried for db_start_timeout_s (or until `stop`).
+        `targets`: daemons to read besides the configured ones (a worker's share)."""
         # Six threads share the GIL (ingest per daemon, join, writer); at 50,000 readings/s the
         # default 5 ms hand-over starves the writer between its statements. 1 ms keeps it fed.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         c = self.config
-        listed = list(c.daemons)
+        listed = [*c.daemons, *targets]
         if c.daemons_file is not None:
             self.inventory = InventoryWatcher(Path(c.daemons_file), self.set_daemons,
                                               c.inventory_poll_s)  # fmt: skip

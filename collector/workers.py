@@ -83,12 +83,13 @@ class WorkerPool:
         routed = self._route(listed)
         for k in range(self.n):
             wcfg = dataclasses.replace(
-                c, daemons=tuple(routed[k]), daemons_file=None, shard=(1, 1),
+                c, daemons=(), daemons_file=None, shard=(1, 1),
                 metrics_listen="127.0.0.1:0" if c.metrics_listen is not None else None,
             )  # fmt: skip
             parent_conn, child_conn = ctx.Pipe()
             proc = ctx.Process(target=worker_main, name=f"collector-worker-{k + 1}",
-                               args=(wcfg, child_conn, logging.getLogger().level))  # fmt: skip
+                               args=(wcfg, tuple(routed[k]), child_conn,
+                                     logging.getLogger().level))  # fmt: skip
             proc.start()
             child_conn.close()
             self.workers.append(_Worker(k, proc, parent_conn))
@@ -216,7 +217,7 @@ class WorkerPool:
 
 
 # -- the worker process --------------------------------------------------------------------------
-def worker_main(config: CollectorConfig, conn, log_level: int) -> None:
+def worker_main(config: CollectorConfig, targets: tuple[str, ...], conn, log_level: int) -> None:
     """One worker: a whole collector for the daemons the parent routes to it."""
     from collector.service import create_collector
 
@@ -227,7 +228,7 @@ def worker_main(config: CollectorConfig, conn, log_level: int) -> None:
         signal.signal(sig, lambda *_: stop.set())
     collector = create_collector(config)
     try:
-        collector.start(stop)
+        collector.start(stop, targets)
     except CollectorError as exc:
         prefix = "config: " if isinstance(exc, ConfigError) else ""
         conn.send(("error", f"{prefix}{exc}"))
