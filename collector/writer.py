@@ -64,7 +64,8 @@ class Writer:
     def behind(self, readings: int) -> bool:
         """More than `readings` wait while the database takes them (not while it fails): the
         join should wait, so a slow database slows the streams instead of filling memory."""
-        return self._backlog.reading_count > readings and self.failures == 0
+        waiting = self._backlog.reading_count + len(self._backlog.markers)  # a marker flood too
+        return waiting > readings and self.failures == 0
 
     def idle(self) -> bool:
         with self._cond:
