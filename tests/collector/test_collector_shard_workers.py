@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from collector import queries
@@ -70,16 +71,24 @@ def test_workers_share_the_daemons_and_one_metrics(start_sim_daemon, tmp_path):
         assert [s.ranks for s in steps] == [2, 2, 2]
 
         text = scrape(pool.metrics_port)
+        up = [line for line in text.splitlines() if line.startswith("parawatt_daemon_up{")]
         for d in daemons:  # every daemon's health, from whichever worker reads it
-            assert f'parawatt_daemon_up{{daemon="{d.address}"}} 1.0' in text
+            (line,) = [x for x in up if f'daemon="{d.address}"' in x]
+            assert line.endswith(" 1.0")
         assert 'parawatt_collector_worker_up{worker="1"} 1.0' in text
         assert 'parawatt_collector_worker_up{worker="2"} 1.0' in text
         written = [float(line.split()[-1]) for line in text.splitlines()
                    if line.startswith("parawatt_readings_written_total")]  # fmt: skip
         assert len(written) == 1 and written[0] > 0  # one series: the workers' sum
+        # The run's ranks are in different workers: its energy series is their sum = SQL's
+        run_j = [s.value for f in text_string_to_metric_families(text)
+                 if f.name == "parawatt_run_energy_joules" for s in f.samples
+                 if s.labels.get("run_id") == "spread" and s.name.endswith("_total")]  # fmt: skip
+        assert len(run_j) == 1
+        assert run_j[0] == pytest.approx(queries.run_summary(engine, "spread").energy_j, rel=1e-6)
 
         inventory.write_text(json.dumps([{"targets": [a.address]}]))  # five nodes leave
-        gone = f'daemon_up{{daemon="{b.address}"}}'
+        gone = f'daemon="{b.address}"'
         assert wait_for(lambda: gone not in scrape(pool.metrics_port))
         stats = pool.stats()
         assert stats["rss_bytes"] > 0 and stats["written"] > 0
