@@ -57,6 +57,7 @@ class Collector:
         self._subs: dict[str, Subscriber] = {}  # by daemon address
         self._positions: dict[str, tuple[str, int]] = {}  # of daemons unsubscribed meanwhile
         self._subs_lock = threading.Lock()
+        self._announce = False
         self.inventory: InventoryWatcher | None = None
         self.shard = Shard(*config.shard)
         self.metrics_server: MetricsServer | None = None
@@ -95,6 +96,7 @@ class Collector:
         self.pipeline.start()
         self._started = True
         self.set_daemons(listed)
+        self._announce = True  # changes from now on are logged (the start is, below)
         if self.inventory is not None:
             self.inventory.start()
         log.info(
@@ -138,7 +140,7 @@ class Collector:
                 self._subs[address] = sub
                 self.live.daemons.append(sub.health)
                 sub.start()
-                if self.inventory is not None:
+                if self._announce:
                     log.info("subscribed to daemon %s", address)
 
     def _migrate(self, stop: threading.Event) -> None:
