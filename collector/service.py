@@ -132,8 +132,7 @@ class Collector:
                     self.live.daemons.remove(sub.health)
                 log.info("unsubscribed from daemon %s", address)
             for address in [a for a in wanted if a not in self._subs]:
-                cursor = self._positions.pop(address, None)
-                cursor = cursor or store_reads.cursor_for(self.engine, address)
+                cursor = self._positions.pop(address, None) or self._cursor(address)
                 c = self.config
                 sub = Subscriber(address, self.pipeline.put, cursor, c.subscribe_max_batch,
                                  c.reconnect_backoff_s)  # fmt: skip
@@ -142,6 +141,14 @@ class Collector:
                 sub.start()
                 if self._announce:
                     log.info("subscribed to daemon %s", address)
+
+    def _cursor(self, address: str) -> tuple[str, int] | None:
+        try:
+            return store_reads.cursor_for(self.engine, address)
+        except StoreError as exc:  # the daemon's buffer from its start: replays are harmless
+            log.warning("daemon %s: no stored position (%s); reading its whole buffer", address,
+                        exc)  # fmt: skip
+            return None
 
     def _migrate(self, stop: threading.Event) -> None:
         deadline = time.monotonic() + self.config.db_start_timeout_s
