@@ -49,6 +49,13 @@ class CollectorConfig:
     rebuild_horizon_s: float = 86400.0  # on restart, open markers older than this are ignored
     retention_check_s: float = 60.0
     queue_batches: int = 2000  # stream messages buffered between ingest and join
+    queue_items: int = 100_000  # ... and at most this many readings and markers in them
+    # Unwritten readings past which the join waits for a slow (not failing) database; with the
+    # queue this bounds memory under overload (a failing database: max_backlog_readings).
+    max_unwritten_readings: int = 100_000
+    daemons_file: str | None = None  # a Prometheus file_sd inventory (file or directory), watched
+    inventory_poll_s: float = 1.0
+    shard: tuple[int, int] = (1, 1)  # (K, N): this collector reads shard K of N of the daemons
 
     def __post_init__(self) -> None:
         for address in self.daemons:
