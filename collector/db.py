@@ -89,6 +89,8 @@ def open_existing(db_url: str) -> Engine:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent; run at every start-up)."""
     with translate_errors("migrating the database", engine), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # collectors starting together migrate in turn
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7259412316)")
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

@@ -243,11 +243,14 @@ class MetricsServer:
         self._thread.join(5)
 
 
-def create_metrics_server(state: LiveState, listen: str) -> tuple[MetricsServer, int]:
-    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own."""
+def create_metrics_server(
+    state: LiveState | None, listen: str, collector=None
+) -> tuple[MetricsServer, int]:
+    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own: the
+    state's series, or another collector's (the merged series of --workers)."""
     host, port = parse_host_port(listen)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ParawattCollector(state))
+    registry.register(collector or ParawattCollector(state))
     try:
         httpd, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

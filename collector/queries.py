@@ -250,6 +250,7 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
             select(Marker.epoch, func.count(distinct(Marker.step)))
             .where(Marker.run_id == run_id, Marker.kind == "step_end").group_by(Marker.epoch)
         ).all())  # fmt: skip
+        world = _world_size(conn, run_id)
     bounds: dict[int, dict] = defaultdict(dict)
     for epoch, _, kind, t, metrics in markers:  # the lowest rank's values win (come last)
         bounds[epoch][kind] = t
@@ -270,13 +271,26 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
             steps=steps.get(epoch, 0), energy_j=energy,
             active_energy_j=_sum([r.active_energy_j for r in rows if r.kind == "gpu"]),
             avg_power_w=energy / duration_s if energy is not None and duration_s > 0 else None,
-            metrics=b.get("metrics", {}), flags=_flags(r.flags for r in rows),
+            metrics=b.get("metrics", {}),
+            flags=_flags(r.flags for r in rows) | _partial(rows, world),
         ))  # fmt: skip
     return out
 
 
+def _world_size(conn: Connection, run_id: str) -> int:
+    return conn.scalar(select(Run.world_size).where(Run.run_id == run_id)) or 1
+
+
+def _partial(rows, world: int) -> frozenset[str]:
+    """ "partial" while fewer ranks' GPU intervals are stored than the run has ranks: with
+    several collectors (one per group of nodes) the others' may still be on their way."""
+    gpus = sum(1 for r in rows if r.kind == "gpu")
+    return frozenset({"partial"}) if gpus < world else frozenset()
+
+
 def job_steps(db: Db, run_id: str) -> list[JobStep]:
     with _connect(db) as conn:
+        world = _world_size(conn, run_id)
         rows = conn.execute(
             select(Interval.step, func.max(Interval.epoch), func.min(Interval.start_ns),
                    func.max(Interval.end_ns), func.count(), func.sum(Interval.energy_j),
@@ -303,7 +317,7 @@ def job_steps(db: Db, run_id: str) -> list[JobStep]:
             n,
             e if n_e else None,
             u or 0.0,
-            frozenset(flagged.get(step, ())),
+            frozenset(flagged.get(step, ())) | ({"partial"} if n < world else frozenset()),
             active if n_a == n else None,
             coverage,
         )

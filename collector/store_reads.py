@@ -49,12 +49,28 @@ def cursor_for(engine: Engine, address: str) -> tuple[str, int] | None:
     return (row[0], row[1]) if row else None
 
 
-def nodes(engine: Engine) -> list[NodeRec]:
-    """Every node with every device it ever had (device index is meaningless here: -1)."""
-    with translate_errors("reading devices", engine), Session(engine) as session:
-        rows = session.execute(
-            select(Node.hostname, Device).join(Device, Device.node_id == Node.id)
+def hostnames_of(engine: Engine, addresses: list[str]) -> list[str]:
+    """The nodes these daemon addresses have served (by their stored ingest cursors)."""
+    if not addresses:
+        return []
+    with translate_errors("reading ingest cursors", engine), engine.connect() as conn:
+        rows = conn.execute(
+            select(Node.hostname)
+            .join(Boot, Boot.node_id == Node.id)
+            .join(IngestCursor, IngestCursor.boot_id == Boot.id)
+            .where(IngestCursor.address.in_(addresses))
+            .distinct()
         )
+        return sorted(h for (h,) in rows)
+
+
+def nodes(engine: Engine, hostnames: list[str] | None = None) -> list[NodeRec]:
+    """Every node (or these) with every device it ever had (device index meaningless: -1)."""
+    query = select(Node.hostname, Device).join(Device, Device.node_id == Node.id)
+    if hostnames is not None:
+        query = query.where(Node.hostname.in_(hostnames))
+    with translate_errors("reading devices", engine), Session(engine) as session:
+        rows = session.execute(query)
         by_host: dict[str, list[DeviceRec]] = {}
         for hostname, d in rows:
             by_host.setdefault(hostname, []).append(
@@ -104,7 +120,9 @@ def idle_history(engine: Engine, since_ns: int) -> dict[str, list[IdleBucketRec]
     return out
 
 
-def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:
+def open_markers(
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None
+) -> list[MarkerRec]:
     """Markers of ranks whose run interval is missing, minus those whose interval is stored.
 
     "Stored" means an interval that reaches the marker's time: a resumed run's new session
@@ -129,6 +147,8 @@ def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:
         .where(Marker.time_ns >= since_ns, ~run_done, ~own_done)
         .order_by(Marker.time_ns)
     )
+    if hostnames is not None:
+        query = query.where(Marker.hostname.in_(hostnames))
     with translate_errors("reading open markers", engine), Session(engine) as session:
         return [
             MarkerRec(
@@ -174,7 +194,7 @@ def aggregated_until(engine: Engine) -> dict[str, int]:
 
 
 def readings_since(
-    engine: Engine, since_ns: int, chunk_rows: int = 50_000
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None, chunk_rows: int = 50_000
 ) -> Iterator[list[tuple[str, ReadingRec]]]:
     """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading)."""
     cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f != "device_uuid"]
@@ -186,6 +206,8 @@ def readings_since(
         .order_by(Reading.time_ns, Reading.seq)
         .execution_options(yield_per=chunk_rows)
     )
+    if hostnames is not None:
+        query = query.where(Node.hostname.in_(hostnames))
     with translate_errors("reading raw readings", engine), engine.connect() as conn:
         chunk: list[tuple[str, ReadingRec]] = []
         for hostname, uuid, seq, *rest in conn.execute(query):

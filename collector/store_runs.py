@@ -7,6 +7,10 @@ A rank resumed from a checkpoint under the same run id starts a new session: a R
 than the rank's (or run's) end opens it again (status running, no end; run_rank.start_ns is the
 session's start), and the session's RUN_END is the one kept: a RUN_END earlier than the rank's
 current session (a replay of an older one) changes nothing. run.start_ns stays the first start.
+
+Several collectors may store the ranks of one run (one per group of nodes): every rule here is
+a single atomic statement that only moves start earlier, end later, and keeps a rank's failure,
+so the row ends the same whichever collector's markers land first.
 """
 
 from __future__ import annotations
@@ -131,8 +135,10 @@ def write_run_end(conn: Connection, m: MarkerRec) -> None:
         (Run.end_ns.is_(None), m.time_ns), (Run.end_ns < m.time_ns, m.time_ns), else_=Run.end_ns
     )
     values: dict[str, Any] = {"end_ns": latest}
-    if m.rank == 0:
-        values.update(status=status, metrics=clean_metrics(m.metrics))
+    if m.rank == 0:  # a rank's failure sticks, whichever collector stores which end first
+        failed = and_(Run.status == "failed", Run.end_ns.is_not(None))
+        values.update(status=case((failed, "failed"), else_=status),
+                      metrics=clean_metrics(m.metrics))  # fmt: skip
     elif status == "failed":
         values["status"] = status
     conn.execute(update(Run).where(Run.run_id == m.run_id).values(values))

@@ -42,6 +42,7 @@ class Writer:
         self._cond = threading.Condition()
         self._backlog = WriteBatch()
         self._writing = False
+        self.failures = 0  # consecutive failed commits
         self._stop = False
         self._newest_ns = 0
         self._isolated_logged = 0
@@ -61,6 +62,12 @@ class Writer:
             self.live.db_backlog_readings = self._backlog.reading_count
             if self._backlog.reading_count >= self.store.chunk_rows:
                 self._cond.notify()
+
+    def behind(self, readings: int) -> bool:
+        """More than `readings` wait while the database takes them (not while it fails): the
+        join should wait, so a slow database slows the streams instead of filling memory."""
+        waiting = self._backlog.reading_count + len(self._backlog.markers)  # a marker flood too
+        return waiting > readings and self.failures == 0
 
     def idle(self) -> bool:
         with self._cond:
@@ -95,7 +102,9 @@ class Writer:
             if batch:
                 if self._write(batch):
                     wait = self._backoff[0]
+                    self.failures = 0
                 else:
+                    self.failures += 1
                     with self._cond:
                         batch.extend(self._backlog)
                         self._backlog = batch
