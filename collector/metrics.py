@@ -194,6 +194,26 @@ class ParawattCollector:
                 "Markers of ranks on a device their node's daemon does not measure.",
                 s.unmeasured_markers_total,
             )
+            yield _counter(
+                "parawatt_join_open_overflow",
+                "Markers refused by the join: too many intervals were open on their node.",
+                s.open_overflow_total,
+            )
+            yield _counter(
+                "parawatt_run_series_overflow",
+                "Runs given no per-run series: the most that are shown were live.",
+                s.runs_overflow_total,
+            )
+            yield _counter(
+                "parawatt_db_rows_refused",
+                "Rows the database refused, dropped one by one (see the log).",
+                s.rows_refused_total,
+            )
+            yield _counter(
+                "parawatt_markers_refused",
+                "Markers refused for run ownership (another owner's run, or a finished run).",
+                s.markers_refused_total,
+            )
             backlog = GaugeMetricFamily(
                 "parawatt_db_backlog_readings", "Readings waiting to be written."
             )
@@ -219,13 +239,14 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 
 def create_metrics_server(
-    state: LiveState, listen: str, web_config: str | None = None
+    state: LiveState | None, listen: str, collector=None, web_config: str | None = None
 ) -> tuple[MetricsServer, int]:
-    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own, with TLS
-    and basic auth when an exporter-toolkit web-config file is given."""
+    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own: the
+    state's series, or another collector's (the merged series of --workers); with TLS and basic
+    auth when an exporter-toolkit web-config file is given."""
     host, port = parse_host_port(listen)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ParawattCollector(state))
+    registry.register(collector or ParawattCollector(state))
     try:
         web = load_web_config(web_config) if web_config else None
         server = MetricsServer(registry, host, port, web)
