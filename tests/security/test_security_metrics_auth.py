@@ -160,7 +160,7 @@ def test_bad_web_config_is_one_clear_error(certs, text, message):
     path = certs.dir / "bad-web.yml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
-        create_metrics_server(LiveState(), "127.0.0.1:0", str(path))
+        create_metrics_server(LiveState(), "127.0.0.1:0", web_config=str(path))
 
 
 def test_collector_serve_refuses_a_bad_web_config_before_starting(certs, tmp_path):
@@ -183,7 +183,7 @@ def test_collector_serve_refuses_a_bad_web_config_before_starting(certs, tmp_pat
 def test_non_loopback_metrics_without_tls_warns(certs, listen, tls, warns, caplog):
     caplog.set_level(logging.WARNING, logger="collector.metrics")
     web = _web_config(certs, certs.dir / "web-warn.yml") if tls else None
-    server, _ = create_metrics_server(LiveState(), listen, web)
+    server, _ = create_metrics_server(LiveState(), listen, web_config=web)
     server.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "collector.metrics"]
     assert len(lines) == (1 if warns else 0)

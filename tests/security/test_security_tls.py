@@ -179,11 +179,11 @@ def test_collector_without_client_certificate_logs_one_clear_line(
         assert not sub.health.up and sub.health.readings_total == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "collector.ingest"]
     # The same failure, again and again, is logged once.
-    assert lines == [
-        f"daemon {mtls_daemon.address}: closed the connection: it may require a client "
-        "certificate signed by its client CA (give --tls-cert/--tls-key or "
-        "PARAWATT_TLS_CERT/PARAWATT_TLS_KEY) (reconnecting)"
-    ]
+    reason = (
+        "closed the connection: it may require a client certificate signed by its client CA "
+        "(give --tls-cert/--tls-key or PARAWATT_TLS_CERT/PARAWATT_TLS_KEY)"
+    )
+    assert lines == [f"daemon {mtls_daemon.address}: {reason!r} (reconnecting)"]  # escaped
 
 
 def _wait(cond, timeout_s: float = 30.0) -> None:

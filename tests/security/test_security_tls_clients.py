@@ -1,13 +1,13 @@
-"""The trainer's marker client and the sweep's cool-down client reach an mTLS daemon with the
-PARAWATT_TLS_* environment (the same client options as every parawatt client)."""
+"""The marker client (`parawatt`, which the trainer uses) and the sweep's cool-down client reach
+an mTLS daemon with the PARAWATT_TLS_* environment (the same client options as every client)."""
 
 from __future__ import annotations
 
 import pytest
 
+import parawatt
 from tests.security.certs import make_certs
 from tests.support.markers import count_by_kind, wait_for_markers
-from trainer import telemetry as T
 from trainer.sweep_cooldown import DaemonThermometer
 from trainer.sweep_grid import SweepError
 
@@ -30,16 +30,13 @@ def _tls_env(monkeypatch, certs) -> None:
 
 def test_marker_client_sends_over_mtls_with_the_environment(mtls_daemon, certs, monkeypatch):
     _tls_env(monkeypatch, certs)
-    client = T.MarkerClient(mtls_daemon.address, run_id="tls-run", rank=0, local_rank=0)
-    client.mark_run_start({"model": "resnet50"})
-    client.mark(T.STEP_START, epoch=0, step=1)
-    client.mark(T.STEP_END, epoch=0, step=1)
-    client.mark_run_end("completed")
-    stats = client.close(timeout_s=10)
-    assert (stats.sent, stats.dropped) == (4, 0)
+    run = parawatt.track(daemon=mtls_daemon.address, run_id="tls-run", config={"model": "m"})
+    with run, run.epoch():
+        run.step()
     local = f"unix:{mtls_daemon.daemon.marker_socket}"
-    markers = wait_for_markers(local, lambda ms: len(ms) == 4, run_id="tls-run")
-    assert count_by_kind(markers) == {"RUN_START": 1, "STEP_START": 1, "STEP_END": 1, "RUN_END": 1}
+    markers = wait_for_markers(local, lambda ms: len(ms) == 6, run_id="tls-run")
+    assert count_by_kind(markers) == {"RUN_START": 1, "EPOCH_START": 1, "STEP_START": 1,
+                                      "STEP_END": 1, "EPOCH_END": 1, "RUN_END": 1}  # fmt: skip
 
 
 def test_cooldown_thermometer_reads_over_mtls(mtls_daemon, certs, monkeypatch):
