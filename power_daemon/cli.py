@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -89,10 +90,12 @@ def serve(port_file: str | None, **options) -> None:
         server, port = create_server(_config(**options))
     except DaemonError as e:
         _fail(e)
-    with server:
+    with server, contextlib.ExitStack() as cleanup:
         server.start()
         if port_file:  # before the line below, so whoever waits for the line finds the file
             _write_port_file(port_file, port)
+            # Gone on exit, so nobody reads a stale port (a later daemon may get another one).
+            cleanup.callback(_remove_port_file, port_file, port)
         core = server.core
         click.echo(
             f"power-daemon listening on {server.address} (backend={server.backend.name}, "
@@ -103,6 +106,14 @@ def serve(port_file: str | None, **options) -> None:
             pass
         log.info("stopping")
     log.info("stopped")
+
+
+def _remove_port_file(port_file: str, port: int) -> None:
+    """Remove the file only while it still holds our port: another daemon may have taken it."""
+    path = Path(port_file)
+    with contextlib.suppress(OSError):
+        if path.read_text().strip() == str(port):
+            path.unlink()
 
 
 def _write_port_file(port_file: str, port: int) -> None:

@@ -22,7 +22,7 @@ def check_marker(m: MarkerData) -> str | None:
         return f"unknown kind {m.kind}"
     if not m.run_id:
         return "missing run_id"
-    for name in ("run_id", "hostname", "device_uuid"):
+    for name in ("run_id", "hostname", "device_uuid", "device_slice"):
         if len(getattr(m, name)) > MAX_ID_CHARS:
             return f"{name} longer than {MAX_ID_CHARS} characters"
     for name in ("rank", "epoch", "step", "local_rank"):
@@ -57,7 +57,8 @@ def resolve(
     canonical: Callable[[str], str] = str,
 ) -> MarkerData:
     """Fill hostname and the device (GPU number local_rank) when the rank left them empty, and
-    name a device by the UUID its readings carry (`canonical`: a MIG instance -> its GPU).
+    name a device by the UUID its readings carry (`canonical`: a MIG instance -> its GPU, the
+    instance kept in device_slice so that ranks sharing one GPU can be told apart).
 
     A local_rank beyond the node's GPUs stays unresolved (empty): the collector then cannot
     attribute the marker to a device, which is the truth.
@@ -69,4 +70,5 @@ def resolve(
         changes["device_uuid"] = gpu_uuids[m.local_rank]
     elif m.device_uuid and (device := canonical(m.device_uuid)) != m.device_uuid:
         changes["device_uuid"] = device
+        changes["device_slice"] = m.device_slice or m.device_uuid
     return dataclasses.replace(m, **changes) if changes else m

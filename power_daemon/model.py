@@ -38,6 +38,7 @@ class DeviceSpec:
     energy_counter_resolution_j: float | None = None
     power_avg_window_s: float | None = None
     pci_bus_id: str = ""
+    power_scope: str = ""  # where power_w is measured: "gpu", "module" (Grace Hopper), "" n/a
 
 
 # Optional numeric fields of a reading, in proto field order; None means "not reported".
@@ -70,6 +71,7 @@ class Sample:
     temperature_c: float | None = None
     sm_clock_mhz: float | None = None
     mem_clock_mhz: float | None = None
+    power_from_avg: bool = False  # power_w is the driver's average: instant power failed / absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +89,4 @@ class MarkerData:
     local_rank: int = 0
     hostname: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    device_slice: str = ""  # the MIG instance the rank trains on (device_uuid: its parent GPU)
