@@ -98,6 +98,7 @@ def readings(address: str, run_id: str, min_fraction: float) -> None:
     except grpc.RpcError as e:
         _fail(2, f"cannot read the daemon at {address}: {e.code().name}")
     uuids = [d.uuid for d in info.devices]
+    no_instant = {d.uuid: d.power_avg_window_s for d in info.devices if not d.has_instant_power}
     markers = [m for b in batches for m in b.markers if m.run_id == run_id]
     starts = [m.time_ns for m in markers if m.kind == pb.RUN_START]
     ends = [m.time_ns for m in markers if m.kind == pb.RUN_END]
@@ -115,6 +116,9 @@ def readings(address: str, run_id: str, min_fraction: float) -> None:
         c = coverage.get(uuid, Coverage())
         e, i = c.fraction("energy"), c.fraction("instant")
         click.echo(f"  {uuid}: {c.readings} readings, energy {e:.1%}, instant power {i:.1%}")
+        if uuid in no_instant:
+            click.echo(f"    this driver offers no instant power (field 186): power is the "
+                       f"average over {no_instant[uuid]} s")  # fmt: skip
         if min(e, i) < min_fraction:
             bad.append(uuid)
     if bad:
