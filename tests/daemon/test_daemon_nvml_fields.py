@@ -2,9 +2,13 @@
 instant power, GPU scope refused, architecture-dependent averaging, and the cost of a tick
 (the fake counts every NVML call it serves)."""
 
+import dataclasses
+
 import pytest
 
 from power_daemon.backends.nvml import GIVE_UP_AFTER
+from power_daemon.markers import check_marker, resolve
+from power_daemon.model import MarkerData
 from tests.daemon.test_daemon_nvml import dump
 
 
@@ -93,3 +97,22 @@ def test_each_reading_is_stamped_around_its_energy_read(fake_nvml_lib):
     for read in out["reads"]:
         stamps = [s["time_ns"] for s in read]
         assert stamps == sorted(stamps) and len(set(stamps)) == 3  # per device, in read order
+
+
+def test_a_marker_naming_a_mig_instance_keeps_it_as_the_slice():
+    parents = {"MIG-a": "GPU-1", "GPU-mig-b": "GPU-1"}
+
+    def canonical(uuid: str) -> str:
+        return parents.get(uuid, uuid)
+
+    def resolved(**fields) -> MarkerData:
+        m = MarkerData(run_id="r", rank=0, kind=5, epoch=0, step=0, time_ns=1, **fields)
+        return resolve(m, "host", ["GPU-0", "GPU-1"], canonical)
+
+    on_slice = resolved(device_uuid="MIG-a")
+    assert (on_slice.device_uuid, on_slice.device_slice) == ("GPU-1", "MIG-a")
+    whole = resolved(device_uuid="GPU-0")
+    assert (whole.device_uuid, whole.device_slice) == ("GPU-0", "")
+    by_rank = resolved(local_rank=1)
+    assert (by_rank.device_uuid, by_rank.device_slice) == ("GPU-1", "")
+    assert check_marker(dataclasses.replace(on_slice, device_slice="x" * 300)) is not None
