@@ -3,13 +3,19 @@ instant power, GPU scope refused, architecture-dependent averaging, and the cost
 (the fake counts every NVML call it serves)."""
 
 import dataclasses
+import subprocess
+import sys
+import time
 
 import pytest
 
+from parawatt_proto import parawatt_pb2 as pb
 from power_daemon.backends.nvml import GIVE_UP_AFTER
 from power_daemon.markers import check_marker, resolve
 from power_daemon.model import MarkerData
-from tests.daemon.test_daemon_nvml import dump
+from tests.daemon.daemon_helpers import catch_up, daemon_stub
+from tests.daemon.test_daemon_nvml import ROOT, dump
+from tests.fakenvml.build import nvml_env
 
 
 def test_transient_errors_do_not_switch_energy_or_instant_power_off(fake_nvml_lib):
@@ -116,3 +122,32 @@ def test_a_marker_naming_a_mig_instance_keeps_it_as_the_slice():
     by_rank = resolved(local_rank=1)
     assert (by_rank.device_uuid, by_rank.device_slice) == ("GPU-1", "")
     assert check_marker(dataclasses.replace(on_slice, device_slice="x" * 300)) is not None
+
+
+def test_a_serving_daemon_keeps_energy_and_instant_power_through_transient_errors(
+    fake_nvml_lib, tmp_path
+):
+    """The defect as measured: a daemon sampling every 10 ms, the driver failing one call in
+    50; after thousands of readings the latest still carry both."""
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "power_daemon", "serve", "--backend", "nvml", "--no-rapl",
+         "--listen", "127.0.0.1:0", "--port-file", str(port_file), "--interval-ms", "10"],
+        env=nvml_env(fake_nvml_lib, count="2", transient="50"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("power-daemon listening"), proc.stderr.read()
+        with daemon_stub(f"127.0.0.1:{int(port_file.read_text())}") as stub:
+            while stub.GetInfo(pb.GetInfoRequest(), timeout=5).next_seq < 2 * 400:
+                time.sleep(0.2)  # 400 readings per GPU: 8 failures of each field so far
+            batches = catch_up(stub, from_seq=0, max_batch=5000)
+        readings = [r for b in batches for r in b.readings]
+        for gpu in (0, 1):
+            last = [r for r in readings if r.device == gpu][-100:]
+            assert sum(r.HasField("energy_j") for r in last) >= 97
+            assert sum(not r.power_from_avg for r in last) >= 97
+            assert all(r.HasField("power_w") for r in last)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
