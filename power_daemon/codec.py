@@ -84,6 +84,7 @@ _OPTIONAL_DEVICE_FIELDS = (
     "energy_counter_update_s",
     "energy_counter_resolution_j",
     "power_avg_window_s",
+    "instant_power_lag_s",
 )
 
 
@@ -99,6 +100,8 @@ def device_pb(index: int, d: DeviceSpec) -> pb.DeviceInfo:
         has_instant_power=d.has_instant_power,
         pci_bus_id=d.pci_bus_id,
         power_scope=d.power_scope,
+        partial_coverage=d.partial_coverage,
+        sensor_method=d.sensor_method,
         **optional,
     )
 
@@ -155,6 +158,8 @@ def device_spec(d: pb.DeviceInfo) -> DeviceSpec:
         has_instant_power=d.has_instant_power,
         pci_bus_id=d.pci_bus_id,
         power_scope=d.power_scope,
+        partial_coverage=d.partial_coverage,
+        sensor_method=d.sensor_method,
         **optional,
     )
 

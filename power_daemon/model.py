@@ -39,6 +39,11 @@ class DeviceSpec:
     power_avg_window_s: float | None = None
     pci_bus_id: str = ""
     power_scope: str = ""  # where power_w is measured: "gpu", "module" (Grace Hopper), "" n/a
+    # Sensor facts (power_daemon.calibrate): observes only part of each window (Yang et al.),
+    # how the numbers above were obtained, and how far instant power lags the counter.
+    partial_coverage: bool = False
+    sensor_method: str = ""
+    instant_power_lag_s: float | None = None
 
 
 # Optional numeric fields of a reading, in proto field order; None means "not reported".

@@ -29,6 +29,8 @@
  *   FAKENVML_ARCH=a             nvmlDeviceGetArchitecture answer (default 7, Ampere; -1: fails)
  *   FAKENVML_CC=M.m             nvmlDeviceGetCudaComputeCapability answer (default 8.0, GA100)
  * Every per-device call is counted by name: fakenvml_call_count("nvmlDeviceGetTemperature").
+ *   FAKENVML_COUNTER_MS=P       the energy counter advances on a clock instead: 1 mJ-resolution
+ *                               steps every P ms since init, (100 + 10 i) W x P ms each
  * Values: GPU i draws (100 + 10 i) W plus a small ramp (module scope: 250 W more; memory scope:
  * not supported), the energy counter advances 2 J per reading, temperature 40 + i C, SM clock
  * 1410 MHz, memory clock 1215 MHz. Init and shutdown are counted like NVML's: each nvmlShutdown
@@ -38,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef int nvmlReturn_t;
 #define NVML_SUCCESS 0
@@ -88,6 +91,8 @@ static fake_gpu_t migs[MAX_GPUS][MIG_PER_GPU];
 static unsigned int gpu_count;
 static int initialized; /* init count, like NVML's */
 static unsigned int value_type = 1;
+static long counter_ms; /* FAKENVML_COUNTER_MS: 0 = the counter advances per reading */
+static struct timespec init_time;
 static char unsupported[1024];
 static long transient_every; /* 0: never */
 static int no_gpu_scope, arch = 7, cc_major = 8, cc_minor = 0;
@@ -162,6 +167,9 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     arch = a && *a ? atoi(a) : 7;
     const char *cc = getenv("FAKENVML_CC");
     if (!cc || sscanf(cc, "%d.%d", &cc_major, &cc_minor) != 2) { cc_major = 8; cc_minor = 0; }
+    const char *cm = getenv("FAKENVML_COUNTER_MS");
+    counter_ms = cm && *cm ? atol(cm) : 0;
+    clock_gettime(CLOCK_MONOTONIC, &init_time);
     for (unsigned i = 0; i < gpu_count; i++) {
         memset(&gpus[i], 0, sizeof gpus[i]);
         gpus[i].index = (int)i;
@@ -315,6 +323,16 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long l
     CHECK_GPU(d);
     if (d->no_energy) return NVML_ERROR_NOT_SUPPORTED;
     if (transient_now(&d->energy_calls)) return NVML_ERROR_NOT_SUPPORTED;
+    if (counter_ms > 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ms = (now.tv_sec - init_time.tv_sec) * 1000LL
+                       + (now.tv_nsec - init_time.tv_nsec) / 1000000LL;
+        unsigned long long ticks = (unsigned long long)(ms / counter_ms);
+        *mj = 1000000ULL * (unsigned)(d->index + 1)
+              + ticks * (unsigned long long)(100 + 10 * d->index) * (unsigned long long)counter_ms;
+        return NVML_SUCCESS;
+    }
     *mj = 1000000ULL * (unsigned)(d->index + 1) + 2000ULL * (unsigned long long)d->power_reads;
     return NVML_SUCCESS;
 }
