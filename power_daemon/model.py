@@ -95,3 +95,4 @@ class MarkerData:
     hostname: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
     device_slice: str = ""  # the MIG instance the rank trains on (device_uuid: its parent GPU)
+    token_sha256: bytes = b""  # SHA-256 of the marker's run token (empty: sent without one)

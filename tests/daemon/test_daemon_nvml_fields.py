@@ -2,7 +2,6 @@
 instant power, GPU scope refused, architecture-dependent averaging, and the cost of a tick
 (the fake counts every NVML call it serves)."""
 
-import dataclasses
 import subprocess
 import sys
 import time
@@ -10,8 +9,9 @@ import time
 import pytest
 
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.validate import marker_problem
 from power_daemon.backends.nvml import GIVE_UP_AFTER
-from power_daemon.markers import check_marker, resolve
+from power_daemon.markers import resolve
 from power_daemon.model import MarkerData
 from tests.daemon.daemon_helpers import catch_up, daemon_stub
 from tests.daemon.test_daemon_nvml import ROOT, dump
@@ -121,7 +121,8 @@ def test_a_marker_naming_a_mig_instance_keeps_it_as_the_slice():
     assert (whole.device_uuid, whole.device_slice) == ("GPU-0", "")
     by_rank = resolved(local_rank=1)
     assert (by_rank.device_uuid, by_rank.device_slice) == ("GPU-1", "")
-    assert check_marker(dataclasses.replace(on_slice, device_slice="x" * 300)) is not None
+    too_long = pb.Marker(run_id="r", kind=pb.STEP_START, time_ns=1, device_slice="x" * 300)
+    assert "device_slice" in marker_problem(too_long)
 
 
 def test_a_serving_daemon_keeps_energy_and_instant_power_through_transient_errors(
