@@ -69,7 +69,9 @@ class Joiner(MarkerIntake):
                 update_s=d.counter_update_s or 0.1,
                 resolution_j=d.counter_resolution_j or 0.001,
                 # power_w is the driver's average where there is no instantaneous power
-                power_avg_s=0.0 if d.has_instant_power else (d.power_avg_window_s or 1.0),
+                power_avg_s=0.0
+                if d.has_instant_power or d.power_avg_window_s == 0
+                else (d.power_avg_window_s or 1.0),
                 coverage_fraction=PARTIAL_COVERAGE_FRACTION if d.partial_coverage else 1.0,
             )
             dev = DeviceState(node.hostname, d.uuid, d.kind, spec, self.cfg)

@@ -59,6 +59,10 @@ class MarkerIntake:
                 self._overflow(node, m)
                 return
             p = node.open(key)
+        if m.device_slice:
+            # A MIG slice has no power or energy of its own: the interval gets the whole GPU's,
+            # shared with whatever runs on its other slices, and says so.
+            p.flags.add("mig_shared")
         if m.kind.endswith("_start"):
             if p.start is not None and p.end is None and p.start.time_ns < m.time_ns:
                 # Started again without an end: the earlier session died without its end

@@ -213,6 +213,8 @@ def serve(
         extras.enter_context(_metrics(server, metrics_listen, metrics_web_config))
         if port_file:  # before the line below, so whoever waits for the line finds the file
             _write_port_file(port_file, port)
+            # Gone on exit, so nobody reads a stale port (a later daemon may get another one).
+            extras.callback(_remove_port_file, port_file, port)
         core = server.core
         tls = "mTLS" if options["tls_client_ca"] else "TLS" if server.tls else "plaintext"
         local = f", markers also on unix:{server.marker_socket}" if server.marker_socket else ""
@@ -228,6 +230,14 @@ def serve(
                 server.reload_tls()
         log.info("stopping")
     log.info("stopped")
+
+
+def _remove_port_file(port_file: str, port: int) -> None:
+    """Remove the file only while it still holds our port: another daemon may have taken it."""
+    path = Path(port_file)
+    with contextlib.suppress(OSError):
+        if path.read_text().strip() == str(port):
+            path.unlink()
 
 
 @contextlib.contextmanager

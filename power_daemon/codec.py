@@ -36,7 +36,14 @@ def _varint(n: int) -> bytes:
 def reading_pb(seq: int, s: Sample) -> pb.Reading:
     values = {name: v for name in SAMPLE_FIELDS if (v := getattr(s, name)) is not None}
     status = pb.DEVICE_STATUS_LOST if s.lost else pb.DEVICE_STATUS_OK
-    return pb.Reading(seq=seq, device=s.device, time_ns=s.time_ns, status=status, **values)
+    return pb.Reading(
+        seq=seq,
+        device=s.device,
+        time_ns=s.time_ns,
+        status=status,
+        power_from_avg=s.power_from_avg,
+        **values,
+    )
 
 
 def encode_reading(seq: int, s: Sample) -> bytes:
@@ -50,6 +57,7 @@ def encode_marker(marker: pb.Marker, seq: int, resolved: MarkerData) -> bytes:
     m.seq = seq
     m.hostname = resolved.hostname
     m.device_uuid = resolved.device_uuid
+    m.device_slice = resolved.device_slice
     m.run_token = b""  # the secret never leaves the node: only its hash is buffered/streamed
     m.run_token_sha256 = resolved.token_sha256
     body = m.SerializeToString()
@@ -68,6 +76,7 @@ def marker_data(m: pb.Marker) -> MarkerData:
         local_rank=m.local_rank,
         hostname=m.hostname,
         metrics=dict(m.metrics),
+        device_slice=m.device_slice,
         token_sha256=token_sha256(m.run_token),
     )
 
@@ -94,6 +103,7 @@ def device_pb(index: int, d: DeviceSpec) -> pb.DeviceInfo:
         has_energy_counter=d.has_energy_counter,
         has_instant_power=d.has_instant_power,
         pci_bus_id=d.pci_bus_id,
+        power_scope=d.power_scope,
         partial_coverage=d.partial_coverage,
         sensor_method=d.sensor_method,
         **optional,
@@ -151,6 +161,7 @@ def device_spec(d: pb.DeviceInfo) -> DeviceSpec:
         has_energy_counter=d.has_energy_counter,
         has_instant_power=d.has_instant_power,
         pci_bus_id=d.pci_bus_id,
+        power_scope=d.power_scope,
         partial_coverage=d.partial_coverage,
         sensor_method=d.sensor_method,
         **optional,

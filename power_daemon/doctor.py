@@ -93,11 +93,12 @@ def _gpus(backend: Backend, calibrate_s: float) -> list[Check]:
             out.append(Check(f"{tag}: instant power", OK, "NVML_FI_DEV_POWER_INSTANT"))
         else:
             out.append(Check(f"{tag}: instant power", DEGRADED,
-                             f"only a {d.power_avg_window_s or 1:g} s average",
+                             "only the driver's average power" if d.power_avg_window_s is None
+                             else f"only nvmlDeviceGetPowerUsage ({d.power_avg_window_s:g} s average)",
                              "a newer driver (>= 535) reports instant power on Ampere and newer"))  # fmt: skip
-        window = d.power_avg_window_s
-        out.append(Check(f"{tag}: power-average window", OK if window else DEGRADED,
-                         f"{window:g} s" if window else "unknown"))  # fmt: skip
+        window = d.power_avg_window_s  # 0: nvmlDeviceGetPowerUsage is instantaneous (GA100, older)
+        shown = "unknown" if window is None else "instantaneous" if window == 0 else f"{window:g} s"
+        out.append(Check(f"{tag}: power-average window", DEGRADED if window is None else OK, shown))
         if d.partial_coverage:
             source = "sim" if backend.name.startswith("sim") else "architecture table"
             out.append(Check(

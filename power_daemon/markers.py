@@ -20,7 +20,8 @@ def resolve(
     canonical: Callable[[str], str] = str,
 ) -> MarkerData:
     """Fill hostname and the device (GPU number local_rank) when the rank left them empty, and
-    name a device by the UUID its readings carry (`canonical`: a MIG instance -> its GPU).
+    name a device by the UUID its readings carry (`canonical`: a MIG instance -> its GPU, the
+    instance kept in device_slice so that ranks sharing one GPU can be told apart).
 
     A local_rank beyond the node's GPUs stays unresolved (empty): the collector then cannot
     attribute the marker to a device, which is the truth.
@@ -32,4 +33,5 @@ def resolve(
         changes["device_uuid"] = gpu_uuids[m.local_rank]
     elif m.device_uuid and (device := canonical(m.device_uuid)) != m.device_uuid:
         changes["device_uuid"] = device
+        changes["device_slice"] = m.device_slice or m.device_uuid
     return dataclasses.replace(m, **changes) if changes else m

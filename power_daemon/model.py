@@ -38,6 +38,7 @@ class DeviceSpec:
     energy_counter_resolution_j: float | None = None
     power_avg_window_s: float | None = None
     pci_bus_id: str = ""
+    power_scope: str = ""  # where power_w is measured: "gpu", "module" (Grace Hopper), "" n/a
     # Sensor facts (power_daemon.calibrate): observes only part of each window (Yang et al.),
     # how the numbers above were obtained, and how far instant power lags the counter.
     partial_coverage: bool = False
@@ -75,6 +76,7 @@ class Sample:
     temperature_c: float | None = None
     sm_clock_mhz: float | None = None
     mem_clock_mhz: float | None = None
+    power_from_avg: bool = False  # power_w is the driver's average: instant power failed / absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,4 +94,5 @@ class MarkerData:
     local_rank: int = 0
     hostname: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    device_slice: str = ""  # the MIG instance the rank trains on (device_uuid: its parent GPU)
     token_sha256: bytes = b""  # SHA-256 of the marker's run token (empty: sent without one)

@@ -118,9 +118,44 @@ def _afno_options(fn):
 @_afno_options
 @click.option("--mode", type=click.Choice(MODES), default="pretrain", show_default=True)
 @click.option("--init-checkpoint", default=None, help="weights to start fine-tuning from")
-@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="loader workers per rank [default: the CPUs per local GPU, at most 16]",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--amp", is_flag=True, help="mixed precision (bf16; fp16 + scaler on old GPUs)")
+@click.option(
+    "--amp",
+    is_flag=True,
+    help="mixed precision: bf16 where the GPU has it natively, else fp16 + GradScaler",
+)
+@click.option(
+    "--tf32/--no-tf32",
+    default=True,
+    show_default=True,
+    help="TF32 matmuls and convolutions (Ampere and newer)",
+)
+@click.option(
+    "--cudnn-benchmark/--no-cudnn-benchmark",
+    default=True,
+    show_default=True,
+    help="let cuDNN pick the fastest convolution algorithms",
+)
+@click.option("--channels-last", is_flag=True, help="ResNet50 in channels-last memory format")
+@click.option(
+    "--activation-checkpointing",
+    is_flag=True,
+    help="FourCastNet: recompute each block's activations in backward (less memory)",
+)
+@click.option(
+    "--stop-check-every",
+    type=_POS,
+    default=10,
+    show_default=True,
+    help="steps between the ranks' stop votes (Ctrl-C / SIGTERM stops all ranks "
+    "at the same step within 2x this)",
+)
 @click.option("--daemon", default=DEFAULT_DAEMON, show_default=True, callback=_daemon,
               help="HOST:PORT of the node's power daemon, or 'none'")  # fmt: skip
 @click.option(
@@ -188,6 +223,10 @@ def _check(config: TrainConfig) -> None:
             raise click.UsageError(
                 f"--embed-dim {a.embed_dim} must be a multiple of --num-blocks {a.num_blocks}"
             )
+    if config.activation_checkpointing and config.model != "fourcastnet":
+        raise click.UsageError("--activation-checkpointing is for --model fourcastnet")
+    if config.channels_last and config.model != "resnet50":
+        raise click.UsageError("--channels-last is for --model resnet50")
     if config.output and not Path(config.output).resolve().parent.is_dir():
         raise click.UsageError(f"--output {config.output}: its directory does not exist")
     if config.init_checkpoint and not Path(config.init_checkpoint).is_file():

@@ -50,9 +50,14 @@ class TrainConfig:
     afno: AfnoShape = field(default_factory=AfnoShape)
     mode: str = "pretrain"
     init_checkpoint: str | None = None
-    workers: int = 4
+    workers: int | None = None  # None: the CPUs per local GPU (default_workers)
     seed: int = 0
     amp: bool = False
+    tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer
+    cudnn_benchmark: bool = True
+    channels_last: bool = False
+    activation_checkpointing: bool = False  # FourCastNet: recompute each block in backward
+    stop_check_every: int = 10  # steps between the ranks' stop votes (see StopAgreement)
     daemon: str | None = DEFAULT_DAEMON  # None: markers off
     run_id: str | None = None
     checkpoint_dir: str | None = None
@@ -70,6 +75,15 @@ class TrainConfig:
     @property
     def tags_map(self) -> dict[str, str]:
         return dict(self.tags)
+
+
+MAX_DEFAULT_WORKERS = 16
+
+
+def default_workers(cpus: int, local_world_size: int) -> int:
+    """Loader workers per rank: the CPUs this process may use shared out over the node's local
+    ranks (torchrun starts them all with one affinity mask), at most MAX_DEFAULT_WORKERS."""
+    return max(0, min(MAX_DEFAULT_WORKERS, cpus // max(1, local_world_size)))
 
 
 def parse_tag(text: str) -> tuple[str, str]:

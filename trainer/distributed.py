@@ -3,6 +3,13 @@
 nccl on CUDA, gloo on CPU. A single process started without torchrun runs without a process group.
 A separate gloo group carries control traffic (run id, stop agreement, end-of-run gather) on the
 CPU, so it never touches the GPU stream and never needs a device sync.
+
+Multi-NIC clusters: gloo picks the interface its host name resolves to, which may be a slow or
+unrouted management network. Name the right one with `GLOO_SOCKET_IFNAME` (e.g. `ib0`, or
+`ib0,ib1`), as NCCL's `NCCL_SOCKET_IFNAME` does for its bootstrap; set both in the job script.
+
+Devices: a rank uses CUDA device `LOCAL_RANK` when it sees all the node's GPUs, and device 0 when
+it sees exactly one (SLURM's `--gpus-per-task=1` / `CUDA_VISIBLE_DEVICES` of length one per task).
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
+
+from trainer.errors import ConfigError
 
 
 @dataclass
@@ -63,6 +73,33 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+class CudaApi(Protocol):
+    """The part of `torch.cuda` that device selection uses (a fake in tests)."""
+
+    def is_available(self) -> bool: ...
+    def device_count(self) -> int: ...
+    def set_device(self, device: int) -> None: ...
+
+
+def select_device(cuda: CudaApi, local_rank: int) -> torch.device:
+    """This rank's device, made current: CUDA `local_rank`, or 0 when only one GPU is visible."""
+    if not cuda.is_available():
+        return torch.device("cpu")
+    count = cuda.device_count()
+    if count == 1:
+        index = 0
+    elif local_rank < count:
+        index = local_rank
+    else:
+        raise ConfigError(
+            f"local rank {local_rank} but this process sees {count} GPUs "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): give "
+            "each task one GPU or all of the node's"
+        )
+    cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
 def init_distributed() -> DistContext:
     env = os.environ
     world = world_size_from_env()
@@ -70,12 +107,8 @@ def init_distributed() -> DistContext:
     local_rank = int(env.get("LOCAL_RANK", "0"))
     local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
     nodes = int(env.get("GROUP_WORLD_SIZE", "0")) or max(1, world // max(1, local_world))
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
+    device = select_device(torch.cuda, local_rank)
+    cuda = device.type == "cuda"
     ctx = DistContext(rank, world, local_rank, local_world, nodes, "none", device)
     if world > 1:
         backend = "nccl" if cuda else "gloo"
@@ -101,18 +134,29 @@ def _collective_timeout() -> timedelta:
 class StopAgreement:
     """All ranks stop at the same step when any rank was asked to (Ctrl-C, SIGTERM).
 
-    Each step launches an asynchronous MAX all-reduce of the local stop flag on the gloo control
-    group and reads the previous step's result, which every rank has contributed to by then: one
-    step of latency, no device sync, and no rank left waiting in a collective the others skipped.
+    Every `every`-th call (the same steps on every rank: all ranks call once per step) launches
+    an asynchronous MAX all-reduce of the local stop flag on the gloo control group and reads the
+    previous vote's result, which every rank has contributed to by then: a stop takes effect at
+    the same step everywhere, at most 2 x `every` steps after it was asked for, with no device
+    sync and no rank left waiting in a collective the others skipped. Voting every step cost
+    measurable time at many ranks (see bench/bench_stop_agreement.py); every 10 steps is the
+    trainer's default (--stop-check-every).
     """
 
-    def __init__(self, ctx: DistContext):
+    def __init__(self, ctx: DistContext, every: int = 1):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.ctx = ctx
+        self.every = every
+        self._calls = 0
         self._pending = None  # (work, tensor)
 
     def should_stop(self, local_stop: bool) -> bool:
         if not self.ctx.distributed:
             return local_stop
+        self._calls += 1
+        if (self._calls - 1) % self.every:
+            return False
         decided = False
         if self._pending is not None:
             work, flag = self._pending

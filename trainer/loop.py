@@ -54,6 +54,8 @@ class LoopParts:
     eval_batches: int | None = None
     amp_dtype: torch.dtype | None = None
     scaler: object | None = None
+    channels_last: bool = False
+    stop_check_every: int = 1
 
 
 @dataclass
@@ -66,7 +68,7 @@ class LoopTotals:
 class TrainLoop:
     def __init__(self, parts: LoopParts):
         self.p = parts
-        self.agreement = StopAgreement(parts.ctx)
+        self.agreement = StopAgreement(parts.ctx, parts.stop_check_every)
         self.totals = LoopTotals()
         self.ddp = isinstance(parts.model, nn.parallel.DistributedDataParallel)
 
@@ -137,7 +139,7 @@ class TrainLoop:
         total = None
         for micro in range(accum):
             x, y = next(batches)
-            x = x.to(p.ctx.device, non_blocking=True)
+            x = self._input(x)
             y = y.to(p.ctx.device, non_blocking=True)
             last = micro == accum - 1
             sync = contextlib.nullcontext() if last or not self.ddp else p.model.no_sync()
@@ -182,7 +184,7 @@ class TrainLoop:
         for index, (x, y) in enumerate(p.eval_loader.iterate()):
             if p.eval_batches is not None and index >= p.eval_batches:
                 break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = self._input(x), y.to(device, non_blocking=True)
             with self._autocast():
                 out = model(x)
             if classify:
@@ -202,6 +204,11 @@ class TrainLoop:
         if not hasattr(self, "_clim_t"):
             self._clim_t = torch.as_tensor(clim, dtype=torch.float32, device=self.p.ctx.device)
         return self._clim_t
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p.channels_last:
+            return x.to(self.p.ctx.device, non_blocking=True, memory_format=torch.channels_last)
+        return x.to(self.p.ctx.device, non_blocking=True)
 
     def _autocast(self):
         if self.p.amp_dtype is None:

@@ -75,25 +75,29 @@ class EvalSums:
     def fields(cls, channels: int, device=None) -> EvalSums:
         return cls({"count": (), "loss": (), "rmse": (channels,), "acc": (channels,)}, device)
 
-    def add(self, name: str, value: torch.Tensor) -> None:
-        self.sums[name] += value.detach().double()
+    def add(self, name: str, value: torch.Tensor | float) -> None:
+        """A tensor on the device, or a Python number (added as a scalar: no host-to-device
+        copy, which `torch.tensor(n, device=...)` would be, blocking, once per batch)."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().double()
+        self.sums[name] += value
 
     def reduce(
         self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         names = sorted(self.sums)
         flat = torch.cat([self.sums[n].reshape(-1) for n in names])
-        flat = all_reduce_sum(flat)
+        flat = all_reduce_sum(flat).cpu()  # the evaluation's one host sync
         out, at = {}, 0
         for n in names:
             size = self.sums[n].numel()
-            out[n] = flat[at : at + size].reshape(self.sums[n].shape).cpu()
+            out[n] = flat[at : at + size].reshape(self.sums[n].shape)
             at += size
         return out
 
 
 def classification_batch(sums: EvalSums, logits: torch.Tensor, target: torch.Tensor) -> None:
-    sums.add("count", torch.tensor(float(target.shape[0]), device=logits.device))
+    sums.add("count", float(target.shape[0]))
     sums.add("loss", F.cross_entropy(logits.float(), target, reduction="sum"))
     sums.add("correct", topk_correct(logits, target))
 
@@ -109,7 +113,7 @@ def classification_result(totals: dict[str, torch.Tensor]) -> dict[str, float]:
 def fields_batch(sums: EvalSums, pred, target, loss, clim: torch.Tensor | None) -> None:
     """`pred`/`target`: the first forecast step [N, C, H, W] (normalised units)."""
     n = pred.shape[0]
-    sums.add("count", torch.tensor(float(n), device=pred.device))
+    sums.add("count", float(n))
     sums.add("loss", loss * n)
     pred, target = pred.float(), target.float()
     sums.add("rmse", weighted_rmse_channels(pred, target).sum(dim=0))

@@ -3,6 +3,7 @@ optimizer, resume state, run id and the RunConfig record of the run-start marker
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,12 +11,13 @@ import torch
 from torch import nn
 
 from trainer import checkpoint as ckpt_io
-from trainer.config import TrainConfig
-from trainer.data import Batches, DataBundle, build_data, make_loader
+from trainer.config import TrainConfig, default_workers
+from trainer.data import Batches, DataBundle, build_data, make_loader, seed_augmentations
 from trainer.distributed import DistContext
 from trainer.errors import CheckpointError
 from trainer.loop import LoopParts
 from trainer.models import Rollout, build_model, parameter_count
+from trainer.precision import amp_policy, apply_backend_flags, bf16_native
 from trainer.recipes import BatchPlan, Recipe, default_epochs, make_recipe, plan_batches
 from trainer.recipes import steps_per_epoch as count_steps
 from trainer.system import device_record, software_record
@@ -83,6 +85,8 @@ class Session:
             eval_batches=self.config.eval_batches,
             amp_dtype=self.amp_dtype,
             scaler=self.scaler,
+            channels_last=self.config.channels_last,
+            stop_check_every=self.config.stop_check_every,
         )
 
 
@@ -107,9 +111,14 @@ def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], s
         warmup_epochs=config.warmup_epochs,
     )
     base = build_model(config, data.num_classes)
+    # The model's initial weights above are the same on every rank; augmentations below differ.
+    seed_augmentations(config.seed, ctx.rank)
     if config.init_checkpoint:
         _load_into(base, ckpt_io.load_weights(config.init_checkpoint), config.init_checkpoint)
     base.to(ctx.device)
+    if config.channels_last:
+        base.to(memory_format=torch.channels_last)
+    precision_record = apply_backend_flags(config, ctx.device)
     optimizer = _optimizer(recipe, base)
     scaler, amp_dtype = _amp(config, ctx)
     signature = _signature(config, plan, spe, data.num_classes)
@@ -141,11 +150,14 @@ def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], s
     if ctx.distributed:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    workers = config.workers
+    if workers is None:
+        workers = default_workers(len(os.sched_getaffinity(0)), ctx.local_world_size)
     loader_args = dict(
         world_size=ctx.world_size,
         rank=ctx.rank,
         seed=config.seed,
-        workers=config.workers,
+        workers=workers,
         pin_memory=ctx.device.type == "cuda",
     )
     train_loader = Batches(
@@ -157,6 +169,7 @@ def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], s
             make_loader(data.eval, plan.local_batch_size, train=False, **loader_args)
         )
     run_config = _run_config(config, ctx, plan, recipe, data, base, start_epoch)
+    run_config["recipe"].update(precision_record, workers=str(workers))
     return Session(
         config, ctx, plan, recipe, data, base, module, eval_model, optimizer, scaler, amp_dtype,
         train_loader, eval_loader, run_id, start_epoch, run_config, signature,
@@ -183,11 +196,9 @@ def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _amp(config: TrainConfig, ctx: DistContext):
-    if not config.amp:
-        return None, None
-    if ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.amp.GradScaler("cuda"), torch.float16
-    return None, torch.bfloat16
+    policy = amp_policy(config.amp, ctx.device.type, bf16_native(ctx.device))
+    scaler = torch.amp.GradScaler("cuda") if policy.grad_scaler else None
+    return scaler, policy.amp_dtype
 
 
 def _signature(config: TrainConfig, plan: BatchPlan, spe: int, num_classes: int) -> dict:
@@ -214,7 +225,6 @@ def _run_config(config, ctx, plan, recipe, data, model, start_epoch) -> dict:
     recipe_map.update(
         data_fraction=f"{config.data_fraction:g}",
         start_epoch=str(start_epoch),
-        workers=str(config.workers),
     )
     if config.init_checkpoint:
         recipe_map["init_checkpoint"] = config.init_checkpoint

@@ -16,9 +16,19 @@ from tests.fakenvml.build import nvml_env
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def dump(lib: Path, reads: int = 3, uuids: tuple[str, ...] = (), **fake: str) -> dict:
+def dump(
+    lib: Path, reads: int = 3, uuids: tuple[str, ...] = (), interval_ms: float = 0, **fake: str
+) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.fakenvml.dump_backend", str(reads), *uuids],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakenvml.dump_backend",
+            str(reads),
+            "--interval-ms",
+            str(interval_ms),
+            *uuids,
+        ],  # fmt: skip
         env=nvml_env(lib, **fake),
         cwd=ROOT,
         capture_output=True,
@@ -40,7 +50,9 @@ def test_devices_and_readings_come_through_nvidia_ml_py(fake_nvml_lib):
     first = out["reads"][0][1]
     assert first["power_w"] == pytest.approx(110.5)  # instant power field (mW -> W)
     assert first["power_avg_w"] == pytest.approx(110.1)  # nvmlDeviceGetPowerUsage
-    assert first["energy_j"] == pytest.approx(2002.0)
+    # The fake's counter moves with its power reads: read first, the counter has not moved yet.
+    assert first["energy_j"] == pytest.approx(2000.0)
+    assert not first["power_from_avg"]
     assert (first["gpu_util_pct"], first["mem_util_pct"]) == (51.0, 20.0)
     assert (first["temperature_c"], first["sm_clock_mhz"], first["mem_clock_mhz"]) == (
         41.0,
@@ -65,14 +77,18 @@ def test_an_unknown_value_type_is_no_instant_power_not_garbage(fake_nvml_lib):
     out = dump(fake_nvml_lib, count="1", value_type="99")
     assert not out["devices"][0]["has_instant_power"]
     assert all(r[0]["power_w"] == r[0]["power_avg_w"] for r in out["reads"])
+    assert all(r[0]["power_from_avg"] for r in out["reads"])
 
 
-def test_a_failed_instant_read_leaves_power_absent_rather_than_the_1s_average(fake_nvml_lib):
+def test_a_failed_instant_read_falls_back_to_the_average_and_says_so(fake_nvml_lib):
     out = dump(fake_nvml_lib, reads=6, count="2", flaky="1")
-    powers = [read[1]["power_w"] for read in out["reads"]]
-    assert [p is None for p in powers] == [False, False, True, False, False, True]
-    assert all(read[1]["power_avg_w"] is not None for read in out["reads"])
-    assert all(read[0]["power_w"] is not None for read in out["reads"])
+    gpu1 = [read[1] for read in out["reads"]]
+    assert [s["power_from_avg"] for s in gpu1] == [False, False, True, False, False, True]
+    for s in gpu1:
+        assert s["power_w"] is not None and s["power_avg_w"] is not None
+        assert (s["power_w"] == s["power_avg_w"]) == s["power_from_avg"]
+    assert not any(read[0]["power_from_avg"] for read in out["reads"])
+    assert out["devices"][1]["has_instant_power"]
 
 
 def test_a_gpu_whose_name_fails_keeps_its_place_and_its_readings(fake_nvml_lib):
@@ -184,12 +200,18 @@ def test_serve_with_nvml_streams_a_lost_gpu_and_stops_on_sigterm(fake_nvml_lib, 
                     break
             assert readings[0].status == pb.DEVICE_STATUS_LOST
             assert readings[1].status == pb.DEVICE_STATUS_OK and readings[1].HasField("power_w")
+            assert not readings[1].power_from_avg
+            info = stub.GetLatest(pb.GetLatestRequest(), timeout=5).info
+            assert [d.power_scope for d in info.devices] == ["gpu", "gpu"]
+            assert info.devices[1].power_avg_window_s == 0.0  # the fake is an A100 (GA100)
             mig = "MIG-fa4e0000-0000-0000-0001-000000000000"
             ack = stub.SendMarkers(pb.MarkerBatch(markers=[marker(pb.RUN_START, device_uuid=mig)]))
             (stored,) = [m for b in catch_up(stub, from_seq=ack.next_seq - 1) for m in b.markers]
             assert stored.device_uuid == "GPU-fa4e0000-0000-0000-0000-000000000001"
+            assert stored.device_slice == mig  # the slice the rank trains on is kept
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+        assert not port_file.exists(), "the port file is removed on exit"
     finally:
         if proc.poll() is None:
             proc.kill()

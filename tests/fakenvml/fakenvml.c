@@ -18,6 +18,17 @@
  *                               MIG-fa4e0000-0000-0000-<i>-00000000000<k>); a GPU in MIG mode has
  *                               no utilization, a MIG instance no power or energy
  *   FAKENVML_NO_NAME=i,j        nvmlDeviceGetName fails (NVML_ERROR_UNKNOWN) on these GPUs
+ *   FAKENVML_TRANSIENT=N        on every GPU, every Nth call of nvmlDeviceGetTotalEnergyConsumption
+ *                               returns NVML_ERROR_NOT_SUPPORTED, and every Nth instant-power
+ *                               field read has per-field return NOT_SUPPORTED (as real drivers
+ *                               do now and then when polled fast); the first call always works
+ *   FAKENVML_ZERO_INSTANT=i,j   the instant-power field of these GPUs reads 0 W on every other
+ *                               read (odd power_reads), as some drivers do on a busy GPU
+ *   FAKENVML_NO_GPU_SCOPE=1     the instant-power field refuses GPU scope (NOT_SUPPORTED) and
+ *                               answers in module scope only, as on Grace Hopper
+ *   FAKENVML_ARCH=a             nvmlDeviceGetArchitecture answer (default 7, Ampere; -1: fails)
+ *   FAKENVML_CC=M.m             nvmlDeviceGetCudaComputeCapability answer (default 8.0, GA100)
+ * Every per-device call is counted by name: fakenvml_call_count("nvmlDeviceGetTemperature").
  *   FAKENVML_COUNTER_MS=P       the energy counter advances on a clock instead: 1 mJ-resolution
  *                               steps every P ms since init, (100 + 10 i) W x P ms each
  * Values: GPU i draws (100 + 10 i) W plus a small ramp (module scope: 250 W more; memory scope:
@@ -49,9 +60,9 @@ typedef int nvmlReturn_t;
 
 typedef struct fake_gpu {
     int index;
-    int no_energy, no_instant, flaky, mig, no_name;
+    int no_energy, no_instant, flaky, mig, no_name, zero_instant;
     long lost_after; /* -1: never */
-    long power_reads;
+    long power_reads, energy_calls, instant_calls;
     struct fake_gpu *parent; /* a MIG instance: its GPU; NULL for a GPU */
 } fake_gpu_t;
 typedef fake_gpu_t *nvmlDevice_t;
@@ -83,6 +94,28 @@ static unsigned int value_type = 1;
 static long counter_ms; /* FAKENVML_COUNTER_MS: 0 = the counter advances per reading */
 static struct timespec init_time;
 static char unsupported[1024];
+static long transient_every; /* 0: never */
+static int no_gpu_scope, arch = 7, cc_major = 8, cc_minor = 0;
+static struct { const char *fn; long n; } calls[64];
+
+static void count_call(const char *fn) {
+    for (int i = 0; i < 64; i++) {
+        if (!calls[i].fn) calls[i].fn = fn;
+        if (calls[i].fn == fn || !strcmp(calls[i].fn, fn)) { calls[i].n++; return; }
+    }
+}
+
+/* Not NVML: how often a per-device entry point was called since the library loaded. */
+long fakenvml_call_count(const char *fn) {
+    for (int i = 0; i < 64 && calls[i].fn; i++)
+        if (!strcmp(calls[i].fn, fn)) return calls[i].n;
+    return 0;
+}
+
+static int transient_now(long *counter) {
+    long n = (*counter)++;
+    return transient_every > 0 && n > 0 && n % transient_every == transient_every - 1;
+}
 
 static int in_list(const char *list, int i) {
     char buf[256];
@@ -103,6 +136,7 @@ static int is_unsupported(const char *fn) {
 static nvmlReturn_t check(nvmlDevice_t d, const char *fn) {
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
     if (!d) return NVML_ERROR_INVALID_ARGUMENT;
+    count_call(fn);
     fake_gpu_t *gpu = d->parent ? d->parent : d;
     if (gpu->lost_after >= 0 && gpu->power_reads >= gpu->lost_after) return NVML_ERROR_GPU_IS_LOST;
     if (is_unsupported(fn)) return NVML_ERROR_NOT_SUPPORTED;
@@ -126,6 +160,13 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
              getenv("FAKENVML_UNSUPPORTED") ? getenv("FAKENVML_UNSUPPORTED") : "");
     const char *vt = getenv("FAKENVML_VALUE_TYPE");
     value_type = vt && *vt ? (unsigned)atoi(vt) : 1;
+    const char *tr = getenv("FAKENVML_TRANSIENT");
+    transient_every = tr && *tr ? atol(tr) : 0;
+    no_gpu_scope = getenv("FAKENVML_NO_GPU_SCOPE") && atoi(getenv("FAKENVML_NO_GPU_SCOPE"));
+    const char *a = getenv("FAKENVML_ARCH");
+    arch = a && *a ? atoi(a) : 7;
+    const char *cc = getenv("FAKENVML_CC");
+    if (!cc || sscanf(cc, "%d.%d", &cc_major, &cc_minor) != 2) { cc_major = 8; cc_minor = 0; }
     const char *cm = getenv("FAKENVML_COUNTER_MS");
     counter_ms = cm && *cm ? atol(cm) : 0;
     clock_gettime(CLOCK_MONOTONIC, &init_time);
@@ -137,6 +178,7 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
         gpus[i].flaky = in_list(getenv("FAKENVML_FLAKY"), (int)i);
         gpus[i].mig = in_list(getenv("FAKENVML_MIG"), (int)i);
         gpus[i].no_name = in_list(getenv("FAKENVML_NO_NAME"), (int)i);
+        gpus[i].zero_instant = in_list(getenv("FAKENVML_ZERO_INSTANT"), (int)i);
         gpus[i].lost_after = ((int)i == lost_gpu) ? lost_after : -1;
         for (int k = 0; k < MIG_PER_GPU; k++) {
             memset(&migs[i][k], 0, sizeof migs[i][k]);
@@ -280,6 +322,7 @@ nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
     CHECK_GPU(d);
     if (d->no_energy) return NVML_ERROR_NOT_SUPPORTED;
+    if (transient_now(&d->energy_calls)) return NVML_ERROR_NOT_SUPPORTED;
     if (counter_ms > 0) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -301,7 +344,8 @@ nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvmlFieldValue_
         values[i].latencyUsec = 0;
         unsigned int scope = values[i].scopeId;
         if (values[i].fieldId != NVML_FI_DEV_POWER_INSTANT || d->no_instant ||
-            (scope != NVML_POWER_SCOPE_GPU && scope != NVML_POWER_SCOPE_MODULE)) {
+            (scope != NVML_POWER_SCOPE_GPU && scope != NVML_POWER_SCOPE_MODULE) ||
+            (scope == NVML_POWER_SCOPE_GPU && no_gpu_scope)) {
             values[i].nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
             continue;
         }
@@ -309,7 +353,12 @@ nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvmlFieldValue_
             values[i].nvmlReturn = NVML_ERROR_TIMEOUT;
             continue;
         }
+        if (transient_now(&d->instant_calls)) {
+            values[i].nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+            continue;
+        }
         unsigned int mw = power_mw(d) + 500u + (scope == NVML_POWER_SCOPE_MODULE ? 250000u : 0u);
+        if (d->zero_instant && d->power_reads % 2 == 1) mw = 0;
         values[i].valueType = value_type;
         memset(&values[i].value, 0xA5, sizeof values[i].value); /* garbage for unknown types */
         switch (value_type) {
@@ -340,5 +389,19 @@ nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned int *
 nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
     CHECK(d);
     *mhz = type == 1 ? 1410u : 1215u; /* NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2 */
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t d, unsigned int *out) {
+    CHECK(d);
+    if (arch < 0) return NVML_ERROR_NOT_SUPPORTED;
+    *out = (unsigned)arch;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t d, int *major, int *minor) {
+    CHECK(d);
+    *major = cc_major;
+    *minor = cc_minor;
     return NVML_SUCCESS;
 }

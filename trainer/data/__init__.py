@@ -9,10 +9,10 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from trainer.config import TrainConfig
-from trainer.data.loaders import Batches, make_loader
+from trainer.data.loaders import Batches, make_loader, seed_augmentations
 from trainer.errors import ConfigError
 
-__all__ = ["Batches", "DataBundle", "build_data", "make_loader"]
+__all__ = ["Batches", "DataBundle", "build_data", "make_loader", "seed_augmentations"]
 
 # Defaults mirror the study's data sets: ImageNet-1k (1,281,167 training images) and ERA5
 # 1979-2015 at 6-hour steps (37 x 1460 samples).

@@ -11,6 +11,11 @@ of the run's set-up (before RUN_START), like building the model, and epoch 0's i
 training and evaluation only, comparable with every other epoch. The set-up time is reported in
 the run-start marker (`setup_s`) and the summary (`setup_duration_s`), not hidden. Workers leave
 SIGINT / SIGTERM to the trainer (see `leave_signals_to_the_trainer`).
+
+Augmentations (random crops and flips) draw from torch's RNG: in a worker it is seeded from the
+loader's generator, in the main process (no workers) it is the global one. Both are seeded per
+rank (`augmentation_seed`), so the ranks see different crops of their samples; the sampler's
+shuffle keeps the run's seed, the same on every rank, as DistributedSampler needs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import multiprocessing
 import signal
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
@@ -60,9 +66,19 @@ def make_loader(
         num_workers=workers,
         drop_last=train,
         pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(augmentation_seed(seed, rank)),
         **extra,
     )
+
+
+def augmentation_seed(seed: int, rank: int) -> int:
+    """A seed of its own for each (run seed, rank), statistically independent of the others."""
+    return int(np.random.SeedSequence([seed, rank, 0xA06]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_augmentations(seed: int, rank: int) -> None:
+    """Seed the global RNG per rank: what augmentations use when there are no loader workers."""
+    torch.manual_seed(augmentation_seed(seed, rank))
 
 
 def leave_signals_to_the_trainer(worker_id: int) -> None:

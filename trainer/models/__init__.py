@@ -14,7 +14,7 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
         return resnet50(weights=None, num_classes=num_classes)
     from trainer.models.afno import AFNONet
 
-    return AFNONet(config.afno)
+    return AFNONet(config.afno, checkpointing=config.activation_checkpointing)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -10,6 +10,12 @@ dimension), soft-shrinkage (`sparsity_threshold`) for sparsity, and only the low
 the reference's exactly (rows `total-kept : total+kept`, columns `:kept` with `total = H // 2 + 1`),
 quirk included: with fraction 1 and W > H the highest zonal modes are dropped, as upstream.
 
+Activation checkpointing (`checkpointing=True`, the trainer's --activation-checkpointing): in
+training, each block keeps only its input and recomputes the rest in backward. At 720x1440,
+depth 12, fp32 a sample's activations are about 8.5 GiB without it (bench/bench_afno_memory.py
+prints the figures), so the study's LBS 4 does not fit a 40 GB card; with it they shrink to
+about one block's worth plus the block inputs, for roughly a third more compute per step.
+
 Left out on purpose: the reference's `self.norm`, defined but never used in `forward` (DDP would
 need `find_unused_parameters` for it), and dropout / drop-path, which the reference sets to 0.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from trainer.config import AfnoShape
 
@@ -126,8 +133,9 @@ class PatchEmbed(nn.Module):
 
 
 class AFNONet(nn.Module):
-    def __init__(self, shape: AfnoShape):
+    def __init__(self, shape: AfnoShape, checkpointing: bool = False):
         super().__init__()
+        self.checkpointing = checkpointing
         p = shape.patch_size
         if shape.img_height % p or shape.img_width % p:
             raise ValueError(
@@ -148,8 +156,9 @@ class AFNONet(nn.Module):
         B = x.shape[0]
         x = self.patch_embed(x) + self.pos_embed
         x = x.reshape(B, self.h, self.w, self.shape.embed_dim)
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return unpatchify(self.head(x), self.shape.patch_size, self.shape.out_channels)
 
 
