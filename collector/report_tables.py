@@ -12,8 +12,6 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import tabulate as _tabulate
-
 from collector.analysis import (
     RUN_METRICS,
     UNITS,
@@ -24,6 +22,7 @@ from collector.analysis import (
     distribution,
     point_id_of,
 )
+from collector.tables import text_table
 
 TERMINAL_WIDTH = 100
 # (header, metric) of the wide points table; the accuracy columns are added per report.
@@ -64,12 +63,6 @@ def fmt_stat(s: Stat | None, digits: int = 4) -> str:
     if s.std is None:
         return fmt(s.mean, digits)
     return f"{fmt(s.mean, digits)} ± {fmt(s.std, 2)}"
-
-
-def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Every terminal table of the project has this look (tabulate's "simple" format)."""
-    _tabulate.MIN_PADDING = 0  # columns as wide as their widest cell (the default pads by 2)
-    return _tabulate.tabulate(rows, headers=list(head), tablefmt="simple", disable_numparse=True)
 
 
 def fit_to_width(head: list[str], rows: list[list[str]], width: int = TERMINAL_WIDTH) -> str:

@@ -24,7 +24,7 @@ from trainer.loop import EpochResult, TrainLoop
 from trainer.session import Session, prepare
 from trainer.system import param_fingerprint
 from trainer.telemetry import MarkerClient, NullMarkerClient
-from trainer.ui import Progress, headline_metric, summary_table
+from trainer.ui import Progress, headline_metric, no_energy_line, start_line, summary_table
 
 
 class StopRequest:
@@ -83,6 +83,10 @@ def train(config: TrainConfig) -> Outcome:
         session.start_loaders()
         session.setup_s = time.perf_counter() - started
         client = _make_client(config, ctx, session)
+        if config.progress and ctx.is_main:
+            print(
+                start_line(session.run_id, config.model, ctx.world_size, config.daemon), flush=True
+            )
         start_metrics = {"start_epoch": float(session.start_epoch), "setup_s": session.setup_s}
         client.mark_run_start(session.run_config, start_metrics)
         progress = Progress(
@@ -142,7 +146,8 @@ def _finish(config, ctx, session, loop, client, epochs, status, started, train_s
     end_metrics = {k: v for k, v in final.items() if headline_metric(k)}
     stats = client.stats()
     end_metrics.update(
-        markers_sent=float(stats.sent),
+        # this rank's markers, this run end included: what the summary's "by rank 0" says
+        markers_sent=float(stats.enqueued + 1 - stats.dropped) if config.daemon else 0.0,
         markers_dropped=float(stats.dropped),
         steps=float(steps),
         final_step=float(session.start_step + steps - 1),
@@ -162,6 +167,8 @@ def _finish(config, ctx, session, loop, client, epochs, status, started, train_s
             Path(config.output).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if config.progress:
             print(summary_table(summary), flush=True)
+            if config.daemon is None or summary["markers"]["sent"] == 0:
+                print(no_energy_line(config.daemon), flush=True)
     return summary
 
 

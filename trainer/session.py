@@ -83,10 +83,16 @@ class Session:
             stop=stop,
             task="fields" if fields else "classification",
             out_channels=self.config.afno.out_channels if fields else 0,
-            eval_batches=self.config.eval_batches,
+            eval_batches=eval_cap(self.config),
             amp_dtype=self.amp_dtype,
             scaler=self.scaler,
         )
+
+
+def eval_cap(config: TrainConfig) -> int | None:
+    """Batches per rank each evaluation runs: --eval-batches, else --steps-per-epoch (a smoke test
+    capped to a few steps should not evaluate a whole validation set), else all."""
+    return config.eval_batches if config.eval_batches is not None else config.steps_per_epoch
 
 
 def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], str]) -> Session:
