@@ -78,6 +78,8 @@ def serve(daemons: tuple[str, ...], db_url: str, metrics_listen: str, retention:
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if not verbose:  # alembic's "Context impl SQLiteImpl." etc.: noise unless debugging
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     daemons = tuple(a.strip() for arg in daemons for a in arg.split(",") if a.strip())
     if not daemons:
         raise ConfigError(
