@@ -120,3 +120,46 @@ def test_sweep_run_result_line():
         "  completed in 12.3 s, node GPU energy 45.6 kJ, eval_top1 0.76, eval_top5 0.93"
     )
     assert run_result_line({}, None) == "  completed, no evaluation"
+
+
+class CountingThermometer:
+    """A node whose two GPUs use 1.5 kJ between any two reads (the Thermometer Protocol)."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def gpu_temperatures(self):
+        return {"gpu-a": 40.0, "gpu-b": 41.0}
+
+    def gpu_energy_j(self):
+        self.reads += 1
+        return {"gpu-a": 1000.0 * self.reads, "gpu-b": 500.0 * self.reads}
+
+
+def test_sweep_prints_one_result_line_per_finished_run(tmp_path):
+    import json
+    import tomllib
+
+    from trainer.sweep_grid import parse_grid
+    from trainer.sweep_runner import SweepRunner
+    from trainer.sweep_state import SweepState
+
+    grid = parse_grid(
+        tomllib.loads(
+            '[sweep]\nname = "t"\nmodel = "resnet50"\nrepeats = 1\n[train]\ndata = "synthetic"\n'
+            '[[series]]\nname = "s"\ngpus = [1]\ngbs = 4\n'
+        )
+    )
+
+    def launcher(spec):  # what `trainer train --output` leaves behind
+        summary = {"status": "completed", "duration_s": 3.25, "metrics": {"eval_top1": 0.5}}
+        spec.output_path.write_text(json.dumps(summary))
+        return 0
+
+    lines: list[str] = []
+    state = SweepState.load(tmp_path / "t" / "state.json", "t")
+    runner = SweepRunner(
+        grid, state, tmp_path, launcher, echo=lines.append, thermometer=CountingThermometer()
+    )
+    assert runner.run().completed == 1
+    assert lines[-1] == "  completed in 3.2 s, node GPU energy 1.5 kJ, eval_top1 0.5"
