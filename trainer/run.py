@@ -150,6 +150,7 @@ def _finish(config, ctx, session, loop, client, epochs, status, started, train_s
         markers_sent=float(stats.enqueued + 1 - stats.dropped) if config.daemon else 0.0,
         markers_dropped=float(stats.dropped),
         steps=float(steps),
+        samples=float(steps * session.plan.global_batch_size),  # this session, as the summary
         final_step=float(session.start_step + steps - 1),
         samples_seen=float((session.start_step + steps) * session.plan.global_batch_size),
         duration_s=time.perf_counter() - started,

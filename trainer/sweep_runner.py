@@ -20,7 +20,7 @@ from pathlib import Path
 from trainer.sweep_cooldown import CooldownResult, Thermometer, wait_for_cooldown
 from trainer.sweep_grid import Point, SweepError, SweepGrid
 from trainer.sweep_state import RunRecord, SweepState
-from trainer.ui import run_result_line
+from trainer.ui import plural, run_result_line
 
 # Tag keys every sweep run carries (RunConfig.tags); the collector's report groups by them.
 # TAG_MODE only where the grid sets a --mode (absent: pretrain).
@@ -240,7 +240,7 @@ class SweepRunner:
         )
         self.state.put(record)
         self._echo(
-            f"[{number}/{total}] {point.point_id} repeat {repeat} ({point.gpus} procs, "
+            f"[{number}/{total}] {point.point_id} repeat {repeat} ({plural(point.gpus, 'proc')}, "
             f"GBS {point.global_batch_size}, LBS {point.local_batch_size}) run {run_id}"
         )
         energy_before = self._gpu_energy()

@@ -73,6 +73,7 @@ def test_summary_markers_agree_with_what_the_daemon_holds(sim_daemon, tmp_path):
     end = next(m for m in held if m.kind == pb.RUN_END)
     # RUN_END's markers_sent (what `collector show` lists) = the summary's count = what arrived
     assert end.metrics["markers_sent"] == summary["markers"]["sent"] == len(held)
+    assert end.metrics["samples"] == summary["samples"] == 8  # overlays the epochs' own counts
     assert f"{len(held)} sent, 0 dropped, to {sim_daemon.address}" in "\n".join(lines)
     assert no_energy_line() not in lines
 
