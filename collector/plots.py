@@ -313,9 +313,11 @@ def time_vs_energy(ax, c: Ctx) -> None:
         ax.plot(
             [p.mean("runtime_s") for p in front],
             [p.mean("energy_kwh") for p in front],
-            "--",
+            "--o",
             color="k",
             lw=1,
+            ms=9,
+            mfc="none",  # a ring around each front point: visible even for a one-point front
             label="Pareto front",
         )
     for name in sorted({series_names(p)[0] for p in pts}):

@@ -40,7 +40,12 @@ POINT_COLUMNS = (
     ("start °C", "start_temperature_c"),
 )
 COMPACT_POINT_COLUMNS = (("energy kWh", "energy_kwh"), ("runtime s", "runtime_s"))
-ACCURACY_HEADERS = {"top1_error": "top-1 err %", "top5_error": "top-5 err %", "rmse": "RMSE σ"}
+ACCURACY_HEADERS = {
+    "top1_error": "top-1 err %",
+    "top5_error": "top-5 err %",
+    "rmse": "RMSE σ",
+    "acc": "ACC",
+}
 RATIO_METRICS = (
     "energy_kwh",
     "runtime_s",
