@@ -111,10 +111,11 @@ def points_rows(a: StudyAnalysis, compact: bool = False) -> tuple[list[str], lis
 
 
 def series_rows(a: StudyAnalysis, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    names = {m: h for h, m in POINT_COLUMNS} | ACCURACY_HEADERS
     ratios = (
         list(COMPACT_RATIOS)
         if compact
-        else [(m, m) for m in RATIO_METRICS] + [(k, k) for k in accuracy_keys(a.points)]
+        else [(names.get(m, m), m) for m in [*RATIO_METRICS, *accuracy_keys(a.points)]]
     )
     head = ["series", "scaling", "point", "GPUs", "speed-up", "parallel eff."]
     head += [f"{h} ratio" for h, _ in ratios]

@@ -233,7 +233,7 @@ def test_terminal_summary_fits_100_columns_and_wide_shows_everything(tmp_path):
         assert header in compact
     wide = build_report("w", runs, {}, tmp_path / "w", wide=True).table
     assert max(map(len, wide.splitlines())) > 100
-    for header in ("samples/GPU-h", "W/GPU", "j_per_sample ratio", "R² (updates)"):
+    for header in ("samples/GPU-h", "W/GPU", "J/sample ratio", "R² (updates)"):
         assert header in wide and header not in compact
     assert "g2" in compact and "±" in compact  # mean ± std
 
