@@ -359,4 +359,4 @@ def step_energy_distribution(ax, c: Ctx) -> None:
             patch.set_facecolor(c.series_color[series_names(order[pid])[0]])
             patch.set_alpha(0.6)
         ax.set_xticks(range(1, len(items) + 1), [pid for pid, _ in items], rotation=45, ha="right")
-    ax.set(ylabel="job energy per step (J)", title="Step-energy distribution")
+    ax.set(xlabel="point", ylabel="job energy per step (J)", title="Step-energy distribution")
