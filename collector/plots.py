@@ -354,9 +354,14 @@ def step_energy_distribution(ax, c: Ctx) -> None:
     if not items:
         ax.text(0.5, 0.5, "no step energies recorded", ha="center", transform=ax.transAxes)
     else:
-        box = ax.boxplot([v for _, v in items], showfliers=False, patch_artist=True)
-        for patch, (pid, _) in zip(box["boxes"], items, strict=True):
-            patch.set_facecolor(c.series_color[series_names(order[pid])[0]])
+        box = ax.boxplot(
+            [v for _, v in items], showfliers=False, patch_artist=True, medianprops={"color": "k"}
+        )
+        names = [series_names(order[pid])[0] for pid, _ in items]
+        for patch, name in zip(box["boxes"], names, strict=True):
+            patch.set_facecolor(c.series_color[name])
             patch.set_alpha(0.6)
+        for name in sorted(set(names)):
+            ax.plot([], [], "s", color=c.series_color[name], alpha=0.6, label=name)
         ax.set_xticks(range(1, len(items) + 1), [pid for pid, _ in items], rotation=45, ha="right")
     ax.set(xlabel="point", ylabel="job energy per step (J)", title="Step-energy distribution")

@@ -126,8 +126,9 @@ def _render(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]], out: Path
         _single(c, out, "Mean power per GPU vs LBS", f"GPU energy / runtime / GPUs. {STATS}",
                 P.power_vs_lbs),
         _single(c, out, "Step-energy distribution", "Job-level energy per optimizer step, pooled "
-                "over each point's repeats: box = quartiles, line = median, whiskers = 1.5 IQR.",
-                P.step_energy_distribution, legend=False),
+                "over each point's repeats (colour: series): box = quartiles, line = median, "
+                "whiskers = 1.5 IQR.",
+                P.step_energy_distribution),
     ]  # fmt: skip
     overview = [P.energy_vs_gpus, P.speedup_vs_gpus, P.parallel_efficiency_vs_gpus]
     overview += [P.energy_vs_gpu_hours, P.time_vs_energy]
