@@ -247,7 +247,8 @@ def _run_config(config, ctx, plan, recipe, data, model, start_epoch) -> dict:
         "amp": config.amp,
         "backend": ctx.backend,
         "recipe": recipe_map,
-        "tags": config.tags_map,
+        # the study report keeps fine-tuning apart from pre-training (a tag of its own wins)
+        "tags": ({"mode": "finetune"} if config.mode == "finetune" else {}) | config.tags_map,
         **device_record(ctx),
         **software_record(),
     }

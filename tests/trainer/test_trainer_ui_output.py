@@ -78,6 +78,15 @@ def test_summary_markers_agree_with_what_the_daemon_holds(sim_daemon, tmp_path):
     assert no_energy_line() not in lines
 
 
+def test_finetuning_runs_carry_a_mode_tag_for_the_report(sim_daemon):
+    _train(
+        "--steps-per-epoch", "1", "--mode", "finetune", "--daemon", sim_daemon.address,
+        "--run-id", "ft-1", "--quiet",
+    )  # fmt: skip
+    start = next(m for m in read_markers(sim_daemon.address, "ft-1") if m.kind == pb.RUN_START)
+    assert start.config.tags["mode"] == "finetune"
+
+
 def test_plural_and_multi_rank_marker_line():
     assert (plural(1, "rank"), plural(2, "rank"), plural(0, "node")) == (
         "1 rank",
