@@ -83,41 +83,52 @@ class ParawattCollector:
 
     def _runs(self) -> Iterator[Metric]:
         s = self.state
+        labels = ["run_id", "sweep", "model", "nodes"]
         energy = CounterMetricFamily(
             "parawatt_run_energy_joules",
-            "Energy of the run so far (all devices).",
-            labels=["run_id"],
+            "Energy of the run's completed rank sessions (all devices): equals SQL once the run "
+            "is complete; never fed estimates.",
+            labels=labels,
         )
-        epoch = GaugeMetricFamily(
-            "parawatt_run_epoch", "Latest epoch of the run.", labels=["run_id"]
+        per_node = CounterMetricFamily(
+            "parawatt_run_node_energy_joules",
+            "The completed sessions' energy per node (label node as on device series).",
+            labels=[*labels, "node"],
         )
+        estimate = GaugeMetricFamily(
+            "parawatt_run_energy_estimate_joules",
+            "Energy of the run so far, open sessions included (a live estimate).",
+            labels=labels,
+        )
+        epoch = GaugeMetricFamily("parawatt_run_epoch", "Latest epoch of the run.", labels=labels)
         step = GaugeMetricFamily(
-            "parawatt_run_step", "Latest optimizer step of the run.", labels=["run_id"]
+            "parawatt_run_step", "Latest optimizer step of the run.", labels=labels
         )
-        active = GaugeMetricFamily(
-            "parawatt_run_active", "1 while the run is open.", labels=["run_id"]
-        )
+        active = GaugeMetricFamily("parawatt_run_active", "1 while the run is open.", labels=labels)
         secs = HistogramMetricFamily(
-            "parawatt_step_duration_seconds", "Duration of steps (per rank).", labels=["run_id"]
+            "parawatt_step_duration_seconds", "Duration of steps (per rank).", labels=labels
         )
         joules = HistogramMetricFamily(
-            "parawatt_step_energy_joules", "Energy of steps (per rank).", labels=["run_id"]
+            "parawatt_step_energy_joules", "Energy of steps (per rank).", labels=labels
         )
         with s.lock:
             for run in s.runs.values():
-                lab = [run.run_id]
-                energy.add_metric(lab, run.energy_j)
+                lab = [run.run_id, run.sweep, run.model, str(run.nodes) if run.nodes else ""]
+                energy.add_metric(lab, run.energy_final_j)
+                for node, node_j in sorted(run.node_energy_j.items()):
+                    per_node.add_metric([*lab, node], node_j)
+                estimate.add_metric(lab, run.energy_estimate_j)
                 epoch.add_metric(lab, run.epoch)
                 step.add_metric(lab, run.step)
                 active.add_metric(lab, 0 if run.ended_ns else 1)
                 secs.add_metric(lab, run.step_seconds.cumulative(), run.step_seconds.sum)
                 joules.add_metric(lab, run.step_joules.cumulative(), run.step_joules.sum)
-        yield from (energy, epoch, step, active, secs, joules)
+        yield from (energy, per_node, estimate, epoch, step, active, secs, joules)
 
     def _health(self) -> Iterator[Metric]:
         s = self.state
         now_ns = time.time_ns()
-        d = ["daemon"]
+        d = ["daemon", "node"]  # node: the daemon's hostname, as on device and daemon series
         up = GaugeMetricFamily(
             "parawatt_daemon_up", "1 while the daemon's stream is open.", labels=d
         )
@@ -144,7 +155,7 @@ class ParawattCollector:
             ),
         }
         for h in list(s.daemons):
-            lab = [h.address]
+            lab = [h.address, h.hostname]
             up.add_metric(lab, 1 if h.up else 0)
             if h.last_reading_ns:
                 lag.add_metric(lab, max(0.0, (now_ns - h.last_reading_ns) / 1e9))

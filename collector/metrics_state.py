@@ -42,7 +42,15 @@ class RunLive:
     run_id: str
     epoch: int = 0
     step: int = 0
-    energy_j: float = 0.0
+    # Completed run intervals (rank sessions) only: the figure SQL stores, so it never shrinks.
+    energy_final_j: float = 0.0
+    # Completed plus the open sessions' energy so far: a live estimate that may go down a little
+    # once the final figures replace it (a gauge, never fed to the counter).
+    energy_estimate_j: float = 0.0
+    sweep: str = ""
+    model: str = ""
+    nodes: int = 0
+    node_energy_j: dict[str, float] = field(default_factory=dict)  # the final figure per node
     ended_ns: int | None = None  # collector clock when the run was seen to end
     session_start_ns: int = 0  # its latest RUN_START (a resumed run starts again)
     step_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_SECONDS_BUCKETS))
@@ -122,7 +130,7 @@ class LiveState:
             if (run := self._run(run_id)) is None:
                 return
             run.epoch, run.step = epoch, step
-            run.energy_j = max(run.energy_j, energy_j)  # a counter never goes down
+            run.energy_estimate_j = energy_j
             run.session_start_ns = max(run.session_start_ns, session_start_ns)
             if not ended:
                 run.ended_ns = None
@@ -134,7 +142,24 @@ class LiveState:
             if run.ended_ns is None:
                 run.ended_ns = now_ns
             if energy_j is not None:
-                run.energy_j = max(run.energy_j, energy_j)
+                run.energy_estimate_j = energy_j
+
+    def add_run_energy(self, run_id: str, energy_j: float, device_uuid: str = "") -> None:
+        """A rank's run interval is complete: its energy is final (as stored in SQL)."""
+        with self.lock:
+            if (run := self._run(run_id)) is not None:
+                run.energy_final_j += energy_j
+                dev = self.devices.get(device_uuid)
+                node = dev.node if dev is not None else ""
+                run.node_energy_j[node] = run.node_energy_j.get(node, 0.0) + energy_j
+                run.energy_estimate_j = max(run.energy_estimate_j, run.energy_final_j)
+
+    def add_run_facts(self, run_id: str, sweep: str, model: str, nodes: int) -> None:
+        """Labels of the run's series from its RUN_START configuration (bounded like run_id:
+        they live and expire with it)."""
+        with self.lock:
+            if (run := self._run(run_id)) is not None:
+                run.sweep, run.model, run.nodes = sweep, model, nodes
 
     def expire_runs(self, now_ns: int, grace_ns: int) -> list[str]:
         with self.lock:

@@ -142,6 +142,11 @@ class Pipeline:
             self.live.add_readings(c.readings)
         if c.markers:
             batch.markers.extend((c.boot_id, m) for m in c.markers)
+            for m in c.markers:
+                if m.kind == "run_start" and m.config is not None:
+                    cfg = m.config
+                    self.live.add_run_facts(m.run_id, cfg.tags.get("sweep", ""), cfg.model,
+                                            cfg.nodes)  # fmt: skip
             self.joiner.add_markers(c.hostname, c.markers)
         batch.cursors[c.boot_id] = (c.address, c.next_seq, c.received_ns)
 
@@ -162,6 +167,7 @@ class Pipeline:
                 self._run_energy_done[i.run_id] = (
                     self._run_energy_done.get(i.run_id, 0.0) + i.energy_j
                 )
+                self.live.add_run_energy(i.run_id, i.energy_j, i.device_uuid)
         self.live.add_intervals(out.intervals)
         if out.idle_updates or out.dropped_markers or out.unmeasured_markers:
             with self.live.lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -78,7 +79,13 @@ def main(log_level: str) -> None:
     "--max-streams", type=int, default=32, show_default=True, help="concurrent Subscribe streams"
 )
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
-def serve(port_file: str | None, **options) -> None:
+@click.option(
+    "--metrics-listen",
+    default="off",
+    show_default=True,
+    help="Prometheus /metrics on PORT (loopback), HOST:PORT or [v6]:PORT; 'off' to disable",
+)
+def serve(port_file: str | None, metrics_listen: str, **options) -> None:
     """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT."""
     from power_daemon.server import create_server
 
@@ -86,11 +93,16 @@ def serve(port_file: str | None, **options) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):  # already while NVML starts, which takes a while
         signal.signal(sig, lambda *_: stop.set())
     try:
+        if metrics_listen != "off":  # a typo fails before NVML is started for nothing
+            from power_daemon.metrics import metrics_address
+
+            metrics_address(metrics_listen)
         server, port = create_server(_config(**options))
     except DaemonError as e:
         _fail(e)
-    with server:
-        server.start()
+    with server, contextlib.ExitStack() as extras:
+        server.start()  # takes the first readings, so /metrics is never empty
+        extras.enter_context(_metrics(server, metrics_listen))
         if port_file:  # before the line below, so whoever waits for the line finds the file
             _write_port_file(port_file, port)
         core = server.core
@@ -103,6 +115,26 @@ def serve(port_file: str | None, **options) -> None:
             pass
         log.info("stopping")
     log.info("stopped")
+
+
+@contextlib.contextmanager
+def _metrics(server, listen: str):
+    """The daemon's own /metrics while it serves (nothing with 'off')."""
+    if listen == "off":
+        yield
+        return
+    from power_daemon.metrics import start_metrics_server
+
+    try:
+        metrics = start_metrics_server(server.core, listen, server.service.streams)
+    except DaemonError as e:
+        server.close()
+        _fail(e)
+    click.echo(f"power-daemon: metrics on port {metrics.port} (/metrics)", err=True)
+    try:
+        yield
+    finally:
+        metrics.close()
 
 
 def _write_port_file(port_file: str, port: int) -> None:

@@ -80,11 +80,22 @@ def init_distributed() -> DistContext:
     if world > 1:
         backend = "nccl" if cuda else "gloo"
         kwargs = {"device_id": device} if cuda else {}
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
+        dist.init_process_group(backend=backend, timeout=_collective_timeout(), **kwargs)
         ctx.backend = backend
         # Its own group even on gloo, so control votes never interleave with DDP's buckets.
         ctx.control = dist.new_group(backend="gloo")
     return ctx
+
+
+def _collective_timeout() -> timedelta:
+    """$PARAWATT_DIST_TIMEOUT_S (SLURM scripts set it from the grid's nccl_timeout_s): a hung
+    collective fails the job this soon instead of after torch's 30 minutes."""
+    text = os.environ.get("PARAWATT_DIST_TIMEOUT_S", "")
+    try:
+        seconds = float(text) if text else 1800.0
+    except ValueError:
+        seconds = 1800.0
+    return timedelta(seconds=seconds if 0 < seconds < 86400 * 7 else 1800.0)
 
 
 class StopAgreement:

@@ -18,7 +18,7 @@ from trainer.sweep_runner import (
     subprocess_launcher,
     train_args,
 )
-from trainer.sweep_slurm import write_slurm
+from trainer.sweep_slurm import slurm_problems, write_slurm
 from trainer.sweep_state import SweepState
 
 
@@ -87,6 +87,11 @@ def print_plan(runner: SweepRunner, echo=click.echo) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; run and write nothing.")
 @click.option("--slurm", is_flag=True, help="Write one sbatch script per point and submit.sh.")
 @click.option(
+    "--no-collector",
+    is_flag=True,
+    help="With --slurm: write scripts even though no collector would store the runs.",
+)
+@click.option(
     "--cooldown",
     "cooldown_c",
     type=float,
@@ -122,6 +127,7 @@ def sweep(
     daemon: str,
     dry_run: bool,
     slurm: bool,
+    no_collector: bool,
     cooldown_c: float | None,
     cooldown_max_s: float,
     cooldown_poll_s: float,
@@ -137,7 +143,8 @@ def sweep(
     [[series]]  name, scaling (strong|weak), base_fraction, train = {...}, and either
                 gpus = [..] with gbs and/or lbs (a number or a list), or
                 points = [[gpus, lbs], [gpus, lbs, gbs], ...]
-    [slurm]  gpus_per_node, partition, account, time, setup = [..], collector_db, ...
+    [slurm]  gpus_per_node, partition, account, time, setup = [..], collector_db,
+             exclusive, mem, gpu_request, requeue, nccl_timeout_s, ... (README: SLURM)
 
     Runs are tagged sweep, point, repeat, series, scaling; <out>/<sweep>/state.json records
     them, so running the command again skips completed runs and retries the rest. Examples:
@@ -153,6 +160,8 @@ def sweep(
             slurm=slurm,
             trainer_flags=trainer_flags(),
         )
+        if slurm:
+            problems += slurm_problems(grid, no_collector)
         if problems:
             raise click.ClickException(
                 f"sweep {grid.name} cannot run:\n  - " + "\n  - ".join(problems)

@@ -37,22 +37,43 @@ class GridError(SweepError):
     """The grid file is malformed or describes points that cannot run."""
 
 
+GPU_REQUESTS = ("gpus-per-node", "gres")
+
+
 @dataclass(frozen=True)
 class SlurmOptions:
     gpus_per_node: int = 4
     partition: str | None = None
     account: str | None = None
     time: str = "01:00:00"
+    # One task per node runs torchrun and its data loaders: default cpus_per_gpu x GPUs used.
     cpus_per_task: int | None = None
-    exclusive: bool = True
+    cpus_per_gpu: int = 8
+    # Whole nodes (the study's choice: no neighbour's jobs on the node's CPUs, DRAM and power
+    # supply, so node energy is the run's own) cost idle GPUs on points that use a fraction of a
+    # node and wait longer in the queue; shared nodes start sooner but CPU/DRAM energy and
+    # thermal conditions then include other jobs.
+    exclusive: bool = False
+    mem: str | None = None  # "--mem" value; None: "0" (all of it) with exclusive, else unset
+    gpu_request: str = "gpus-per-node"  # or "gres" (--gres=gpu[:TYPE]:N) for older clusters
+    gres_type: str | None = None  # e.g. "a100" -> --gres=gpu:a100:N
+    requeue: bool = True  # on the time limit: checkpointed stop, then requeue and resume
+    signal_s: int = 120  # how long before the time limit the job is told (USR1)
+    nccl_timeout_s: int | None = None  # collective timeout (torch's default: 30 min)
     sbatch: tuple[str, ...] = ()  # extra "#SBATCH ..." options, e.g. "--constraint=h100"
     setup: tuple[str, ...] = ()  # shell lines before training: module load, venv activate
     python: str = "python"
     rdzv_port: int = 29500
     start_daemons: bool = True  # false where the cluster runs power-daemon as a service
-    daemon_port: int = 50051
+    daemon_port: int = 50051  # 0: any free port (each node's port file says which)
     daemon_backend: str = "auto"
-    collector_db: str | None = None  # set: a collector on the head node writes this database
+    daemon_metrics_port: int | None = None  # set: each job daemon serves /metrics there
+    # Where runs are stored: a database URL or a path relative to the sweep directory (SQLite
+    # on shared storage); a job-local collector on the job's first node writes it ...
+    collector_db: str | None = None
+    # ... unless a cluster collector reads the job's daemons (it watches the inventory files
+    # in <sweep>/slurm/inventory/, or the daemons are a service it already reads).
+    cluster_collector: bool = False
     drain_s: float = 5.0  # how long the collector may catch up after training ends
 
 
@@ -237,8 +258,23 @@ def _slurm(raw: Mapping[str, object]) -> SlurmOptions:
             if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
                 raise GridError(f"[slurm] {key} must be a list of strings")
             values[key] = tuple(items)
-    if "gpus_per_node" in values:
-        values["gpus_per_node"] = _int(values["gpus_per_node"], "[slurm] gpus_per_node")
+    for key in ("gpus_per_node", "cpus_per_task", "cpus_per_gpu", "signal_s", "nccl_timeout_s"):
+        if values.get(key) is not None:
+            values[key] = _int(values[key], f"[slurm] {key}")
+    for key in ("exclusive", "requeue", "start_daemons", "cluster_collector"):
+        if key in values and not isinstance(values[key], bool):
+            raise GridError(f"[slurm] {key} must be true or false, not {values[key]!r}")
+    for key in ("rdzv_port", "daemon_port", "daemon_metrics_port"):
+        v, low = values.get(key), 1 if key == "daemon_metrics_port" else 0
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int) or not low <= v <= 65535
+        ):
+            raise GridError(f"[slurm] {key} must be a port number (0-65535), not {v!r}")
+    if values.get("gpu_request", GPU_REQUESTS[0]) not in GPU_REQUESTS:
+        raise GridError(f"[slurm] gpu_request must be one of {', '.join(GPU_REQUESTS)}")
+    for key in ("mem", "gres_type", "collector_db", "partition", "account", "time", "python"):
+        if values.get(key) is not None and not isinstance(values[key], str):
+            raise GridError(f'[slurm] {key} must be a string ("..."), not {values[key]!r}')
     return SlurmOptions(**values)
 
 

@@ -52,8 +52,9 @@ def test_exposition_has_device_run_and_health_series(collected):
         "parawatt_device_energy_joules_total{",
         "parawatt_device_temperature_celsius{",
         "parawatt_device_sm_clock_hertz{",
-        'parawatt_run_energy_joules_total{run_id="cli-run"}',
-        'parawatt_step_duration_seconds_count{run_id="cli-run"} 8.0',
+        'parawatt_run_energy_joules_total{model="resnet50",nodes="1",run_id="cli-run",sweep="test"}',
+        'parawatt_step_duration_seconds_count{model="resnet50",nodes="1",run_id="cli-run",'
+        'sweep="test"} 8.0',
         "parawatt_daemon_up{",
         "parawatt_stream_lag_seconds{",
         "parawatt_readings_ingested_total{",

@@ -40,8 +40,10 @@ def test_run_series_expire_after_the_grace_period_and_return_on_resume():
     now = e1 + 10 * S  # collector clock when it notices the run is over
     pipe._update_runs(now)
     text = exposition(live)
-    assert 'parawatt_run_active{run_id="r1"} 0.0' in text
-    assert 'parawatt_step_duration_seconds_count{run_id="r1"} 4.0' in text
+    assert 'parawatt_run_active{model="",nodes="",run_id="r1",sweep=""} 0.0' in text
+    assert (
+        'parawatt_step_duration_seconds_count{model="",nodes="",run_id="r1",sweep=""} 4.0' in text
+    )
     assert "step=" not in text and "epoch=" not in text
     pipe._update_runs(now + int((GRACE_S - 1) * 1e9))
     assert run_series(exposition(live))
@@ -55,4 +57,4 @@ def test_run_series_expire_after_the_grace_period_and_return_on_resume():
     s2 = e1 + 400 * S  # resumed from its checkpoint, same run id
     j.add_markers("n1", [marker("run_start", s2), marker("epoch_start", s2 + S, epoch=1)])
     pipe._update_runs(now + int((GRACE_S + 3) * 1e9))
-    assert 'parawatt_run_active{run_id="r1"} 1.0' in exposition(live)
+    assert 'parawatt_run_active{model="",nodes="",run_id="r1",sweep=""} 1.0' in exposition(live)

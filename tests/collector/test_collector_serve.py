@@ -78,7 +78,7 @@ def scrape(port: int) -> str:
 
 def daemons_up(text: str) -> dict[str, float]:
     return {m[0]: float(m[1])
-            for m in re.findall(r'parawatt_daemon_up\{daemon="([^"]+)"\} (\S+)', text)}  # fmt: skip
+            for m in re.findall(r'parawatt_daemon_up\{daemon="([^"]+)",node="[^"]*"\} (\S+)', text)}  # fmt: skip
 
 
 @pytest.mark.slow

@@ -23,8 +23,20 @@ def dashboard() -> dict:
     return json.loads((DEPLOY / "grafana" / "dashboards" / "parawatt.json").read_text())
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    return [(p["title"], t["expr"]) for p in dashboard()["panels"] for t in p["targets"]]
+# What Grafana sends with every template variable at "All" (allValue ".*").
+ALL = {"$node": ".*", "$gpu": ".*", "$run": ".*"}
+
+
+def expand(expr: str, values: dict[str, str] = ALL) -> str:
+    for name, value in values.items():
+        expr = expr.replace(name, value)
+    return expr
+
+
+def dashboard_queries(values: dict[str, str] = ALL) -> list[tuple[str, str]]:
+    return [
+        (p["title"], expand(t["expr"], values)) for p in dashboard()["panels"] for t in p["targets"]
+    ]
 
 
 @pytest.mark.parametrize("profile", [None, "node"])
@@ -52,6 +64,7 @@ def test_compose_mounts_exist() -> None:
         "deploy/Dockerfile",
         "deploy/prometheus/prometheus.yml",
         "deploy/prometheus/rules.yml",
+        "deploy/prometheus/daemons",
         "deploy/grafana/provisioning",
         "deploy/grafana/dashboards",
     ]:
@@ -80,16 +93,16 @@ def test_dashboard_is_well_formed() -> None:
     dash = dashboard()
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
-    uid = "parawatt-prometheus"
-    provisioned = (
-        DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
-    ).read_text()
-    assert f"uid: {uid}" in provisioned
-    for panel in dash["panels"]:
-        assert panel["datasource"]["uid"] == uid
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert set(variables) == {"datasource", "node", "gpu", "run"}
+    assert variables["datasource"]["type"] == "datasource"
+    for panel in dash["panels"]:  # no hard-coded datasource: the variable picks it
+        assert panel["datasource"]["uid"] == "${datasource}"
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            assert "parawatt_" in target["expr"]
+            assert "parawatt" in target["expr"]
+            assert target["datasource"]["uid"] == "${datasource}"
+            assert "$" not in expand(target["expr"]), target["expr"]  # only known variables
     # Only names the collector exports (checked live in test_deploy_prometheus.py).
     assert len(dashboard_queries()) >= 10
 

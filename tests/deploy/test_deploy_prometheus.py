@@ -1,5 +1,6 @@
 """The Grafana dashboard's queries and the alert rules, run by a real Prometheus (Debian's
-package, installed by scripts/setup.sh) scraping a live collector fed by a sim daemon.
+package, installed by scripts/setup.sh) scraping a live collector fed by a sim daemon, and the
+daemon's own /metrics found through a file_sd inventory, as deployed.
 
 Grafana itself cannot be installed here; what it would send to Prometheus is checked instead.
 """
@@ -7,6 +8,7 @@ Grafana itself cannot be installed here; what it would send to Prometheus is che
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -20,22 +22,28 @@ import pytest
 from collector.config import CollectorConfig
 from collector.service import create_collector
 from power_daemon.config import DaemonConfig
+from power_daemon.metrics import start_metrics_server
 from power_daemon.server import create_server
 from tests.collector.drive import run_job
-from tests.deploy.test_deploy_files import DEPLOY, dashboard_queries
+from tests.deploy.test_deploy_files import DEPLOY, dashboard, dashboard_queries, expand
 
 pytestmark = pytest.mark.slow
 
 # Panels that must show data once one short job has run (the rest may legitimately be empty,
 # e.g. "lost readings" when nothing was lost).
 MUST_HAVE_DATA = {
-    "GPU power",
+    "GPU power (top 20)",
+    "GPU power per node (min / mean / max)",
     "Node power (GPU + CPU + DRAM)",
     "Energy rate from the counters",
-    "GPU temperature",
+    "GPU temperature (hottest 20)",
+    "GPU utilization (least busy 20)",
     "Run energy",
+    "Sweep energy (completed sessions)",
     "Run progress (step)",
+    "Step duration p50 / p95",
     "Daemons up",
+    "Sampling lag",
     "Stream lag",
     "Readings ingested per second",
 }
@@ -63,6 +71,7 @@ def prometheus(tmp_path_factory):
         DaemonConfig(listen="127.0.0.1:0", backend="sim", rapl="off")
     )
     daemon.start()
+    daemon_metrics = start_metrics_server(daemon.core, "127.0.0.1:0")
     address = f"127.0.0.1:{daemon_port}"
     cfg = CollectorConfig(daemons=(address,), db_url=f"sqlite:///{tmp / 'p.db'}",
                           metrics_listen="127.0.0.1:0", late_bound_s=1.0, flush_interval_s=0.1)  # fmt: skip
@@ -73,6 +82,10 @@ def prometheus(tmp_path_factory):
     config = config.replace("scrape_interval: 5s", "scrape_interval: 1s")
     config = config.replace("evaluation_interval: 15s", "evaluation_interval: 1s")
     (tmp / "prometheus.yml").write_text(config)
+    # The inventory lists the daemon's gRPC address, as the collector's; /metrics is elsewhere.
+    (tmp / "daemons").mkdir()
+    inventory = [{"targets": [address], "labels": {"__metrics_port": str(daemon_metrics.port)}}]
+    (tmp / "daemons" / "nodes.json").write_text(json.dumps(inventory))
     shutil.copy(DEPLOY / "prometheus" / "rules.yml", tmp / "rules.yml")
     port = free_port()
     log = open(tmp / "prometheus.log", "w")  # noqa: SIM115
@@ -92,6 +105,7 @@ def prometheus(tmp_path_factory):
         proc.wait(timeout=10)
         log.close()
         collector.close()
+        daemon_metrics.close()
         daemon.close()
 
 
@@ -100,13 +114,13 @@ def _wait_for_target(port: int, proc: subprocess.Popen, log: Path) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
         try:
-            result = api(port, "query", query='up{job="parawatt-collector"}')["data"]["result"]
-            if result and result[0]["value"][1] == "1":
+            result = api(port, "query", query='up{job=~"parawatt-.*"} == 1')["data"]["result"]
+            if len(result) == 2:
                 return
         except OSError:
             pass
         time.sleep(0.25)
-    raise AssertionError("Prometheus never scraped the collector:\n" + log.read_text())
+    raise AssertionError("Prometheus never scraped collector and daemon:\n" + log.read_text())
 
 
 def test_every_dashboard_query_runs(prometheus: int) -> None:
@@ -128,7 +142,35 @@ def test_run_energy_panel_shows_the_job(prometheus: int) -> None:
 def test_alert_rules_evaluate_cleanly(prometheus: int) -> None:
     groups = api(prometheus, "rules")["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 6
+    assert len(rules) == 16
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     firing = [r["name"] for r in rules if r["type"] == "alerting" and r["state"] != "inactive"]
     assert firing == []  # a healthy collector fires nothing
+
+
+def test_daemon_is_scraped_through_the_inventory_and_joins_the_collector(prometheus: int) -> None:
+    (up,) = api(prometheus, "query", query='up{job="parawatt-daemon"}')["data"]["result"]
+    assert up["value"][1] == "1"
+    gpus = api(prometheus, "query", query='parawatt_device_power_watts{uuid!=""}')["data"]
+    assert len(gpus["result"]) == 2 and all(r["metric"]["node"] for r in gpus["result"])
+    # One node label across the daemon's device series and the collector's daemon series.
+    joined = 'parawatt_daemon_up * on (node) group_left () max by (node) (parawatt_device_power_watts{uuid!=""})'
+    assert api(prometheus, "query", query=joined)["data"]["result"]
+    run_on_node = (
+        'parawatt_run_node_energy_joules_total{run_id="dash-run"} * on (node) group_left () '
+        'max by (node) (parawatt_device_power_watts{uuid!=""})'
+    )
+    assert api(prometheus, "query", query=run_on_node)["data"]["result"]
+    # The rules take each GPU once, though the collector exports it too.
+    per_gpu = api(prometheus, "query", query="count by (node, uuid) (parawatt:gpu_power_watts)")
+    assert [r["value"][1] for r in per_gpu["data"]["result"]] == ["1", "1"]
+
+
+def test_template_variables_have_values(prometheus: int) -> None:
+    for var in dashboard()["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+        match, label = expand(m.group(1)), m.group(2)
+        values = api(prometheus, f"label/{label}/values", **{"match[]": match})["data"]
+        assert values, var["name"]

@@ -73,10 +73,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
 
 def test_slurm_writes_scripts_without_a_local_capacity_check(tmp_path):
     grid = GRID.replace("gpus = [1, 2]", "gpus = [4, 8]").replace("gbs = 4", "gbs = 64")
-    result, out = invoke(tmp_path, "--slurm", "--max-local-procs", "1", grid=grid)
+    result, out = invoke(tmp_path, "--slurm", "--no-collector", "--max-local-procs", "1", grid=grid)
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (out / "cli" / "slurm").iterdir())
-    assert names == ["g4-l16-b64.sbatch", "g8-l8-b64.sbatch", "logs", "submit.sh"]
+    assert names == ["g4-l16-b64.sbatch", "g8-l8-b64.sbatch", "logs", "run-id.nonce", "submit.sh"]
     assert "submit with: bash" in result.output
 
 

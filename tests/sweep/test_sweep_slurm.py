@@ -4,6 +4,7 @@ power-daemon/python commands that record their arguments."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -37,17 +38,36 @@ gpus = [4, 8]
 lbs = 32
 """
 
+# srun [--options] CMD...: run CMD once per node (--nodes=N), here, as SLURM would set
+# SLURM_NODEID and SLURMD_NODENAME; log the options; pass SIGTERM on to every copy.
+FAKE_SRUN = """
+opts=(); n=1
+while [[ "$1" == --* ]]; do opts+=("$1"); [[ "$1" == --nodes=* ]] && n="${1#--nodes=}"; shift; done
+echo "srun ${opts[*]} :: $1" >>"$LOG_DIR/srun.log"
+pids=()
+for i in $(seq 0 $((n - 1))); do SLURM_NODEID=$i SLURMD_NODENAME=node-$i "$@" & pids+=($!); done
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
+rc=0
+for p in "${pids[@]}"; do
+  while kill -0 "$p" 2>/dev/null; do wait "$p" || rc=$?; done
+  wait "$p" 2>/dev/null || rc=$?
+done
+exit "$rc"
+"""
+SCONTROL = """
+if [ "$1" = show ]; then printf "%s\\n" ${FAKE_HOSTS:-node-a node-b}; else echo "$@" >>"$LOG_DIR/scontrol.log"; fi
+"""
+
 FAKES = {
-    # srun [--options] CMD...: run CMD once, here, and log the options.
-    "srun": 'opts=(); while [[ "$1" == --* ]]; do opts+=("$1"); shift; done\n'
-    'echo "srun ${opts[*]} :: $1" >>"$LOG_DIR/srun.log"\nexec "$@"',
-    "scontrol": 'printf "node-a\\nnode-b\\n"',
+    "srun": FAKE_SRUN,
+    "scontrol": SCONTROL,
     "power-daemon": 'while [ $# -gt 0 ]; do [ "$1" = --port-file ] && echo 50051 >"$2"; shift; done\n'
     "exec sleep 30",
     "collector": 'echo "$@" >"$LOG_DIR/collector.args"\nexec sleep 30',
     # training: waits (briefly) for the background collector to have started, then records
     "python": 'for _ in $(seq 100); do [ -s "$LOG_DIR/collector.args" ] && break; sleep 0.05; done\n'
-    'printf "%s\\n" "$@" >"$LOG_DIR/train.args"\necho "SETUP_RAN=$SETUP_RAN" >>"$LOG_DIR/train.env"',
+    'printf "%s\\n" "$@" >"$LOG_DIR/train.args"\necho "SETUP_RAN=$SETUP_RAN" >>"$LOG_DIR/train.env"\n'
+    'cp "$SLURM_SUBMIT_DIR/inventory/$SLURM_JOB_ID.json" "$LOG_DIR/daemons.json" 2>/dev/null || true',
     "sbatch": 'echo "$@" >>"$LOG_DIR/sbatch.log"\necho 4242',
     "squeue": 'echo "pw-rn-g8-l32-b256-r1"',
 }
@@ -70,6 +90,7 @@ def fake_bin(tmp_path):
         "SLURM_JOB_ID": "777",
         "SLURM_JOB_NODELIST": "node-[a-b]",
         "USER": "tester",
+        "SLURM_SUBMIT_DIR": str(tmp_path / "rn" / "slurm"),
     }
     return env, logs
 
@@ -86,21 +107,25 @@ def test_scripts_are_valid_bash(tmp_path):
         subprocess.run(["bash", "-n", str(path)], check=True)
 
 
-def test_two_node_script_header_and_rendezvous(tmp_path):
+def test_two_node_script_header_and_rendezvous():
     grid = load()
     point = grid.points[1]
-    text = point_script(grid, point, tmp_path / "rn")
+    text = point_script(grid, point)
     for line in [
         "#SBATCH --nodes=2",
         "#SBATCH --ntasks-per-node=1",
         "#SBATCH --gpus-per-node=4",
+        "#SBATCH --cpus-per-task=32",  # 8 per GPU for the data loaders
         "#SBATCH --partition=gpu",
         "#SBATCH --account=proj",
         "#SBATCH --time=02:00:00",
-        "#SBATCH --exclusive",
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --requeue",
+        "#SBATCH --output=logs/g8-l32-b256-%j.out",  # relative: submit.sh submits from slurm/
         "NNODES=2",
     ]:
         assert line in text.splitlines()
+    assert "--exclusive" not in text and "--mem" not in text  # unless the grid asks
     assert "--rdzv-backend=c10d" in text and "--nproc-per-node=4" in text
 
 
@@ -115,7 +140,8 @@ def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin)
     )
     assert proc.returncode == 0, proc.stderr
     args = (logs / "train.args").read_text().splitlines()
-    run_id = "rn.g8-l32-b256.r1.777"
+    nonce = (sweep_dir / "slurm" / "run-id.nonce").read_text().strip()
+    run_id = f"rn.g8-l32-b256.r1.{nonce}"  # no job id: the same in every attempt
     assert args[:9] == [
         "-m",
         "torch.distributed.run",
@@ -123,7 +149,7 @@ def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin)
         "--nproc-per-node=4",
         "--rdzv-backend=c10d",
         "--rdzv-endpoint=node-a:29500",
-        f"--rdzv-id={run_id}",
+        "--rdzv-id=777.0",
         "-m",
         "trainer",
     ]
@@ -135,6 +161,7 @@ def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin)
     assert train[0] == "train"
     assert opt("--daemon") == "127.0.0.1:50051"
     assert opt("--run-id") == run_id
+    assert opt("--checkpoint-dir") == str(sweep_dir / "checkpoints" / "g8-l32-b256.r1")
     assert opt("--data") == "/data/imagenet dir/train"  # quoting survived
     assert opt("--global-batch-size") == "256" and opt("--local-batch-size") == "32"
     assert [train[i + 1] for i, a in enumerate(train) if a == "--tag"] == [
@@ -144,11 +171,10 @@ def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin)
         "series=s",
         "scaling=strong",
     ]
-    assert (logs / "train.env").read_text().strip() == "SETUP_RAN=1"
+    assert set((logs / "train.env").read_text().split()) == {"SETUP_RAN=1"}
     srun = (logs / "srun.log").read_text().splitlines()
     step = "srun --overlap --nodes=2 --ntasks-per-node=1 :: "
-    assert sorted(srun[:2]) == [step + "bash", step + "power-daemon"]  # daemons, then the wait
-    assert srun[2:] == [step + "python"]
+    assert srun == [step + "bash", step + "bash"]  # daemons, then training (node wrappers)
     collector = shlex.split((logs / "collector.args").read_text())
     assert collector == [
         "serve",
@@ -162,6 +188,12 @@ def test_two_node_script_runs_daemons_collector_and_torchrun(tmp_path, fake_bin)
         "off",
     ]
     assert (sweep_dir / "slurm" / "done" / "g8-l32-b256.r1").exists()
+    assert not (sweep_dir / "slurm" / "jobs" / "777").exists()  # port files removed on exit
+    assert not (sweep_dir / "slurm" / "inventory" / "777.json").exists()
+    # While it ran, the job's daemons were a file_sd target group (collector, Prometheus).
+    assert json.loads((logs / "daemons.json").read_text()) == [
+        {"targets": ["node-a:50051", "node-b:50051"], "labels": {"slurm_job_id": "777"}}
+    ]
 
 
 def test_failed_training_leaves_no_done_file(tmp_path, fake_bin):
@@ -174,7 +206,7 @@ def test_failed_training_leaves_no_done_file(tmp_path, fake_bin):
         ["bash", str(script), "0"], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 9
-    assert not (tmp_path / "rn" / "slurm" / "done").exists()
+    assert not (tmp_path / "rn" / "slurm" / "done" / "g4-l32-b128.r0").exists()
 
 
 def test_submit_skips_done_and_queued_runs(tmp_path, fake_bin):
