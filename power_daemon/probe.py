@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import grpc
-from tabulate import tabulate
+import tabulate
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
@@ -34,9 +34,14 @@ def device_table(devices: list[DeviceSpec]) -> list[str]:
     ]
     head = ["#", "kind", "name", "uuid", "limit_W", "counter"]
     align = ["right", "left", "left", "left", "right", "left"]
-    return tabulate(
-        rows, headers=head, tablefmt="simple", disable_numparse=True, colalign=align
-    ).splitlines()
+    saved, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0  # the collector's look: no header pad
+    try:
+        text = tabulate.tabulate(
+            rows, headers=head, tablefmt="simple", disable_numparse=True, colalign=align
+        )
+    finally:
+        tabulate.MIN_PADDING = saved
+    return text.splitlines()
 
 
 READING_HEADER = (

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-from tabulate import tabulate
 
 from trainer.sweep_cooldown import DaemonThermometer
 from trainer.sweep_grid import SweepError, SweepGrid, grid_problems, load_grid
@@ -20,6 +19,7 @@ from trainer.sweep_runner import (
 )
 from trainer.sweep_slurm import slurm_problems, write_slurm
 from trainer.sweep_state import SweepState
+from trainer.ui import tabulate
 
 
 def local_capacity(max_local_procs: int | None, grid: SweepGrid) -> tuple[int, str]:
@@ -61,7 +61,7 @@ def print_plan(runner: SweepRunner, echo=click.echo) -> None:
     ]
     head = ["status", "point", "rep", "GPUs", "LBS", "GBS", "acc", "data", "series"]
     align = ["left", "left"] + ["right"] * 6 + ["left"]
-    echo(tabulate(rows, headers=head, tablefmt="simple", disable_numparse=True, colalign=align))
+    echo(tabulate(rows, headers=head, colalign=align))
     if tasks:
         first = tasks[0]
         args = runner.argv(first.point, first.repeat, "RUN_ID", Path("OUTPUT.json"))

@@ -9,9 +9,21 @@ import time
 from collections.abc import Callable
 
 import click
-from tabulate import tabulate
+import tabulate as _tabulate
 
 _PER_CHANNEL = re.compile(r"_c\d+$")
+
+
+def tabulate(rows, headers=(), colalign=None, tablefmt: str = "simple") -> str:
+    """The trainer's tables look like the collector's: tabulate's "simple" format, cells as
+    given, columns as wide as their widest cell (tabulate pads headers by 2 by default)."""
+    saved, _tabulate.MIN_PADDING = _tabulate.MIN_PADDING, 0
+    try:
+        return _tabulate.tabulate(
+            rows, headers=headers, tablefmt=tablefmt, disable_numparse=True, colalign=colalign
+        )
+    finally:
+        _tabulate.MIN_PADDING = saved
 
 
 def plural(n: int, word: str) -> str:
@@ -163,7 +175,7 @@ def summary_table(summary: dict) -> str:
         if headline_metric(key):
             rows.append((key, f"{metrics[key]:.5g}"))
     rows.append(("markers", _markers(summary["markers"])))
-    return tabulate(rows, tablefmt="simple", disable_numparse=True)
+    return tabulate(rows)
 
 
 def _markers(m: dict) -> str:
