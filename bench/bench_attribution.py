@@ -1,13 +1,20 @@
-"""Energy-attribution accuracy against ground truth, and its speed.
+"""Energy-attribution accuracy against ground truth, its calibration, and its speed.
 
-    .venv/bin/python bench/bench_attribution.py [--seed 0] [--epochs 6]
+    .venv/bin/python bench/bench_attribution.py [--seed 0] [--seeds 4] [--epochs 6]
 
-A simulated GPU (tests/collector/collector_energy_sim.py: exact power, counter updating every
-100 ms floored to 1 mJ, instant power sampled every ~20 ms) runs epochs of DDP-like steps. For
-epochs, random intervals of 10 and 100 sampling periods, and the real (marker-aligned) steps it
-prints the relative error of the counter-anchored, power-shaped method ("shaped") and of the
-counter linearly interpolated between readings ("linear"): mean / p95 / max, and the share of
-intervals whose error is within the uncertainty the method states. Then throughput.
+Simulated GPUs (tests/collector/collector_energy_sim.py: exact power, counter updating every
+100 ms floored to 1 mJ, instant power sampled every ~20 ms) run, per sensor mode:
+- full: DDP-like epochs of steps, a sensor that sees all of the time;
+- partial coverage: the same on a part-time sensor (first 25 % of each 100 ms window, scaled:
+  A100/H100/H200, Yang et al. SC24), the collector told so (CounterSpec.coverage_fraction);
+- square, phase-locked: a 100 ms square wave locked to the windows on that part-time sensor
+  (the case no software can see: the sensor never observes the low half);
+- random load (full and partial): random levels held for random times (mean 60 ms);
+- 1 s-average power, no counter: the fallbacks.
+For random windows of several lengths, the marker steps and the epochs it prints the relative
+error (mean / p95 / max), the share of intervals whose 95 % interval (energy_j +-
+uncertainty_j) holds the truth, the same for the worst-case bound (bound_j), and the median
+half-width over the median actual error ("width"). Then throughput.
 """
 
 from __future__ import annotations
@@ -23,59 +30,77 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.energy import CounterSpec, DeviceTimeline  # noqa: E402
 from tests.collector.collector_energy_sim import (  # noqa: E402
-    linear_counter_energy,
+    make_load,
     make_workload,
     readings,
     windows,
 )
 
-SCENARIOS = {
-    # name: (readings() keyword arguments, CounterSpec)
-    "20 ms, phase-locked": ({}, CounterSpec()),
-    "21.7 ms, free-running": ({"period_s": 0.0217}, CounterSpec()),
-    "20 ms, 1 s-average power": ({"power": "avg1s"}, CounterSpec(power_avg_s=1.0)),
-    "20 ms, counter without power": ({"power": None}, CounterSpec()),
-    "20 ms, no counter": ({"counter": False}, CounterSpec()),
+PART = CounterSpec(coverage_fraction=0.25)
+MODES = {
+    # name: (workload kind, readings() keyword arguments, CounterSpec)
+    "full": ("ddp", {}, CounterSpec()),
+    "partial coverage": ("ddp", {"coverage": 0.25}, PART),
+    "square, phase-locked (partial)": ("square", {"coverage": 0.25}, PART),
+    "random load": ("random", {}, CounterSpec()),
+    "random load, partial": ("random", {"coverage": 0.25}, PART),
+    "21.7 ms free-running": ("ddp", {"period_s": 0.0217}, CounterSpec()),
+    "1 s-average power": ("ddp", {"power": "avg1s"}, CounterSpec(power_avg_s=1.0)),
+    "no counter": ("ddp", {"counter": False}, CounterSpec()),
 }
+LENGTHS_S = (0.05, 0.2, 1.0, 3.0, 10.0, 30.0)
+
+
+def workload_for(kind: str, seed: int, epochs: int):
+    if kind == "ddp":
+        return make_workload(seed=seed, epochs=epochs, steps_per_epoch=40)
+    return make_load(kind, seed=seed, duration_s=150.0)
 
 
 def interval_sets(workload, seed: int) -> dict[str, list[tuple[int, int]]]:
-    return {
-        "epochs": workload.epochs,
-        "10 periods (0.2 s)": windows(workload, 0.2, 600, seed),
-        "100 periods (2 s)": windows(workload, 2.0, 300, seed + 1),
-        "marker steps": workload.steps,
-    }
+    sets = {f"{x:g} s": windows(workload, x, 200, seed + i) for i, x in enumerate(LENGTHS_S)}
+    sets["marker steps"] = workload.steps
+    sets["epochs"] = workload.epochs
+    return sets
 
 
-def row(name: str, errors: np.ndarray, truth: np.ndarray, unc: np.ndarray | None) -> str:
-    rel = np.abs(errors) / truth * 100
-    within = f"{np.mean(np.abs(errors) <= unc) * 100:6.1f} %" if unc is not None else "     -  "
+def collect(kind: str, kwargs: dict, spec: CounterSpec, seeds: list[int], epochs: int):
+    """Per interval class: (true J, error J, 95 % half-width J, bound J) over all seeds."""
+    out: dict[str, list[np.ndarray]] = {}
+    for seed in seeds:
+        workload = workload_for(kind, seed, epochs)
+        tl = DeviceTimeline(spec)
+        tl.extend(readings(workload.truth, seed=seed + 7, **kwargs))
+        for name, intervals in interval_sets(workload, seed).items():
+            ivs = [tl.interval(a, b) for a, b in intervals]
+            rows = np.array([
+                (workload.truth.energy(a, b), iv.energy_j - workload.truth.energy(a, b),
+                 iv.uncertainty_j, iv.bound_j)
+                for (a, b), iv in zip(intervals, ivs, strict=True)
+            ])  # fmt: skip
+            out.setdefault(name, []).append(rows)
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def row(name: str, rows: np.ndarray) -> str:
+    truth, err, u95, bound = rows.T
+    rel = np.abs(err) / truth * 100
+    cover = np.mean(np.abs(err) <= u95) * 100
+    cover_bound = np.mean(np.abs(err) <= bound) * 100
+    width = np.median(u95) / max(np.median(np.abs(err)), 1e-12)
     return (
-        f"    {name:8s} mean {rel.mean():7.3f} %  p95 {np.percentile(rel, 95):7.3f} %  "
-        f"max {rel.max():7.3f} %  within stated uncertainty {within}"
+        f"  {name:13s} n {len(rows):5d}  err mean {rel.mean():7.3f} %  p95 "
+        f"{np.percentile(rel, 95):7.3f} %  max {rel.max():7.3f} %  | 95 % covers {cover:5.1f} %"
+        f"  width {width:5.2f}x  half-width {np.median(u95 / truth) * 100:7.3f} %"
+        f"  | bound covers {cover_bound:5.1f} %"
     )
 
 
-def accuracy(workload, seed: int) -> None:
-    truth = workload.truth
-    sets = interval_sets(workload, seed)
-    for scenario, (kwargs, spec) in SCENARIOS.items():
-        samples = readings(truth, seed=seed + 7, **kwargs)
-        tl = DeviceTimeline(spec)
-        tl.extend(samples)
-        print(f"\n{scenario}  ({len(samples)} readings over {truth.duration_s:.0f} s)")
-        for set_name, intervals in sets.items():
-            true_j = np.array([truth.energy(a, b) for a, b in intervals])
-            ivs = [tl.interval(a, b) for a, b in intervals]
-            unc = np.array([iv.uncertainty_j for iv in ivs])
-            err = np.array([iv.energy_j for iv in ivs]) - true_j
-            rel_unc = np.median(unc / true_j) * 100
-            print(f"  {set_name}: median stated uncertainty {rel_unc:.2f} %")
-            print(row(ivs[0].source, err, true_j, unc))
-            if kwargs.get("counter", True):
-                lin = np.array([linear_counter_energy(samples, a, b) for a, b in intervals])
-                print(row("linear", lin - true_j, true_j, unc))
+def accuracy(seeds: list[int], epochs: int) -> None:
+    for mode, (kind, kwargs, spec) in MODES.items():
+        print(f"\n{mode}")
+        for name, rows in collect(kind, kwargs, spec, seeds, epochs).items():
+            print(row(name, rows))
 
 
 def throughput(workload, seed: int) -> None:
@@ -126,14 +151,20 @@ def streaming(samples, workload) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=4, help="workloads per sensor mode")
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     args = parser.parse_args()
-    workload = make_workload(seed=args.seed, epochs=args.epochs, steps_per_epoch=40)
+    if args.modes:
+        wanted = set(args.modes.split(","))
+        for name in [m for m in MODES if m not in wanted]:
+            del MODES[name]
     print(
-        f"workload: {args.epochs} epochs x 40 steps of 0.15-0.57 s, "
-        f"{workload.truth.duration_s:.0f} s; counter every 100 ms, 1 mJ"
+        f"{args.seeds} workloads per mode; DDP: {args.epochs} epochs x 40 steps of 0.15-0.57 s; "
+        "loads: 150 s; counter every 100 ms, 1 mJ; readings every ~20 ms"
     )
-    accuracy(workload, args.seed)
+    accuracy(list(range(args.seed, args.seed + args.seeds)), args.epochs)
+    workload = make_workload(seed=args.seed, epochs=args.epochs, steps_per_epoch=40)
     throughput(workload, args.seed)
 
 

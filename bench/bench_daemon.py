@@ -7,6 +7,10 @@
    (a `power-daemon serve` subprocess; the subscriber runs here).
 3. Streaming throughput: readings/s to one subscriber on loopback, from a daemon subprocess
    whose buffer was prefilled, for several batch sizes.
+4. Holes under CPU contention (--only holes): a `power-daemon serve` subprocess sampling at
+   50 Hz with one subscriber while 2 CPU training ranks (torchrun, trainer's tiny ResNet) run
+   on this machine; the spacing of its readings (p50 / p99 / worst / holes > 5x median), for
+   the sampler as it was (nice 0, 5 ms GIL switch) and with a raised priority and 1 ms switch.
 """
 
 from __future__ import annotations
@@ -205,12 +209,63 @@ def bench_throughput(n_readings: int, tmp: Path) -> None:
         _stop(proc)
 
 
+def _training_ranks(seconds: float) -> subprocess.Popen:
+    from tests.support.torchrun import start_torchrun
+    from tests.trainer.trainer_args import RESNET
+
+    args = ["trainer", "train", "--quiet", *RESNET, "--epochs", "1000", "--steps-per-epoch",
+            "1000", "--local-batch-size", "8"]  # fmt: skip
+    del seconds
+    return start_torchrun(args, 2, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)  # fmt: skip
+
+
+def bench_holes(seconds: float, tmp: Path, interval_ms: float) -> None:
+    variants = (("as before: nice 0, GIL switch 5 ms", ["--sampler-nice", "0", "--gil-switch-ms",
+                                                        "5"]),
+                ("nice -10, GIL switch 1 ms", ["--sampler-nice", "-10", "--gil-switch-ms", "1"]))  # fmt: skip
+    ranks = _training_ranks(seconds)
+    try:
+        time.sleep(15.0)  # torch imports, DDP rendezvous: the ranks are computing by now
+        if ranks.poll() is not None:
+            raise SystemExit("training ranks did not start")
+        for label, extra in variants:
+            port_file = tmp / "holes.port"
+            args = [sys.executable, "-m", "power_daemon", "serve", "--backend", "sim",
+                    "--no-rapl", "--sim-devices", "2", "--interval-ms", str(interval_ms), "--listen",
+                    "127.0.0.1:0", "--calibrate-s", "0", "--port-file", str(port_file), *extra]  # fmt: skip
+            proc, address = _spawn(args, port_file)
+            times: list[int] = []
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    stream = pb_grpc.PowerDaemonStub(channel).Subscribe(pb.SubscribeRequest())
+                    end = time.monotonic() + seconds
+                    for batch in stream:
+                        times += [r.time_ns for r in batch.readings if r.device == 0]
+                        if time.monotonic() > end:
+                            break
+                    stream.cancel()
+            finally:
+                _stop(proc)
+            gaps = [(b - a) / 1e6 for a, b in zip(times, times[1:], strict=False)]
+            med = statistics.median(gaps)
+            holes = sum(g > 5 * med for g in gaps)
+            print(f"holes at {1000 / interval_ms:g} Hz, 2 training ranks busy, {label}: "
+                  f"{len(times)} readings, "
+                  f"spacing p50 {med:.1f} ms, p99 {_pct(gaps, 99):.1f} ms, worst "
+                  f"{max(gaps):.1f} ms, {holes} holes > 5x median")  # fmt: skip
+    finally:
+        os.killpg(ranks.pid, signal.SIGTERM)
+        ranks.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--readings", type=int, default=400_000)
     parser.add_argument("--linger-ms", type=float, default=100.0, help="daemon stream linger")
-    parser.add_argument("--only", choices=("jitter", "cpu", "throughput"))
+    parser.add_argument("--only", choices=("jitter", "cpu", "throughput", "holes"))
+    parser.add_argument("--holes-interval-ms", type=float, default=20.0)
     parser.add_argument("--serve-prefilled", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,6 +280,8 @@ def main() -> None:
             bench_cpu(args.seconds, Path(tmp), args.linger_ms)
         if args.only in (None, "throughput"):
             bench_throughput(args.readings, Path(tmp))
+        if args.only in (None, "holes"):
+            bench_holes(args.seconds, Path(tmp), args.holes_interval_ms)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the project's exceptions into one clear message and exit status 1, never a trace
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -160,10 +161,12 @@ def show(run_id: str, db_url: str, fmt: str) -> None:
     try:
         run = queries.run_summary(engine, run_id)
         epochs = [tables.epoch_row(e) for e in queries.epoch_summaries(engine, run_id)]
+        per_step = [dataclasses.asdict(s) for s in queries.step_stats(engine, run_id)]
     finally:
         engine.dispose()
     if fmt == "json":
-        click.echo(tables.render({"run": tables.run_row(run), "epochs": epochs}, (), "json"))
+        out = {"run": tables.run_row(run), "epochs": epochs, "step_energy": per_step}
+        click.echo(tables.render(out, (), "json"))
     elif fmt == "csv":
         click.echo(tables.render([tables.run_row(run)], (), "csv"))
         click.echo(tables.render(epochs, (), "csv").rstrip("\n"))
@@ -173,7 +176,19 @@ def show(run_id: str, db_url: str, fmt: str) -> None:
         click.echo(
             tables.render(epochs, tables.EPOCH_COLUMNS, "table") if epochs else "no epochs yet"
         )
+        if per_step:
+            click.echo("\nmean energy per step (job, all ranks), 95 % confidence interval:")
+            click.echo(tables.render(per_step, STEP_STATS_COLUMNS, "table"))
 
+
+STEP_STATS_COLUMNS = (
+    ("epoch", "epoch", None),
+    ("steps", "steps", None),
+    ("mean_duration_s", "step s", 3),
+    ("mean_energy_j", "mean J/step", 2),
+    ("ci95_j", "+- J (95 %)", 2),
+    ("single_step_pct", "one step alone +- %", 1),
+)
 
 main.add_command(report_command)
 

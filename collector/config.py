@@ -24,8 +24,9 @@ class CollectorConfig:
     # The streaming join waits this long (in reading time past an interval's end) for a device's
     # late readings, then computes the interval with what it has and flags it "late".
     late_bound_s: float = 2.0
-    # Readings further apart than this are a gap inside an interval.
-    max_gap_s: float = 1.0
+    # Readings further apart than this are a gap inside an interval (None: 5x the median
+    # spacing of each device's own readings).
+    max_gap_s: float | None = None
     # Long open intervals (runs, epochs) are integrated in pieces of this length so raw readings
     # need not stay in memory for hours.
     chunk_s: float = 5.0
@@ -40,7 +41,10 @@ class CollectorConfig:
     db_start_timeout_s: float = 30.0
     idle_window_s: float = 30.0  # idle readings used to measure a device's idle power
     idle_guard_s: float = 2.0  # readings this close to a run's start/end are not idle
-    idle_update_s: float = 10.0  # refresh interval of a device's idle power while it idles
+    idle_update_s: float = 10.0  # (unused: idle power changes as idle buckets close)
+    idle_min_s: float = 30.0  # idle seconds seen before a device's idle power is trusted
+    idle_bucket_s: float = 60.0  # idle seconds summarised and stored together
+    idle_history_s: float = 6 * 3600.0  # idle history the idle power comes from
     run_label_grace_s: float = 300.0  # a run's Prometheus series live this long after it ends
     rebuild_horizon_s: float = 86400.0  # on restart, open markers older than this are ignored
     retention_check_s: float = 60.0
@@ -52,7 +56,7 @@ class CollectorConfig:
         if self.metrics_listen is not None:
             parse_host_port(self.metrics_listen)
         for name in ("retention_s", "late_bound_s", "max_gap_s", "chunk_s", "flush_interval_s"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
 

@@ -45,6 +45,8 @@ def node_rec(info: pb.NodeInfo) -> NodeRec:
             counter_update_s=_opt(d, "energy_counter_update_s"),
             counter_resolution_j=_opt(d, "energy_counter_resolution_j"),
             power_avg_window_s=_opt(d, "power_avg_window_s"),
+            partial_coverage=d.partial_coverage,
+            sensor_method=d.sensor_method,
         )
         for d in info.devices
     )

@@ -8,8 +8,11 @@ shared in proportion to the integral of instantaneous power (energy_model.py). T
 counter the trapezoid integral of power is used (source "power", flag "no_counter"); with one,
 the power integral is still computed as a cross-check.
 
-uncertainty_j (a near-worst-case half-width, not one sigma) is, for source "counter", the sum
-over both bounds x of
+uncertainty_j is the half-width of a calibrated 95 % interval: energy_j +- uncertainty_j holds
+the true energy of ~95 % of intervals (bench/bench_attribution.py measures this per interval
+length and sensor mode; README "Accuracy"). It is 1.96 sigma of an error model, capped by the
+near-worst-case bound bound_j, plus bridged_j (energy bridged across a counter reset, whose
+bound is kept whole). The bound, for source "counter", is the sum over both bounds x of
     P_max(x) * h(x) + S(x) + resolution_j
   P_max: the highest power read inside the counter update window around x;
   h:     the larger half-width of the window's two anchor brackets (how well the update
@@ -22,11 +25,15 @@ over both bounds x of
          increment when x falls inside a gap.
   Beyond the first/last anchor (at the very start or end of the readings) S becomes the edge
   budget back to that anchor plus 5 % of the energy extrapolated from it.
+  On a partial-coverage sensor (CounterSpec.coverage_fraction < 1) every window the interval
+  touches adds (1 - fraction) * its length * the power change to its neighbours.
+The error model behind sigma: each update moment is uniform in its bracket and E(x) moves by
+-(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the window, P: power at the anchors), with
+the part of d common to all anchors (phase-locked sampling, measured from how regularly the
+updates show up) cancelling between the two bounds; shape terms are uniform within their
+bound, of which about half reaches E(x); the unobserved-window terms add up in quadrature.
 For source "power": 0.5 * sqrt(sum (dP * dt)^2) over the interval's segments plus, per bound,
-0.5 * dP * dt of the segment holding it and 0.5 * P * power_avg_s. A step shorter than a few
-counter updates therefore carries ~10-15 % (20 ms sampling, 100 ms counter), an epoch a
-small fraction of a percent. The bound is conservative where the sampling is phase-locked to
-the counter (the update-time errors are then alike and largely cancel).
+0.5 * dP * dt of the segment holding it and 0.5 * P * power_avg_s (sigma: each uniform).
 
 "disagree": |counter - power integral| > disagree_rel * |counter| + disagree_abs_j + both
 uncertainties (CounterSpec defaults: 5 % + 1 J).

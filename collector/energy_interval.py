@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 
 from collector.energy_model import EXTRAPOLATION_REL, Model, energy_at, gap_overlap
-from collector.energy_types import CounterSpec, IntervalEnergy
+from collector.energy_types import CounterSpec, IntervalEnergy, calibrated_u
+
+SQRT3 = math.sqrt(3.0)
+# Standard deviation of E(x)'s power-shape error per unit of its bound. A misplaced edge errs
+# uniformly within its bound (1 / sqrt 3), and only the part of it on x's side of the window
+# reaches E(x) (about half): fitted on bench/bench_attribution.py, every sensor mode.
+SHAPE_SIGMA = 0.28 / SQRT3
 
 
 def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: int):
@@ -26,31 +32,40 @@ def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: in
     power_j = power_u = None
     if p is not None and p.ts[0] <= a2 and b2 <= p.ts[-1]:
         power_j = p.integral_scalar(b2) - p.integral_scalar(a2)
-        power_u = _power_uncertainty(m, spec, a2, b2)
-        power_u += 0.5 * p.max_w * gap_len  # power inside a gap is a guess
+        power_u, power_var = _power_uncertainty(m, spec, a2, b2)
+        guess = 0.5 * p.max_w * gap_len  # power inside a gap is a guess
+        power_u, power_var = power_u + guess, power_var + guess * guess / 3.0
+    bridged = win_var = 0.0
     if c is not None and c.tc_first <= a2 and b2 <= c.tc_last:
         ea, eb = energy_at(m, a2), energy_at(m, b2)
         energy, source = eb - ea, "counter"
-        u = _counter_bound_u(m, spec, a2, ea) + _counter_bound_u(m, spec, b2, eb)
+        ua, va, ta = _counter_bound_u(m, spec, a2, ea)
+        ub, vb, tb = _counter_bound_u(m, spec, b2, eb)
+        pc_u, pc_var = _partial_coverage(m, a2, b2)
+        u, var, win_var = ua + ub + pc_u, va + vb + _timing_var(m, ta, tb), pc_var
         if _crosses_reset(m, a2, b2):
             flags.add("counter_reset")
+            bridged = _bridged_u(m, spec, a2, b2)
         if power_j is not None:
             tol = spec.disagree_rel * abs(energy) + spec.disagree_abs_j + u + power_u
             if abs(energy - power_j) > tol:
                 flags.add("disagree")
     elif power_j is not None:
-        energy, source, u = power_j, "power", power_u
+        energy, source, u, var, win_var = power_j, "power", power_u, power_var, 0.0
         flags.add("no_counter")
     else:
         return IntervalEnergy(
             a_ns, b_ns, None, "none", None, 0.0, None, None, coverage, frozenset(flags)
         )
     if b2 == a2:
-        energy, u = 0.0, 0.0
+        energy, u, var, win_var, bridged = 0.0, 0.0, 0.0, 0.0, 0.0
     avg, peak = _avg_max_power(m, energy, a2, b2)
+    bound = float(u + bridged)
+    u95 = calibrated_u(bound, bridged, var + win_var)
     return IntervalEnergy(
-        a_ns, b_ns, energy, source, power_j, float(u), avg, peak, coverage, frozenset(flags)
-    )
+        a_ns, b_ns, energy, source, power_j, u95, avg, peak, coverage, frozenset(flags),
+        bound, float(bridged), float(var), float(win_var),
+    )  # fmt: skip
 
 
 def _local_power(m: Model, x: float) -> tuple[float, float, float]:
@@ -71,27 +86,46 @@ def _edges_between(m: Model, x0: float, x1: float) -> float:
     return 0.5 * math.sqrt(max(float(q[hi] - q[lo]), 0.0))
 
 
-def _power_uncertainty(m: Model, spec: CounterSpec, a: float, b: float) -> float:
-    u = _edges_between(m, a, b)
+def _power_uncertainty(m: Model, spec: CounterSpec, a: float, b: float) -> tuple[float, float]:
+    """(bound, variance): each edge term is at most its bound, uniformly spread below it."""
+    edges = _edges_between(m, a, b)
+    u, var = edges, edges * edges / 3.0
     for x in (a, b):
         high, dp, dt = _local_power(m, x)
-        u += 0.5 * dp * dt + 0.5 * high * spec.power_avg_s
-    return u
+        seg, lag = 0.5 * dp * dt, 0.5 * high * spec.power_avg_s
+        u += seg + lag
+        var += (seg * seg + lag * lag) / 3.0
+    return u, var
 
 
-def _counter_bound_u(m: Model, spec: CounterSpec, x: float, e_x: float) -> float:
+def _counter_bound_u(
+    m: Model, spec: CounterSpec, x: float, e_x: float
+) -> tuple[float, float, dict[int, float]]:
+    """(bound, variance, timing) of E at x. The bound adds worst cases; the variance treats each
+    shape term as uniform within its bound; timing: how E(x) moves per second each anchor's
+    moment is off (E(x) errs by -(1 - s) P_r d_r - s P_r+1 d_r+1, s the share of the window's
+    power integral before x), combined over both bounds by _timing_var."""
     c = m.counter
     last = len(c.tau) - 1
     r = int(c.tau.searchsorted(x, side="right")) - 1
+    res = spec.resolution_j
     if 0 <= r < last:
         h = max(float(c.half_width[r]), float(c.half_width[r + 1]))
         shape = float(c.window_shape_j[r])
         step = float(c.value[r + 1] - c.value[r])
+        shape_sd = shape * SHAPE_SIGMA
         if _in_gap(m, x):  # nothing says when inside the window the energy went
             shape = step
+            shape_sd = step / (2 * SQRT3)
         elif spec.power_avg_s > 0 and m.power is not None:  # a lagging average: ~linear share
             shape = 0.5 * step
-        return float(c.window_max_w[r]) * h + shape + spec.resolution_j
+            shape_sd = shape * SHAPE_SIGMA
+        share = (e_x - float(c.value[r])) / step if step > 0 else 0.5
+        share = min(max(share, 0.0), 1.0)
+        p0, p1 = float(c.p_tau[r]), float(c.p_tau[r + 1])
+        timing = {r: -(1.0 - share) * p0, r + 1: -share * p1}
+        var = res * res / 3.0 + shape_sd * shape_sd
+        return float(c.window_max_w[r]) * h + shape + res, var, timing
     near = 0 if r < 0 else last
     if m.power is not None:
         high = _local_power(m, x)[0]
@@ -101,7 +135,56 @@ def _counter_bound_u(m: Model, spec: CounterSpec, x: float, e_x: float) -> float
     else:
         high, shape = abs(c.tail_scale if near else c.head_scale), 0.0
     extrapolated = EXTRAPOLATION_REL * abs(e_x - float(c.value[near]))
-    return high * float(c.half_width[near]) + shape + extrapolated + spec.resolution_j
+    timing = high * float(c.half_width[near])
+    var = (timing**2 + shape**2 + extrapolated**2 + res**2) / 3.0
+    return timing + shape + extrapolated + res, var, {}
+
+
+def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> float:
+    """Variance of E(b) - E(a) from the update moments: each is uniform in its bracket; the
+    part of that error common to all anchors (phase-locked sampling) cancels between bounds."""
+    c = m.counter
+    coef = dict(at_b)
+    for k, v in at_a.items():
+        coef[k] = coef.get(k, 0.0) - v
+    if not coef:
+        return 0.0
+    hw = c.half_width
+    terms = [v * float(hw[k]) / SQRT3 for k, v in coef.items()]
+    indep = c.timing_indep
+    return indep * sum(t * t for t in terms) + (1.0 - indep) * sum(terms) ** 2
+
+
+def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
+    """The unobserved-window term over the counter windows [a, b] touches (bound, variance)."""
+    c = m.counter
+    if c.pc_var is None:
+        return 0.0, 0.0
+    n = len(c.pc_sum) - 1
+    lo = min(max(int(c.tau.searchsorted(a, side="right")) - 1, 0), n)
+    hi = min(max(int(c.tau.searchsorted(b, side="left")), lo), n)
+    return float(c.pc_sum[hi] - c.pc_sum[lo]), float(c.pc_var[hi] - c.pc_var[lo])
+
+
+def _bridged_u(m: Model, spec: CounterSpec, a: float, b: float) -> float:
+    """Energy bridged across a counter reset is a power integral (or a rate) over the bridged
+    window, readings missing inside it included: give it a bound that covers that guess. A
+    restarted counter also starts a fresh update grid: its first increment may hold up to one
+    period of energy the bridge already counted."""
+    c, total = m.counter, 0.0
+    for r in c.reset_windows:  # rare
+        t0, t1 = float(c.tau[r]), float(c.tau[r + 1])
+        if not (t0 < b and t1 > a):
+            continue
+        bridge = float(c.value[r + 1] - c.value[r])
+        if m.power is None:
+            total += 0.5 * bridge
+            continue
+        gap_len, _ = gap_overlap(m, t0, t1)
+        total += 0.5 * m.power.max_w * gap_len + EXTRAPOLATION_REL * bridge
+        total += float(c.window_max_w[r]) * spec.update_s if r < len(c.window_max_w) else 0.0
+        total += float(c.window_shape_j[r]) if r < len(c.window_shape_j) else 0.0
+    return total
 
 
 def _in_gap(m: Model, x: float) -> bool:

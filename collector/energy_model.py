@@ -21,6 +21,9 @@ from collector.energy_power import cumulative_trapezoid, edge_budget, integral_a
 
 CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
 EXTRAPOLATION_REL = 0.05  # relative uncertainty of energy extrapolated beyond the last anchor
+JUMP_FACTOR = 3.0  # a window's increment above this x the highest power x its length is a restart
+MAX_DEVICE_W = 5000.0  # ... and above this (no GPU module draws that): a counter restart
+PC_SIGMA = 0.45  # standard deviation of a window's unobserved-part error per unit of its bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,14 @@ class CounterPart:
     window_shape_j: np.ndarray  # how wrong the power shape can be inside each window
     head_scale: float  # J of counter per J of power integral (or per s without power)
     tail_scale: float
+    # Unobserved-window term of a partial-coverage sensor, cumulative over windows: pc_var[r]
+    # = sum of the per-window error variances before window r (pc_sum: of the bounds).
+    pc_var: np.ndarray | None = None
+    pc_sum: np.ndarray | None = None
+    # For the calibrated interval: power at each anchor (what misplacing it costs per second)
+    # and the share of the update-time error that differs between anchors (timing_indep).
+    p_tau: np.ndarray | None = None
+    timing_indep: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +109,14 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
     tau = a.tau_s
     i_tau = power.integral(tau) if power is not None else None
     step = np.diff(a.value_j)
-    resets = np.flatnonzero(a.reset[1:])  # window r ends at the reset anchor r + 1
+    jumps = a.reset[1:].copy()  # window r ends at the reset anchor r + 1
+    if power is not None and len(step):
+        # A counter that leaps by far more than any power seen, and more than any device can
+        # draw, restarted with a new offset (a driver reload, a fresh sim): bridge it like a
+        # reset. (A long gap in the readings while the GPU worked harder is no jump.)
+        limit_w = max(JUMP_FACTOR * power.max_w, MAX_DEVICE_W)
+        jumps |= step > limit_w * np.diff(tau) + 1.0
+    resets = np.flatnonzero(jumps)
     if len(resets):
         dt = np.diff(tau)
         if i_tau is not None:
@@ -113,10 +131,60 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
     value = a.value_j[0] + np.concatenate(([0.0], np.cumsum(step)))
     window_max, window_shape = _window_bounds(tau, step, power)
     head, tail = _scales(tau, value, i_tau)
+    pc_var, pc_sum = _partial_coverage(tau, step, spec.coverage_fraction)
     return CounterPart(
         float(tc[0]), float(tc[-1]), tau, value, a.half_width_s, resets, i_tau,
-        window_max, window_shape, head, tail,
+        window_max, window_shape, head, tail, pc_var, pc_sum,
+        _power_at_anchors(tau, step, power), _timing_independence(a, spec.update_s),
     )  # fmt: skip
+
+
+def _power_at_anchors(tau: np.ndarray, step: np.ndarray, power: PowerPart | None) -> np.ndarray:
+    if power is not None:
+        return np.interp(tau, power.ts, power.pw)
+    if len(tau) < 2:
+        return np.zeros(len(tau))
+    rate = step / np.maximum(np.diff(tau), 1e-9)
+    padded = np.concatenate((rate[:1], rate, rate[-1:]))
+    return np.maximum(padded[:-1], padded[1:])
+
+
+def _timing_independence(a, update_s: float) -> float:
+    """How much of the update-moment error differs from one anchor to the next (0..1).
+
+    Sampling phase-locked to the counter (a fixed schedule whose period divides the counter's)
+    misplaces every update by the same amount, and an interval's two bounds then err alike
+    and largely cancel; free-running sampling misplaces each update independently. The
+    readings that reveal updates (hi = tau + half_width) step by exactly one period when
+    locked and scatter when not: their scatter, against a uniform bracket's, says which."""
+    hi = a.tau_s + a.half_width_s
+    d = np.diff(hi)
+    d = d[(d > 0.5 * update_s) & (d < 1.5 * update_s)]
+    if len(d) < 8:
+        return 1.0
+    bracket_var = float(np.mean(a.half_width_s**2)) / 3.0
+    if bracket_var <= 0:
+        return 1.0
+    scatter = 0.5 * float(np.var(d))  # var(u_k - u_k-1) = 2 var(u) for independent offsets
+    return float(np.clip(scatter / bracket_var, 0.05, 1.0))
+
+
+def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float):
+    """A sensor that observes only `fraction` of each window scales that part up: the window's
+    energy is off by what the unobserved part did differently. Nothing measures that part, so
+    the power change between neighbouring windows stands in for the change inside one
+    (a load phase-locked to the window shows none and stays invisible: the sensor's limit)."""
+    if fraction >= 1.0 or len(tau) < 3:
+        return None, None
+    dt = np.diff(tau)
+    mean_w = step / np.where(dt > 0, dt, np.inf)
+    d = np.abs(np.diff(mean_w))
+    change = np.maximum(np.concatenate((d[:1], d)), np.concatenate((d, d[-1:])))
+    bound = (1.0 - fraction) * dt * change
+    return (
+        np.concatenate(([0.0], np.cumsum((bound * PC_SIGMA) ** 2))),
+        np.concatenate(([0.0], np.cumsum(bound))),
+    )
 
 
 def _window_bounds(

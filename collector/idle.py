@@ -1,8 +1,19 @@
-"""Per-device idle power, measured from readings taken while no run uses the device (pure core).
+"""Per-device idle power from a long history of low-load readings (pure core).
 
-A device is busy from (a run's start − guard) to (its end + guard); readings outside every such
-span are idle. Which spans exist is learnt from run markers, which may arrive a little after the
-readings they bound, so the periodic measurement looks only at readings older than a lag.
+A device is busy from (a run's start - guard) to (its end + guard) (BusyIndex); readings
+outside every such span, with low utilisation and low clocks where the device reports them,
+are idle. Idle readings are averaged per second of consecutive idle readings; the seconds are
+grouped into buckets (default a minute), each summarised by a low quantile (p10) of its 1 s
+averages; the device's idle power is the median of its buckets' p10 over the history kept
+(hours; the buckets are persisted, so a restarted collector keeps its history). A device whose
+history holds fewer than `min_s` idle seconds has no trustworthy idle power: None (intervals
+are then flagged "idle_unknown"). A busy window, another job's load without markers (high
+utilisation) or a short quiet moment between runs therefore never becomes "idle".
+
+Markers may arrive a little after the readings they bound, so a reading is judged only once
+the readings are `lag` past it. Readings are judged at most every 45 ms (a 1 s average needs no
+more) and cost O(log runs) each: the busy spans are a sorted, merged list plus a sorted list of
+open starts, searched by bisection once per stretch of readings in the same state.
 A rank resumed from a checkpoint sends RUN_START/RUN_END again under the same key: each session
 is a span of its own (a start while an older span is still open closes that one there: its
 process died without RUN_END, so the device counts as busy until the new start).
@@ -10,109 +21,258 @@ process died without RUN_END, so the device counts as busy until the new start).
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from typing import Protocol
 
-from collector.energy import Sample, idle_power_w
+import numpy as np
+
+from collector.records import IdleBucket
+
+SECOND_NS = 1_000_000_000
+IDLE_UTIL_MAX_PCT = 10.0  # a 1 s average above this utilisation is not idle
+IDLE_CLOCK_FACTOR = 2.0  # ... nor one whose SM clock is this far above the lowest seen
+BUCKET_QUANTILE = 10.0  # percentile of a bucket's 1 s averages that summarises it
+TEMPERATURE_EVERY_NS = 250_000_000
+IDLE_EVERY_NS = 45_000_000  # readings closer than this to the last one kept are not judged
 
 
 class IdleSample(Protocol):
     time_ns: int
     power_w: float | None
     temperature_c: float | None
+    gpu_util_pct: float | None
+    sm_clock_mhz: float | None
 
 
-class IdleTracker:
-    def __init__(self, window_ns: int, guard_ns: int) -> None:
-        self.window_ns = window_ns
+class BusyIndex:
+    """Busy spans of run sessions, queried in O(log n) (n: spans held)."""
+
+    def __init__(self, guard_ns: int) -> None:
         self.guard_ns = guard_ns
-        self._samples: deque[IdleSample] = deque()
-        self._busy: dict[object, list[list[int | None]]] = {}  # key -> [[start, end], ..]
-        self.idle_power_w: float | None = None  # latest measurement
-        self.measured_ns: int | None = None
+        self._keys: dict[object, list[list[int | None]]] = {}  # key -> [[start, end], ..]
+        self._s: list[int] = []  # closed spans, merged: sorted, disjoint
+        self._e: list[int] = []
+        self._open: list[int] = []  # starts of open spans (sorted, with repeats)
 
-    def add(self, sample: IdleSample) -> None:
-        self._samples.append(sample)
-
-    def busy_start(self, key: object, start_ns: int) -> None:
-        spans = self._busy.setdefault(key, [])
+    def start(self, key: object, start_ns: int) -> None:
+        spans = self._keys.setdefault(key, [])
         if any(s == start_ns for s, _ in spans):
             return  # re-sent
         for span in spans:
             if span[0] is None and span[1] >= start_ns:
                 span[0] = start_ns  # its end came first
+                self._close(start_ns, span[1])
                 return
             if span[1] is None and span[0] < start_ns:
                 span[1] = start_ns  # an older session that never ended
+                self._unopen(span[0])
+                self._close(span[0], start_ns)
         spans.append([start_ns, None])
+        bisect.insort(self._open, start_ns)
 
-    def busy_end(self, key: object, end_ns: int) -> None:
-        spans = self._busy.setdefault(key, [])
+    def end(self, key: object, end_ns: int) -> None:
+        spans = self._keys.setdefault(key, [])
         if any(e == end_ns for _, e in spans):
             return  # re-sent
         open_ = [s for s in spans if s[1] is None and s[0] <= end_ns]
         if open_:
-            max(open_, key=lambda s: s[0])[1] = end_ns
+            span = max(open_, key=lambda s: s[0])
+            span[1] = end_ns
+            self._unopen(span[0])
+            self._close(span[0], end_ns)
         else:
             spans.append([None, end_ns])
-
-    def _spans(self):
-        for spans in self._busy.values():
-            for s, e in spans:
-                yield (e if s is None else s), e
-
-    def busy_at(self, time_ns: int) -> bool:
-        g = self.guard_ns
-        return any(s - g <= time_ns and (e is None or time_ns <= e + g) for s, e in self._spans())
+            self._close(end_ns, end_ns)
 
     def busy_between(self, from_ns: int, to_ns: int) -> bool:
         g = self.guard_ns
-        return any(s - g <= to_ns and (e is None or from_ns <= e + g) for s, e in self._spans())
+        if self._open and self._open[0] - g <= to_ns:
+            return True
+        k = bisect.bisect_right(self._s, to_ns + g) - 1
+        return k >= 0 and self._e[k] + g >= from_ns
 
-    def measure_before(self, until_ns: int) -> float | None:
-        """Idle power from the idle readings in [until − guard − window, until − guard]."""
-        hi = until_ns - self.guard_ns
-        lo = hi - self.window_ns
-        samples = [
-            Sample(s.time_ns, s.power_w, None)
-            for s in self._samples
-            if lo <= s.time_ns <= hi and s.power_w is not None and not self.busy_at(s.time_ns)
-        ]
-        if not samples:
-            return None
-        try:
-            return idle_power_w(samples)
-        except ValueError:
-            return None
+    def busy_at(self, time_ns: int) -> bool:
+        return self.busy_between(time_ns, time_ns)
 
-    def refresh(self, watermark_ns: int, lag_ns: int, every_ns: int) -> float | None:
-        """Re-measure while the device idles; returns a new value when it made one."""
-        until = watermark_ns - lag_ns
-        if self.measured_ns is not None and until - self.measured_ns < every_ns:
-            return None
-        lo = until - self.guard_ns - self.window_ns
-        if not self._samples or self._samples[0].time_ns > lo or self.busy_between(lo, until):
-            return None
-        value = self.measure_before(until)
-        if value is not None:
-            self.idle_power_w, self.measured_ns = value, until
-        return value
-
-    def temperature_at(self, time_ns: int) -> float | None:
-        """Temperature of the last reading before time_ns (the run's start temperature)."""
-        best = None
-        for s in self._samples:
-            if s.time_ns >= time_ns:
-                break
-            if s.temperature_c is not None:
-                best = s.temperature_c
-        return best
+    def state_at(self, t: int) -> tuple[bool, int]:
+        """(busy at t, the last time that answer holds for) - one lookup for a run of readings."""
+        g, never = self.guard_ns, 1 << 62
+        first_open = self._open[0] - g if self._open else never
+        if first_open <= t:
+            return True, never
+        k = bisect.bisect_right(self._s, t + g) - 1
+        if k >= 0 and self._e[k] + g >= t:
+            return True, self._e[k] + g
+        nxt = self._s[k + 1] - g - 1 if k + 1 < len(self._s) else never
+        return False, min(nxt, first_open - 1)
 
     def trim(self, before_ns: int) -> None:
-        while self._samples and self._samples[0].time_ns < before_ns:
-            self._samples.popleft()
+        """Forget closed spans that ended before before_ns - guard."""
         cut = before_ns - self.guard_ns
-        for key, spans in list(self._busy.items()):
+        k = bisect.bisect_left(self._e, cut)
+        if k:
+            del self._s[:k], self._e[:k]
+        for key, spans in list(self._keys.items()):
             spans[:] = [s for s in spans if s[1] is None or s[1] >= cut]
             if not spans:
-                del self._busy[key]
+                del self._keys[key]
+
+    def _unopen(self, start_ns: int) -> None:
+        k = bisect.bisect_left(self._open, start_ns)
+        if k < len(self._open) and self._open[k] == start_ns:
+            del self._open[k]
+
+    def _close(self, s: int, e: int) -> None:
+        """Add [s, e] to the merged closed spans."""
+        lo = bisect.bisect_left(self._e, s)  # first span ending at/after s
+        hi = bisect.bisect_right(self._s, e)  # spans from here on start after e
+        if lo < hi:
+            s, e = min(s, self._s[lo]), max(e, self._e[hi - 1])
+        self._s[lo:hi], self._e[lo:hi] = [s], [e]
+
+
+class _Second:
+    """Sums of consecutive idle readings until they span a second (kept between refreshes)."""
+
+    def __init__(self) -> None:
+        self.n = self.n_util = 0
+        self.first_ns = self.last_ns = 0
+        self.power_w = self.util_sum = 0.0
+        self.clock: float | None = None
+
+
+class IdleTracker:
+    def __init__(
+        self,
+        guard_ns: int,
+        min_s: float = 30.0,
+        bucket_ns: int = 60 * SECOND_NS,
+        history_ns: int = 6 * 3600 * SECOND_NS,
+        keep_ns: int = 60 * SECOND_NS,
+    ) -> None:
+        self.guard_ns = guard_ns
+        self.min_s = min_s
+        self.bucket_ns = bucket_ns
+        self.history_ns = history_ns
+        self.keep_ns = keep_ns  # raw samples kept for temperature_at
+        self.busy = BusyIndex(guard_ns)
+        self._pending: deque[IdleSample] = deque()  # not judged yet
+        self._kept_ns = -(1 << 62)  # time of the last reading kept for judging
+        self._temps: deque[tuple[int, float]] = deque()
+        self._acc = _Second()
+        self._bucket: list[float] = []  # 1 s averages of the open bucket
+        self._bucket_start: int | None = None
+        self.history: deque[IdleBucket] = deque()
+        self._min_clock: float | None = None
+        self.idle_power_w: float | None = None  # None: no trustworthy idle yet
+        self.measured_ns: int | None = None
+        self.new_buckets: list[IdleBucket] = []  # closed since the last take_buckets()
+
+    # -- input -------------------------------------------------------------------------------
+    def add(self, sample: IdleSample) -> None:
+        if sample.time_ns - self._kept_ns < IDLE_EVERY_NS:
+            return  # a 1 s average needs no more than ~20 readings: thin them
+        self._kept_ns = sample.time_ns
+        self._pending.append(sample)
+        temps = self._temps  # temperature moves over seconds: one value per 250 ms is plenty
+        if sample.temperature_c is not None and (
+            not temps or sample.time_ns - temps[-1][0] >= TEMPERATURE_EVERY_NS
+        ):
+            temps.append((sample.time_ns, sample.temperature_c))
+
+    def busy_start(self, key: object, start_ns: int) -> None:
+        self.busy.start(key, start_ns)
+
+    def busy_end(self, key: object, end_ns: int) -> None:
+        self.busy.end(key, end_ns)
+
+    def load(self, buckets: list[IdleBucket]) -> None:
+        """History from the database (a restart); recomputes the idle power."""
+        for b in sorted(buckets, key=lambda b: b.start_ns):
+            self.history.append(b)
+        if self.history:
+            self._estimate(self.history[-1].start_ns)
+
+    # -- processing --------------------------------------------------------------------------
+    def refresh(self, watermark_ns: int, lag_ns: int) -> bool:
+        """Judge the readings the markers are known for; True when the idle power changed."""
+        until = watermark_ns - lag_ns - self.guard_ns
+        pending = self._pending
+        if not pending or pending[0].time_ns > until:
+            return False
+        changed = False
+        state_at, acc = self.busy.state_at, self._acc
+        n, first, last, psum = acc.n, acc.first_ns, acc.last_ns, acc.power_w
+        usum, nu, clock = acc.util_sum, acc.n_util, acc.clock
+        busy, horizon = False, -1  # the busy state holds for readings up to horizon
+        while pending and pending[0].time_ns <= until:  # hot: ~50,000 readings/s
+            s = pending.popleft()
+            t, p = s.time_ns, s.power_w
+            if t > horizon:
+                busy, horizon = state_at(t)
+            if busy or p is None:
+                n = 0  # a 1 s average is of consecutive idle readings only
+                continue
+            if n == 0 or t - last > SECOND_NS:  # a new second, or a hole in the readings
+                n, first, psum, usum, nu, clock = 0, t, 0.0, 0.0, 0, None
+            n, last, psum = n + 1, t, psum + p
+            if (u := s.gpu_util_pct) is not None:
+                usum, nu = usum + u, nu + 1
+            if (c := s.sm_clock_mhz) is not None and (clock is None or c > clock):
+                clock = c
+            if n >= 2 and t - first >= SECOND_NS - SECOND_NS // 50:
+                changed |= self._second(first, psum / n, usum / nu if nu else None, clock)
+                n = 0
+        acc.n, acc.first_ns, acc.last_ns, acc.power_w = n, first, last, psum
+        acc.util_sum, acc.n_util, acc.clock = usum, nu, clock
+        return changed
+
+    def _second(self, start_ns: int, power_w: float, util: float | None, clock: float | None):
+        if util is not None and util > IDLE_UTIL_MAX_PCT:
+            return False  # busy without markers (another job, an unmarked load)
+        if clock is not None:
+            if self._min_clock is not None and clock > IDLE_CLOCK_FACTOR * self._min_clock:
+                return False
+            self._min_clock = clock if self._min_clock is None else min(self._min_clock, clock)
+        if self._bucket_start is None or start_ns - self._bucket_start > 2 * self.bucket_ns:
+            self._bucket, self._bucket_start = [], start_ns
+        self._bucket.append(power_w)
+        if len(self._bucket) * SECOND_NS < self.bucket_ns:
+            return False
+        values = np.array(self._bucket)
+        bucket = IdleBucket(
+            self._bucket_start,
+            len(values),
+            float(np.percentile(values, BUCKET_QUANTILE)),
+            float(np.median(values)),
+        )
+        self._bucket, self._bucket_start = [], None
+        self.history.append(bucket)
+        self.new_buckets.append(bucket)
+        return self._estimate(start_ns)
+
+    def _estimate(self, now_ns: int) -> bool:
+        while self.history and self.history[0].start_ns < now_ns - self.history_ns:
+            self.history.popleft()
+        seconds = sum(b.seconds for b in self.history)
+        if seconds < self.min_s:
+            return False
+        self.idle_power_w = float(np.median([b.low_w for b in self.history]))
+        self.measured_ns = now_ns
+        return True
+
+    def take_buckets(self) -> list[IdleBucket]:
+        out, self.new_buckets = self.new_buckets, []
+        return out
+
+    # -- reads -------------------------------------------------------------------------------
+    def temperature_at(self, time_ns: int) -> float | None:
+        """Temperature of the last reading before time_ns (the run's start temperature)."""
+        k = bisect.bisect_left(self._temps, time_ns, key=lambda x: x[0])
+        return self._temps[k - 1][1] if k else None
+
+    def trim(self, before_ns: int) -> None:
+        while self._temps and self._temps[0][0] < before_ns:
+            self._temps.popleft()
+        self.busy.trim(min(before_ns, self._pending[0].time_ns if self._pending else before_ns))

@@ -35,6 +35,9 @@ __all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
 
 _KIND_ORDER = {"step": 0, "epoch": 1, "run": 2}  # a rank's run interval is emitted last
 _RECENT_KEYS = 100_000
+# Share of each 100 ms window a partial-coverage sensor observes: ~25 ms (Yang et al., SC24
+# "Part-time Power Measurements", A100/H100). The daemon says whether a device is one.
+PARTIAL_COVERAGE_FRACTION = 0.25
 
 
 class Joiner(MarkerIntake):
@@ -64,6 +67,7 @@ class Joiner(MarkerIntake):
                 resolution_j=d.counter_resolution_j or 0.001,
                 # power_w is the driver's average where there is no instantaneous power
                 power_avg_s=0.0 if d.has_instant_power else (d.power_avg_window_s or 1.0),
+                coverage_fraction=PARTIAL_COVERAGE_FRACTION if d.partial_coverage else 1.0,
             )
             dev = DeviceState(node.hostname, d.uuid, d.kind, spec, self.cfg)
             n.devices[d.uuid] = self._devices[d.uuid] = dev
@@ -72,6 +76,11 @@ class Joiner(MarkerIntake):
         """A device's last idle measurement, e.g. from the database after a restart."""
         if (dev := self._devices.get(uuid)) is not None:
             dev.idle.idle_power_w, dev.idle.measured_ns = idle_power_w, measured_ns
+
+    def load_idle_history(self, uuid: str, buckets) -> None:
+        """A device's idle history from the database (IdleBucket records)."""
+        if (dev := self._devices.get(uuid)) is not None:
+            dev.idle.load(list(buckets))
 
     def set_run_idle(
         self, run_id: str, rank: int, uuid: str, idle_power_w: float | None, start_ns: int
@@ -184,8 +193,11 @@ class Joiner(MarkerIntake):
                 return
         for uuid in p.devices:
             idle = self._devices[uuid].idle
-            value = idle.measure_before(t0)
-            self._run_idle[(run_id, rank, uuid)] = value if value is not None else idle.idle_power_w
+            # Judge the readings up to the start now, without waiting `lag` for other runs'
+            # late markers: a second misjudged in that race is outvoted by the history's
+            # low percentiles and medians.
+            idle.refresh(min(node.watermark_ns, t0), 0)
+            self._run_idle[(run_id, rank, uuid)] = idle.idle_power_w  # None: not known yet
         self._facts_at[(run_id, rank)] = t0
         gpu = p.devices[0]
         if self._devices[gpu].kind == "gpu":
@@ -211,9 +223,13 @@ class Joiner(MarkerIntake):
     def _refresh_idle(self, node: NodeState, out: JoinOutput) -> None:
         lag = max(self.cfg.late_bound_ns, self.cfg.idle_guard_ns)
         for dev in node.devices.values():
-            value = dev.idle.refresh(node.watermark_ns, lag, self.cfg.idle_update_ns)
-            if value is not None:
-                out.idle_updates.append(IdleUpdate(dev.uuid, value, dev.idle.measured_ns))
+            changed = dev.idle.refresh(node.watermark_ns, lag)
+            buckets = tuple(dev.idle.take_buckets())
+            if changed or buckets:
+                idle = dev.idle
+                out.idle_updates.append(
+                    IdleUpdate(dev.uuid, idle.idle_power_w, idle.measured_ns, buckets)
+                )
 
     def _remember(self, key: tuple, end_ns: int) -> None:
         self._done[key] = end_ns

@@ -3,7 +3,9 @@
 Counter energy telescopes: the pieces' energies add up to counter(end) − counter(start) exactly,
 and only the two outer bounds carry interpolation error, so the merged uncertainty is taken from
 the first and last piece (half of each: a piece's uncertainty covers both its bounds). Without a
-counter, errors of power integration accumulate and uncertainties add.
+counter, errors of power integration accumulate: bounds add, variances add (independent
+pieces). Neither telescopes either: energy bridged across a counter reset (bridged_j) and the
+unobserved-window term of a partial-coverage sensor (var_windows_j2) are kept from every piece.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from collector.energy import IntervalEnergy
+from collector.energy_types import calibrated_u
 
 
 class Accumulator:
@@ -21,7 +24,10 @@ class Accumulator:
         self.count = 0
         self.energy_j: float | None = 0.0
         self.power_integral_j: float | None = 0.0
-        self.uncertainty_sum_j = 0.0
+        self.bound_sum_j = 0.0
+        self.bridged_j = 0.0
+        self.var_sum_j2 = 0.0  # of every piece (power: errors of all pieces add up)
+        self.var_windows_j2 = 0.0
         self.covered_ns = 0.0
         self.max_power_w: float | None = None
         self.flags: set[str] = set()
@@ -31,7 +37,10 @@ class Accumulator:
         duration_ns = e.end_ns - e.start_ns
         self.energy_j = _add(self.energy_j, e.energy_j)
         self.power_integral_j = _add(self.power_integral_j, e.power_integral_j)
-        self.uncertainty_sum_j += e.uncertainty_j or 0.0
+        self.bound_sum_j += e.bound_j
+        self.bridged_j += e.bridged_j
+        self.var_sum_j2 += e.var_bounds_j2
+        self.var_windows_j2 += e.var_windows_j2
         self.covered_ns += (e.coverage or 0.0) * duration_ns
         if e.max_power_w is not None:
             self.max_power_w = max(self.max_power_w or e.max_power_w, e.max_power_w)
@@ -47,10 +56,13 @@ class Accumulator:
             return last
         duration_s = (end_ns - start_ns) / 1e9
         source = next(iter(self.sources)) if len(self.sources) == 1 else "mixed"
-        if source == "counter":
-            uncertainty = ((self.pieces[0].uncertainty_j or 0.0) + (last.uncertainty_j or 0.0)) / 2
+        first, bridged = self.pieces[0], self.bridged_j
+        if source == "counter":  # half of each outer piece: a piece's figures cover both bounds
+            bound = (first.bound_j + last.bound_j - first.bridged_j - last.bridged_j) / 2 + bridged
+            var = (first.var_bounds_j2 + last.var_bounds_j2) / 2
         else:
-            uncertainty = self.uncertainty_sum_j
+            bound, var = self.bound_sum_j, self.var_sum_j2
+        uncertainty = calibrated_u(bound, bridged, var + self.var_windows_j2)
         avg = self.energy_j / duration_s if self.energy_j is not None and duration_s > 0 else None
         return dataclasses.replace(
             last,
@@ -64,6 +76,10 @@ class Accumulator:
             max_power_w=self.max_power_w,
             coverage=min(1.0, self.covered_ns / max(1, end_ns - start_ns)),
             flags=frozenset(self.flags),
+            bound_j=bound,
+            bridged_j=bridged,
+            var_bounds_j2=var,
+            var_windows_j2=self.var_windows_j2,
         )
 
 

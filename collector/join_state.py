@@ -15,12 +15,15 @@ BUFFER_SAMPLES = 512
 @dataclass(frozen=True)
 class JoinConfig:
     late_bound_ns: int = 2_000_000_000
-    max_gap_ns: int = 1_000_000_000
+    max_gap_ns: int | None = None  # None: 5x the median spacing of each device's readings
     chunk_ns: int = 5_000_000_000
     keep_ns: int = 30_000_000_000  # raw samples kept behind the watermark (late markers)
-    idle_window_ns: int = 30_000_000_000
+    idle_window_ns: int = 30_000_000_000  # raw readings kept for the idle judgement
     idle_guard_ns: int = 2_000_000_000
-    idle_update_ns: int = 10_000_000_000
+    idle_update_ns: int = 10_000_000_000  # (unused: idle power changes as buckets close)
+    idle_min_s: float = 30.0  # idle seconds in the history before idle power is trusted
+    idle_bucket_ns: int = 60_000_000_000  # idle seconds summarised (and stored) together
+    idle_history_ns: int = 6 * 3600 * 1_000_000_000  # history the idle power comes from
 
 
 @dataclass
@@ -46,7 +49,9 @@ class DeviceState:
     def __init__(self, node: str, uuid: str, kind: str, spec: CounterSpec, cfg: JoinConfig):
         self.node, self.uuid, self.kind, self.spec = node, uuid, kind, spec
         self._timeline = DeviceTimeline(spec, cfg.max_gap_ns)
-        self.idle = IdleTracker(cfg.idle_window_ns, cfg.idle_guard_ns)
+        self.idle = IdleTracker(
+            cfg.idle_guard_ns, cfg.idle_min_s, cfg.idle_bucket_ns, cfg.idle_history_ns
+        )
         self.margin_ns = int(2 * spec.update_s * 1e9)  # settled lags the readings about this much
         self.trimmed_ns = 0  # watermark at the last trim (trimming rebuilds the energy model)
         # Readings wait here until the timeline is asked something: one extend per batch of a
@@ -104,8 +109,13 @@ def interval_record(
     run_id, rank, kind, epoch, step = key
     duration_s = (e.end_ns - e.start_ns) / 1e9
     active = None
+    flags = set(flags)
     if e.energy_j is not None and idle_w is not None:
         active = e.energy_j - idle_w * duration_s
+        if active < -(e.uncertainty_j or 0.0):  # idle power too high, or energy too low
+            flags.add("below_idle")
+    elif e.energy_j is not None:
+        flags.add("idle_unknown")  # no trustworthy idle power for the device yet
     flags = frozenset(e.flags) | flags
     return IntervalRec(
         run_id=run_id,
@@ -125,4 +135,5 @@ def interval_record(
         max_power_w=e.max_power_w,
         coverage=e.coverage,
         flags=flags,
+        uncertainty_bound_j=e.bound_j,
     )

@@ -88,6 +88,22 @@ class Device(Base):
     counter_resolution_j: Mapped[float | None] = mapped_column(Float)
     idle_power_w: Mapped[float | None] = mapped_column(Float)  # latest measurement
     idle_measured_ns: Mapped[int | None]
+    partial_coverage: Mapped[bool | None] = mapped_column(Boolean)  # sensor sees part of windows
+    sensor_method: Mapped[str | None] = mapped_column(String(255))  # how its facts were found
+
+
+class IdleBucket(Base):
+    """A device's idle history (collector.idle): per stretch of idle seconds, a low percentile
+    and the median of its 1 s averages. Read back at start-up; trimmed to the history kept."""
+
+    __tablename__ = "idle_bucket"
+    device_id: Mapped[int] = mapped_column(
+        PkInt, ForeignKey("device.id"), primary_key=True, autoincrement=False
+    )
+    start_ns: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    seconds: Mapped[int] = mapped_column(Integer)
+    low_w: Mapped[float] = mapped_column(Float)
+    median_w: Mapped[float] = mapped_column(Float)
 
 
 class Reading(Base):
@@ -118,7 +134,9 @@ class Reading1s(Base):
     """Per-device, per-second aggregates of the raw readings, kept for good."""
 
     __tablename__ = "reading_1s"
-    device_id: Mapped[int] = mapped_column(ForeignKey("device.id"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("device.id"), primary_key=True, autoincrement=False
+    )
     second: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # unix s
     samples: Mapped[int]
     avg_power_w: Mapped[float | None] = mapped_column(Float)
@@ -236,7 +254,8 @@ class Interval(Base):
     active_energy_j: Mapped[float | None] = mapped_column(Float)  # above the device's idle power
     source: Mapped[str] = mapped_column(String(16))  # counter | power | none
     power_integral_j: Mapped[float | None] = mapped_column(Float)
-    uncertainty_j: Mapped[float | None] = mapped_column(Float)
+    uncertainty_j: Mapped[float | None] = mapped_column(Float)  # 95 % half-width (calibrated)
+    uncertainty_bound_j: Mapped[float | None] = mapped_column(Float)  # near-worst-case bound
     avg_power_w: Mapped[float | None] = mapped_column(Float)
     max_power_w: Mapped[float | None] = mapped_column(Float)
     coverage: Mapped[float] = mapped_column(Float)  # fraction of the interval readings span

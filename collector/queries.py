@@ -11,6 +11,9 @@ API (shared with the report; `db` is an Engine, a Connection or a Session):
         # interval energy_j, ordered by step; steps without energy left out
     job_steps(db, run_id) -> list[JobStep]
         # the same with duration, ranks seen, uncertainty and flags per step
+    step_stats(db, run_id) -> list[EpochStepStats]
+        # per epoch: the job's mean energy per step with a 95 % confidence interval
+        # (collector.energy_steps): what short steps can be measured as
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy import Connection, Engine, distinct, func, select
 from sqlalchemy.orm import Session
 
 from collector.db import translate_errors
+from collector.energy_steps import EpochStepStats, epoch_step_stats
 from collector.errors import UnknownRunError
 from collector.models import Device, Interval, Marker, Run, RunRank
 from collector.summary import EpochSummary, RunSummary
@@ -284,3 +288,8 @@ def job_steps(db: Db, run_id: str) -> list[JobStep]:
 def step_energies(db: Db, run_id: str) -> list[float]:
     """Job-level energy (J) per optimizer step, in step order; steps without energy left out."""
     return [s.energy_j for s in job_steps(db, run_id) if s.energy_j is not None]
+
+
+def step_stats(db: Db, run_id: str) -> list[EpochStepStats]:
+    """Per epoch: the job's mean energy per step with its 95 % confidence interval."""
+    return epoch_step_stats(job_steps(db, run_id))

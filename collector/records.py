@@ -35,6 +35,8 @@ class DeviceRec:
     counter_update_s: float | None = None
     counter_resolution_j: float | None = None
     power_avg_window_s: float | None = None
+    partial_coverage: bool = False  # the sensor observes part of each window (Yang et al.)
+    sensor_method: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ class IntervalRec:
     max_power_w: float | None
     coverage: float
     flags: frozenset[str] = frozenset()
+    uncertainty_bound_j: float | None = None  # near-worst-case bound (uncertainty_j: 95 %)
 
     @property
     def duration_s(self) -> float:
@@ -175,10 +178,21 @@ class RankUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleBucket:
+    """A stretch of idle seconds of one device (collector.idle), as persisted."""
+
+    start_ns: int
+    seconds: int
+    low_w: float  # low percentile of its 1 s averages
+    median_w: float
+
+
+@dataclass(frozen=True, slots=True)
 class IdleUpdate:
     device_uuid: str
-    idle_power_w: float
-    measured_ns: int
+    idle_power_w: float | None  # None: no trustworthy idle yet (only new buckets to store)
+    measured_ns: int | None
+    buckets: tuple[IdleBucket, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

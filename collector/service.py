@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 def join_config(c: CollectorConfig) -> JoinConfig:
     ns = lambda s: int(s * 1e9)  # noqa: E731
     return JoinConfig(
-        late_bound_ns=ns(c.late_bound_s), max_gap_ns=ns(c.max_gap_s), chunk_ns=ns(c.chunk_s),
+        late_bound_ns=ns(c.late_bound_s), chunk_ns=ns(c.chunk_s),
+        max_gap_ns=None if c.max_gap_s is None else ns(c.max_gap_s),
         idle_window_ns=ns(c.idle_window_s), idle_guard_ns=ns(c.idle_guard_s),
-        idle_update_ns=ns(c.idle_update_s),
+        idle_update_ns=ns(c.idle_update_s), idle_min_s=c.idle_min_s,
+        idle_bucket_ns=ns(c.idle_bucket_s), idle_history_ns=ns(c.idle_history_s),
     )  # fmt: skip
 
 
@@ -121,6 +123,9 @@ class Collector:
         for uuid, watts, measured_ns in store_reads.device_idle(engine):
             self.joiner.set_idle(uuid, watts, measured_ns)
             self.live.idle_w[uuid] = watts
+        history_from = time.time_ns() - int(self.config.idle_history_s * 1e9)
+        for uuid, buckets in store_reads.idle_history(engine, history_from).items():
+            self.joiner.load_idle_history(uuid, buckets)
         aggregator = SecondAggregator(done := store_reads.aggregated_until(engine))
         newest = store_reads.newest_reading_ns(engine)
         if newest is None:

@@ -18,6 +18,7 @@ from collector.db import translate_errors
 from collector.models import (
     Boot,
     Device,
+    IdleBucket,
     IngestCursor,
     Marker,
     Node,
@@ -77,11 +78,16 @@ class Store:
                 )
             )
         for u in b.idle_updates:
-            conn.execute(
-                update(Device)
-                .where(Device.uuid == u.device_uuid)
-                .values(idle_power_w=u.idle_power_w, idle_measured_ns=u.measured_ns)
-            )
+            if u.idle_power_w is not None:
+                conn.execute(
+                    update(Device)
+                    .where(Device.uuid == u.device_uuid)
+                    .values(idle_power_w=u.idle_power_w, idle_measured_ns=u.measured_ns)
+                )
+            if u.buckets:
+                device_id = self._device(conn, u.device_uuid)
+                self._insert(conn, IdleBucket, [{**as_dict(x), "device_id": device_id}
+                                                for x in u.buckets])  # fmt: skip
         self._insert(conn, Reading1s, [self._aggregate_row(conn, a) for a in b.aggregates])
         gaps = [{**as_dict(g), "boot_id": self._boot(conn, g.boot_id)} for g in b.gaps]
         self._insert(conn, StreamGap, gaps)
@@ -123,7 +129,8 @@ class Store:
                  vendor_index=d.vendor_index, power_limit_w=d.power_limit_w,
                  memory_total_bytes=d.memory_total_bytes, has_energy_counter=d.has_energy_counter,
                  has_instant_power=d.has_instant_power, power_avg_window_s=d.power_avg_window_s,
-                 counter_update_s=d.counter_update_s, counter_resolution_j=d.counter_resolution_j)
+                 counter_update_s=d.counter_update_s, counter_resolution_j=d.counter_resolution_j,
+                 partial_coverage=d.partial_coverage, sensor_method=d.sensor_method[:255])
             for d in n.devices
         ]  # fmt: skip
         if rows:
@@ -210,6 +217,7 @@ class Store:
             "active_energy_j",
             "power_integral_j",
             "uncertainty_j",
+            "uncertainty_bound_j",
             "avg_power_w",
             "max_power_w",
         ):
@@ -237,4 +245,5 @@ class Store:
     # -- maintenance -----------------------------------------------------------------------
     def trim_readings(self, before_ns: int) -> int:
         with translate_errors("trimming old readings", self.engine), self.engine.begin() as conn:
+            conn.execute(delete(IdleBucket).where(IdleBucket.start_ns < before_ns))
             return conn.execute(delete(Reading).where(Reading.time_ns < before_ns)).rowcount

@@ -78,6 +78,7 @@ def merge_sessions(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         source=old["source"] if old["source"] == new["source"] else "mixed",
         power_integral_j=_add(old["power_integral_j"], new["power_integral_j"]),
         uncertainty_j=_add(old["uncertainty_j"], new["uncertainty_j"]),
+        uncertainty_bound_j=_add(old.get("uncertainty_bound_j"), new.get("uncertainty_bound_j")),
         avg_power_w=energy / duration_s if energy is not None and duration_s > 0 else None,
         max_power_w=max(peaks, default=None),
         coverage=covered_s / duration_s if duration_s > 0 else new["coverage"],

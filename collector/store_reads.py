@@ -17,6 +17,7 @@ from collector.db import translate_errors
 from collector.models import (
     Boot,
     Device,
+    IdleBucket,
     IngestCursor,
     Interval,
     Marker,
@@ -26,6 +27,7 @@ from collector.models import (
     RunRank,
 )
 from collector.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
+from collector.records import IdleBucket as IdleBucketRec
 
 _INTERVAL_KIND = case(
     (Marker.kind.like("run_%"), "run"), (Marker.kind.like("epoch_%"), "epoch"), else_="step"
@@ -67,6 +69,8 @@ def nodes(engine: Engine) -> list[NodeRec]:
                     counter_update_s=d.counter_update_s,
                     counter_resolution_j=d.counter_resolution_j,
                     power_avg_window_s=d.power_avg_window_s,
+                    partial_coverage=bool(d.partial_coverage),
+                    sensor_method=d.sensor_method or "",
                 )
             )
     return [NodeRec(hostname=h, boot_id="", devices=tuple(ds)) for h, ds in by_host.items()]
@@ -80,6 +84,22 @@ def device_idle(engine: Engine) -> list[tuple[str, float, int]]:
             )
         )
         return [(u, w, t or 0) for u, w, t in rows]
+
+
+def idle_history(engine: Engine, since_ns: int) -> dict[str, list[IdleBucketRec]]:
+    """Per device uuid: its idle buckets from since_ns on (collector.idle's history)."""
+    query = (
+        select(Device.uuid, IdleBucket.start_ns, IdleBucket.seconds, IdleBucket.low_w,
+               IdleBucket.median_w)
+        .join(Device, Device.id == IdleBucket.device_id)
+        .where(IdleBucket.start_ns >= since_ns)
+        .order_by(IdleBucket.start_ns)
+    )  # fmt: skip
+    out: dict[str, list[IdleBucketRec]] = {}
+    with translate_errors("reading idle history", engine), engine.connect() as conn:
+        for uuid, *rest in conn.execute(query):
+            out.setdefault(uuid, []).append(IdleBucketRec(*rest))
+    return out
 
 
 def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from power_daemon import __version__
-from power_daemon.config import BACKENDS, DaemonConfig
+from power_daemon.config import BACKENDS, DaemonConfig, SimParams
 from power_daemon.errors import ConfigError, DaemonError
 
 log = logging.getLogger("power_daemon")
@@ -22,6 +22,13 @@ log = logging.getLogger("power_daemon")
 def _config(**kwargs) -> DaemonConfig:
     rapl = kwargs.pop("rapl")
     kwargs["rapl"] = "auto" if rapl is None else ("on" if rapl else "off")
+    sim = {
+        "coverage_fraction": kwargs.pop("sim_coverage"),
+        "background_w": kwargs.pop("sim_background_w"),
+    }
+    if (counter_ms := kwargs.pop("sim_counter_ms")) is not None:
+        sim["counter_period_s"] = counter_ms / 1000.0
+    kwargs["sim"] = SimParams(**sim)
     return DaemonConfig(**kwargs)
 
 
@@ -40,7 +47,13 @@ def _backend_options(fn):
         click.option("--rapl-root", default="/sys/class/powercap", show_default=True),
         click.option("--hostname", default="", help="node name to report (default: this host's)"),
         click.option("--seed", type=int, default=0, show_default=True, help="sim noise and UUIDs"),
-    ]
+        click.option("--sim-coverage", type=float, default=1.0, show_default=True,
+                     help="sim: share of each counter window the sensor sees (A100/H100: 0.25)"),
+        click.option("--sim-counter-ms", type=float, default=None,
+                     help="sim: energy counter update period [default: 100]"),
+        click.option("--sim-background-w", type=float, default=0.0, show_default=True,
+                     help="sim: another job's load between runs (the GPU never idles)"),
+    ]  # fmt: skip
     for option in reversed(options):
         fn = option(fn)
     return fn
@@ -80,15 +93,37 @@ def main(log_level: str) -> None:
 )
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
 @click.option(
+    "--calibrate-s",
+    type=float,
+    default=1.5,
+    show_default=True,
+    help="measure each GPU's sensor this long at start (0: trust the backend's figures)",
+)
+@click.option(
+    "--sampler-nice",
+    type=click.IntRange(-20, 19),
+    default=-10,
+    show_default=True,
+    help="sampler thread priority (< 0 needs CAP_SYS_NICE; else left as it is)",
+)
+@click.option(
+    "--gil-switch-ms",
+    type=click.FloatRange(0.1, 100),
+    default=1.0,
+    show_default=True,
+    help="interpreter GIL switch interval: lower hands the sampler the GIL sooner",
+)
+@click.option(
     "--metrics-listen",
     default="off",
     show_default=True,
     help="Prometheus /metrics on PORT (loopback), HOST:PORT or [v6]:PORT; 'off' to disable",
 )
-def serve(port_file: str | None, metrics_listen: str, **options) -> None:
+def serve(port_file: str | None, gil_switch_ms: float, metrics_listen: str, **options) -> None:
     """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT."""
     from power_daemon.server import create_server
 
+    sys.setswitchinterval(gil_switch_ms / 1000.0)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # already while NVML starts, which takes a while
         signal.signal(sig, lambda *_: stop.set())
@@ -98,8 +133,8 @@ def serve(port_file: str | None, metrics_listen: str, **options) -> None:
 
             metrics_address(metrics_listen)
         server, port = create_server(_config(**options))
-    except DaemonError as e:
-        _fail(e)
+    except (DaemonError, ValueError) as e:
+        _fail(e if isinstance(e, DaemonError) else ConfigError(str(e)))
     with server, contextlib.ExitStack() as extras:
         server.start()  # takes the first readings, so /metrics is never empty
         extras.enter_context(_metrics(server, metrics_listen))
@@ -173,3 +208,37 @@ def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
             click.echo(line)
     except DaemonError as e:
         _fail(e)
+
+
+@main.command()
+@_backend_options
+@click.option(
+    "--interval-ms",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="sampling period whose jitter is measured (as serve's)",
+)
+@click.option(
+    "--calibrate-s",
+    type=float,
+    default=1.5,
+    show_default=True,
+    help="how long each GPU's sensor is polled",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)  # fmt: skip
+def doctor(calibrate_s: float, fmt: str, **options) -> None:
+    """Check this node: NVML, driver, each GPU's sensor, RAPL, sampling jitter, clock source.
+
+    Exit status 1 when an item is missing."""
+    from power_daemon.doctor import MISSING, overall, render, run_checks
+
+    if not 0.2 <= calibrate_s <= 60:
+        raise click.BadParameter("must be between 0.2 and 60", param_hint="--calibrate-s")
+    try:
+        checks = run_checks(_config(**options), calibrate_s=calibrate_s)
+    except (DaemonError, ValueError) as e:
+        _fail(e if isinstance(e, DaemonError) else ConfigError(str(e)))
+    click.echo(render(checks, fmt))
+    sys.exit(1 if overall(checks) == MISSING else 0)

@@ -75,6 +75,7 @@ _OPTIONAL_DEVICE_FIELDS = (
     "energy_counter_update_s",
     "energy_counter_resolution_j",
     "power_avg_window_s",
+    "instant_power_lag_s",
 )
 
 
@@ -89,6 +90,8 @@ def device_pb(index: int, d: DeviceSpec) -> pb.DeviceInfo:
         has_energy_counter=d.has_energy_counter,
         has_instant_power=d.has_instant_power,
         pci_bus_id=d.pci_bus_id,
+        partial_coverage=d.partial_coverage,
+        sensor_method=d.sensor_method,
         **optional,
     )
 
@@ -144,6 +147,8 @@ def device_spec(d: pb.DeviceInfo) -> DeviceSpec:
         has_energy_counter=d.has_energy_counter,
         has_instant_power=d.has_instant_power,
         pci_bus_id=d.pci_bus_id,
+        partial_coverage=d.partial_coverage,
+        sensor_method=d.sensor_method,
         **optional,
     )
 

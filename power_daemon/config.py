@@ -38,6 +38,11 @@ class SimParams:
     thermal_c_per_w: float = 0.15  # steady-state temperature rise per watt
     thermal_tau_s: float = 20.0  # heating / cooling time constant
     name: str = "NVIDIA H100 80GB HBM3 (sim)"
+    # Sensor modes (backends/sim.py): the sensor observes only this share of each counter
+    # window (A100/H100-like part-time sensing; 1 = all), and another job's load drawn
+    # whenever no run is open (0 = the GPU idles between runs).
+    coverage_fraction: float = 1.0
+    background_w: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.idle_w <= self.run_w <= self.busy_w <= self.power_limit_w:
@@ -46,6 +51,8 @@ class SimParams:
             raise ConfigError("sim time constants and periods must be > 0")
         if self.thermal_tau_s <= 0 or self.noise_w < 0:
             raise ConfigError("sim thermal_tau_s must be > 0 and noise_w >= 0")
+        if not 0 < self.coverage_fraction <= 1 or not 0 <= self.background_w <= self.power_limit_w:
+            raise ConfigError("sim coverage_fraction must be in (0, 1], background_w in [0, limit]")
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,12 @@ class DaemonConfig:
     # RESOURCE_EXHAUSTED so the threads the trainers' SendMarkers need are never all taken.
     max_streams: int = 32
     sim: SimParams = field(default_factory=SimParams)
+    # Poll every GPU this long at start to measure its sensor (power_daemon.calibrate; 0: off,
+    # the backend's own figures stand). `serve` measures by default.
+    calibrate_s: float = 0.0
+    # Priority of the sampler thread (Linux nice, per thread; < 0 needs CAP_SYS_NICE): keeps its
+    # period under CPU contention from training ranks. 0 leaves it alone.
+    sampler_nice: int = 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -88,6 +101,10 @@ class DaemonConfig:
             raise ConfigError("max_streams must be between 1 and 1000")
         if not 1 <= self.default_batch <= self.max_batch:
             raise ConfigError("need 1 <= default_batch <= max_batch")
+        if not -20 <= self.sampler_nice <= 19:
+            raise ConfigError("sampler_nice must be between -20 and 19")
+        if not 0 <= self.calibrate_s <= 60:
+            raise ConfigError("calibrate_s must be between 0 and 60")
         parse_listen(self.listen)
 
     @property

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from power_daemon.backends.base import Backend
 from power_daemon.buffer import RingBuffer, StartPlan, plan_start
+from power_daemon.calibrate import calibrate_devices
 from power_daemon.config import DaemonConfig
 from power_daemon.markers import resolve, validate_batch
 from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, Sample
@@ -42,12 +43,16 @@ class Daemon:
         self.boot_id = str(uuid.uuid4())
         self.started_ns = time.time_ns()
         self.devices: list[DeviceSpec] = backend.devices()
+        if config.calibrate_s > 0:  # measured sensor facts instead of the backend's constants
+            self.devices = calibrate_devices(backend, self.devices, config.calibrate_s)
         self.gpu_uuids = [d.uuid for d in self.devices if d.kind == DeviceKind.GPU]
         self.buffer = RingBuffer(config.buffer_capacity)
         self._encode_reading = encode_reading
         self._latest: dict[int, LatestReading] = {}
         self._intake_lock = threading.Lock()
-        self.sampler = Sampler(config.interval_ns, self.sample_once, name="power-daemon-sampler")
+        self.sampler = Sampler(
+            config.interval_ns, self.sample_once, "power-daemon-sampler", config.sampler_nice
+        )
         self._started = False
         self._closed = False
 

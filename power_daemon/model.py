@@ -38,6 +38,11 @@ class DeviceSpec:
     energy_counter_resolution_j: float | None = None
     power_avg_window_s: float | None = None
     pci_bus_id: str = ""
+    # Sensor facts (power_daemon.calibrate): observes only part of each window (Yang et al.),
+    # how the numbers above were obtained, and how far instant power lags the counter.
+    partial_coverage: bool = False
+    sensor_method: str = ""
+    instant_power_lag_s: float | None = None
 
 
 # Optional numeric fields of a reading, in proto field order; None means "not reported".

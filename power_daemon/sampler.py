@@ -3,11 +3,18 @@
 Sleeping "interval" after each tick would accumulate the tick's own run time as drift; an
 absolute schedule keeps the long-run rate exact. A tick that overruns skips the deadlines it
 missed instead of bursting to catch up (a burst would only produce readings at the wrong times).
+
+Under CPU contention (training ranks on every core) the sampler thread is late when the OS
+does not run it or when another thread holds the GIL. `nice` < 0 raises the thread's own
+priority (Linux: per thread; needs CAP_SYS_NICE or root, else it stays as it is and says so
+once); the CLI also shortens the interpreter's GIL switch interval so a thread encoding a
+stream batch hands the GIL over sooner (bench/bench_daemon.py --only holes measures both).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +32,11 @@ def next_deadline(prev_deadline_ns: int, interval_ns: int, now_ns: int) -> int:
 
 
 class Sampler:
-    def __init__(self, interval_ns: int, tick: Callable[[], None], name: str = "sampler") -> None:
+    def __init__(
+        self, interval_ns: int, tick: Callable[[], None], name: str = "sampler", nice: int = 0
+    ) -> None:
         self.interval_ns = interval_ns
+        self.nice = nice
         self._tick = tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -44,7 +54,18 @@ class Sampler:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
 
+    def _raise_priority(self) -> None:
+        if not self.nice or not hasattr(os, "setpriority"):
+            return
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            log.info("sampler thread runs at nice %d", self.nice)
+        except OSError as e:
+            log.info("sampler priority unchanged (nice %d: %s; grant CAP_SYS_NICE to raise it)",
+                     self.nice, e.strerror or e)  # fmt: skip
+
     def _run(self) -> None:
+        self._raise_priority()
         deadline = time.monotonic_ns()
         if not self._tick_now:
             deadline += self.interval_ns

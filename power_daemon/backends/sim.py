@@ -11,6 +11,11 @@ energy attribution:
 - `power_avg_w` is the mean power over the last `avg_window_s`, updated on counter ticks,
 - `energy_j` advances only every `counter_period_s` (ticks at start_ns + k * period) and then
   holds a seeded offset plus the exact integral up to that tick, floored to 1 mJ.
+Sensor modes (SimParams): `coverage_fraction` < 1 is a part-time sensor (A100/H100, Yang et
+al. SC24): each window's energy is what its first fraction used, scaled up, and the counter,
+the average and instant power all come from that (instant power = the last window's scaled
+mean); `background_w` > 0 is a GPU that never idles: another job draws that (at 90 %
+utilisation, high clocks) whenever no run is open on it.
 Temperature rises with power toward ambient + k * P and cools toward ambient.
 `true_energy_j` gives tests the exact energy of any interval.
 """
@@ -42,6 +47,8 @@ class _Gpu:
     steps: set[tuple[str, int]] = field(default_factory=set)  # (run_id, rank) with a step open
     runs: set[tuple[str, int]] = field(default_factory=set)
     tick: int = -1
+    seen_j: float = 0.0  # part-time sensor: the energy it reports up to the last tick
+    window_w: float = 0.0  # part-time sensor: the last window's scaled mean power
     counter_mj: int = 0
     avg_w: float = 0.0
     temp_c: float = 0.0
@@ -86,11 +93,15 @@ class SimBackend:
             energy_counter_resolution_j=0.001,
             power_avg_window_s=p.avg_window_s,
             pci_bus_id=f"00000000:{0x18 + i:02X}:00.0",
+            partial_coverage=p.coverage_fraction < 1.0,
+            sensor_method="sim: configured",
         )
-        trace = PowerTrace(self.start_ns, p.idle_w, p.ramp_tau_s, Noise(rng, p.noise_w))
+        floor = self._floor_w()
+        trace = PowerTrace(self.start_ns, floor, p.ramp_tau_s, Noise(rng, p.noise_w))
         window_ticks = math.ceil(p.avg_window_s / p.counter_period_s) + 1
         gpu = _Gpu(spec, trace, rng.randrange(10**6, 10**9), deque(maxlen=window_ticks))
-        gpu.temp_c, gpu.temp_ns = p.ambient_c + p.thermal_c_per_w * p.idle_w, self.start_ns
+        gpu.temp_c, gpu.temp_ns = p.ambient_c + p.thermal_c_per_w * floor, self.start_ns
+        gpu.window_w = floor
         return gpu
 
     def devices(self) -> list[DeviceSpec]:
@@ -151,20 +162,27 @@ class SimBackend:
 
     def _level(self, gpu: _Gpu) -> float:
         p = self.params
-        return p.busy_w if gpu.steps else p.run_w if gpu.runs else p.idle_w
+        return p.busy_w if gpu.steps else p.run_w if gpu.runs else self._floor_w()
+
+    def _floor_w(self) -> float:
+        """Power with no run open: idle, or idle plus another job's load (never idles)."""
+        return min(self.params.idle_w + self.params.background_w, self.params.power_limit_w)
 
     def _sample(self, index: int, gpu: _Gpu, now_ns: int) -> Sample:
         t_ns = max(now_ns, self.start_ns)  # a wall clock stepped back must not break the physics
         self._update_counter(gpu, t_ns)
         p = self.params
         busy, in_run = bool(gpu.steps), bool(gpu.runs)
+        other = p.background_w > 0 and not in_run  # another job's load
+        busy = busy or other
+        part_time = p.coverage_fraction < 1.0
         return Sample(
             device=index,
             time_ns=now_ns,
-            power_w=gpu.trace.power_w(t_ns),
+            power_w=gpu.window_w if part_time else gpu.trace.power_w(t_ns),
             power_avg_w=gpu.avg_w,
             energy_j=gpu.counter_mj / 1000.0,
-            gpu_util_pct=97.0 if busy else 3.0 if in_run else 0.0,
+            gpu_util_pct=90.0 if other else 97.0 if busy else 3.0 if in_run else 0.0,
             mem_util_pct=45.0 if busy else 1.0 if in_run else 0.0,
             memory_used_bytes=(0.3 * p.memory_total_bytes if busy or in_run else 0.5 * _GIB),
             temperature_c=round(gpu.temp_c, 3),
@@ -176,9 +194,11 @@ class SimBackend:
         k = (now_ns - self.start_ns) // self._period_ns
         if k == gpu.tick:
             return
+        if self.params.coverage_fraction < 1.0:
+            self._part_time_windows(gpu, k)
         gpu.tick = k
         tick_ns = self.start_ns + k * self._period_ns
-        e = gpu.trace.energy_j(tick_ns)
+        e = gpu.trace.energy_j(tick_ns) if self.params.coverage_fraction >= 1.0 else gpu.seen_j
         gpu.counter_mj = gpu.offset_mj + math.floor(e * 1000.0)
         window_ns = min(self._window_ns, tick_ns - self.start_ns)
         if window_ns > 0:
@@ -188,6 +208,15 @@ class SimBackend:
         gpu.tick_energy.append((tick_ns, e))
         # Temperature moves slowly (tau of seconds): following it on counter ticks is plenty.
         self._update_temperature(gpu, tick_ns, e)
+
+    def _part_time_windows(self, gpu: _Gpu, k: int) -> None:
+        """Windows ending at ticks gpu.tick+1 .. k, as a part-time sensor reports them."""
+        f, period = self.params.coverage_fraction, self._period_ns
+        for j in range(max(gpu.tick + 1, 1), k + 1):
+            w0 = self.start_ns + (j - 1) * period
+            seen = gpu.trace.integral_j(w0, w0 + round(f * period)) / f
+            gpu.seen_j += seen
+            gpu.window_w = seen / (period / 1e9)
 
     @staticmethod
     def _energy_at(gpu: _Gpu, t_ns: int) -> float:

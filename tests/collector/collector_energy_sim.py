@@ -75,7 +75,11 @@ def make_workload(seed: int = 0, epochs: int = 3, steps_per_epoch: int = 30) -> 
         epoch_bounds.append((to_ns(epoch_start), to_ns(t)))
         changes += [(t, 200.0), (t + 0.8, 70.0)]
         t += 1.5
-    grid = np.arange(0.0, t + 1.0, GRID_S)
+    return Workload(_truth(changes, t + 1.0, rng), steps, epoch_bounds)
+
+
+def _truth(changes: list[tuple[float, float]], end_s: float, rng, noise_rel: float = 0.03):
+    grid = np.arange(0.0, end_s, GRID_S)
     ramp_s = 0.008
     knots_t, knots_p = [], []
     prev = changes[0][1]
@@ -85,10 +89,41 @@ def make_workload(seed: int = 0, epochs: int = 3, steps_per_epoch: int = 30) -> 
         prev = level
     clean = np.interp(grid, knots_t, knots_p)
     noise_t = np.arange(0.0, grid[-1] + 0.005, 0.005)
-    noise = np.interp(grid, noise_t, rng.normal(0.0, 0.03, len(noise_t)))
+    noise = np.interp(grid, noise_t, rng.normal(0.0, noise_rel, len(noise_t)))
     power = clean * (1.0 + noise)
     cum = np.concatenate(([0.0], np.cumsum(0.5 * (power[1:] + power[:-1]) * GRID_S)))
-    return Workload(Truth(power, cum), steps, epoch_bounds)
+    return Truth(power, cum)
+
+
+def make_load(kind: str, seed: int = 0, duration_s: float = 120.0) -> Workload:
+    """Loads that stress a sensor: "square" is a 100 ms square wave (60 / 300 W) phase-locked to
+    the counter's windows (tick phase 37.1 ms as readings() uses: high in each window's first
+    half); "random" holds random levels (60-350 W) for random times (mean 60 ms). Steps are
+    back to back (0.05-0.6 s), an epoch every 20 s."""
+    rng = np.random.default_rng(seed)
+    changes: list[tuple[float, float]] = [(0.0, 60.0)]
+    t = 1.0
+    if kind == "square":
+        t = 1.0371
+        while t < duration_s:
+            changes += [(t, 300.0), (t + 0.05, 60.0)]
+            t += 0.1
+    elif kind == "random":
+        while t < duration_s:
+            changes.append((t, rng.uniform(60.0, 350.0)))
+            t += rng.exponential(0.06)
+    else:
+        raise ValueError(f"unknown load {kind!r}")
+    steps, epochs = [], []
+    t = 2.0
+    while t < duration_s - 20.0:
+        start = t
+        while t < start + 20.0:
+            length = rng.uniform(0.05, 0.6)
+            steps.append((to_ns(t), to_ns(t + length)))
+            t += length
+        epochs.append((to_ns(start), to_ns(t)))
+    return Workload(_truth(changes, duration_s + 1.0, rng, 0.01), steps, epochs)
 
 
 def readings(
@@ -105,9 +140,12 @@ def readings(
     offset_j: float = 98765.432,
     resolution_j: float = 0.001,
     reload_s: float | None = None,
+    coverage: float = 1.0,
 ) -> list[Sample]:
     """Readings of `truth`. reload_s: a driver reload then, after which the counter restarts
-    from 0 and counts the energy since the reload (the grid of ticks goes on)."""
+    from 0 and counts the energy since the reload (the grid of ticks goes on). coverage < 1: a
+    part-time sensor (A100/H100, Yang et al. SC24) that observes only the first `coverage` of
+    each counter window and scales it up; instant power is then that window's scaled mean."""
     rng = np.random.default_rng(seed)
     nominal = np.arange(0.0, truth.duration_s - 0.01, period_s)
     t_ns = [to_ns(t) for t in nominal + rng.uniform(0.0, jitter_s, len(nominal))]
@@ -117,13 +155,20 @@ def readings(
     k = np.searchsorted(ticks, t_s, side="right") - 1
     tick_s = np.where(k >= 0, ticks[np.maximum(k, 0)], 0.0)
     tick_e = truth.energy_to(tick_s)
+    if coverage < 1.0:
+        seen = _part_time(truth, ticks, coverage)
+        tick_e = np.where(k >= 0, seen[np.maximum(k, 0)], 0.0)
     quantized = offset_j + np.floor(tick_e / resolution_j) * resolution_j
     if reload_s is not None:
         since = np.maximum(tick_e - truth.energy_to(reload_s), 0.0)
         since = np.where(tick_s > reload_s, since, 0.0)
         restarted = np.floor(since / resolution_j) * resolution_j
         quantized = np.where(t_s >= reload_s, restarted, quantized)
-    if power == "instant":
+    if power == "instant" and coverage < 1.0:
+        window_e = np.diff(np.concatenate(([0.0], _part_time(truth, ticks, coverage))))
+        window_s = np.diff(np.concatenate(([0.0], ticks)))
+        pw = np.where(k >= 0, (window_e / window_s)[np.maximum(k, 0)], truth.power(t_s))
+    elif power == "instant":
         pw = truth.power(t_s)
     elif power == "avg1s":
         window = np.minimum(1.0, tick_s)
@@ -135,6 +180,14 @@ def readings(
         Sample(t, None if p is None else float(p), float(c) if counter else None)
         for t, p, c in zip(t_ns, pw, quantized, strict=True)
     ]
+
+
+def _part_time(truth: Truth, ticks: np.ndarray, coverage: float) -> np.ndarray:
+    """What a part-time sensor's counter holds at each tick: per window, the energy of its
+    first `coverage` share, scaled by 1 / coverage."""
+    starts = np.concatenate(([0.0], ticks[:-1]))
+    seen = truth.energy_to(starts + coverage * (ticks - starts)) - truth.energy_to(starts)
+    return np.cumsum(seen / coverage)
 
 
 def linear_counter_energy(samples: list[Sample], a_ns: int, b_ns: int) -> float:

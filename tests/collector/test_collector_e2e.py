@@ -28,7 +28,8 @@ EPOCHS, STEPS = 2, 5
 
 def config(address: str, db_url: str) -> CollectorConfig:
     return CollectorConfig(daemons=(address,), db_url=db_url, metrics_listen=None,
-                           late_bound_s=1.0, flush_interval_s=0.1)  # fmt: skip
+                           late_bound_s=1.0, flush_interval_s=0.1, idle_min_s=1.0,
+                           idle_bucket_s=1.0)  # fmt: skip
 
 
 def fetch(engine, model, *where):
@@ -110,7 +111,9 @@ def check_database(engine, backend, name: str) -> None:
     for e in epochs:  # per-epoch energy against the sim's exact integral
         truth = backend.true_energy_j(uuid[e.device_id], e.start_ns, e.end_ns)
         assert e.energy_j == pytest.approx(truth, rel=0.005), (name, e.rank, e.epoch)
-        assert e.coverage == 1.0 and e.flags == "", name
+        # the sampler shares 2 cores with 2 training ranks: a hole (> 5x the median spacing)
+        # is flagged "gap" now; the counter still bridges it (energy checked above)
+        assert e.coverage > 0.95 and set(e.flags.split(",")) <= {"", "gap"}, name
 
     # each epoch = its steps + the gaps between them, within the counter's resolution
     for e in epochs:

@@ -82,13 +82,13 @@ def test_resumed_run_restarting_collector(sim_daemon, tmp_path):
 
     truth = sim_daemon.backend.true_energy_j
     assert (run.start_ns, run.end_ns) == (s1, e2) and "resumed" in run.flags
-    assert abs(run.energy_j - truth(uuid, s1, e1) - truth(uuid, s2, e2)) <= run.uncertainty_j
+    assert abs(run.energy_j - truth(uuid, s1, e1) - truth(uuid, s2, e2)) <= run.uncertainty_bound_j
     assert run.duration_s == pytest.approx((e1 - s1 + e2 - s2) / 1e9)
     assert sorted(s.step for s in steps) == list(range(6))  # step 3 ran twice, stored once
     (step3,) = [s for s in steps if s.step == 3]
     assert step3.start_ns > s2
     for s in steps:
-        assert abs(s.energy_j - truth(uuid, s.start_ns, s.end_ns)) <= s.uncertainty_j + 0.01
+        assert abs(s.energy_j - truth(uuid, s.start_ns, s.end_ns)) <= s.uncertainty_bound_j + 0.01
     assert sorted(e.epoch for e in epochs) == [0, 1]
     # identities: run start/end, 2 epochs x start/end, 6 steps x start/end
     assert n_markers == 2 + 4 + 12

@@ -18,6 +18,8 @@
  *                               MIG-fa4e0000-0000-0000-<i>-00000000000<k>); a GPU in MIG mode has
  *                               no utilization, a MIG instance no power or energy
  *   FAKENVML_NO_NAME=i,j        nvmlDeviceGetName fails (NVML_ERROR_UNKNOWN) on these GPUs
+ *   FAKENVML_COUNTER_MS=P       the energy counter advances on a clock instead: 1 mJ-resolution
+ *                               steps every P ms since init, (100 + 10 i) W x P ms each
  * Values: GPU i draws (100 + 10 i) W plus a small ramp (module scope: 250 W more; memory scope:
  * not supported), the energy counter advances 2 J per reading, temperature 40 + i C, SM clock
  * 1410 MHz, memory clock 1215 MHz. Init and shutdown are counted like NVML's: each nvmlShutdown
@@ -27,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef int nvmlReturn_t;
 #define NVML_SUCCESS 0
@@ -77,6 +80,8 @@ static fake_gpu_t migs[MAX_GPUS][MIG_PER_GPU];
 static unsigned int gpu_count;
 static int initialized; /* init count, like NVML's */
 static unsigned int value_type = 1;
+static long counter_ms; /* FAKENVML_COUNTER_MS: 0 = the counter advances per reading */
+static struct timespec init_time;
 static char unsupported[1024];
 
 static int in_list(const char *list, int i) {
@@ -121,6 +126,9 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
              getenv("FAKENVML_UNSUPPORTED") ? getenv("FAKENVML_UNSUPPORTED") : "");
     const char *vt = getenv("FAKENVML_VALUE_TYPE");
     value_type = vt && *vt ? (unsigned)atoi(vt) : 1;
+    const char *cm = getenv("FAKENVML_COUNTER_MS");
+    counter_ms = cm && *cm ? atol(cm) : 0;
+    clock_gettime(CLOCK_MONOTONIC, &init_time);
     for (unsigned i = 0; i < gpu_count; i++) {
         memset(&gpus[i], 0, sizeof gpus[i]);
         gpus[i].index = (int)i;
@@ -272,6 +280,16 @@ nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
     CHECK_GPU(d);
     if (d->no_energy) return NVML_ERROR_NOT_SUPPORTED;
+    if (counter_ms > 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ms = (now.tv_sec - init_time.tv_sec) * 1000LL
+                       + (now.tv_nsec - init_time.tv_nsec) / 1000000LL;
+        unsigned long long ticks = (unsigned long long)(ms / counter_ms);
+        *mj = 1000000ULL * (unsigned)(d->index + 1)
+              + ticks * (unsigned long long)(100 + 10 * d->index) * (unsigned long long)counter_ms;
+        return NVML_SUCCESS;
+    }
     *mj = 1000000ULL * (unsigned)(d->index + 1) + 2000ULL * (unsigned long long)d->power_reads;
     return NVML_SUCCESS;
 }

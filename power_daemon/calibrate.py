@@ -1,0 +1,184 @@
+"""Sensor calibration: measure each GPU's energy counter and instant power at start.
+
+The figures energy attribution leans on (how often the counter advances, by how little, how
+instant power lags it, whether the sensor sees all of the time) differ by architecture and
+driver; assumed constants are wrong somewhere. So the daemon polls every GPU fast (every few
+ms, for a second or two) before it starts sampling and measures:
+- the counter's update period: the span of the moments its value changes over the number of
+  updates between them (each moment known to within one poll);
+- its resolution: the smallest increment seen (an upper bound when every step is large);
+- instant power's lag behind the counter: the shift that best matches the mean instant power
+  over each counter window to the window's counter increment (only when the power varies
+  enough to tell; None otherwise);
+- whether the architecture is a known partial-coverage one (PARTIAL_COVERAGE below).
+
+Partial coverage. Yang et al., "Part-time Power Measurements: nvidia-smi's Lack of Attention"
+(SC24, arXiv:2312.02741) found that on A100 and H100 the power sensor integrates only about
+25 ms of every 100 ms update window and scales that up, so load that changes faster than the
+window (or in phase with it) is mis-measured by the counter itself. H200 shares H100's power
+monitoring. A sim backend says for itself (SimParams.coverage_fraction).
+
+Pure functions over (time, counter, power) arrays plus one polling loop; no NVML calls here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from power_daemon.model import DeviceKind, DeviceSpec
+
+log = logging.getLogger(__name__)
+
+# Architecture name fragments whose power sensor samples part of each window (Yang et al. SC24).
+PARTIAL_COVERAGE = ("A100", "H100", "H200", "GH200")
+MIN_UPDATES = 4  # counter changes needed before the period is trusted
+POLL_S = 0.002
+MAX_LAG_S = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class SensorFacts:
+    update_s: float | None  # None: too few updates seen to tell
+    resolution_j: float | None
+    instant_power_lag_s: float | None
+    updates: int  # counter changes seen
+    polls: int
+
+
+def partial_coverage_arch(name: str) -> bool:
+    upper = name.upper()
+    return any(tag in upper for tag in PARTIAL_COVERAGE)
+
+
+def measure(t_ns: Sequence[int], energy_j: Sequence[float], power_w: Sequence[float | None]):
+    """SensorFacts from one device's fast polls (times increasing)."""
+    t = (np.asarray(t_ns, dtype=np.int64) - int(t_ns[0])) / 1e9 if len(t_ns) else np.empty(0)
+    e = np.asarray(energy_j, dtype=float)
+    changes = np.flatnonzero(np.diff(e) != 0) + 1  # first poll showing a new value
+    if len(changes) < 2:
+        return SensorFacts(None, None, None, len(changes), len(t))
+    resolution = _quantum(e[np.concatenate(([0], changes))])
+    period = None
+    if len(changes) >= MIN_UPDATES:
+        # each change is seen up to one poll late: the span over the updates it holds (a gap
+        # of two periods where an update showed no change) beats any single gap's median
+        gaps = np.diff(t[changes])
+        count = np.maximum(np.round(gaps / np.median(gaps)), 1.0)
+        period = float(gaps.sum() / count.sum())
+    lag = _instant_lag(t, e, power_w, changes)
+    return SensorFacts(period, resolution, lag, len(changes), len(t))
+
+
+def _quantum(values: np.ndarray) -> float | None:
+    """The largest power of ten every value is a whole multiple of (NVML counts whole mJ):
+    increments are far larger than the quantum, the values' last digits are not."""
+    if len(values) < MIN_UPDATES:
+        return None
+    for q in (1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5, 1e-6):
+        k = values / q
+        if np.all(np.abs(k - np.round(k)) < 1e-3):
+            return q
+    return None
+
+
+def _instant_lag(t, e, power_w, changes) -> float | None:
+    p = np.array([np.nan if v is None else v for v in power_w], dtype=float)
+    if len(changes) < MIN_UPDATES or not np.isfinite(p).any():
+        return None
+    ok = np.isfinite(p)
+    tp, pv = t[ok], p[ok]
+    edges = t[changes]
+    counter_w = np.diff(e[changes]) / np.maximum(np.diff(edges), 1e-9)
+    if min(np.std(counter_w), np.std(pv)) < 0.15 * max(abs(float(np.mean(counter_w))), 10.0):
+        return None  # steady power: any shift fits
+    cum = np.concatenate(([0.0], np.cumsum(0.5 * (pv[1:] + pv[:-1]) * np.diff(tp))))
+    lags, errs = [], []
+    for lag in np.arange(0.0, MAX_LAG_S + 1e-9, 0.005):
+        lo, hi = edges[:-1] + lag, edges[1:] + lag
+        inside = (lo >= tp[0]) & (hi <= tp[-1])
+        if inside.sum() < MIN_UPDATES - 1:
+            break
+        mean_w = (np.interp(hi, tp, cum) - np.interp(lo, tp, cum)) / (hi - lo)
+        lags.append(float(lag))
+        errs.append(float(np.mean((mean_w[inside] - counter_w[inside]) ** 2)))
+    if not errs:
+        return None
+    # a periodic load fits again one period later: the smallest lag that fits as well wins
+    best = min(errs)
+    return next(lag for lag, err in zip(lags, errs, strict=True) if err <= 1.1 * best + 1e-9)
+
+
+def poll(read: Callable[[int], list], duration_s: float, poll_s: float = POLL_S):
+    """Read every device as fast as poll_s allows for duration_s: per device index, lists of
+    (time_ns, energy_j, power_w)."""
+    out: dict[int, list[tuple[int, float | None, float | None]]] = {}
+    end = time.monotonic() + duration_s
+    while time.monotonic() < end:
+        now = time.time_ns()
+        for s in read(now):
+            if not s.lost:
+                out.setdefault(s.device, []).append((now, s.energy_j, s.power_w))
+        time.sleep(poll_s)
+    return out
+
+
+def apply(spec: DeviceSpec, facts: SensorFacts, duration_s: float, backend: str) -> DeviceSpec:
+    """The spec with measured figures where the measurement could tell, and how."""
+    partial = spec.partial_coverage
+    if backend != "sim":
+        partial = partial or partial_coverage_arch(spec.name)
+    how = f"measured: polled {duration_s:g} s, {facts.polls} polls, {facts.updates} updates"
+    if facts.update_s is None:
+        how = f"assumed: {facts.updates} counter updates in {duration_s:g} s are too few"
+        return dataclasses.replace(spec, partial_coverage=partial, sensor_method=how)
+    return dataclasses.replace(
+        spec,
+        energy_counter_update_s=facts.update_s,
+        # the values only bound the quantum from above (steps may all be whole joules)
+        energy_counter_resolution_j=min(
+            x for x in (facts.resolution_j, spec.energy_counter_resolution_j, 1.0) if x
+        ),
+        instant_power_lag_s=facts.instant_power_lag_s,
+        partial_coverage=partial,
+        sensor_method=how + ("; partial-coverage architecture (Yang et al. SC24)"
+                             if partial and not spec.partial_coverage else ""),
+    )  # fmt: skip
+
+
+def calibrate_devices(backend, devices: list[DeviceSpec], duration_s: float) -> list[DeviceSpec]:
+    """The hook the daemon calls at start (DaemonConfig.calibrate_s > 0)."""
+    gpus = [i for i, d in enumerate(devices) if d.kind == DeviceKind.GPU and d.has_energy_counter]
+    if not gpus or duration_s <= 0:
+        return devices
+    try:
+        polls = poll(backend.read, duration_s)
+    except Exception as e:  # a backend hiccup must not stop the daemon: keep its figures
+        log.warning("sensor calibration failed (%s); using the backend's figures", e)
+        return devices
+    out = list(devices)
+    name = backend.name.split("+")[0]
+    for i in gpus:
+        rows = polls.get(i, [])
+        rows = [r for r in rows if r[1] is not None]
+        facts = measure([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        out[i] = apply(devices[i], facts, duration_s, name)
+        log.info("sensor %s: %s", out[i].uuid, describe(out[i]))
+    return out
+
+
+def describe(d: DeviceSpec) -> str:
+    period = d.energy_counter_update_s
+    lag = d.instant_power_lag_s
+    return (
+        f"counter every {period * 1e3:.0f} ms" if period else "counter period unknown"
+    ) + (
+        f", resolution {d.energy_counter_resolution_j:g} J" if d.energy_counter_resolution_j
+        else ""
+    ) + (f", instant power lags {lag * 1e3:.0f} ms" if lag is not None else "") + (
+        ", partial coverage" if d.partial_coverage else ""
+    ) + f" ({d.sensor_method})"  # fmt: skip
