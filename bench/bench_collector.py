@@ -12,6 +12,9 @@ moment its row is visible in the database), p50/p99.
     .venv/bin/python bench/bench_collector.py                       # SQLite, 4 x 128 GPUs @ 100 Hz
     .venv/bin/python bench/bench_collector.py --db postgres          # throwaway PostgreSQL cluster
     .venv/bin/python bench/bench_collector.py --max                  # unpaced: as fast as it goes
+    .venv/bin/python bench/bench_collector.py --max --workers 2      # one collector, 2 processes
+    .venv/bin/python bench/bench_collector.py --db postgres --max --collectors 2   # 2 collectors
+    .venv/bin/python bench/bench_collector.py --seconds 600 --rss-every 30         # RSS over time
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class SynthDaemon:
         self.ranks, self.step_ticks = ranks, max(1, round(step_s * rate_hz))
         self.paced, self.total_ticks = paced, total_ticks
         self.boot_id = f"bench-{host}-{os.getpid()}"
+        self.prebuilt: list[bytes] | None = None
         self.uuids = [f"bench-GPU-{host}-{i:04d}" for i in range(devices)]
 
     def info(self) -> pb.NodeInfo:
@@ -61,19 +65,35 @@ class SynthDaemon:
         yield pb.StreamBatch(
             boot_id=self.boot_id, first_seq=1, next_seq=1, info=self.info()
         ).SerializeToString()
-        seq, t0 = 1, time.time_ns()
+        if self.prebuilt is not None:  # unpaced: as fast as gRPC takes them
+            for message in self.prebuilt:
+                if not context.is_active():
+                    return
+                yield message
+        else:
+            t0 = time.time_ns()
+            for tick, message in enumerate(self.batches(t0)):
+                wait = (t0 + tick * self.period_ns - time.time_ns()) / 1e9
+                if wait > 0:
+                    time.sleep(wait)
+                if not context.is_active():
+                    return
+                yield message
+        while context.is_active():  # a daemon stays up: no more data, but no end of stream
+            time.sleep(0.2)
+
+    def prebuild(self) -> None:
+        """Unpaced runs measure the collector, not this generator: serialize everything first
+        (timestamps then run from now into the future, which the collector does not mind)."""
+        self.prebuilt = list(self.batches(time.time_ns()))
+
+    def batches(self, t0: int):
+        seq = 1
         energy = [0.0] * self.devices  # exact integral
         counter = [0.0] * self.devices  # what the "driver" reports: updated every 100 ms
         ticks_per_update = max(1, round(1e8 / self.period_ns))
         for tick in range(self.total_ticks):
-            due = t0 + tick * self.period_ns
-            if self.paced:
-                wait = (due - time.time_ns()) / 1e9
-                if wait > 0:
-                    time.sleep(wait)
-            if not context.is_active():
-                return
-            t = due if self.paced else time.time_ns()
+            t = t0 + tick * self.period_ns
             batch = pb.StreamBatch(boot_id=self.boot_id, first_seq=seq)
             for m in self._markers(tick, t):
                 m.seq = seq
@@ -93,8 +113,6 @@ class SynthDaemon:
                 seq += 1
             batch.next_seq = seq
             yield batch.SerializeToString()
-        while context.is_active():  # a daemon stays up: no more data, but no end of stream
-            time.sleep(0.2)
 
     def _markers(self, tick: int, t: int) -> list[pb.Marker]:
         """A job on the first `ranks` GPUs: RUN_START at tick 0, steps of step_ticks, run end."""
@@ -127,6 +145,8 @@ def serve_synthetic(args) -> None:
     for i in range(args.daemons):
         d = SynthDaemon(f"bench{i}", args.devices, args.rate_hz, args.ranks, args.step_s,
                         not args.max, int(args.seconds * args.rate_hz))  # fmt: skip
+        if args.max:
+            d.prebuild()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handler = grpc.unary_stream_rpc_method_handler(
             d.Subscribe,
@@ -168,7 +188,8 @@ def watch_markers(engine, stop: threading.Event, latencies: list[float]) -> None
 
 def run(args) -> None:
     from collector.config import CollectorConfig
-    from collector.service import create_collector
+    from collector.db import create_db_engine
+    from collector.workers import WorkerPool
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-collector-"))
     cluster = None
@@ -189,39 +210,48 @@ def run(args) -> None:
     rate = args.daemons * args.devices * args.rate_hz
     print(
         f"{args.db}: {args.daemons} daemons x {args.devices} GPUs @ {args.rate_hz:g} Hz = "
-        f"{rate:,.0f} readings/s offered{' (unpaced)' if args.max else ''}, {args.seconds:g} s"
+        f"{rate:,.0f} readings/s offered{' (unpaced)' if args.max else ''}, {args.seconds:g} s; "
+        f"{args.collectors} collector(s) x {args.workers} worker process(es)"
     )
-    cfg = CollectorConfig(daemons=tuple(addresses), db_url=db_url, metrics_listen=None,
-                          subscribe_max_batch=args.batch)  # fmt: skip
-    collector = create_collector(cfg).start()
+    # Every collector runs in processes of its own (WorkerPool), as `collector serve` would:
+    # this process only watches, so its threads do not share the collectors' GIL.
+    pools = []
+    for k in range(1, args.collectors + 1):
+        cfg = CollectorConfig(daemons=tuple(addresses), db_url=db_url, metrics_listen=None,
+                              subscribe_max_batch=args.batch, shard=(k, args.collectors))  # fmt: skip
+        pools.append(WorkerPool(cfg, args.workers).start())
+    engine = create_db_engine(db_url)
     stop, latencies, samples = threading.Event(), [], []
-    watcher = threading.Thread(target=watch_markers, args=(collector.engine, stop, latencies))
+    watcher = threading.Thread(target=watch_markers, args=(engine, stop, latencies))
     watcher.start()
     t_start, t_start_ns = time.monotonic(), time.time_ns()
+    next_rss = 0.0
     try:
         while time.monotonic() - t_start < args.seconds + 2:
             time.sleep(1.0)
-            now_ns = time.time_ns()
-            lags = [
-                (now_ns - h.last_reading_ns) / 1e9
-                for h in collector.live.daemons
-                if h.last_reading_ns
-            ]
-            samples.append((time.monotonic() - t_start, collector.live.readings_written_total,
-                            sum(h.readings_total for h in collector.live.daemons),
-                            max(lags, default=float("nan")), collector.live.db_backlog_readings,
-                            collector.pipeline.queue.qsize()))  # fmt: skip
-            if args.verbose:
-                t, w, r, lag, b, q = samples[-1]
+            now_ns, t = time.time_ns(), time.monotonic() - t_start
+            stats = [p.stats() for p in pools]
+            lags = [(now_ns - x) / 1e9 for st in stats for x in st.get("last_reading_ns", [])]
+            samples.append((t, sum(st.get("written", 0) for st in stats),
+                            sum(st.get("received", 0) for st in stats),
+                            max(lags, default=float("nan")),
+                            sum(st.get("backlog", 0) for st in stats),
+                            sum(st.get("queued", 0) for st in stats),
+                            [st.get("written", 0) for st in stats],
+                            sum(st.get("rss_bytes", 0) for st in stats),
+                            sum(st.get("cpu_s", 0.0) for st in stats)))  # fmt: skip
+            if args.verbose or (args.rss_every and t >= next_rss):
+                next_rss = t + (args.rss_every or 0)
+                _, w, r, lag, b, q, _, rss, _ = samples[-1]
                 print(f"  t={t:5.1f} written={w:9d} received={r:9d} lag={lag:6.2f}s "
-                      f"backlog={b:7d} queue={q:4d}")  # fmt: skip
-        drained = collector.flush(timeout_s=120)
-        if args.verbose:
-            print_thread_cpu(time.monotonic() - t_start)
+                      f"backlog={b:7d} queued={q:6d} rss={rss / 2**20:6.0f} MiB", flush=True)  # fmt: skip
+        drained = all(p.flush(timeout_s=120) for p in pools)
     finally:
         stop.set()
         watcher.join()
-        collector.close()
+        for p in pools:
+            p.close()
+        engine.dispose()
         child.stdin.close()
         child.wait(10)
         if cluster:
@@ -229,24 +259,11 @@ def run(args) -> None:
     report(args, samples, latencies, drained, t_start_ns)
 
 
-def print_thread_cpu(wall_s: float) -> None:
-    """CPU seconds per thread of this process (Linux /proc), to see where the time goes."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
-    rows = []
-    for task in Path("/proc/self/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        cpu_s = (int(fields[11]) + int(fields[12])) / tick
-        rows.append((cpu_s, names.get(int(task.name), (task / "comm").read_text().strip())))
-    total = sum(c for c, _ in rows)
-    print(
-        f"  collector process CPU: {total:.1f} s in {wall_s:.1f} s wall; by thread: "
-        + ", ".join(f"{n} {c:.1f}" for c, n in sorted(rows, reverse=True)[:8])
-    )
-
-
 def report(args, samples, latencies, drained, t_start_ns) -> None:
     steady = [s for s in samples if 3.0 <= s[0] <= args.seconds]
+    if args.max and samples:  # unpaced: up to when everything offered was written
+        done = next((s[0] for s in samples if s[1] >= samples[-1][1]), samples[-1][0])
+        steady = [s for s in samples if 1.0 <= s[0] <= done]
     if len(steady) >= 2:
         (t0, w0, *_), (t1, w1, *_) = steady[0], steady[-1]
         print(
@@ -254,13 +271,28 @@ def report(args, samples, latencies, drained, t_start_ns) -> None:
         )
         first, last = steady[: max(1, len(steady) // 4)], steady[-max(1, len(steady) // 4) :]
         lag = lambda xs: statistics.mean(s[3] for s in xs)  # noqa: E731
-        backlog = lambda xs: statistics.mean(s[4] + s[5] * args.devices for s in xs)  # noqa: E731
+        backlog = lambda xs: statistics.mean(s[4] + s[5] for s in xs)  # noqa: E731
         print(
             f"  stream lag: {lag(first):.2f} s at the start, {lag(last):.2f} s at the end; "
             f"unwritten backlog {backlog(first):,.0f} -> {backlog(last):,.0f} readings"
         )
+        cpu = steady[-1][8] - steady[0][8]
+        if w1 > w0 and cpu > 0:
+            us = cpu / (w1 - w0) * 1e6
+            print(f"  collector CPU: {us:.1f} us per reading committed, i.e. "
+                  f"{1e6 / us:,.0f} readings/s per core it gets (load average now "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")  # fmt: skip
+        if args.collectors > 1:
+            each = [(b - a) / (t1 - t0) for a, b in zip(steady[0][6], steady[-1][6], strict=True)]
+            print("  per collector: " + ", ".join(f"{x:,.0f}" for x in each) + " readings/s")
     if samples:
         print(f"  total: {samples[-1][1]:,} readings committed; drained afterwards: {drained}")
+        rss = [s[7] / 2**20 for s in samples if s[7]]
+        if rss:
+            print(
+                f"  collector RSS (all its processes): max {max(rss):.0f} MiB, "
+                f"last {rss[-1]:.0f} MiB, first minute max {max(rss[:60]):.0f} MiB"
+            )
     steady_from = t_start_ns + 3_000_000_000
     for label, lat in (("all", [x for _, x in latencies]),
                        ("steady", [x for t, x in latencies if t >= steady_from])):  # fmt: skip
@@ -285,6 +317,19 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--batch", type=int, default=2000, help="max readings per stream message asked")
     p.add_argument("--max", action="store_true", help="unpaced: send as fast as possible")
+    p.add_argument("--workers", type=int, default=1, help="processes per collector")
+    p.add_argument(
+        "--collectors",
+        type=int,
+        default=1,
+        help="collectors sharing the database, each a --shard of the daemons",
+    )
+    p.add_argument(
+        "--rss-every",
+        type=float,
+        default=0.0,
+        help="print RSS and progress every this many seconds",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--serve-synthetic", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

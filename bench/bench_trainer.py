@@ -28,9 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import parawatt  # noqa: E402
+from parawatt.client import STEP_END, MarkerClient  # noqa: E402
 from trainer.config import AfnoShape, TrainConfig  # noqa: E402
 from trainer.run import train  # noqa: E402
-from trainer.telemetry import STEP_END, MarkerClient  # noqa: E402
 
 
 def start_daemon(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -162,20 +163,23 @@ def bench_ab(address: str, model: str, steps: int) -> None:
     block = 4
     config = tiny_config(model, 2 * steps, None)
     session = prepare(config, init_distributed(), lambda _: "bench-ab")
-    client = MarkerClient(address, run_id="bench-ab", rank=0, local_rank=0)
+    live = parawatt.track(daemon=address, run_id="bench-ab").start()
+    off = parawatt.track(daemon="off", run_id="bench-ab-off").start()
     stop = SimpleNamespace(requested=False)
-    loop = TrainLoop(session.loop_parts(client, Progress(False, 0), stop))
+    loop = TrainLoop(session.loop_parts(live, Progress(False, 0), stop))
     batches = session.train_loader.iterate(0)
     times = {True: [], False: []}
     for step in range(2 * steps):
-        loop.marking = (step // block) % 2 == 0
+        marking = (step // block) % 2 == 0
+        loop.p.run = live if marking else off
         began = time.perf_counter()
         loop.train_step(batches, 0, step)
-        times[loop.marking].append(time.perf_counter() - began)
-    stats = client.close()
+        times[marking].append(time.perf_counter() - began)
+    sent = live.end()["markers_sent"]
+    off.end()
     on, off = statistics.median(times[True]), statistics.median(times[False])
     print(f"3. within one run, marking switched every {block} steps ({steps} steps each way,")
-    print(f"   {stats.sent} markers delivered): on {on * 1e3:.3f} ms/step, off {off * 1e3:.3f} "
+    print(f"   {sent} markers delivered): on {on * 1e3:.3f} ms/step, off {off * 1e3:.3f} "
           f"ms/step, ratio {on / off:.4f}")  # fmt: skip
 
 

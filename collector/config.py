@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from collector.errors import ConfigError
+from parawatt_proto.transport import AddressError, parse_target
 
 DEFAULT_DB_URL = "sqlite:///parawatt.db"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
@@ -49,10 +50,23 @@ class CollectorConfig:
     rebuild_horizon_s: float = 86400.0  # on restart, open markers older than this are ignored
     retention_check_s: float = 60.0
     queue_batches: int = 2000  # stream messages buffered between ingest and join
+    queue_items: int = 100_000  # ... and at most this many readings and markers in them
+    # Unwritten readings past which the join waits for a slow (not failing) database; with the
+    # queue this bounds memory under overload (a failing database: max_backlog_readings).
+    max_unwritten_readings: int = 100_000
+    daemons_file: str | None = None  # a Prometheus file_sd inventory (file or directory), watched
+    inventory_poll_s: float = 1.0
+    shard: tuple[int, int] = (1, 1)  # (K, N): this collector reads shard K of N of the daemons
+    # Bounds against runaway or hostile senders (each overflow is counted on /metrics):
+    max_run_series: int = 1000  # runs with per-run series on /metrics at once
+    max_open_intervals: int = 200_000  # intervals the join holds open per node
 
     def __post_init__(self) -> None:
         for address in self.daemons:
-            parse_host_port(address)
+            try:
+                parse_target(address)
+            except AddressError as exc:
+                raise ConfigError(f"--daemon: {exc}") from None
         if self.metrics_listen is not None:
             parse_host_port(self.metrics_listen)
         for name in ("retention_s", "late_bound_s", "max_gap_s", "chunk_s", "flush_interval_s"):

@@ -108,6 +108,7 @@ def marker(m: pb.Marker) -> MarkerRec:
         metrics=dict(m.metrics),
         status=RUN_STATUS.get(m.status) if m.kind == pb.RUN_END else None,
         config=config,
+        token_sha256=m.run_token_sha256,
     )
 
 

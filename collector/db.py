@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
@@ -38,6 +40,8 @@ def create_db_engine(url: str) -> Engine:
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     if database and database != ":memory:":
+        if Path(database).expanduser().is_dir():
+            raise ConfigError(f"bad database URL {url!r}: {database} is a directory")
         parent = Path(database).expanduser().resolve().parent
         if not parent.is_dir():
             raise ConfigError(f"bad database URL {url!r}: directory {parent} does not exist")
@@ -85,6 +89,8 @@ def open_existing(db_url: str) -> Engine:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent; run at every start-up)."""
     with translate_errors("migrating the database", engine), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # collectors starting together migrate in turn
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7259412316)")
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
@@ -108,11 +114,48 @@ def translate_errors(doing: str, engine: Engine | None = None) -> Iterator[None]
         yield
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         where = f" at {describe(engine)}" if engine is not None else ""
-        raise StoreError(f"database error while {doing}{where}: {_first_line(exc)}") from exc
+        raise StoreError(
+            f"database error while {doing}{where}: {_first_line(exc)}", not _permanent(exc.orig)
+        ) from exc
     except sqlalchemy.exc.DatabaseError as exc:
-        raise StoreError(f"database error while {doing}: {_first_line(exc)}", False) from exc
+        raise StoreError(f"database error while {doing}: {_first_line(exc)}", False, True) from exc
+    except psycopg.OperationalError as exc:  # raised by the COPY path, which bypasses SQLAlchemy
+        raise StoreError(
+            f"database error while {doing}: {_text(exc)}", not _permanent(exc)
+        ) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"database error while {doing}: {_text(exc)}", False, True) from exc
+
+
+# What no retry mends: a wrong role, database, password or permission, a file that is not a
+# database or cannot be opened. Connection refused, a server starting up or shutting down, a
+# lock or a full disk are retried.
+_PERMANENT_SQLSTATE_CLASSES = ("28", "3D", "42")
+_PERMANENT_PG = re.compile(
+    r"FATAL:\s+(role .* does not exist|database .* does not exist|password authentication "
+    r"failed|no pg_hba\.conf entry|permission denied)"
+)
+_PERMANENT_SQLITE = {"SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_NOTADB", "SQLITE_PERM"}
+
+
+def _permanent(orig: BaseException | None) -> bool:
+    if orig is None:
+        return False
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate and sqlstate[:2] in _PERMANENT_SQLSTATE_CLASSES:
+        return True
+    if getattr(orig, "sqlite_errorname", None) in _PERMANENT_SQLITE:
+        return True
+    return bool(_PERMANENT_PG.search(str(orig)))
 
 
 def _first_line(exc: sqlalchemy.exc.DBAPIError) -> str:
-    text = str(exc.orig) if exc.orig is not None else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return _text(exc.orig if exc.orig is not None else exc)
+
+
+def _text(exc: BaseException) -> str:
+    """The error's first line, control characters escaped: a database error may quote a value
+    that came from a marker, and it ends up in a log line or on a terminal."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)

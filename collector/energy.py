@@ -73,16 +73,18 @@ __all__ = [
 
 
 def _arrays(samples: Iterable[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = [
-        (s.time_ns, np.nan if s.power_w is None else s.power_w,
-         np.nan if s.energy_j is None else s.energy_j)
-        for s in samples
-        if s.power_w is not None or s.energy_j is not None
-    ]  # fmt: skip
-    if not rows:
+    """Columns of the samples that have power or energy (None -> NaN). One list per column:
+    ~0.2 us a sample, where a tuple per sample cost ~1 us (every reading passes here)."""
+    samples = samples if isinstance(samples, list) else list(samples)
+    if not samples:
         return np.empty(0, np.int64), np.empty(0), np.empty(0)
-    t, p, c = zip(*rows, strict=True)
-    return np.array(t, dtype=np.int64), np.array(p, dtype=float), np.array(c, dtype=float)
+    t = np.array([s.time_ns for s in samples], dtype=np.int64)
+    p = np.array([s.power_w for s in samples], dtype=float)  # None -> nan
+    c = np.array([s.energy_j for s in samples], dtype=float)
+    keep = ~(np.isnan(p) & np.isnan(c))
+    if not keep.all():
+        t, p, c = t[keep], p[keep], c[keep]
+    return t, p, c
 
 
 class DeviceTimeline:

@@ -98,7 +98,7 @@ class Subscriber:
 
     def _note_error(self, text: str) -> None:
         if text != self.health.last_error or self.health.up:
-            log.warning("daemon %s: %s (reconnecting)", self.address, text)
+            log.warning("daemon %s: %r (reconnecting)", self.address, text)
         self.health.last_error = text
 
     def _stream_once(self) -> bool:

@@ -55,6 +55,9 @@ class Joiner(MarkerIntake):
         self._dropped = 0  # unpaired markers found while adding markers (reported by poll)
         self._unmeasured = 0  # markers of ranks on no device this node measures
         self._warned: dict[tuple[str, int], None] = {}
+        self._open_overflow = 0  # markers refused: too many open intervals (JoinConfig.max_open)
+        self._overflow_logged = -60.0
+        self._runs_forgotten = 0
 
     # -- input -------------------------------------------------------------------------------
     def add_node(self, node: NodeRec) -> None:
@@ -115,20 +118,29 @@ class Joiner(MarkerIntake):
 
     # -- output ------------------------------------------------------------------------------
     def poll(self) -> JoinOutput:
-        out = JoinOutput(dropped_markers=self._dropped, unmeasured_markers=self._unmeasured)
-        self._dropped = self._unmeasured = 0
+        """Emit what is ready. Touches only intervals that have an end marker and runs whose
+        start facts are due; open intervals are integrated ahead once per chunk of readings:
+        a poll costs what changed, not what is open (10,000 open runs must not stall it)."""
+        out = JoinOutput(dropped_markers=self._dropped, unmeasured_markers=self._unmeasured,
+                         open_overflow=self._open_overflow)  # fmt: skip
+        self._dropped = self._unmeasured = self._open_overflow = 0
         for node in self._nodes.values():
-            for p in list(node.pending.values()):
-                if p.key[2] == "run" and p.start is not None and p.devices:
-                    self._run_facts(node, p, out)
-            for p in sorted(node.pending.values(), key=lambda p: _KIND_ORDER[p.key[2]]):
+            for key in list(node.new_runs):
+                p = node.pending[key]
+                if p.start is not None and p.devices and self._run_facts(node, p, out):
+                    node.new_runs.pop(key, None)
+            ending = [node.pending[k] for k in node.ending]
+            for p in sorted(ending, key=lambda p: _KIND_ORDER[p.key[2]]):
                 if p.start is None or not p.devices or p.key not in node.pending:
                     continue
-                late = self._ready(node, p) if p.end is not None else None
+                late = self._ready(node, p)
                 if late is not None:
                     self._emit(node, p, late, out)
-                else:
-                    self._advance(p)
+            if node.watermark_ns - node.advanced_ns >= self.cfg.chunk_ns:
+                node.advanced_ns = node.watermark_ns
+                for p in node.pending.values():
+                    if p.start is not None and p.devices:
+                        self._advance(p)
             self._trim(node)
             self._refresh_idle(node, out)
         return out
@@ -155,13 +167,14 @@ class Joiner(MarkerIntake):
             idle_w = self._run_idle.get((run_id, rank, uuid))
             flags = p.flags | ({"late"} if uuid in late else set())
             out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags))
-        del node.pending[p.key]
+        node.close(p.key)
         self._remember(p.key, end)
         if kind == "run":  # what of this session never found its partner
-            orphans = [k for k, q in node.pending.items() if k[:2] == (run_id, rank)
-                       and (q.start or q.end).time_ns <= end]  # fmt: skip
+            pending = node.pending
+            orphans = [k for k in node.by_rank.get((run_id, rank), ())
+                       if (pending[k].start or pending[k].end).time_ns <= end]  # fmt: skip
             for k in orphans:
-                del node.pending[k]
+                node.close(k)
                 out.dropped_markers += 1 + len(node.deferred.pop(k, ()))
         for m in node.deferred.pop(p.key, ()):
             self._add(node, m)
@@ -181,16 +194,17 @@ class Joiner(MarkerIntake):
                 acc = p.accs.setdefault(uuid, Accumulator(p.start.time_ns))
                 acc.add(dev.timeline.interval(cut, safe))
 
-    def _run_facts(self, node: NodeState, p: Pending, out: JoinOutput) -> None:
-        """At a run's start: its devices' idle power and the GPU's start temperature."""
+    def _run_facts(self, node: NodeState, p: Pending, out: JoinOutput) -> bool:
+        """At a run's start: its devices' idle power and the GPU's start temperature.
+        False while the readings are not there yet."""
         run_id, rank = p.key[0], p.key[1]
         t0 = p.start.time_ns
         if self._facts_at.get((run_id, rank)) == t0:
-            return
+            return True
         for uuid in p.devices:
             cov = self._devices[uuid].covered()
             if (cov is None or cov < t0) and node.watermark_ns < t0 + self.cfg.late_bound_ns:
-                return
+                return False
         for uuid in p.devices:
             idle = self._devices[uuid].idle
             # Judge the readings up to the start now, without waiting `lag` for other runs'
@@ -205,6 +219,7 @@ class Joiner(MarkerIntake):
             out.rank_updates.append(
                 RankUpdate(run_id, rank, temp, self._run_idle[(run_id, rank, gpu)], t0)
             )
+        return True
 
     def _trim(self, node: NodeState) -> None:
         for uuid, dev in node.devices.items():
@@ -238,12 +253,18 @@ class Joiner(MarkerIntake):
             self._done.pop(self._done_order.popleft(), None)
 
     # -- state for metrics and tests ---------------------------------------------------------
-    def progress(self) -> list[RunProgress]:
-        """Per run: latest epoch/step seen and the energy of its open run intervals so far."""
+    def progress(self, only: set[str] | None = None) -> list[RunProgress]:
+        """Per run: latest epoch/step seen and the energy of its open run intervals so far
+        (computed only for the runs in `only` when given; 0 for the others)."""
         energy: dict[str, float] = {}
+        at_cov: dict[str, float | None] = {}  # per device: E at its newest reading
         for node in self._nodes.values():
             for p in node.pending.values():
-                if p.key[2] != "run" or p.start is None:
+                if (
+                    p.key[2] != "run"
+                    or p.start is None
+                    or (only is not None and p.key[0] not in only)
+                ):
                     continue
                 for uuid in p.devices:
                     acc, dev = p.accs.get(uuid), self._devices[uuid]
@@ -251,19 +272,28 @@ class Joiner(MarkerIntake):
                     cov = dev.covered()
                     so_far = acc.energy_j if acc is not None else 0.0
                     if cov is not None and cov > cut:
-                        so_far += dev.timeline.interval(cut, cov).energy_j or 0.0
-                    energy[p.key[0]] = energy.get(p.key[0], 0.0) + so_far
+                        # A live gauge: E(newest) - E(cut), two look-ups, not a full interval
+                        if uuid not in at_cov:
+                            at_cov[uuid] = dev.timeline.energy_at(cov)
+                        a, b = dev.timeline.energy_at(cut), at_cov[uuid]
+                        so_far += (b - a) if a is not None and b is not None else 0.0
+                    energy[p.key[0]] = energy.get(p.key[0], 0.0) + (so_far or 0.0)
         return [
             RunProgress(run_id, ep, st, energy.get(run_id, 0.0), ended, started)
             for run_id, (ep, st, ended, started) in self._progress.items()
         ]
 
     def forget_run(self, run_id: str) -> None:
-        self._progress.pop(run_id, None)
-        for k in [k for k in self._facts_at if k[0] == run_id]:
-            del self._facts_at[k]
-        for k in [k for k in self._run_idle if k[0] == run_id]:
-            del self._run_idle[k]
+        self.forget_runs({run_id})
+
+    def forget_runs(self, run_ids: set[str]) -> None:
+        """One pass for many runs (thousands may expire at once)."""
+        if not run_ids:
+            return
+        for run_id in run_ids:
+            self._progress.pop(run_id, None)
+        self._facts_at = {k: v for k, v in self._facts_at.items() if k[0] not in run_ids}
+        self._run_idle = {k: v for k, v in self._run_idle.items() if k[0] not in run_ids}
 
     def pending_keys(self) -> list[tuple]:
         return [k for n in self._nodes.values() for k in n.pending]

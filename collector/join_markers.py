@@ -13,9 +13,10 @@ markers are counted, not kept (they would wait forever).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
-from collector.join_state import DeviceState, NodeState, Pending
+from collector.join_state import DeviceState, JoinConfig, NodeState
 from collector.records import MarkerRec
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ class MarkerIntake:
     _dropped: int
     _unmeasured: int
     _warned: dict[tuple[str, int], None]
+    _open_overflow: int
+    _overflow_logged: float
+    _runs_forgotten: int
+    cfg: JoinConfig
 
     def add_markers(self, hostname: str, markers: Iterable[MarkerRec]) -> None:
         node = self._nodes.setdefault(hostname, NodeState(hostname))
@@ -50,7 +55,10 @@ class MarkerIntake:
             node.deferred.setdefault(key, []).append(m)  # until this occurrence is computed
             return
         if p is None:
-            p = node.pending[key] = Pending(key)
+            if len(node.pending) >= self.cfg.max_open:
+                self._overflow(node, m)
+                return
+            p = node.open(key)
         if m.kind.endswith("_start"):
             if p.start is not None and p.end is None and p.start.time_ns < m.time_ns:
                 # Started again without an end: the earlier session died without its end
@@ -59,15 +67,34 @@ class MarkerIntake:
                 p.flags.add("restarted")
                 self._dropped += 1
             p.start = m
+            if key[2] == "run":
+                node.new_runs[key] = None
         else:
             p.end = m
+            node.ending[key] = None
         if not p.devices:
             p.devices = self._devices_of(node, m)
             if not p.devices:
-                del node.pending[key]
+                node.close(key)
                 self._no_device(node, m)
 
+    def _overflow(self, node: NodeState, m: MarkerRec) -> None:
+        """Open intervals are bounded (JoinConfig.max_open): past it a new one is refused,
+        counted, and logged once a minute; the ones open already go on."""
+        self._open_overflow += 1
+        now = time.monotonic()
+        if now - self._overflow_logged >= 60.0:
+            self._overflow_logged = now
+            log.error(
+                "%d intervals are open on %r (the join's limit): not opening one for run %r "
+                "rank %d (%d refused so far)",
+                len(node.pending), node.hostname, m.run_id, m.rank, self._open_overflow,
+            )  # fmt: skip
+
     def _track(self, node: NodeState, m: MarkerRec) -> None:
+        if m.run_id not in self._progress and len(self._progress) >= self.cfg.max_runs:
+            del self._progress[next(iter(self._progress))]  # the oldest run's progress goes
+            self._runs_forgotten += 1
         prog = self._progress.setdefault(m.run_id, [0, 0, False, 0])
         prog[0], prog[1] = max(prog[0], m.epoch), max(prog[1], m.step)
         if m.kind not in ("run_start", "run_end"):
@@ -98,6 +125,6 @@ class MarkerIntake:
         if len(self._warned) > 1000:
             del self._warned[next(iter(self._warned))]
         log.warning(
-            "run %s rank %d: device %r is not one %s's daemon measures; no energy for it",
+            "run %r rank %d: device %r is not one %r's daemon measures; no energy for it",
             m.run_id, m.rank, m.device_uuid, node.hostname,
         )  # fmt: skip

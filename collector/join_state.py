@@ -24,6 +24,9 @@ class JoinConfig:
     idle_min_s: float = 30.0  # idle seconds in the history before idle power is trusted
     idle_bucket_ns: int = 60_000_000_000  # idle seconds summarised (and stored) together
     idle_history_ns: int = 6 * 3600 * 1_000_000_000  # history the idle power comes from
+    # Bounds on what hostile or runaway senders can make the join hold (counted when hit):
+    max_open: int = 200_000  # open intervals per node
+    max_runs: int = 100_000  # runs whose progress is tracked (the oldest is forgotten)
 
 
 @dataclass
@@ -33,6 +36,7 @@ class JoinOutput:
     idle_updates: list[IdleUpdate] = field(default_factory=list)
     dropped_markers: int = 0  # starts/ends that never found their partner before the run ended
     unmeasured_markers: int = 0  # markers of a rank on a device the node's daemon does not measure
+    open_overflow: int = 0  # markers refused because too many intervals were open
 
 
 @dataclass(frozen=True)
@@ -95,12 +99,35 @@ class Pending:
 
 @dataclass
 class NodeState:
+    """A node's open intervals, indexed so that a poll touches only what can change: intervals
+    with an end marker (`ending`), runs whose start facts are not measured yet (`new_runs`),
+    and a rank's open intervals by (run_id, rank) (a run's end drops its orphans)."""
+
     hostname: str
     devices: dict[str, DeviceState] = field(default_factory=dict)
     watermark_ns: int = 0
     pending: dict[tuple, Pending] = field(default_factory=dict)
     # Markers of a key's next occurrence (a resumed session), held until the current one is out
     deferred: dict[tuple, list[MarkerRec]] = field(default_factory=dict)
+    ending: dict[tuple, None] = field(default_factory=dict)
+    new_runs: dict[tuple, None] = field(default_factory=dict)
+    by_rank: dict[tuple[str, int], dict[tuple, None]] = field(default_factory=dict)
+    advanced_ns: int = 0  # watermark when open intervals were last integrated ahead
+
+    def open(self, key: tuple) -> Pending:
+        p = self.pending[key] = Pending(key)
+        self.by_rank.setdefault(key[:2], {})[key] = None
+        return p
+
+    def close(self, key: tuple) -> None:
+        del self.pending[key]
+        self.ending.pop(key, None)
+        self.new_runs.pop(key, None)
+        keys = self.by_rank.get(key[:2])
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self.by_rank[key[:2]]
 
 
 def interval_record(

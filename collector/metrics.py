@@ -189,6 +189,26 @@ class ParawattCollector:
                 "Markers of ranks on a device their node's daemon does not measure.",
                 s.unmeasured_markers_total,
             )
+            yield _counter(
+                "parawatt_join_open_overflow",
+                "Markers refused by the join: too many intervals were open on their node.",
+                s.open_overflow_total,
+            )
+            yield _counter(
+                "parawatt_run_series_overflow",
+                "Runs given no per-run series: the most that are shown were live.",
+                s.runs_overflow_total,
+            )
+            yield _counter(
+                "parawatt_db_rows_refused",
+                "Rows the database refused, dropped one by one (see the log).",
+                s.rows_refused_total,
+            )
+            yield _counter(
+                "parawatt_markers_refused",
+                "Markers refused for run ownership (another owner's run, or a finished run).",
+                s.markers_refused_total,
+            )
             backlog = GaugeMetricFamily(
                 "parawatt_db_backlog_readings", "Readings waiting to be written."
             )
@@ -223,11 +243,14 @@ class MetricsServer:
         self._thread.join(5)
 
 
-def create_metrics_server(state: LiveState, listen: str) -> tuple[MetricsServer, int]:
-    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own."""
+def create_metrics_server(
+    state: LiveState | None, listen: str, collector=None
+) -> tuple[MetricsServer, int]:
+    """Serve /metrics on HOST:PORT (port 0: a free one) from a registry of its own: the
+    state's series, or another collector's (the merged series of --workers)."""
     host, port = parse_host_port(listen)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ParawattCollector(state))
+    registry.register(collector or ParawattCollector(state))
     try:
         httpd, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

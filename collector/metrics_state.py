@@ -7,13 +7,17 @@ is active plus a grace period (then its series disappear). Never step or epoch l
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from collector.records import IntervalRec, NodeRec, ReadingRec
 
 STEP_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STEP_JOULES_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
+log = logging.getLogger(__name__)
+
 DB_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -66,8 +70,9 @@ class DeviceLabels:
 
 
 class LiveState:
-    def __init__(self) -> None:
+    def __init__(self, max_run_series: int = 1000) -> None:
         self.lock = threading.Lock()
+        self.max_run_series = max_run_series
         self.devices: dict[str, DeviceLabels] = {}
         self.latest: dict[str, ReadingRec] = {}
         self.idle_w: dict[str, float] = {}
@@ -75,6 +80,10 @@ class LiveState:
         self.intervals_total: dict[str, int] = {"step": 0, "epoch": 0, "run": 0}
         self.unpaired_markers_total = 0
         self.unmeasured_markers_total = 0
+        self.open_overflow_total = 0  # markers refused: too many open intervals in the join
+        self.runs_overflow_total = 0  # runs given no series: max_run_series were live
+        self.rows_refused_total = 0  # rows the database refused, dropped alone (writer)
+        self.markers_refused_total = 0  # run ownership: another owner's run, or a finished one
         self.readings_dropped_total = 0
         self.db_errors_total = 0
         self.db_backlog_readings = 0
@@ -83,6 +92,8 @@ class LiveState:
         self.daemons: list = []  # ingest.DaemonHealth, one per daemon
         # runs whose series are gone -> their latest RUN_START then (insertion-ordered)
         self._expired: dict[str, int] = {}
+        self._overflowed: dict[str, None] = {}  # runs refused a series (bounded)
+        self._overflow_logged = -60.0
 
     def add_node(self, node: NodeRec) -> None:
         with self.lock:
@@ -108,10 +119,35 @@ class LiveState:
                         run.step_joules.observe(i.energy_j)
 
     def _run(self, run_id: str) -> RunLive | None:
-        """The run's live record (created on first sight), None once it has expired."""
+        """The run's live record (created on first sight), None once it has expired, or when
+        max_run_series runs are live already (counted once per run, logged once a minute):
+        /metrics stays bounded however many runs a daemon is sent."""
         if run_id in self._expired:
             return None
-        return self.runs.setdefault(run_id, RunLive(run_id))
+        run = self.runs.get(run_id)
+        if run is None:
+            if len(self.runs) >= self.max_run_series:
+                if run_id not in self._overflowed:
+                    self._overflowed[run_id] = None
+                    if len(self._overflowed) > 10_000:
+                        del self._overflowed[next(iter(self._overflowed))]
+                    self.runs_overflow_total += 1
+                    now = time.monotonic()
+                    if now - self._overflow_logged >= 60.0:
+                        self._overflow_logged = now
+                        log.warning(
+                            "%d runs are live on /metrics (the limit): no series for run %r "
+                            "(%d runs without series so far; SQL has them all)",
+                            len(self.runs), run_id, self.runs_overflow_total,
+                        )  # fmt: skip
+                return None
+            run = self.runs[run_id] = RunLive(run_id)
+        return run
+
+    def shown_runs(self) -> set[str] | None:
+        """The runs with series when no more can be added (None while there is room)."""
+        with self.lock:
+            return set(self.runs) if len(self.runs) >= self.max_run_series else None
 
     def update_run(
         self,

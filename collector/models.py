@@ -17,12 +17,15 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from parawatt_proto import limits as L
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias), not BIGINT.
 PkInt = BigInteger().with_variant(Integer, "sqlite")
@@ -44,7 +47,7 @@ class Base(DeclarativeBase):
 class Node(Base):
     __tablename__ = "node"
     id: Mapped[int] = mapped_column(PkInt, primary_key=True)
-    hostname: Mapped[str] = mapped_column(String(255), unique=True)
+    hostname: Mapped[str] = mapped_column(String(L.HOSTNAME_MAX), unique=True)
 
 
 class Boot(Base):
@@ -74,10 +77,10 @@ class IngestCursor(Base):
 class Device(Base):
     __tablename__ = "device"
     id: Mapped[int] = mapped_column(PkInt, primary_key=True)
-    uuid: Mapped[str] = mapped_column(String(255), unique=True)
+    uuid: Mapped[str] = mapped_column(String(L.DEVICE_UUID_MAX), unique=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("node.id"), index=True)
     kind: Mapped[str] = mapped_column(String(8))  # gpu | cpu | dram
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(L.DEVICE_NAME_MAX))
     vendor_index: Mapped[int]
     power_limit_w: Mapped[float | None] = mapped_column(Float)
     memory_total_bytes: Mapped[float | None] = mapped_column(Float)
@@ -166,9 +169,9 @@ class StreamGap(Base):
 
 class Run(Base):
     __tablename__ = "run"
-    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    model: Mapped[str] = mapped_column(String(64))
-    dataset: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[str] = mapped_column(String(L.RUN_ID_MAX), primary_key=True)
+    model: Mapped[str] = mapped_column(String(L.MODEL_MAX))
+    dataset: Mapped[str] = mapped_column(String(L.DATASET_MAX))
     world_size: Mapped[int] = mapped_column(Integer)
     nodes: Mapped[int] = mapped_column(Integer)
     global_batch_size: Mapped[int]
@@ -180,7 +183,7 @@ class Run(Base):
     steps_per_epoch: Mapped[int]
     seed: Mapped[int]
     amp: Mapped[bool] = mapped_column(Boolean)
-    device_name: Mapped[str] = mapped_column(String(255))
+    device_name: Mapped[str] = mapped_column(String(L.DEVICE_NAME_MAX))
     recipe: Mapped[dict[str, Any]]
     tags: Mapped[dict[str, Any]]
     software: Mapped[dict[str, Any]]  # torch, cuda, driver, dist backend
@@ -189,15 +192,19 @@ class Run(Base):
     start_ns: Mapped[int]
     end_ns: Mapped[int | None]
     metrics: Mapped[dict[str, Any]]  # rank 0's RUN_END metrics
+    # SHA-256 of the run token of the first stored RUN_START: the run's owner (see
+    # parawatt_proto.ownership). Empty for a run started without a token; NULL: stored before
+    # run ownership existed (treated as empty).
+    run_token_sha256: Mapped[bytes | None] = mapped_column(LargeBinary(L.RUN_TOKEN_SHA256_BYTES))
 
 
 class RunRank(Base):
     __tablename__ = "run_rank"
     run_id: Mapped[str] = mapped_column(ForeignKey("run.run_id"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    hostname: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(L.HOSTNAME_MAX))
     local_rank: Mapped[int] = mapped_column(Integer)
-    device_uuid: Mapped[str] = mapped_column(String(255))
+    device_uuid: Mapped[str] = mapped_column(String(L.DEVICE_UUID_MAX))
     start_ns: Mapped[int]  # of the rank's latest session (a resumed rank starts again)
     end_ns: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(16))
@@ -210,14 +217,14 @@ class Marker(Base):
     __tablename__ = "marker"
     __table_args__ = (UniqueConstraint("run_id", "rank", "kind", "epoch", "step"),)
     id: Mapped[int] = mapped_column(PkInt, primary_key=True)
-    run_id: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str] = mapped_column(String(L.RUN_ID_MAX))
     rank: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))  # run_start | run_end | epoch_start | ...
     epoch: Mapped[int]
     step: Mapped[int]
     time_ns: Mapped[int]
-    hostname: Mapped[str] = mapped_column(String(255))
-    device_uuid: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(L.HOSTNAME_MAX))
+    device_uuid: Mapped[str] = mapped_column(String(L.DEVICE_UUID_MAX))
     local_rank: Mapped[int] = mapped_column(Integer)
     boot_id: Mapped[int | None] = mapped_column(ForeignKey("boot.id"))
     seq: Mapped[int | None]
@@ -241,7 +248,7 @@ class Interval(Base):
         Index("ix_interval_run_kind_step", "run_id", "kind", "step"),
     )
     id: Mapped[int] = mapped_column(PkInt, primary_key=True)
-    run_id: Mapped[str] = mapped_column(String(128))
+    run_id: Mapped[str] = mapped_column(String(L.RUN_ID_MAX))
     rank: Mapped[int] = mapped_column(Integer)
     device_id: Mapped[int] = mapped_column(ForeignKey("device.id"))
     kind: Mapped[str] = mapped_column(String(8))  # step | epoch | run

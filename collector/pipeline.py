@@ -8,13 +8,14 @@ stream it came from (the writer commits them in one transaction).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 
 from collector.aggregate import SecondAggregator
 from collector.join import Joiner, JoinOutput
 from collector.metrics_state import LiveState
+from collector.ownership import OwnershipGate
 from collector.records import StreamChunk
 from collector.writebatch import GapRec, WriteBatch
 from collector.writer import Writer
@@ -22,6 +23,55 @@ from collector.writer import Writer
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_NS = 1_000_000_000
+
+
+class ChunkQueue:
+    """A FIFO bounded both in messages and in the readings and markers they hold: what a
+    stream may buffer ahead of the join is memory, whatever the daemons' batch sizes (a flood
+    of marker-only messages or of 2,000-reading ones alike). One chunk always fits."""
+
+    def __init__(self, max_chunks: int, max_items: int) -> None:
+        self._items: deque[tuple[StreamChunk, int]] = deque()
+        self._weight = 0
+        self._max_chunks, self._max_items = max_chunks, max_items
+        self._cond = threading.Condition()
+
+    def put(self, chunk: StreamChunk, timeout_s: float) -> bool:
+        w = len(chunk.readings) + len(chunk.markers) + 1
+        with self._cond:
+            if self._full(w) and not self._cond.wait_for(lambda: not self._full(w), timeout_s):
+                return False
+            self._items.append((chunk, w))
+            self._weight += w
+            self._cond.notify_all()
+            return True
+
+    def _full(self, w: int) -> bool:
+        return bool(self._items) and (
+            len(self._items) >= self._max_chunks or self._weight + w > self._max_items
+        )
+
+    def get(self, timeout_s: float | None = None) -> StreamChunk | None:
+        """The oldest chunk; None if none comes within timeout_s (0: do not wait)."""
+        with self._cond:
+            if not self._items and (not timeout_s or not self._cond.wait(timeout_s)):
+                return None
+            if not self._items:
+                return None
+            chunk, w = self._items.popleft()
+            self._weight -= w
+            self._cond.notify_all()
+            return chunk
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    @property
+    def items(self) -> int:
+        return self._weight
 
 
 class Pipeline:
@@ -34,9 +84,14 @@ class Pipeline:
         max_queue: int = 2000,
         poll_interval_s: float = 0.1,
         run_grace_s: float = 300.0,
+        max_items: int = 100_000,
+        max_unwritten: int = 100_000,
+        gate: OwnershipGate | None = None,
     ) -> None:
         self.joiner, self.aggregator, self.live, self.writer = joiner, aggregator, live, writer
-        self.queue: queue.Queue[StreamChunk] = queue.Queue(maxsize=max_queue)
+        self.gate = gate  # run ownership: refused markers never reach the join or the database
+        self.queue = ChunkQueue(max_queue, max_items)
+        self._max_unwritten = max_unwritten
         self._poll_interval_s = poll_interval_s
         self._hand_on_s = 0.25
         self._grace_ns = int(run_grace_s * 1e9)
@@ -54,12 +109,9 @@ class Pipeline:
         """Called by subscriber threads; blocks while the join is behind (back-pressure on the
         gRPC stream, the daemon's ring buffer holds the rest). False once stopping."""
         while not self._stop.is_set():
-            try:
-                self.queue.put(chunk, timeout=0.5)
+            if self.queue.put(chunk, timeout_s=0.5):
                 self.idle.clear()
                 return True
-            except queue.Full:
-                continue
         return False
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -72,10 +124,7 @@ class Pipeline:
         last_poll = 0.0
         while True:
             batch = WriteBatch()
-            try:
-                chunk = self.queue.get(timeout=self._poll_interval_s)
-            except queue.Empty:
-                chunk = None
+            chunk = self.queue.get(self._poll_interval_s)
             if chunk is None and self._stop.is_set():
                 self._hand_on(batch, final=True)
                 return
@@ -86,10 +135,7 @@ class Pipeline:
                     n += 1
                     if n % 50 == 0 and time.monotonic() - handed_on >= self._hand_on_s:
                         break  # hand on regularly even under full load (marker latency)
-                    try:
-                        chunk = self.queue.get_nowait()
-                    except queue.Empty:
-                        chunk = None
+                    chunk = self.queue.get(0)
                 now = time.monotonic()
                 if now - last_poll >= self._poll_interval_s or self.queue.empty():
                     self._poll(batch)
@@ -103,6 +149,8 @@ class Pipeline:
             self._poll(batch)
         if batch:
             self.writer.submit(batch)
+        while self.writer.behind(self._max_unwritten) and not self._stop.is_set():
+            time.sleep(0.005)  # back-pressure: the queue fills, then the streams wait
         if self.queue.empty():
             self.idle.set()
 
@@ -140,14 +188,15 @@ class Pipeline:
             self.joiner.add_readings(c.hostname, c.readings)
             batch.aggregates.extend(self.aggregator.add(c.readings))
             self.live.add_readings(c.readings)
-        if c.markers:
-            batch.markers.extend((c.boot_id, m) for m in c.markers)
-            for m in c.markers:
+        markers = self.gate.filter(c.markers) if self.gate and c.markers else c.markers
+        if markers:
+            batch.markers.extend((c.boot_id, m) for m in markers)
+            for m in markers:
                 if m.kind == "run_start" and m.config is not None:
                     cfg = m.config
                     self.live.add_run_facts(m.run_id, cfg.tags.get("sweep", ""), cfg.model,
                                             cfg.nodes)  # fmt: skip
-            self.joiner.add_markers(c.hostname, c.markers)
+            self.joiner.add_markers(c.hostname, markers)
         batch.cursors[c.boot_id] = (c.address, c.next_seq, c.received_ns)
 
     def _poll(self, batch: WriteBatch) -> None:
@@ -167,22 +216,26 @@ class Pipeline:
                 self._run_energy_done[i.run_id] = (
                     self._run_energy_done.get(i.run_id, 0.0) + i.energy_j
                 )
+                while len(self._run_energy_done) > self.joiner.cfg.max_runs:  # bounded
+                    del self._run_energy_done[next(iter(self._run_energy_done))]
                 self.live.add_run_energy(i.run_id, i.energy_j, i.device_uuid)
         self.live.add_intervals(out.intervals)
-        if out.idle_updates or out.dropped_markers or out.unmeasured_markers:
+        if out.idle_updates or out.dropped_markers or out.unmeasured_markers or out.open_overflow:
             with self.live.lock:
                 for u in out.idle_updates:
                     self.live.idle_w[u.device_uuid] = u.idle_power_w
                 self.live.unpaired_markers_total += out.dropped_markers
                 self.live.unmeasured_markers_total += out.unmeasured_markers
+                self.live.open_overflow_total += out.open_overflow
 
     def _update_runs(self, now_ns: int) -> None:
         open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}
-        for p in self.joiner.progress():
+        for p in self.joiner.progress(self.live.shown_runs()):
             energy = self._run_energy_done.get(p.run_id, 0.0) + p.energy_j
             self.live.update_run(p.run_id, p.epoch, p.step, energy, p.ended, p.session_start_ns)
             if p.ended and p.run_id not in open_runs:
                 self.live.end_run(p.run_id, now_ns, energy)
-        for run_id in self.live.expire_runs(now_ns, self._grace_ns):
-            self.joiner.forget_run(run_id)
+        gone = self.live.expire_runs(now_ns, self._grace_ns)
+        self.joiner.forget_runs(set(gone))
+        for run_id in gone:
             self._run_energy_done.pop(run_id, None)

@@ -10,7 +10,9 @@ API (shared with the report; `db` is an Engine, a Connection or a Session):
         # job-level energy (J) per optimizer step: sum over ranks (devices) of the step's
         # interval energy_j, ordered by step; steps without energy left out
     job_steps(db, run_id) -> list[JobStep]
-        # the same with duration, ranks seen, uncertainty and flags per step
+        # the same with duration, ranks seen, active energy, uncertainty, coverage and flags
+    rank_steps(db, run_id, rank=None) -> list[RankStep]
+        # every rank's own step intervals (GPU), ordered by step then rank
     step_stats(db, run_id) -> list[EpochStepStats]
         # per epoch: the job's mean energy per step with a 95 % confidence interval
         # (collector.energy_steps): what short steps can be measured as
@@ -48,6 +50,26 @@ class JobStep:
     energy_j: float | None  # None when no rank's interval has energy
     uncertainty_j: float
     flags: frozenset[str]
+    active_energy_j: float | None = None  # None unless every rank's interval has it
+    coverage: float = 1.0  # the lowest rank's
+
+
+@dataclass(frozen=True)
+class RankStep:
+    """One optimizer step of one rank: its interval on the rank's device."""
+
+    rank: int
+    step: int
+    epoch: int
+    start_ns: int
+    end_ns: int
+    duration_s: float
+    energy_j: float | None
+    active_energy_j: float | None
+    uncertainty_j: float | None
+    coverage: float
+    flags: frozenset[str]
+    device_uuid: str
 
 
 @contextlib.contextmanager
@@ -228,6 +250,7 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
             select(Marker.epoch, func.count(distinct(Marker.step)))
             .where(Marker.run_id == run_id, Marker.kind == "step_end").group_by(Marker.epoch)
         ).all())  # fmt: skip
+        world = _world_size(conn, run_id)
     bounds: dict[int, dict] = defaultdict(dict)
     for epoch, _, kind, t, metrics in markers:  # the lowest rank's values win (come last)
         bounds[epoch][kind] = t
@@ -248,17 +271,32 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
             steps=steps.get(epoch, 0), energy_j=energy,
             active_energy_j=_sum([r.active_energy_j for r in rows if r.kind == "gpu"]),
             avg_power_w=energy / duration_s if energy is not None and duration_s > 0 else None,
-            metrics=b.get("metrics", {}), flags=_flags(r.flags for r in rows),
+            metrics=b.get("metrics", {}),
+            flags=_flags(r.flags for r in rows) | _partial(rows, world),
         ))  # fmt: skip
     return out
 
 
+def _world_size(conn: Connection, run_id: str) -> int:
+    return conn.scalar(select(Run.world_size).where(Run.run_id == run_id)) or 1
+
+
+def _partial(rows, world: int) -> frozenset[str]:
+    """ "partial" while fewer ranks' GPU intervals are stored than the run has ranks: with
+    several collectors (one per group of nodes) the others' may still be on their way."""
+    gpus = sum(1 for r in rows if r.kind == "gpu")
+    return frozenset({"partial"}) if gpus < world else frozenset()
+
+
 def job_steps(db: Db, run_id: str) -> list[JobStep]:
     with _connect(db) as conn:
+        world = _world_size(conn, run_id)
         rows = conn.execute(
             select(Interval.step, func.max(Interval.epoch), func.min(Interval.start_ns),
                    func.max(Interval.end_ns), func.count(), func.sum(Interval.energy_j),
-                   func.count(Interval.energy_j), func.sum(Interval.uncertainty_j))
+                   func.count(Interval.energy_j), func.sum(Interval.uncertainty_j),
+                   func.sum(Interval.active_energy_j), func.count(Interval.active_energy_j),
+                   func.min(Interval.coverage))
             .where(Interval.run_id == run_id, Interval.kind == "step")
             .group_by(Interval.step).order_by(Interval.step)
         ).all()  # fmt: skip
@@ -279,10 +317,28 @@ def job_steps(db: Db, run_id: str) -> list[JobStep]:
             n,
             e if n_e else None,
             u or 0.0,
-            frozenset(flagged.get(step, ())),
+            frozenset(flagged.get(step, ())) | ({"partial"} if n < world else frozenset()),
+            active if n_a == n else None,
+            coverage,
         )
-        for step, epoch, start, end, n, e, n_e, u in rows
+        for step, epoch, start, end, n, e, n_e, u, active, n_a, coverage in rows
     ]
+
+
+def rank_steps(db: Db, run_id: str, rank: int | None = None) -> list[RankStep]:
+    query = (
+        select(Interval.rank, Interval.step, Interval.epoch, Interval.start_ns, Interval.end_ns,
+               Interval.duration_s, Interval.energy_j, Interval.active_energy_j,
+               Interval.uncertainty_j, Interval.coverage, Interval.flags, Device.uuid)
+        .join(Device, Device.id == Interval.device_id)
+        .where(Interval.run_id == run_id, Interval.kind == "step")
+        .order_by(Interval.step, Interval.rank)
+    )  # fmt: skip
+    if rank is not None:
+        query = query.where(Interval.rank == rank)
+    with _connect(db) as conn:
+        rows = conn.execute(query).all()
+    return [RankStep(*row[:10], _flags([row[10]]), row[11]) for row in rows]
 
 
 def step_energies(db: Db, run_id: str) -> list[float]:

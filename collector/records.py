@@ -113,6 +113,7 @@ class MarkerRec:
     metrics: dict[str, float] = field(default_factory=dict)
     status: str | None = None  # run_end: completed | failed | interrupted
     config: RunConfigRec | None = None  # run_start only
+    token_sha256: bytes = b""  # SHA-256 of the sender's run token (run ownership)
 
     @property
     def key(self) -> tuple[str, int, str, int, int]:

@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -18,11 +19,13 @@ from collector import store_reads
 from collector.aggregate import NS, SecondAggregator
 from collector.config import CollectorConfig
 from collector.db import create_db_engine, migrate
-from collector.errors import StoreError
+from collector.discovery import InventoryError, InventoryWatcher, Shard
+from collector.errors import ConfigError, StoreError
 from collector.ingest import Subscriber
 from collector.join import JoinConfig, Joiner, JoinOutput
 from collector.metrics import MetricsServer, create_metrics_server
 from collector.metrics_state import LiveState
+from collector.ownership import OwnershipGate
 from collector.pipeline import Pipeline
 from collector.store import Store
 from collector.writebatch import WriteBatch
@@ -39,6 +42,7 @@ def join_config(c: CollectorConfig) -> JoinConfig:
         idle_window_ns=ns(c.idle_window_s), idle_guard_ns=ns(c.idle_guard_s),
         idle_update_ns=ns(c.idle_update_s), idle_min_s=c.idle_min_s,
         idle_bucket_ns=ns(c.idle_bucket_s), idle_history_ns=ns(c.idle_history_s),
+        max_open=c.max_open_intervals,
     )  # fmt: skip
 
 
@@ -46,7 +50,7 @@ class Collector:
     def __init__(self, config: CollectorConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine if engine is not None else create_db_engine(config.db_url)
-        self.live = LiveState()
+        self.live = LiveState(config.max_run_series)
         self.store = Store(self.engine, config.write_chunk_rows)
         self.joiner = Joiner(join_config(config))
         self.writer = Writer(
@@ -54,49 +58,103 @@ class Collector:
             config.db_retry_backoff_s, config.retention_s, config.retention_check_s,
         )  # fmt: skip
         self.pipeline: Pipeline | None = None
-        self.subscribers: list[Subscriber] = []
+        self._subs: dict[str, Subscriber] = {}  # by daemon address
+        self._positions: dict[str, tuple[str, int]] = {}  # of daemons unsubscribed meanwhile
+        self._subs_lock = threading.Lock()
+        self._announce = False
+        self.inventory: InventoryWatcher | None = None
+        self.shard = Shard(*config.shard)
         self.metrics_server: MetricsServer | None = None
         self.metrics_port: int | None = None
         self._started = self._closed = False
 
-    def start(self, stop: threading.Event | None = None) -> Collector:
+    def start(
+        self, stop: threading.Event | None = None, targets: tuple[str, ...] = ()
+    ) -> Collector:
         """Migrate, rebuild, then serve; raises StoreError/ConfigError when it cannot start.
-        A database not reachable yet is retried for db_start_timeout_s (or until `stop`)."""
+        A database not reachable yet is retried for db_start_timeout_s (or until `stop`).
+        `targets`: daemons to read besides the configured ones (a worker's share)."""
         # Six threads share the GIL (ingest per daemon, join, writer); at 50,000 readings/s the
         # default 5 ms hand-over starves the writer between its statements. 1 ms keeps it fed.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
-        self._migrate(stop or threading.Event())
-        aggregator = self._rebuild()
         c = self.config
-        self.pipeline = Pipeline(
-            self.joiner,
-            aggregator,
-            self.live,
-            self.writer,
-            c.queue_batches,
-            run_grace_s=c.run_label_grace_s,
-        )
+        listed = [*c.daemons, *targets]
+        if c.daemons_file is not None:
+            self.inventory = InventoryWatcher(Path(c.daemons_file), self.set_daemons,
+                                              c.inventory_poll_s)  # fmt: skip
+            try:
+                listed += self.inventory.load()
+            except InventoryError as exc:
+                raise ConfigError(str(exc)) from None
+        self._migrate(stop or threading.Event())
+        aggregator = self._rebuild(self._own(listed))
+        self.pipeline = Pipeline(self.joiner, aggregator, self.live, self.writer,
+                                 c.queue_batches, run_grace_s=c.run_label_grace_s,
+                                 max_items=c.queue_items,
+                                 max_unwritten=c.max_unwritten_readings,
+                                 gate=OwnershipGate(lambda ids: store_reads.run_owners(
+                                     self.engine, ids), self.live))  # fmt: skip
         if c.metrics_listen is not None:
             self.metrics_server, self.metrics_port = create_metrics_server(
                 self.live, c.metrics_listen
             )
         self.writer.start()
         self.pipeline.start()
-        for address in c.daemons:
-            cursor = store_reads.cursor_for(self.engine, address)
-            sub = Subscriber(
-                address, self.pipeline.put, cursor, c.subscribe_max_batch, c.reconnect_backoff_s
-            )
-            self.subscribers.append(sub)
-            self.live.daemons.append(sub.health)
-            sub.start()
         self._started = True
+        self.set_daemons(listed)
+        self._announce = True  # changes from now on are logged (the start is, below)
+        if self.inventory is not None:
+            self.inventory.start()
         log.info(
             "collecting from %s into %s",
-            ", ".join(c.daemons) or "(no daemons)",
+            ", ".join(s.address for s in self.subscribers) or "(no daemons yet)",
             self.engine.url.render_as_string(hide_password=True),
         )
         return self
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        with self._subs_lock:
+            return list(self._subs.values())
+
+    def _own(self, addresses: list[str]) -> list[str]:
+        """This collector's shard of the daemons (all of them without --shard)."""
+        return [a for a in dict.fromkeys(addresses) if self.shard.owns(a)]
+
+    def set_daemons(self, addresses: list[str], with_configured: bool = True) -> None:
+        """Subscribe to these daemons (this collector's shard of them) and to no others: the
+        --daemon list (unless with_configured is False) plus the inventory, live. A daemon
+        dropped keeps its position in memory."""
+        if not self._started or self._closed or self.pipeline is None:
+            return
+        wanted = self._own([*(self.config.daemons if with_configured else ()), *addresses])
+        with self._subs_lock:
+            for address in [a for a in self._subs if a not in wanted]:
+                sub = self._subs.pop(address)
+                sub.close()
+                if sub.boot_id:
+                    self._positions[address] = (sub.boot_id, sub.next_seq)
+                if sub.health in self.live.daemons:
+                    self.live.daemons.remove(sub.health)
+                log.info("unsubscribed from daemon %s", address)
+            for address in [a for a in wanted if a not in self._subs]:
+                cursor = self._positions.pop(address, None) or self._cursor(address)
+                c = self.config
+                sub = Subscriber(address, self.pipeline.put, cursor, c.subscribe_max_batch,
+                                 c.reconnect_backoff_s)  # fmt: skip
+                self._subs[address] = sub
+                self.live.daemons.append(sub.health)
+                sub.start()
+                if self._announce:
+                    log.info("subscribed to daemon %s", address)
+
+    def _cursor(self, address: str) -> tuple[str, int] | None:
+        try:
+            return store_reads.cursor_for(self.engine, address)
+        except StoreError as exc:  # the daemon's buffer from its start: replays are harmless
+            log.warning("daemon %s: no stored position (%s); reading its whole buffer", address,
+                        exc)  # fmt: skip
+            return None
 
     def _migrate(self, stop: threading.Event) -> None:
         deadline = time.monotonic() + self.config.db_start_timeout_s
@@ -114,10 +172,13 @@ class Collector:
                     raise
                 wait = min(wait * 2, longest)
 
-    def _rebuild(self) -> SecondAggregator:
-        """Restore the join's open state from the database (nothing to do on a fresh one)."""
+    def _rebuild(self, daemons: list[str]) -> SecondAggregator:
+        """Restore the join's open state from the database (nothing to do on a fresh one), for
+        the nodes of these daemons only: with several collectors on one database the other
+        nodes' intervals are theirs to compute (from readings this one never sees whole)."""
         engine, cfg = self.engine, self.joiner.cfg
-        for node in store_reads.nodes(engine):
+        hosts = store_reads.hostnames_of(engine, daemons)
+        for node in store_reads.nodes(engine, hosts):
             self.joiner.add_node(node)
             self.live.add_node(node)
         for uuid, watts, measured_ns in store_reads.device_idle(engine):
@@ -131,7 +192,7 @@ class Collector:
         if newest is None:
             return aggregator
         horizon = newest - int(self.config.rebuild_horizon_s * 1e9)
-        markers = store_reads.open_markers(engine, horizon)
+        markers = store_reads.open_markers(engine, horizon, hosts)
         for m in markers:
             self.joiner.add_markers(m.hostname, [m])
         for run_id, rank, uuid, watts, start_ns in store_reads.run_idle(
@@ -144,7 +205,7 @@ class Collector:
             candidates.append(min(m.time_ns for m in markers) - lead)
         since = max(horizon, min(candidates))
         started, rows = time.monotonic(), 0
-        for chunk in store_reads.readings_since(engine, since):
+        for chunk in store_reads.readings_since(engine, since, hosts):
             rows += len(chunk)
             self._replay(chunk, aggregator)
         if markers or rows:
@@ -187,7 +248,11 @@ class Collector:
         if self._closed:
             return
         self._closed = True
-        for sub in self.subscribers:
+        if self.inventory is not None:
+            self.inventory.close()
+        with self._subs_lock:
+            subs = list(self._subs.values())
+        for sub in subs:
             sub.close()
         if self.pipeline is not None:
             self.pipeline.close()

@@ -9,6 +9,7 @@ statements on SQLite); run rows: store_runs.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
@@ -30,8 +31,17 @@ from collector.models import (
 from collector.records import MarkerRec, NodeRec, as_dict
 from collector.store_intervals import latest, write_intervals
 from collector.store_readings import insert_readings
-from collector.store_runs import clean_metrics, finite, write_run_end, write_run_start
+from collector.store_runs import (
+    clean_metrics,
+    finite,
+    owned_markers,
+    write_run_end,
+    write_run_start,
+)
 from collector.writebatch import WriteBatch
+from parawatt_proto.ownership import MISMATCH
+
+log = logging.getLogger(__name__)
 
 _MARKER_KEY = ("run_id", "rank", "kind", "epoch", "step")
 
@@ -43,9 +53,14 @@ class Store:
         self._pg = engine.dialect.name == "postgresql"
         self._boot_pk: dict[str, int] = {}
         self._device_pk: dict[str, int] = {}
+        self.refused_total = 0  # markers refused for run ownership (see owned_markers)
+        self._refused_now = 0
+        self._refused_runs: dict[str, None] = {}  # logged once each (bounded)
+        self._marker_upsert = None
 
     def write(self, batch: WriteBatch) -> None:
         """Store the batch atomically; raises StoreError (and keeps nothing) on failure."""
+        self._refused_now = 0
         with translate_errors("writing", self.engine), self.engine.begin() as conn:
             try:
                 self._write(conn, batch)
@@ -53,6 +68,12 @@ class Store:
                 self._boot_pk.clear()  # pks learnt inside a rolled-back transaction are void
                 self._device_pk.clear()
                 raise
+        self.refused_total += self._refused_now  # counted once committed
+
+    def take_refused(self) -> int:
+        """Markers refused for run ownership since the last call."""
+        n, self.refused_total = self.refused_total, 0
+        return n
 
     def _write(self, conn: Connection, b: WriteBatch) -> None:
         for node in b.nodes.values():
@@ -168,6 +189,9 @@ class Store:
     def _insert_markers(
         self, conn: Connection, markers: list[tuple[str | None, MarkerRec]]
     ) -> None:
+        if markers:
+            markers, refused = owned_markers(conn, markers)
+            self._refuse(refused)
         rows = []
         for boot_id, m in markers:
             rows.append(
@@ -189,21 +213,33 @@ class Store:
             )
         rows = list(latest(rows, _MARKER_KEY, "time_ns").values())
         if rows:  # the same identity again later (a resumed run): the latest one is kept
-            stmt = self._dialect_insert(Marker)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(_MARKER_KEY),
-                set_={c: stmt.excluded[c] for c in rows[0] if c not in _MARKER_KEY},
-                where=stmt.excluded.time_ns > Marker.time_ns,
-            )
+            stmt = self._marker_upsert
+            if stmt is None:  # built once: .excluded costs ~5 ms a statement
+                stmt = self._dialect_insert(Marker)
+                self._marker_upsert = stmt = stmt.on_conflict_do_update(
+                    index_elements=list(_MARKER_KEY),
+                    set_={c: stmt.excluded[c] for c in rows[0] if c not in _MARKER_KEY},
+                    where=stmt.excluded.time_ns > Marker.time_ns,
+                )
             for i in range(0, len(rows), self.chunk_rows):
                 conn.execute(stmt, rows[i : i + self.chunk_rows])
-        # In time order: a resumed run's sessions may share a batch (e.g. after an outage)
+        # Per run in time order: a resumed run's sessions may share a batch (e.g. after an
+        # outage); runs in id order, so collectors sharing a database lock run rows in one order
         for m in sorted((m for _, m in markers if m.kind.startswith("run_")),
-                        key=lambda m: (m.time_ns, m.kind == "run_end")):  # fmt: skip
+                        key=lambda m: (m.run_id, m.time_ns, m.kind == "run_end")):  # fmt: skip
             if m.kind == "run_start":
                 write_run_start(conn, self._dialect_insert, m)
             else:
                 write_run_end(conn, m)
+
+    def _refuse(self, refused: list[MarkerRec]) -> None:
+        self._refused_now += len(refused)
+        for m in refused:
+            if m.run_id not in self._refused_runs:
+                self._refused_runs[m.run_id] = None
+                if len(self._refused_runs) > 10_000:
+                    del self._refused_runs[next(iter(self._refused_runs))]
+                log.warning("not storing markers of run %r: %s", m.run_id, MISMATCH)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _interval_row(self, conn: Connection, i) -> dict[str, Any]:

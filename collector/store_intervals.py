@@ -27,16 +27,28 @@ def write_intervals(
 ) -> None:
     others = list(latest([r for r in rows if r["kind"] != "run"], KEY, "start_ns").values())
     if others:
-        stmt = dialect_insert(Interval)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(KEY),
-            set_={c: stmt.excluded[c] for c in others[0] if c not in KEY},
-            where=stmt.excluded.start_ns > Interval.start_ns,
-        )
+        stmt = _upsert(dialect_insert, tuple(others[0]))
         for i in range(0, len(others), chunk_rows):
             conn.execute(stmt, others[i : i + chunk_rows])
     for row in sorted((r for r in rows if r["kind"] == "run"), key=lambda r: r["start_ns"]):
         _write_run(conn, dialect_insert, row)
+
+
+_UPSERTS: dict[tuple, Any] = {}
+
+
+def _upsert(dialect_insert: Callable, columns: tuple[str, ...]):
+    """The insert-or-replace-if-later statement, built once per dialect and column set: its
+    .excluded collection costs milliseconds to build, at every write."""
+    stmt = dialect_insert(Interval)
+    key = (type(stmt), columns)
+    if key not in _UPSERTS:
+        _UPSERTS[key] = stmt.on_conflict_do_update(
+            index_elements=list(KEY),
+            set_={c: stmt.excluded[c] for c in columns if c not in KEY},
+            where=stmt.excluded.start_ns > Interval.start_ns,
+        )
+    return _UPSERTS[key]
 
 
 def latest(rows: list[dict[str, Any]], key: tuple[str, ...], by: str) -> dict[tuple, dict]:

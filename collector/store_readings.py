@@ -10,6 +10,7 @@ after a restart) COPY into a temp table and INSERT ... ON CONFLICT DO NOTHING fr
 from __future__ import annotations
 
 import functools
+import operator
 
 import psycopg
 from sqlalchemy import Connection
@@ -17,8 +18,13 @@ from sqlalchemy import Connection
 from collector.models import Reading
 from collector.records import ReadingRec
 
-COLUMNS = [c.name for c in Reading.__table__.columns]
+# boot and device first, then the reading's own fields in ReadingRec order (one C call a row)
+_FIELDS = ("seq", "time_ns", "lost", "power_w", "power_avg_w", "energy_j", "gpu_util_pct",
+           "mem_util_pct", "memory_used_bytes", "temperature_c", "sm_clock_mhz", "mem_clock_mhz")  # fmt: skip
+COLUMNS = ["boot_id", "device_id", *_FIELDS]
+assert sorted(COLUMNS) == sorted(c.name for c in Reading.__table__.columns)
 SQLITE_ROWS = 500  # x 14 columns: well under SQLite's 32,766 bound parameters
+_get = operator.attrgetter(*_FIELDS)
 
 
 def insert_readings(
@@ -27,22 +33,15 @@ def insert_readings(
 ) -> None:  # fmt: skip
     dev = device_pk
     if postgres:
-        _copy_readings(conn, [
-            (boot_pk, r.seq, dev[r.device_uuid], r.time_ns, r.lost, r.power_w, r.power_avg_w,
-             r.energy_j, r.gpu_util_pct, r.mem_util_pct, r.memory_used_bytes, r.temperature_c,
-             r.sm_clock_mhz, r.mem_clock_mhz)
-            for r in rows
-        ])  # fmt: skip
+        _copy_readings(conn, [(boot_pk, dev[r.device_uuid], *_get(r)) for r in rows])
         return
     for i in range(0, len(rows), SQLITE_ROWS):
         part = rows[i : i + SQLITE_ROWS]
-        flat = [
-            v
-            for r in part
-            for v in (boot_pk, r.seq, dev[r.device_uuid], r.time_ns, r.lost, r.power_w,
-                      r.power_avg_w, r.energy_j, r.gpu_util_pct, r.mem_util_pct,
-                      r.memory_used_bytes, r.temperature_c, r.sm_clock_mhz, r.mem_clock_mhz)
-        ]  # fmt: skip
+        flat: list = []
+        extend = flat.extend
+        for r in part:
+            extend((boot_pk, dev[r.device_uuid]))
+            extend(_get(r))
         conn.exec_driver_sql(_sqlite_insert(len(part)), tuple(flat))
 
 

@@ -24,10 +24,12 @@ from collector.models import (
     Node,
     Reading,
     Reading1s,
+    Run,
     RunRank,
 )
 from collector.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
 from collector.records import IdleBucket as IdleBucketRec
+from parawatt_proto.ownership import RunOwner
 
 _INTERVAL_KIND = case(
     (Marker.kind.like("run_%"), "run"), (Marker.kind.like("epoch_%"), "epoch"), else_="step"
@@ -47,12 +49,28 @@ def cursor_for(engine: Engine, address: str) -> tuple[str, int] | None:
     return (row[0], row[1]) if row else None
 
 
-def nodes(engine: Engine) -> list[NodeRec]:
-    """Every node with every device it ever had (device index is meaningless here: -1)."""
-    with translate_errors("reading devices", engine), Session(engine) as session:
-        rows = session.execute(
-            select(Node.hostname, Device).join(Device, Device.node_id == Node.id)
+def hostnames_of(engine: Engine, addresses: list[str]) -> list[str]:
+    """The nodes these daemon addresses have served (by their stored ingest cursors)."""
+    if not addresses:
+        return []
+    with translate_errors("reading ingest cursors", engine), engine.connect() as conn:
+        rows = conn.execute(
+            select(Node.hostname)
+            .join(Boot, Boot.node_id == Node.id)
+            .join(IngestCursor, IngestCursor.boot_id == Boot.id)
+            .where(IngestCursor.address.in_(addresses))
+            .distinct()
         )
+        return sorted(h for (h,) in rows)
+
+
+def nodes(engine: Engine, hostnames: list[str] | None = None) -> list[NodeRec]:
+    """Every node (or these) with every device it ever had (device index meaningless: -1)."""
+    query = select(Node.hostname, Device).join(Device, Device.node_id == Node.id)
+    if hostnames is not None:
+        query = query.where(Node.hostname.in_(hostnames))
+    with translate_errors("reading devices", engine), Session(engine) as session:
+        rows = session.execute(query)
         by_host: dict[str, list[DeviceRec]] = {}
         for hostname, d in rows:
             by_host.setdefault(hostname, []).append(
@@ -102,7 +120,9 @@ def idle_history(engine: Engine, since_ns: int) -> dict[str, list[IdleBucketRec]
     return out
 
 
-def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:
+def open_markers(
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None
+) -> list[MarkerRec]:
     """Markers of ranks whose run interval is missing, minus those whose interval is stored.
 
     "Stored" means an interval that reaches the marker's time: a resumed run's new session
@@ -127,6 +147,8 @@ def open_markers(engine: Engine, since_ns: int) -> list[MarkerRec]:
         .where(Marker.time_ns >= since_ns, ~run_done, ~own_done)
         .order_by(Marker.time_ns)
     )
+    if hostnames is not None:
+        query = query.where(Marker.hostname.in_(hostnames))
     with translate_errors("reading open markers", engine), Session(engine) as session:
         return [
             MarkerRec(
@@ -172,7 +194,7 @@ def aggregated_until(engine: Engine) -> dict[str, int]:
 
 
 def readings_since(
-    engine: Engine, since_ns: int, chunk_rows: int = 50_000
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None, chunk_rows: int = 50_000
 ) -> Iterator[list[tuple[str, ReadingRec]]]:
     """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading)."""
     cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f != "device_uuid"]
@@ -184,6 +206,8 @@ def readings_since(
         .order_by(Reading.time_ns, Reading.seq)
         .execution_options(yield_per=chunk_rows)
     )
+    if hostnames is not None:
+        query = query.where(Node.hostname.in_(hostnames))
     with translate_errors("reading raw readings", engine), engine.connect() as conn:
         chunk: list[tuple[str, ReadingRec]] = []
         for hostname, uuid, seq, *rest in conn.execute(query):
@@ -198,3 +222,24 @@ def readings_since(
 def newest_reading_ns(engine: Engine) -> int | None:
     with translate_errors("reading", engine), engine.connect() as conn:
         return conn.scalar(select(func.max(Reading.time_ns)))
+
+
+def run_owners(engine: Engine, run_ids: set[str]) -> dict[str, RunOwner]:
+    """What the database knows of these runs' ownership (runs it does not hold are left out)."""
+    out: dict[str, RunOwner] = {}
+    ids = sorted(run_ids)
+    with translate_errors("reading run owners", engine), engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            for run_id, sha, end_ns in conn.execute(
+                select(Run.run_id, Run.run_token_sha256, Run.end_ns).where(Run.run_id.in_(part))
+            ):
+                out[run_id] = RunOwner(bytes(sha or b""), ended=end_ns is not None)
+            for run_id, rank in conn.execute(
+                select(RunRank.run_id, RunRank.rank).where(
+                    RunRank.run_id.in_(part), RunRank.end_ns.is_(None)
+                )
+            ):
+                if run_id in out:
+                    out[run_id].open_ranks.add(rank)
+    return out

@@ -7,6 +7,10 @@ A rank resumed from a checkpoint under the same run id starts a new session: a R
 than the rank's (or run's) end opens it again (status running, no end; run_rank.start_ns is the
 session's start), and the session's RUN_END is the one kept: a RUN_END earlier than the rank's
 current session (a replay of an older one) changes nothing. run.start_ns stays the first start.
+
+Several collectors may store the ranks of one run (one per group of nodes): every rule here is
+a single atomic statement that only moves start earlier, end later, and keeps a rank's failure,
+so the row ends the same whichever collector's markers land first.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) ->
         start_ns=m.time_ns,
         end_ns=None,
         metrics={},
+        run_token_sha256=m.token_sha256,  # the owner: set by the first stored RUN_START only
     )
     stmt = dialect_insert(Run).values(row)
     earliest = case(
@@ -67,7 +72,7 @@ def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) ->
     set_ = {
         k: stmt.excluded[k]
         for k in row
-        if k not in ("run_id", "status", "end_ns", "metrics", "start_ns")
+        if k not in ("run_id", "status", "end_ns", "metrics", "start_ns", "run_token_sha256")
     }
     set_ = set_ if m.rank == 0 else {}
     reopened = and_(Run.end_ns.is_not(None), Run.end_ns < m.time_ns)
@@ -92,6 +97,31 @@ def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) ->
     )
 
 
+def owned_markers(
+    conn: Connection, markers: list[tuple[str | None, MarkerRec]]
+) -> tuple[list[tuple[str | None, MarkerRec]], list[MarkerRec]]:
+    """(kept, refused): markers of a run whose stored owner (the token hash of its first
+    stored RUN_START) is not theirs are refused, whatever the streams showed (another
+    collector may have stored the run meanwhile)."""
+    ids = sorted({m.run_id for _, m in markers})
+    owners: dict[str, bytes] = {}
+    for i in range(0, len(ids), 500):
+        rows = conn.execute(
+            select(Run.run_id, Run.run_token_sha256).where(Run.run_id.in_(ids[i : i + 500]))
+        )
+        owners.update((run_id, bytes(sha or b"")) for run_id, sha in rows)
+    kept, refused = [], []
+    for boot_id, m in markers:
+        owner = owners.get(m.run_id)
+        if owner is None and m.kind == "run_start":
+            owners[m.run_id] = m.token_sha256
+        elif owner is not None and owner != m.token_sha256:
+            refused.append(m)
+            continue
+        kept.append((boot_id, m))
+    return kept, refused
+
+
 def write_run_end(conn: Connection, m: MarkerRec) -> None:
     status = m.status or "completed"
     current = conn.execute(
@@ -105,8 +135,10 @@ def write_run_end(conn: Connection, m: MarkerRec) -> None:
         (Run.end_ns.is_(None), m.time_ns), (Run.end_ns < m.time_ns, m.time_ns), else_=Run.end_ns
     )
     values: dict[str, Any] = {"end_ns": latest}
-    if m.rank == 0:
-        values.update(status=status, metrics=clean_metrics(m.metrics))
+    if m.rank == 0:  # a rank's failure sticks, whichever collector stores which end first
+        failed = and_(Run.status == "failed", Run.end_ns.is_not(None))
+        values.update(status=case((failed, "failed"), else_=status),
+                      metrics=clean_metrics(m.metrics))  # fmt: skip
     elif status == "failed":
         values["status"] = status
     conn.execute(update(Run).where(Run.run_id == m.run_id).values(values))

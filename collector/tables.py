@@ -6,11 +6,14 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tabulate as _tabulate
 
 from collector.summary import EpochSummary, RunSummary
+
+if TYPE_CHECKING:
+    from collector.queries import JobStep, RankStep
 
 FORMATS = ("table", "json", "csv")
 
@@ -42,6 +45,39 @@ EPOCH_COLUMNS = (
     ("metrics", "metrics", None),
     ("flags", "flags", None),
 )
+
+# `collector steps`: long format, one row per (rank, step) or per step job-wide.
+STEP_COLUMNS = (
+    ("rank", "rank", None),
+    ("step", "step", None),
+    ("epoch", "epoch", None),
+    ("duration_s", "time s", 3),
+    ("energy_j", "energy J", 3),
+    ("active_energy_j", "active J", 3),
+    ("uncertainty_j", "± J", 3),
+    ("coverage", "coverage", 2),
+    ("flags", "flags", None),
+)
+JOB_STEP_COLUMNS = (("ranks", "ranks", None), *STEP_COLUMNS[1:])
+
+
+def rank_step_row(run_id: str, s: RankStep) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "rank": s.rank, "step": s.step, "epoch": s.epoch,
+        "start_ns": s.start_ns, "end_ns": s.end_ns, "duration_s": s.duration_s,
+        "energy_j": s.energy_j, "active_energy_j": s.active_energy_j,
+        "uncertainty_j": s.uncertainty_j, "coverage": s.coverage, "flags": sorted(s.flags),
+        "device_uuid": s.device_uuid,
+    }  # fmt: skip
+
+
+def job_step_row(run_id: str, s: JobStep) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "step": s.step, "epoch": s.epoch, "ranks": s.ranks,
+        "start_ns": s.start_ns, "end_ns": s.end_ns, "duration_s": s.duration_s,
+        "energy_j": s.energy_j, "active_energy_j": s.active_energy_j,
+        "uncertainty_j": s.uncertainty_j, "coverage": s.coverage, "flags": sorted(s.flags),
+    }  # fmt: skip
 
 
 def run_row(r: RunSummary) -> dict[str, Any]:

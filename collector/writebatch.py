@@ -80,6 +80,33 @@ class WriteBatch:
                 parts.append(part)
         return parts
 
+    def items(self) -> list[tuple[str, object]]:
+        """Every row of the batch as (kind, item), in an order that writes correctly piece by
+        piece (nodes before what refers to their boots; cursors last)."""
+        out: list[tuple[str, object]] = [("nodes", kv) for kv in self.nodes.items()]
+        out += [("markers", m) for m in self.markers]
+        for kind in ("intervals", "rank_updates", "idle_updates", "gaps"):
+            out += [(kind, x) for x in getattr(self, kind)]
+        out += [("readings", (b, r)) for b, rows in self.readings.items() for r in rows]
+        out += [("aggregates", a) for a in self.aggregates]
+        out += [("cursors", kv) for kv in self.cursors.items()]
+        return out
+
+    @classmethod
+    def of(cls, items: list[tuple[str, object]]) -> WriteBatch:
+        """The batch holding exactly these items (see items())."""
+        b = cls()
+        for kind, x in items:
+            if kind == "nodes":
+                b.nodes[x[0]] = x[1]
+            elif kind == "cursors":
+                b.cursors[x[0]] = x[1]
+            elif kind == "readings":
+                b.add_readings(x[0], [x[1]])
+            else:
+                getattr(b, kind).append(x)
+        return b
+
     def drop_oldest_readings(self, keep: int) -> list[tuple[str, int, int]]:
         """Bound the backlog: drop the oldest readings beyond `keep`; returns the lost ranges
         as (boot_id, first_seq, count) so they can be recorded as gaps."""

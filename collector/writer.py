@@ -19,6 +19,8 @@ from collector.writebatch import GapRec, WriteBatch
 
 log = logging.getLogger(__name__)
 
+_LOG_ROWS = 10  # refused rows logged per batch; the rest are only counted
+
 
 class Writer:
     def __init__(
@@ -40,9 +42,10 @@ class Writer:
         self._cond = threading.Condition()
         self._backlog = WriteBatch()
         self._writing = False
+        self.failures = 0  # consecutive failed commits
         self._stop = False
         self._newest_ns = 0
-        self._poison = 0  # consecutive non-transient failures of the same backlog
+        self._isolated_logged = 0
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
     def start(self) -> Writer:
@@ -59,6 +62,12 @@ class Writer:
             self.live.db_backlog_readings = self._backlog.reading_count
             if self._backlog.reading_count >= self.store.chunk_rows:
                 self._cond.notify()
+
+    def behind(self, readings: int) -> bool:
+        """More than `readings` wait while the database takes them (not while it fails): the
+        join should wait, so a slow database slows the streams instead of filling memory."""
+        waiting = self._backlog.reading_count + len(self._backlog.markers)  # a marker flood too
+        return waiting > readings and self.failures == 0
 
     def idle(self) -> bool:
         with self._cond:
@@ -78,7 +87,7 @@ class Writer:
             self._backlog.gaps.append(
                 GapRec(boot_id, "dropped", "", first_seq, n, None, time.time_ns())
             )
-            log.error("database backlog full: dropped %d readings of boot %s", n, boot_id)
+            log.error("database backlog full: dropped %d readings of boot %r", n, boot_id)
 
     def _run(self) -> None:
         wait = self._backoff[0]
@@ -93,7 +102,9 @@ class Writer:
             if batch:
                 if self._write(batch):
                     wait = self._backoff[0]
+                    self.failures = 0
                 else:
+                    self.failures += 1
                     with self._cond:
                         batch.extend(self._backlog)
                         self._backlog = batch
@@ -135,20 +146,23 @@ class Writer:
                 self.store.write(part)
                 self._write_urgent(batch)
             self.store.write(WriteBatch(aggregates=tail.aggregates, cursors=tail.cursors))
-        except StoreError as exc:
+        except Exception as exc:
             with self.live.lock:
                 self.live.db_errors_total += 1
-            log.warning("%s (will retry; %d readings waiting)", exc, batch.reading_count)
-            return self._give_up_if_poisoned(batch) if not exc.transient else False
-        except Exception:
-            with self.live.lock:
-                self.live.db_errors_total += 1
-            log.exception("unexpected error writing to the database")
-            return self._give_up_if_poisoned(batch)
-        self._poison = 0
+            if _transient(exc):
+                log.warning("%s (will retry; %d readings waiting)", exc, batch.reading_count)
+                return False
+            log.warning("the database refused a batch (%s); writing it in parts", _why(exc))
+            self._isolated_logged = 0
+            try:
+                self._isolate(batch.items())
+            except Exception as again:  # transient meanwhile: retried whole (idempotent)
+                log.warning("%s (will retry; %d readings waiting)", again, batch.reading_count)
+                return False
         with self.live.lock:
             self.live.db_write_seconds.observe(time.perf_counter() - started)
             self.live.readings_written_total += batch.reading_count
+            self.live.markers_refused_total += self.store.take_refused()
             self.live.db_backlog_readings = self._backlog.reading_count
         return True
 
@@ -161,22 +175,34 @@ class Writer:
             batch.extend(meta)
             self.store.write(meta)
 
-    def _give_up_if_poisoned(self, batch: WriteBatch) -> bool:
-        """A batch that fails the same non-transient way three times would block every later
-        write: drop it (loudly) rather than stall the collector."""
-        self._poison += 1
-        if self._poison < 3:
-            return False
-        self._poison = 0
-        log.error(
-            "dropping a batch the database keeps rejecting: %d readings, %d markers, %d intervals",
-            batch.reading_count,
-            len(batch.markers),
-            len(batch.intervals),
-        )
-        with self.live.lock:
-            self.live.readings_dropped_total += batch.reading_count
-        return True
+    def _isolate(self, items: list[tuple[str, object]]) -> None:
+        """Write the items in halves, recursively, so that only the rows the database itself
+        refuses (a data error, not a transient one) are dropped: counted and logged escaped,
+        never taking other rows with them. A transient error propagates (retry the batch)."""
+        if not items:
+            return
+        try:
+            self.store.write(WriteBatch.of(items))
+            return
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            if len(items) == 1:
+                kind, item = items[0]
+                with self.live.lock:
+                    self.live.rows_refused_total += 1
+                    if kind == "readings":
+                        self.live.readings_dropped_total += 1
+                self._isolated_logged += 1
+                if self._isolated_logged <= _LOG_ROWS:  # a broken schema refuses every row
+                    log.error("dropped a %s row the database refuses (%s): %.300r",
+                              kind.rstrip("s"), _why(exc), item)  # fmt: skip
+                elif self._isolated_logged == _LOG_ROWS + 1:
+                    log.error("dropping more refused rows of this batch (counted, not logged)")
+                return
+        half = len(items) // 2
+        self._isolate(items[:half])
+        self._isolate(items[half:])
 
     def _trim(self) -> None:
         try:
@@ -185,3 +211,17 @@ class Writer:
                 log.info("retention: deleted %d raw readings", n)
         except StoreError as exc:
             log.warning("retention trim failed: %s", exc)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Retry the batch as it is: the connection is at fault (server gone or restarting, a lock,
+    a full disk, even a role revoked: dropping rows would not mend it). False for a data error
+    or a bug, which the same rows hit again: those rows are isolated."""
+    return isinstance(exc, StoreError) and not exc.data
+
+
+def _why(exc: BaseException) -> str:
+    """First line, escaped (it may quote a row's values)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0][:300] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from parawatt_proto.limits import DEFAULT_MAX_CLOCK_SKEW_S
 from power_daemon import __version__
 from power_daemon.config import BACKENDS, DaemonConfig, SimParams
 from power_daemon.errors import ConfigError, DaemonError
@@ -59,7 +60,25 @@ def _backend_options(fn):
     return fn
 
 
-@click.group()
+class _Group(click.Group):
+    def main(self, args=None, *rest, **kwargs):
+        _utf8_args("power-daemon", args)
+        return super().main(args, *rest, **kwargs)
+
+
+def _utf8_args(prog: str, args) -> None:
+    """A non-UTF-8 argument (Python keeps its bytes as surrogates) gets one line, not a
+    traceback from deep inside whatever first encodes it."""
+    for i, arg in enumerate(sys.argv[1:] if args is None else args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            click.echo(f"{prog}: error: argument {i} is not valid UTF-8: {os.fsencode(arg)!r}",
+                       err=True)  # fmt: skip
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="power-daemon")
 @click.option(
     "--log-level",
@@ -90,6 +109,19 @@ def main(log_level: str) -> None:
 )
 @click.option(
     "--max-streams", type=int, default=32, show_default=True, help="concurrent Subscribe streams"
+)
+@click.option(
+    "--max-clock-skew",
+    "max_clock_skew_s",
+    type=float,
+    default=DEFAULT_MAX_CLOCK_SKEW_S,
+    show_default=True,
+    help="seconds a marker's time may be from this host's clock",
+)
+@click.option(
+    "--require-run-token",
+    is_flag=True,
+    help="refuse markers without a run token (clients older than run ownership)",
 )
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
 @click.option(

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.ownership import token_sha256
 from power_daemon import __version__
 from power_daemon.model import SAMPLE_FIELDS, DeviceKind, DeviceSpec, MarkerData, Sample
 
@@ -49,6 +50,8 @@ def encode_marker(marker: pb.Marker, seq: int, resolved: MarkerData) -> bytes:
     m.seq = seq
     m.hostname = resolved.hostname
     m.device_uuid = resolved.device_uuid
+    m.run_token = b""  # the secret never leaves the node: only its hash is buffered/streamed
+    m.run_token_sha256 = resolved.token_sha256
     body = m.SerializeToString()
     return _MARKER_TAG + _varint(len(body)) + body
 
@@ -65,6 +68,7 @@ def marker_data(m: pb.Marker) -> MarkerData:
         local_rank=m.local_rank,
         hostname=m.hostname,
         metrics=dict(m.metrics),
+        token_sha256=token_sha256(m.run_token),
     )
 
 

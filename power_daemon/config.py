@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from parawatt_proto.limits import DEFAULT_MAX_CLOCK_SKEW_S
 from power_daemon.errors import ConfigError
 
 BACKENDS = ("auto", "nvml", "sim")
@@ -76,6 +77,12 @@ class DaemonConfig:
     # Each open stream holds a server thread; past this many, Subscribe answers
     # RESOURCE_EXHAUSTED so the threads the trainers' SendMarkers need are never all taken.
     max_streams: int = 32
+    # Markers whose time_ns is further than this from the daemon's clock are refused.
+    max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
+    # Runs whose owner the daemon remembers (parawatt_proto.ownership); the oldest is forgotten.
+    max_runs: int = 65_536
+    # Refuse markers without a run token (clients that predate run ownership).
+    require_run_token: bool = False
     sim: SimParams = field(default_factory=SimParams)
     # Poll every GPU this long at start to measure its sensor (power_daemon.calibrate; 0: off,
     # the backend's own figures stand). `serve` measures by default.
@@ -101,6 +108,10 @@ class DaemonConfig:
             raise ConfigError("max_streams must be between 1 and 1000")
         if not 1 <= self.default_batch <= self.max_batch:
             raise ConfigError("need 1 <= default_batch <= max_batch")
+        if not 1 <= self.max_clock_skew_s <= 10 * 365 * 86400:
+            raise ConfigError("max_clock_skew_s must be between 1 s and 10 years")
+        if not 1 <= self.max_runs <= 10_000_000:
+            raise ConfigError("max_runs must be between 1 and 10000000")
         if not -20 <= self.sampler_nice <= 19:
             raise ConfigError("sampler_nice must be between -20 and 19")
         if not 0 <= self.calibrate_s <= 60:

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from parawatt_proto.ownership import RunLedger, RunOwner
 from power_daemon.backends.base import Backend
 from power_daemon.buffer import RingBuffer, StartPlan, plan_start
 from power_daemon.calibrate import calibrate_devices
 from power_daemon.config import DaemonConfig
-from power_daemon.markers import resolve, validate_batch
+from power_daemon.markers import resolve
 from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, Sample
 from power_daemon.sampler import Sampler
 
@@ -50,6 +51,9 @@ class Daemon:
         self._encode_reading = encode_reading
         self._latest: dict[int, LatestReading] = {}
         self._intake_lock = threading.Lock()
+        self.owners = RunLedger(config.max_runs, self._forgot_run)
+        self._evict_logged = -60.0
+        self.invalid_requests_total = 0  # refused with INVALID_ARGUMENT (garbage, implausible)
         self.sampler = Sampler(
             config.interval_ns, self.sample_once, "power-daemon-sampler", config.sampler_nice
         )
@@ -90,13 +94,16 @@ class Daemon:
         latest = self._latest
         return [latest[i] for i in sorted(latest)]
 
-    def accept_markers(self, markers: Sequence[MarkerData], encode: EncodeMarker) -> int:
-        """Validate the whole batch (InvalidMarker rejects all of it), fill in hostname and
-        device, store, and tell the backend. Returns the new next_seq."""
-        validate_batch(markers)
+    def accept_markers(
+        self, markers: Sequence[MarkerData], encode: EncodeMarker
+    ) -> tuple[int, int]:
+        """Markers already validated: refuse those run ownership forbids (parawatt_proto.
+        ownership), fill in hostname and device, store the rest, and tell the backend.
+        Returns (the new next_seq, how many were refused)."""
         canonical = self.backend.canonical_uuid
-        resolved = [resolve(m, self.hostname, self.gpu_uuids, canonical) for m in markers]
         with self._intake_lock:  # keeps the backend seeing markers in seq order
+            kept = [m for m in markers if self._owned(m)]
+            resolved = [resolve(m, self.hostname, self.gpu_uuids, canonical) for m in kept]
             next_seq = self.buffer.append(
                 list(enumerate(resolved)), lambda seq, item: encode(seq, item[0], item[1])
             )
@@ -106,7 +113,28 @@ class Daemon:
                     self.backend.on_marker(m, now)
                 except Exception:  # the markers are stored; a backend bug must not lose them
                     log.exception("backend %s failed on a marker", self.backend.name)
-        return next_seq
+        return next_seq, len(markers) - len(kept)
+
+    def _owned(self, m: MarkerData) -> bool:
+        refusal = self.owners.admit(m.run_id, m.rank, m.kind, m.token_sha256)
+        if refusal is None:
+            return True
+        if refusal.first:  # later refusals of the run are only counted
+            log.warning(
+                "refused markers of run %r (rank %d and later ones not logged): %s",
+                m.run_id, m.rank, refusal.reason,
+            )  # fmt: skip
+        return False
+
+    def _forgot_run(self, run_id: str, owner: RunOwner) -> None:
+        now = time.monotonic()
+        if now - self._evict_logged >= 60.0:
+            self._evict_logged = now
+            log.warning(
+                "run table full (%d runs): forgot the oldest, run %r (%d forgotten so far); "
+                "its next marker owns it again",
+                self.owners.max_runs, run_id, self.owners.evicted_total,
+            )  # fmt: skip
 
     def plan_subscription(self, from_seq: int, boot_id: str) -> StartPlan:
         first, nxt = self.buffer.bounds()

@@ -1,53 +1,16 @@
-"""Marker intake rules (pure): validation and the fields the daemon fills in."""
+"""Marker intake rules (pure): the fields the daemon fills in."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 
-from power_daemon.errors import InvalidMarker
-from power_daemon.model import MarkerData, MarkerKind
+from parawatt_proto import limits
+from power_daemon.model import MarkerData
 
-MAX_MARKERS_PER_BATCH = 10_000
-MAX_MARKER_BYTES = 64 * 1024  # a whole marker, config record included (checked by the adapter)
-MAX_METRICS = 64
-MAX_ID_CHARS = 256  # run_id, hostname, device_uuid, metric names
-_KINDS = frozenset(int(k) for k in MarkerKind)
-
-
-def check_marker(m: MarkerData) -> str | None:
-    """The reason this marker is invalid, or None when it is fine."""
-    if m.kind not in _KINDS:
-        return f"unknown kind {m.kind}"
-    if not m.run_id:
-        return "missing run_id"
-    for name in ("run_id", "hostname", "device_uuid"):
-        if len(getattr(m, name)) > MAX_ID_CHARS:
-            return f"{name} longer than {MAX_ID_CHARS} characters"
-    for name in ("rank", "epoch", "step", "local_rank"):
-        if getattr(m, name) < 0:
-            return f"negative {name} {getattr(m, name)}"
-    if m.time_ns <= 0:
-        return f"time_ns must be > 0, got {m.time_ns}"
-    if len(m.metrics) > MAX_METRICS:
-        return f"{len(m.metrics)} metrics (at most {MAX_METRICS})"
-    for key, value in m.metrics.items():
-        if not key or len(key) > MAX_ID_CHARS:
-            return f"metric name must have 1..{MAX_ID_CHARS} characters, got {key[:40]!r}"
-        if not math.isfinite(value):
-            return f"metric {key!r} is not finite ({value})"
-    return None
-
-
-def validate_batch(markers: Sequence[MarkerData]) -> None:
-    """All or nothing: raise InvalidMarker for the first bad marker."""
-    if len(markers) > MAX_MARKERS_PER_BATCH:
-        raise InvalidMarker(MAX_MARKERS_PER_BATCH, f"batch of {len(markers)} markers is too large")
-    for i, m in enumerate(markers):
-        reason = check_marker(m)
-        if reason:
-            raise InvalidMarker(i, reason)
+# Validation rules live in the contract package (parawatt_proto.validate), shared with clients.
+MAX_MARKERS_PER_BATCH = limits.MARKERS_PER_BATCH
+MAX_MARKER_BYTES = limits.MARKER_BYTES_MAX
 
 
 def resolve(

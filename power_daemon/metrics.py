@@ -160,6 +160,24 @@ class DaemonMetrics:
         yield _gauge(
             "parawatt_daemon_buffer_capacity_items", "Ring buffer size.", core.buffer.capacity, node
         )
+        yield _counter(
+            "parawatt_daemon_invalid_requests",
+            "Requests refused as undecodable or implausible (INVALID_ARGUMENT).",
+            core.invalid_requests_total,
+            node,
+        )
+        yield _counter(
+            "parawatt_daemon_markers_refused",
+            "Markers refused for run ownership (another owner's run, or a finished run).",
+            core.owners.rejected_total,
+            node,
+        )
+        yield _counter(
+            "parawatt_daemon_runs_forgotten",
+            "Runs whose owner was forgotten: the run table was full.",
+            core.owners.evicted_total,
+            node,
+        )
         if self._slots is not None:
             yield _gauge(
                 "parawatt_daemon_streams", "Open Subscribe streams.", self._slots.open, node

@@ -92,3 +92,4 @@ class MarkerData:
     local_rank: int = 0
     hostname: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    token_sha256: bytes = b""  # SHA-256 of the marker's run token (empty: sent without one)

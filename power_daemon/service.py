@@ -1,18 +1,29 @@
-"""The PowerDaemon gRPC service: a thin adapter from RPCs to the Daemon core."""
+"""The PowerDaemon gRPC service: a thin adapter from RPCs to the Daemon core.
+
+Hostile input: every request arrives as raw bytes and is parsed here, so an undecodable body
+costs one INVALID_ARGUMENT and no memory (and at most one log line per peer host a minute).
+SendMarkers checks every marker against the contract's limits (parawatt_proto.validate): one
+implausible marker refuses the whole batch with INVALID_ARGUMENT naming it. Markers that run
+ownership forbids (parawatt_proto.ownership) are refused one by one instead: the rest of the
+batch is stored, and MarkerAck says accepted = stored, rejected = refused.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.validate import marker_problem
 from power_daemon import codec
 from power_daemon.buffer import StartPlan
 from power_daemon.daemon import Daemon
-from power_daemon.errors import InvalidMarker, SubscribeError
+from power_daemon.errors import SubscribeError
 from power_daemon.markers import MAX_MARKER_BYTES, MAX_MARKERS_PER_BATCH
 
 log = logging.getLogger(__name__)
@@ -46,42 +57,69 @@ class StreamSlots:
         return release
 
 
+class PerKeyRate:
+    """True at most once per `period_s` per key; remembers a bounded number of keys."""
+
+    def __init__(self, period_s: float, max_keys: int = 4096) -> None:
+        self.period_s, self.max_keys = period_s, max_keys
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period_s:
+                return False
+            self._last.pop(key, None)
+            self._last[key] = now
+            while len(self._last) > self.max_keys:  # the oldest entries go first
+                del self._last[next(iter(self._last))]
+            return True
+
+
 class PowerDaemonService:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.streams = StreamSlots(daemon.config.max_streams)
+        self._complaints = PerKeyRate(60.0)
 
-    def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:
+    def GetInfo(self, data: bytes, context: grpc.ServicerContext) -> pb.NodeInfo:
+        self._parse(pb.GetInfoRequest, data, context)
         return codec.node_info(self.daemon)
 
-    def GetLatest(self, request, context: grpc.ServicerContext) -> pb.LatestReadings:
+    def GetLatest(self, data: bytes, context: grpc.ServicerContext) -> pb.LatestReadings:
+        self._parse(pb.GetLatestRequest, data, context)
         readings = [codec.reading_pb(r.seq, r.sample) for r in self.daemon.latest()]
         return pb.LatestReadings(info=codec.node_info(self.daemon), readings=readings)
 
-    def SendMarkers(self, request: pb.MarkerBatch, context: grpc.ServicerContext) -> pb.MarkerAck:
+    def SendMarkers(self, data: bytes, context: grpc.ServicerContext) -> pb.MarkerAck:
+        request = self._parse(pb.MarkerBatch, data, context)
         markers = request.markers
         if len(markers) > MAX_MARKERS_PER_BATCH:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch of {len(markers)} markers (at most {MAX_MARKERS_PER_BATCH})",
+            self._complain(
+                context, f"batch of {len(markers)} markers (at most {MAX_MARKERS_PER_BATCH})"
             )
-        for i, m in enumerate(markers):
+        cfg = self.daemon.config
+        now, skew = time.time_ns(), int(cfg.max_clock_skew_s * 1e9)
+        for i, m in enumerate(markers):  # all or nothing: one bad marker refuses the batch
             if (size := m.ByteSize()) > MAX_MARKER_BYTES:
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"marker {i}: {size} bytes is oversized (at most {MAX_MARKER_BYTES})",
-                )
-        try:
-            next_seq = self.daemon.accept_markers(
-                [codec.marker_data(m) for m in markers],
-                lambda seq, i, resolved: codec.encode_marker(markers[i], seq, resolved),
-            )
-        except InvalidMarker as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return pb.MarkerAck(accepted=len(markers), next_seq=next_seq)
+                reason = f"{size} bytes is oversized (at most {MAX_MARKER_BYTES})"
+            elif cfg.require_run_token and not m.run_token:
+                reason = "no run_token (this daemon requires one: --require-run-token)"
+            else:
+                reason = marker_problem(m, now, skew)
+            if reason:
+                self._complain(context, f"marker {i}: {reason}")
+        next_seq, rejected = self.daemon.accept_markers(
+            [codec.marker_data(m) for m in markers],
+            lambda seq, i, resolved: codec.encode_marker(markers[i], seq, resolved),
+        )
+        return pb.MarkerAck(accepted=len(markers) - rejected, next_seq=next_seq, rejected=rejected)
 
-    def Subscribe(self, request: pb.SubscribeRequest, context: grpc.ServicerContext) -> Iterator:
+    def Subscribe(self, data: bytes, context: grpc.ServicerContext) -> Iterator:
         """Yields serialized StreamBatch bytes (see codec.py); the handler passes them through."""
+        request = self._parse(pb.SubscribeRequest, data, context)
         daemon, buffer = self.daemon, self.daemon.buffer
         try:
             plan = daemon.plan_subscription(request.from_seq, request.boot_id)
@@ -100,6 +138,25 @@ class PowerDaemonService:
             yield from self._follow(request, context, plan)
         finally:
             release()
+
+    def _parse(self, message_type, data: bytes, context: grpc.ServicerContext):
+        """Requests arrive as raw bytes and are parsed here: an undecodable body is answered
+        INVALID_ARGUMENT at the cost of one exception, with no traceback and nothing kept (a
+        failing request_deserializer makes gRPC log a traceback and hold on to memory)."""
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError, RuntimeError) as e:
+            self._complain(
+                context, f"undecodable {message_type.DESCRIPTOR.name} ({len(data)} bytes): {e}"
+            )
+
+    def _complain(self, context: grpc.ServicerContext, reason: str) -> None:
+        """Refuse the request with INVALID_ARGUMENT; log it at most once a minute per peer."""
+        self.daemon.invalid_requests_total += 1
+        peer = context.peer()
+        if self._complaints.allow(peer.rpartition(":")[0] or peer):  # per host, not per port
+            log.warning("refused a request from %r: %r", context.peer(), reason)
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
 
     def _follow(
         self, request: pb.SubscribeRequest, context: grpc.ServicerContext, plan: StartPlan
@@ -143,26 +200,27 @@ class PowerDaemonService:
 
 
 def method_handlers(service: PowerDaemonService) -> dict[str, grpc.RpcMethodHandler]:
-    """Like the generated add_PowerDaemonServicer_to_server, but Subscribe sends raw bytes."""
+    """Like the generated add_PowerDaemonServicer_to_server, but every handler takes the raw
+    request bytes (parsed by PowerDaemonService._parse) and Subscribe sends raw bytes."""
     return {
         "GetInfo": grpc.unary_unary_rpc_method_handler(
             service.GetInfo,
-            request_deserializer=pb.GetInfoRequest.FromString,
+            request_deserializer=None,  # raw bytes: parsed in the handler
             response_serializer=pb.NodeInfo.SerializeToString,
         ),
         "GetLatest": grpc.unary_unary_rpc_method_handler(
             service.GetLatest,
-            request_deserializer=pb.GetLatestRequest.FromString,
+            request_deserializer=None,
             response_serializer=pb.LatestReadings.SerializeToString,
         ),
         "Subscribe": grpc.unary_stream_rpc_method_handler(
             service.Subscribe,
-            request_deserializer=pb.SubscribeRequest.FromString,
+            request_deserializer=None,
             response_serializer=bytes,
         ),
         "SendMarkers": grpc.unary_unary_rpc_method_handler(
             service.SendMarkers,
-            request_deserializer=pb.MarkerBatch.FromString,
+            request_deserializer=None,
             response_serializer=pb.MarkerAck.SerializeToString,
         ),
     }

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/check_proto.sh
 .venv/bin/ruff check .
-.venv/bin/ruff format --check power_daemon trainer collector tests bench
+.venv/bin/ruff format --check power_daemon trainer collector parawatt tests bench
 exec .venv/bin/pytest "$@"

@@ -23,13 +23,32 @@ from trainer.config import (
     AfnoShape,
     TrainConfig,
     parse_daemon,
+    parse_run_id,
     parse_tag,
 )
 
 _POS = click.IntRange(min=1)
 
 
-@click.group()
+class _Group(click.Group):
+    def main(self, args=None, *rest, **kwargs):
+        _utf8_args("trainer", args)
+        return super().main(args, *rest, **kwargs)
+
+
+def _utf8_args(prog: str, args) -> None:
+    """A non-UTF-8 argument (Python keeps its bytes as surrogates) gets one line, not a
+    traceback from deep inside whatever first encodes it."""
+    for i, arg in enumerate(sys.argv[1:] if args is None else args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            click.echo(f"{prog}: error: argument {i} is not valid UTF-8: {os.fsencode(arg)!r}",
+                       err=True)  # fmt: skip
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """parawatt trainer: data-parallel training that marks every step for energy measurement."""
 
@@ -37,6 +56,13 @@ def main() -> None:
 def _tags(ctx, param, values):
     try:
         return tuple(parse_tag(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _run_id(ctx, param, value):
+    try:
+        return parse_run_id(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -97,7 +123,12 @@ def _afno_options(fn):
 @click.option("--amp", is_flag=True, help="mixed precision (bf16; fp16 + scaler on old GPUs)")
 @click.option("--daemon", default=DEFAULT_DAEMON, show_default=True, callback=_daemon,
               help="HOST:PORT of the node's power daemon, or 'none'")  # fmt: skip
-@click.option("--run-id", default=None, help="default: rank 0 makes one (or the checkpoint's)")
+@click.option(
+    "--run-id",
+    default=None,
+    callback=_run_id,
+    help="default: rank 0 makes one (or the checkpoint's)",
+)
 @click.option("--checkpoint-dir", default=None, help="save each epoch; resume from here")
 @click.option("--output", default=None, help="write the JSON summary here (rank 0)")
 @click.option("--eval-batches", type=click.IntRange(min=0), default=None,

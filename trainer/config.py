@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from parawatt_proto.limits import run_id_problem, tag_problem
+
 MODELS = ("resnet50", "fourcastnet")
 MODES = ("pretrain", "finetune")
 SCHEDULES = ("step", "cosine")
@@ -74,7 +76,16 @@ def parse_tag(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    if reason := tag_problem(key.strip(), value):
+        raise ValueError(reason)
     return key.strip(), value
+
+
+def parse_run_id(text: str | None) -> str | None:
+    """`--run-id`: within the limits every part of parawatt shares; raises ValueError."""
+    if text is not None and (reason := run_id_problem(text)):
+        raise ValueError(f"run id {text[:40]!r} {reason}")
+    return text
 
 
 def parse_daemon(text: str) -> str | None:

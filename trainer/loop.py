@@ -4,7 +4,8 @@ One optimizer step = `accumulation_steps` micro-batches of LBS on every rank; gr
 all-reduced on the last one (DDP `no_sync` on the others) and each micro-batch loss is divided by
 the accumulation count, so a step applies exactly the gradient of the mean loss over GBS samples.
 Markers: EPOCH_START/END around each epoch (END after evaluation, carrying its metrics) and
-STEP_START/END around each optimizer step, stamped by the step clock (see `step_clock.py`).
+STEP_START/END around each optimizer step (one `run.step()`: a step starts where the previous
+boundary ended), stamped by parawatt's step clock (see `parawatt/clock.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from trainer import metrics as M
 from trainer.data import Batches, DataBundle
 from trainer.distributed import DistContext, StopAgreement
 from trainer.recipes import BatchPlan, Recipe, lr_at
-from trainer.telemetry import EPOCH_END, EPOCH_START, STEP_END, STEP_START, NullMarkerClient
 
 
 @dataclass
@@ -46,8 +46,7 @@ class LoopParts:
     train_loader: Batches
     eval_loader: Batches | None
     data: DataBundle
-    client: object
-    clock: object
+    run: object  # a parawatt Run (started)
     progress: object
     stop: object  # .requested
     task: str  # classification | fields
@@ -70,8 +69,6 @@ class TrainLoop:
         self.agreement = StopAgreement(parts.ctx)
         self.totals = LoopTotals()
         self.ddp = isinstance(parts.model, nn.parallel.DistributedDataParallel)
-        self.marking = not isinstance(parts.client, NullMarkerClient)
-        self.cuda = parts.ctx.device.type == "cuda"
 
     def run(self, start_epoch: int, on_epoch_end: Callable[[EpochResult], None]) -> str:
         """Train epochs start_epoch..epochs-1; -> "completed" or "interrupted" (same on all ranks)."""
@@ -85,7 +82,7 @@ class TrainLoop:
 
     def run_epoch(self, epoch: int) -> EpochResult:
         p, spe = self.p, self.p.recipe.steps_per_epoch
-        p.client.mark(EPOCH_START, epoch, 0)
+        p.run.begin_epoch(epoch)
         began = time.perf_counter()
         batches = p.train_loader.iterate(epoch)
         p.model.train()
@@ -114,7 +111,7 @@ class TrainLoop:
             result["partial"] = 1.0
         duration = time.perf_counter() - began
         result["duration_s"] = duration
-        p.client.mark(EPOCH_END, epoch, 0, result)
+        p.run.end_epoch(result)
         p.progress.epoch_end(epoch, p.recipe.epochs, result, duration, complete)
         return EpochResult(epoch, steps, train_loss, result, duration, complete)
 
@@ -124,15 +121,11 @@ class TrainLoop:
         for group in p.optimizer.param_groups:
             group["lr"] = lr
         began = time.perf_counter()
-        if self.marking:
-            p.client.mark(STEP_START, epoch, step, None, p.clock.stamp())
         loss = self._accumulate(batches)
-        if self.marking:
-            # On CUDA the loss is copied to the host asynchronously; the sender reads it only once
-            # the step-end event has completed, so this never waits for the GPU.
-            value = loss.to("cpu", non_blocking=True) if self.cuda else loss
-            info = {"loss": value, "lr": lr, "samples": p.plan.global_batch_size}
-            p.client.mark(STEP_END, epoch, step, info, p.clock.stamp())
+        # On CUDA the run copies the loss to the host asynchronously; its sender reads it only
+        # once the step-end event has completed, so this never waits for the GPU.
+        p.run.next_step = step
+        p.run.step(loss=loss, lr=lr, samples=p.plan.global_batch_size)
         self.totals.step_times_s.append(time.perf_counter() - began)
         self.totals.steps += 1
         p.progress.step(epoch, lambda: f"loss {float(loss):.4f} lr {lr:.3g}")

@@ -8,23 +8,27 @@ exception; it is re-raised after the marker is queued and the client flushed).
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+import parawatt
+from parawatt.env import new_run_id as _new_run_id
 from trainer import checkpoint as ckpt_io
 from trainer.config import TrainConfig
 from trainer.distributed import DistContext, init_distributed
 from trainer.loop import EpochResult, TrainLoop
 from trainer.session import Session, prepare
 from trainer.system import param_fingerprint
-from trainer.telemetry import MarkerClient, NullMarkerClient
 from trainer.ui import Progress, headline_metric, no_energy_line, start_line, summary_table
+
+TOKEN_FILE = "run_token"  # beside the checkpoints; the run's ownership secret (mode 0600)
 
 
 class StopRequest:
@@ -60,7 +64,7 @@ class Outcome:
 
 
 def new_run_id(model: str) -> str:
-    return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return _new_run_id(model)
 
 
 def train(config: TrainConfig) -> Outcome:
@@ -72,7 +76,7 @@ def train(config: TrainConfig) -> Outcome:
     except BaseException:
         stop.restore()
         raise
-    client: MarkerClient | NullMarkerClient = NullMarkerClient()
+    run: parawatt.Run | None = None
     session: Session | None = None
     loop: TrainLoop | None = None
     epochs: list[EpochResult] = []
@@ -82,20 +86,18 @@ def train(config: TrainConfig) -> Outcome:
         session = prepare(config, ctx, new_run_id)
         session.start_loaders()
         session.setup_s = time.perf_counter() - started
-        client = _make_client(config, ctx, session)
+        run = _make_run(config, ctx, session)
         if config.progress and ctx.is_main:
             print(
                 start_line(session.run_id, config.model, ctx.world_size, config.daemon), flush=True
             )
-        start_metrics = {"start_epoch": float(session.start_epoch), "setup_s": session.setup_s}
-        client.mark_run_start(session.run_config, start_metrics)
+        run.start({"start_epoch": float(session.start_epoch), "setup_s": session.setup_s})
         progress = Progress(
             config.progress and ctx.is_main,
             session.recipe.total_steps,
             session.start_epoch * session.recipe.steps_per_epoch,
         )
-        loop = TrainLoop(session.loop_parts(client, progress, stop))
-        session.clock.start()
+        loop = TrainLoop(session.loop_parts(run, progress, stop))
         began = time.perf_counter()
         try:
             status = loop.run(
@@ -110,24 +112,44 @@ def train(config: TrainConfig) -> Outcome:
         status, in_step = "interrupted", False
     finally:
         summary = _finish(
-            config, ctx, session, loop, client, epochs, status, started, train_s, in_step
+            config, ctx, session, loop, run, epochs, status, started, train_s, in_step
         )
         stop.restore()
         ctx.close()
     return Outcome(status, stop.signum, summary)
 
 
-def _make_client(config: TrainConfig, ctx: DistContext, session: Session):
-    if config.daemon is None:
-        return NullMarkerClient()
-    return MarkerClient(
-        config.daemon,
+def _make_run(config: TrainConfig, ctx: DistContext, session: Session) -> parawatt.Run:
+    """The trainer is a parawatt user: its run id (from --run-id, a checkpoint or rank 0) and
+    full RunConfig; the run token is shared over the gloo control group, and kept beside the
+    checkpoints so that a resumed session still owns its run."""
+    token = _run_token(config, session) if ctx.is_main else None
+    run = parawatt.track(
+        daemon=config.daemon or "off",
         run_id=session.run_id,
-        rank=ctx.rank,
-        local_rank=ctx.local_rank,
-        device_uuid=session.run_config["device_uuid"],
-        resolve_time=session.clock.resolve,
+        config=session.run_config,
+        device=ctx.device,
+        process_group=ctx.control,
+        run_token=token,
     )
+    run.next_step = session.start_step
+    return run
+
+
+def _run_token(config: TrainConfig, session: Session) -> bytes | None:
+    """The run's token from `--checkpoint-dir` when resuming, else a new one saved there (owner
+    read/write only). None without a checkpoint dir: parawatt makes one for this session."""
+    if not config.checkpoint_dir:
+        return None
+    path = Path(config.checkpoint_dir) / TOKEN_FILE
+    if session.start_epoch > 0 and path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    token = secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token.hex() + "\n")
+    return token
 
 
 def _epoch_done(result: EpochResult, config: TrainConfig, session: Session, epochs: list) -> None:
@@ -136,7 +158,7 @@ def _epoch_done(result: EpochResult, config: TrainConfig, session: Session, epoc
         ckpt_io.save(config.checkpoint_dir, session.checkpoint(result.epoch))
 
 
-def _finish(config, ctx, session, loop, client, epochs, status, started, train_s, in_step) -> dict:
+def _finish(config, ctx, session, loop, run, epochs, status, started, train_s, in_step) -> dict:
     if session is None:
         return {"status": status}
     totals = loop.totals if loop is not None else None
@@ -144,11 +166,7 @@ def _finish(config, ctx, session, loop, client, epochs, status, started, train_s
     final = epochs[-1].metrics if epochs else {}
     checksum, sha = param_fingerprint(session.base_model)
     end_metrics = {k: v for k, v in final.items() if headline_metric(k)}
-    stats = client.stats()
     end_metrics.update(
-        # this rank's markers, this run end included: what the summary's "by rank 0" says
-        markers_sent=float(stats.enqueued + 1 - stats.dropped) if config.daemon else 0.0,
-        markers_dropped=float(stats.dropped),
         steps=float(steps),
         samples=float(steps * session.plan.global_batch_size),  # this session, as the summary
         final_step=float(session.start_step + steps - 1),
@@ -156,9 +174,12 @@ def _finish(config, ctx, session, loop, client, epochs, status, started, train_s
         duration_s=time.perf_counter() - started,
         param_checksum=checksum,
     )
-    client.mark_run_end(status, end_metrics)
-    stats = client.close(timeout_s=5.0)
-    per_rank = [{"rank": ctx.rank, "sent": stats.sent, "dropped": stats.dropped, "sha": sha}]
+    ended = {}
+    if run is not None:
+        run.metrics.update(end_metrics)
+        ended = run.end(status)
+    per_rank = [{"rank": ctx.rank, "sent": ended.get("markers_sent", 0),
+                 "dropped": ended.get("markers_dropped", 0), "sha": sha}]  # fmt: skip
     if status != "failed" and in_step:
         per_rank = ctx.gather_objects(per_rank[0])
     summary = _summary(config, ctx, session, totals, epochs, status, started, train_s, per_rank)

@@ -18,7 +18,6 @@ from trainer.loop import LoopParts
 from trainer.models import Rollout, build_model, parameter_count
 from trainer.recipes import BatchPlan, Recipe, default_epochs, make_recipe, plan_batches
 from trainer.recipes import steps_per_epoch as count_steps
-from trainer.step_clock import clock_for
 from trainer.system import device_record, software_record
 
 
@@ -40,7 +39,6 @@ class Session:
     run_id: str
     start_epoch: int
     run_config: dict
-    clock: object
     signature: dict
     setup_s: float = 0.0  # process group, data, model and loader workers, before RUN_START
 
@@ -65,7 +63,7 @@ class Session:
         if self.eval_loader is not None:
             self.eval_loader.start()
 
-    def loop_parts(self, client, progress, stop) -> LoopParts:
+    def loop_parts(self, run, progress, stop) -> LoopParts:
         fields = self.config.model == "fourcastnet"
         return LoopParts(
             ctx=self.ctx,
@@ -77,8 +75,7 @@ class Session:
             train_loader=self.train_loader,
             eval_loader=self.eval_loader,
             data=self.data,
-            client=client,
-            clock=self.clock,
+            run=run,
             progress=progress,
             stop=stop,
             task="fields" if fields else "classification",
@@ -168,7 +165,7 @@ def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], s
     run_config = _run_config(config, ctx, plan, recipe, data, base, start_epoch)
     return Session(
         config, ctx, plan, recipe, data, base, module, eval_model, optimizer, scaler, amp_dtype,
-        train_loader, eval_loader, run_id, start_epoch, run_config, clock_for(ctx.device), signature,
+        train_loader, eval_loader, run_id, start_epoch, run_config, signature,
     )  # fmt: skip
 
 

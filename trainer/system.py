@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import platform
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from parawatt.facts import cpu_device_name
+from parawatt.facts import driver_version as _driver_version
 from trainer.distributed import DistContext, hostname
+
+__all__ = ["cpu_device_name", "device_record", "param_fingerprint", "software_record"]
 
 
 def device_record(ctx: DistContext) -> dict[str, str]:
@@ -33,35 +35,6 @@ def device_record(ctx: DistContext) -> dict[str, str]:
         "cuda_version": torch.version.cuda or "",
         "driver_version": _driver_version(),
     }
-
-
-def cpu_device_name(cpuinfo: str | None = None) -> str:
-    """ "CPU (<processor model>)", e.g. "CPU (AMD EPYC 7763 64-Core Processor)": what a CPU run
-    ran on, in the place a GPU run names its GPU (the architecture where the model is unknown)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux
-            cpuinfo = ""
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("model name", "cpu model", "cpu") and value.strip():
-            return f"CPU ({' '.join(value.split())})"
-    return f"CPU ({platform.processor() or platform.machine() or 'unknown'})"
-
-
-def _driver_version() -> str:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # no NVML on this host: the record just lacks the driver version
-        return ""
 
 
 def software_record() -> dict[str, str]:

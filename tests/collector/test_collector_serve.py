@@ -35,9 +35,9 @@ def count(engine, *where) -> int:
     [
         ([], None, "no daemon to subscribe to: give --daemon HOST:PORT (or PARAWATT_DAEMONS)"),
         ([], " , ", "no daemon to subscribe to"),
-        (["--daemon", "127.0.0.1:1,nohost"], None, "expected HOST:PORT, got 'nohost'"),
-        (["--daemon", "127.0.0.1:1", "--daemon", "a:1,:2"], None, "got ':2'"),
-        ([], "127.0.0.1:1,127.0.0.1:x", "got '127.0.0.1:x'"),
+        (["--daemon", "127.0.0.1:1,nohost"], None, "daemon address 'nohost' is not HOST:PORT"),
+        (["--daemon", "127.0.0.1:1", "--daemon", "a:1,:2"], None, "daemon address ':2'"),
+        ([], "127.0.0.1:1,127.0.0.1:x", "daemon address '127.0.0.1:x'"),
         (["--daemon", "127.0.0.1:1", "--retention", "5x"], None, "expected a duration"),
     ],
 )

@@ -7,12 +7,12 @@ import grpc
 import pytest
 
 from parawatt_proto import parawatt_pb2 as pb
-from power_daemon.errors import InvalidMarker
-from power_daemon.markers import check_marker, resolve, validate_batch
+from parawatt_proto.validate import marker_problem
+from power_daemon.markers import resolve
 from power_daemon.model import MarkerData
 from tests.daemon.daemon_helpers import catch_up, daemon_stub, marker
 
-GOOD = MarkerData("run-1", 0, pb.STEP_START, 0, 3, 1_700_000_000_000_000_000)
+GOOD = pb.Marker(run_id="run-1", kind=pb.STEP_START, step=3, time_ns=1_700_000_000_000_000_000)
 
 BAD_MARKERS = {
     "unknown kind 0": pb.Marker(run_id="r", kind=0, time_ns=1),
@@ -31,7 +31,7 @@ BAD_MARKERS = {
     "100 metrics": pb.Marker(
         run_id="r", kind=pb.STEP_END, time_ns=1, metrics={f"m{i}": 1.0 for i in range(100)}
     ),
-    "run_id longer than": pb.Marker(run_id="r" * 300, kind=pb.RUN_START, time_ns=1),
+    "run_id is longer than": pb.Marker(run_id="r" * 300, kind=pb.RUN_START, time_ns=1),
     "oversized": pb.Marker(
         run_id="r", kind=pb.RUN_START, time_ns=1, config=pb.RunConfig(tags={"x": "y" * 70000})
     ),
@@ -39,7 +39,7 @@ BAD_MARKERS = {
 
 
 def test_a_good_marker_passes_and_resolve_fills_host_and_device():
-    assert check_marker(GOOD) is None
+    assert marker_problem(GOOD) is None
     m = resolve(MarkerData("r", 1, 1, 0, 0, 1, local_rank=1), "node", ["GPU-a", "GPU-b"])
     assert (m.hostname, m.device_uuid) == ("node", "GPU-b")
     kept = resolve(MarkerData("r", 0, 1, 0, 0, 1, "GPU-x", 0, "h"), "node", ["GPU-a"])
@@ -56,11 +56,11 @@ def test_resolve_names_a_device_by_the_uuid_its_readings_carry():
     assert filled.device_uuid == "GPU-a"  # the daemon's own GPU UUIDs are canonical already
 
 
-def test_validate_batch_names_the_first_bad_marker():
-    bad = MarkerData("", 0, pb.RUN_START, 0, 0, 1)
-    with pytest.raises(InvalidMarker, match="marker 2: missing run_id") as err:
-        validate_batch([GOOD, GOOD, bad, bad])
-    assert err.value.index == 2
+def test_the_validator_names_the_reason_and_checks_the_clock_window_when_given_one():
+    assert marker_problem(pb.Marker(kind=pb.RUN_START, time_ns=1)) == "missing run_id"
+    now = GOOD.time_ns + 2 * 86_400 * 10**9
+    assert "from the daemon's clock" in marker_problem(GOOD, now)
+    assert marker_problem(GOOD, now, max_skew_ns=3 * 86_400 * 10**9) is None
 
 
 @pytest.mark.parametrize("reason", list(BAD_MARKERS))

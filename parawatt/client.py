@@ -1,5 +1,8 @@
 """Boundary markers to the node's power daemon: a client that never slows or breaks training.
 
+The one marker client of parawatt: `parawatt.track()` runs build on it, and so does the bundled
+trainer (through `parawatt.track`).
+
 `mark()` only appends a small tuple to a bounded deque (no protobuf, no lock, no syscall beyond
 reading the clock); a full deque drops its oldest entry and the drop is counted. A background
 thread wakes every `flush_interval_s`, turns queued tuples into one `MarkerBatch`, and sends it
@@ -9,6 +12,12 @@ non-retriable status) is logged once and that batch is dropped, never retried. D
 at-least-once: a batch whose deadline passed may have arrived, and markers are idempotent by
 (run_id, rank, kind, epoch, step) downstream. `close()` flushes with a bounded wait; whatever is
 still unsent then counts as dropped.
+
+Run ownership: every marker carries the run's secret token (`Marker.run_token`, made by rank 0 at
+RUN_START and shared with the ranks); it is never logged, printed or part of a repr.
+
+`STEP` is a client-side kind: one queued item for a whole step (its start stamp rides in the
+config slot), expanded into STEP_START + STEP_END by the sender, so a step costs one append.
 """
 
 from __future__ import annotations
@@ -26,12 +35,15 @@ import grpc
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from parawatt_proto.limits import METRICS_PER_MARKER
+from parawatt_proto.transport import ClientTLS, open_channel
 
-log = logging.getLogger("trainer.telemetry")
+log = logging.getLogger("parawatt.client")
 
 RUN_START, RUN_END = pb.RUN_START, pb.RUN_END
 EPOCH_START, EPOCH_END = pb.EPOCH_START, pb.EPOCH_END
 STEP_START, STEP_END = pb.STEP_START, pb.STEP_END
+STEP = -1  # client side only: STEP_START + STEP_END of one step in one queued item
 STATUS = {
     "completed": pb.RUN_STATUS_COMPLETED,
     "failed": pb.RUN_STATUS_FAILED,
@@ -46,7 +58,7 @@ _RETRIABLE = {
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.INTERNAL,
 }
-MAX_METRICS = 64  # per marker, the daemon's intake limit (DESIGN: packages share only the proto)
+MAX_METRICS = METRICS_PER_MARKER  # per marker, the daemon's intake limit (parawatt_proto)
 _CHANNEL_OPTIONS = [
     # Retry a restarted daemon within a second instead of gRPC's default (up to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -72,24 +84,28 @@ class MarkerClient:
         rank: int,
         local_rank: int,
         device_uuid: str = "",
+        run_token: bytes = b"",
+        tls: ClientTLS | None = None,
         max_queue: int = 100_000,
         max_batch: int = 1000,
         flush_interval_s: float = 0.05,
         deadline_s: float = 1.0,
         max_backoff_s: float = 1.0,
         resolve_time: Callable[[object], int] | None = None,
+        thread_init: Callable[[], None] | None = None,
     ):
         self.address = address
-        self._ident = (run_id, rank, local_rank, device_uuid)
+        self._ident = (run_id, rank, local_rank, device_uuid, bytes(run_token))
         self._queue: deque = deque(maxlen=max_queue)
         self._max_batch, self._flush_s = max_batch, flush_interval_s
         self._deadline_s, self._max_backoff_s = deadline_s, max_backoff_s
-        self._resolve = resolve_time
+        self._resolve, self._thread_init = resolve_time, thread_init
+        self._last_stamp: tuple[object, int] = (None, 0)  # a step's start = the last one's end
         self._enqueued = self._taken = self._sent = self._rejected = self._unsent = 0
         self._stop = threading.Event()
         self._close_by = float("inf")
         self._warned: set = set()
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(address, tls, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.PowerDaemonStub(self._channel)
         self._thread = threading.Thread(target=self._run, name="marker-sender", daemon=True)
         self._thread.start()
@@ -102,18 +118,28 @@ class MarkerClient:
             (kind, epoch, step, time_ns() if stamp is None else stamp, metrics, None, 0)
         )
 
+    def mark_step(self, epoch: int, step: int, start, end, metrics=None) -> None:
+        """One whole step: STEP_START at `start`, STEP_END at `end` (stamps as for `mark`)."""
+        self._enqueued += 2
+        self._queue.append((STEP, epoch, step, end, metrics, start, 0))
+
     def mark_run_start(self, config: Mapping[str, object], metrics=None) -> None:
         self._enqueued += 1
         self._queue.append((RUN_START, 0, 0, time_ns(), metrics, dict(config), 0))
 
-    def mark_run_end(self, status: str, metrics=None, epoch: int = 0) -> None:
+    def mark_run_end(self, status: str, metrics=None, stamp=None) -> None:
+        """Run markers carry epoch 0 and step 0, as the contract says."""
+        stamp = time_ns() if stamp is None else stamp
         self._enqueued += 1
-        self._queue.append((RUN_END, epoch, 0, time_ns(), metrics, None, STATUS[status]))
+        self._queue.append((RUN_END, 0, 0, stamp, metrics, None, STATUS[status]))
 
     def stats(self) -> MarkerStats:
-        overflow = self._enqueued - self._taken - len(self._queue)
+        overflow = self._enqueued - self._taken - self._queued()
         dropped = max(0, overflow) + self._rejected + self._unsent
         return MarkerStats(self._enqueued, self._sent, dropped, self._rejected)
+
+    def _queued(self) -> int:
+        return sum(2 if item[0] == STEP else 1 for item in list(self._queue))
 
     def close(self, timeout_s: float = 5.0) -> MarkerStats:
         """Flush what is queued, waiting at most `timeout_s`; idempotent."""
@@ -132,6 +158,11 @@ class MarkerClient:
 
     # -- sender thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        if self._thread_init is not None:
+            try:
+                self._thread_init()
+            except Exception as exc:  # e.g. CUDA gone: stamps fall back to the host clock
+                self._warn_once("init", f"marker thread set-up failed: {exc}")
         pending: list = []
         backoff = 0.0
         while True:
@@ -152,8 +183,9 @@ class MarkerClient:
                 break  # the daemon had its last chance; close() must not wait on a dead one
             backoff = min(self._max_backoff_s, backoff * 2 or 0.05)
             self._stop.wait(backoff)
-        self._unsent += len(pending) + len(self._queue)
-        self._taken += len(self._queue)
+        left = self._queued()
+        self._unsent += len(pending) + left
+        self._taken += left
         self._queue.clear()
 
     def _take(self) -> list:
@@ -164,21 +196,37 @@ class MarkerClient:
                 items.append(queue.popleft())
             except IndexError:  # raced with an overflow drop
                 break
-        self._taken += len(items)
         markers = []
         for item in items:
+            n = 2 if item[0] == STEP else 1
+            self._taken += n
             try:
-                markers.append(self._to_proto(item))
+                if n == 2:
+                    kind, epoch, step, end, metrics, start, _ = item
+                    begin = self._to_proto((STEP_START, epoch, step, start, None, None, 0))
+                    item = (STEP_END, epoch, step, end, metrics, None, 0)
+                    markers += (begin, self._to_proto(item))
+                else:
+                    markers.append(self._to_proto(item))
             except Exception as exc:  # a bad payload must not kill the sender
-                self._rejected += 1
+                self._rejected += n
                 self._warn_once("payload", f"dropped a marker that could not be encoded: {exc}")
         return markers
 
+    def _time(self, stamp) -> int:
+        """A stamp as time_ns: resolved once (a step's start is the previous step's end)."""
+        if stamp.__class__ is int:
+            return stamp
+        last, ns = self._last_stamp
+        if stamp is not last:
+            ns = self._resolve(stamp) if self._resolve else time_ns()
+            self._last_stamp = (stamp, ns)
+        return ns
+
     def _to_proto(self, item) -> pb.Marker:
         kind, epoch, step, stamp, metrics, config, status = item
-        run_id, rank, local_rank, uuid = self._ident
-        if stamp.__class__ is not int:
-            stamp = self._resolve(stamp) if self._resolve else time_ns()
+        run_id, rank, local_rank, uuid, token = self._ident
+        stamp = self._time(stamp)
         marker = pb.Marker(
             run_id=run_id,
             rank=rank,
@@ -189,7 +237,10 @@ class MarkerClient:
             device_uuid=uuid,
             local_rank=local_rank,
             status=status,
+            run_token=token,
         )
+        if callable(metrics):  # filled in here, after every earlier stamp has been resolved
+            metrics = metrics()
         if metrics:
             _put_metrics(marker, metrics)
         if config is not None:
@@ -202,7 +253,7 @@ class MarkerClient:
         if self._stop.is_set():
             timeout = max(0.05, min(timeout, self._close_by - time.monotonic()))
         try:
-            self._stub.SendMarkers(pb.MarkerBatch(markers=markers), timeout=timeout)
+            ack = self._stub.SendMarkers(pb.MarkerBatch(markers=markers), timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             if code in _RETRIABLE:
@@ -220,7 +271,12 @@ class MarkerClient:
                 f"({code.name}: {details}); dropping that batch",
             )
             return True
-        self._sent += len(markers)
+        refused = min(len(markers), getattr(ack, "rejected", 0))
+        if refused:  # run ownership: another owner's run, or a finished one
+            self._rejected += refused
+            self._warn_once("owner", f"daemon {self.address} refused {refused} markers of this "
+                                     "run (not its owner, or the run has finished)")  # fmt: skip
+        self._sent += len(markers) - refused
         if "down" in self._warned:
             self._warned.discard("down")
             log.info("daemon %s reachable again; markers flowing", self.address)
@@ -243,17 +299,20 @@ def _put_metrics(marker: pb.Marker, metrics: Mapping[str, object]) -> None:
 
 
 class NullMarkerClient:
-    """`--daemon none`: the same interface, nothing sent."""
+    """Markers off (`daemon="off"`, the trainer's `--daemon none`): the same interface."""
 
     address = None
 
     def mark(self, kind, epoch=0, step=0, metrics=None, stamp=None) -> None:
         pass
 
+    def mark_step(self, epoch, step, start, end, metrics=None) -> None:
+        pass
+
     def mark_run_start(self, config, metrics=None) -> None:
         pass
 
-    def mark_run_end(self, status, metrics=None, epoch=0) -> None:
+    def mark_run_end(self, status, metrics=None, stamp=None) -> None:
         pass
 
     def stats(self) -> MarkerStats:

@@ -1,5 +1,6 @@
-"""The marker client against the real power daemon (sim backend): delivery, and that a daemon that
-is absent, hung, restarted or rejecting never hurts the caller."""
+"""The marker client (parawatt's one client, also the trainer's) against the real power daemon (sim
+backend): delivery, the run token on every marker, and that a daemon that is absent, hung,
+restarted or rejecting never hurts the caller."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import logging
 import math
 import time
 
+from parawatt import client as T
 from parawatt_proto import parawatt_pb2 as pb
 from tests.support.daemon_process import DaemonProcess
 from tests.support.markers import count_by_kind, read_markers, wait_for_markers
 from tests.support.torchrun import free_port
-from trainer import telemetry as T
-from trainer.step_clock import CudaEventClock
 
 
 def _client(address: str, **kw) -> T.MarkerClient:
@@ -26,26 +26,30 @@ def _steps(markers) -> list[int]:
 
 
 def test_markers_arrive_with_config_metrics_status_and_the_daemons_device(sim_daemon):
-    client = _client(sim_daemon.address, local_rank=1)
+    client = _client(sim_daemon.address, local_rank=1, run_token=b"k" * 32)
     client.mark_run_start({"world_size": 2, "model": "resnet50", "recipe": {"optimizer": "sgd"},
                            "tags": {"sweep": "s1"}, "global_batch_size": 16})  # fmt: skip
     client.mark(T.EPOCH_START, 0, 0)
     for step in range(3):
         client.mark(T.STEP_START, 0, step)
         client.mark(T.STEP_END, 0, step, {"loss": 2.5 - step, "lr": 0.1})
+    t = time.time_ns()
+    client.mark_step(0, 3, t, t + 5, {"loss": 0.5})  # one item, two markers
     client.mark(T.EPOCH_END, 0, 0, {"train_loss": 1.5})
     client.mark_run_end("completed", {"markers_dropped": 0})
     stats = client.close()
-    assert (stats.sent, stats.dropped) == (10, 0)
+    assert (stats.sent, stats.dropped) == (12, 0)
 
     markers = read_markers(sim_daemon.address, "r1")
     assert count_by_kind(markers) == {"RUN_START": 1, "RUN_END": 1, "EPOCH_START": 1,
-                                      "EPOCH_END": 1, "STEP_START": 3, "STEP_END": 3}  # fmt: skip
+                                      "EPOCH_END": 1, "STEP_START": 4, "STEP_END": 4}  # fmt: skip
     start = markers[0]
     assert start.kind == T.RUN_START and start.config.world_size == 2
     assert dict(start.config.recipe) == {"optimizer": "sgd"} and start.config.tags["sweep"] == "s1"
     assert all(m.device_uuid == sim_daemon.uuids[1] for m in markers)  # filled by the daemon
-    assert [m.metrics["loss"] for m in markers if m.kind == T.STEP_END] == [2.5, 1.5, 0.5]
+    assert [m.metrics["loss"] for m in markers if m.kind == T.STEP_END] == [2.5, 1.5, 0.5, 0.5]
+    pair = [m for m in markers if m.step == 3]
+    assert [(m.kind, m.time_ns) for m in pair] == [(T.STEP_START, t), (T.STEP_END, t + 5)]
     assert markers[-1].status == pb.RUN_STATUS_COMPLETED
     times = [m.time_ns for m in markers]
     assert times == sorted(times) and times[0] > 0
@@ -106,7 +110,7 @@ def test_hung_daemon_then_healthy_again(tmp_path):
 
 def test_rejected_batch_is_logged_once_and_dropped_not_retried(sim_daemon, caplog):
     client = _client(sim_daemon.address)
-    with caplog.at_level(logging.WARNING, logger="trainer.telemetry"):
+    with caplog.at_level(logging.WARNING, logger="parawatt.client"):
         for bad in range(2):
             client.mark(T.STEP_END, -1, bad)  # negative epoch: the daemon refuses the batch
             deadline = time.monotonic() + 10
@@ -129,32 +133,3 @@ def test_metrics_are_kept_within_the_daemons_rules(sim_daemon):
     step, epoch = read_markers(sim_daemon.address, "r1")
     assert dict(step.metrics) == {"lr": 0.1}
     assert len(epoch.metrics) == T.MAX_METRICS
-
-
-class _FakeEvent:
-    """Duck-typed torch.cuda.Event on a fake GPU timeline (ms)."""
-
-    def __init__(self, gpu_ms: float, done: bool):
-        self.gpu_ms, self.done = gpu_ms, done
-
-    def query(self) -> bool:
-        return self.done
-
-    def synchronize(self) -> None:
-        self.done = True
-
-    def elapsed_time(self, other: _FakeEvent) -> float:
-        return other.gpu_ms - self.gpu_ms
-
-
-def test_cuda_clock_anchors_on_a_waited_event_and_derives_completed_ones_from_gpu_time():
-    clock = CudaEventClock()
-    first = _FakeEvent(100.0, done=False)
-    before = time.time_ns()
-    anchor_ns = clock.resolve(first)  # not done: waited for, stamped on completion
-    assert before <= anchor_ns <= time.time_ns()
-    late = [_FakeEvent(100.0 + 2.5 * k, done=True) for k in (1, 2, 3)]  # done while unobserved
-    assert [clock.resolve(e) for e in late] == [anchor_ns + round(2.5e6 * k) for k in (1, 2, 3)]
-    fresh = _FakeEvent(200.0, done=False)
-    assert clock.resolve(fresh) >= anchor_ns  # a new anchor
-    assert clock.resolve(_FakeEvent(201.0, done=True)) == clock._anchor[1] + 1_000_000

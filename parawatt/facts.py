@@ -1,0 +1,157 @@
+"""The device a rank trains on, and the hardware and software facts its RUN_START carries.
+
+RunConfig fields come from three places, later ones winning: facts found here, the launcher's
+place in the job (`env.place`), and the caller's `config`. A `config` key that is no RunConfig
+field goes into the `recipe` map (as text), so `config={"optimizer": "adamw"}` is kept too.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from parawatt_proto import parawatt_pb2 as pb
+
+_FIELDS = pb.RunConfig.DESCRIPTOR.fields_by_name
+_MAPS = ("recipe", "tags")
+MAX_TEXT = 256  # the daemon's limit for ids and names
+
+
+def cuda_index(device) -> int | None:
+    """The CUDA device index to stamp steps on, or None for the host clock.
+
+    `device`: None (the current CUDA device, if torch is loaded and CUDA initialised), an int,
+    "cpu", "cuda", "cuda:N", or a torch.device."""
+    if device is None:
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return None
+        return int(torch.cuda.current_device())
+    if isinstance(device, int) and not isinstance(device, bool):
+        return device
+    kind = getattr(device, "type", None)
+    if kind is not None:  # a torch.device
+        if kind != "cuda":
+            return None
+        index = device.index
+        return int(index) if index is not None else cuda_index(None) or 0
+    text = str(device).strip().lower()
+    if text == "cpu" or text.startswith(("mps", "xla", "meta")):
+        return None
+    if text == "cuda":
+        return cuda_index(None) or 0
+    head, _, index = text.partition(":")
+    if head == "cuda" and index.isdigit():
+        return int(index)
+    raise ValueError(
+        f"device {device!r}: expected None, an index, 'cpu', 'cuda:N' or a torch.device"
+    )
+
+
+def cpu_device_name(cpuinfo: str | None = None) -> str:
+    """ "CPU (<processor model>)", e.g. "CPU (AMD EPYC 7763 64-Core Processor)": what a CPU run
+    ran on, in the place a GPU run names its GPU (the architecture where the model is unknown)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("model name", "cpu model", "cpu") and value.strip():
+            return f"CPU ({' '.join(value.split())})"
+    return f"CPU ({platform.processor() or platform.machine() or 'unknown'})"
+
+
+def driver_version() -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no NVML on this host: the record just lacks the driver version
+        return ""
+
+
+def hardware(index: int | None) -> dict[str, str]:
+    """Device name and UUID (NVML's "GPU-..." form; empty on the CPU, so the daemon fills in its
+    GPU number local_rank), torch, CUDA and driver versions, hostname."""
+    torch = sys.modules.get("torch")
+    out = {"hostname": socket.gethostname(), "torch_version": ""}
+    if torch is not None:
+        out["torch_version"] = str(torch.__version__)
+    if index is None or torch is None:
+        return {**out, "device_name": cpu_device_name(), "device_uuid": ""}
+    props = torch.cuda.get_device_properties(index)
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid and not uuid.startswith(("GPU-", "MIG-")):
+        uuid = f"GPU-{uuid}"
+    return {**out, "device_name": props.name, "device_uuid": uuid,
+            "cuda_version": torch.version.cuda or "", "driver_version": driver_version()}  # fmt: skip
+
+
+def framework() -> dict[str, str]:
+    """Training frameworks loaded in this process, for the recipe map."""
+    out = {}
+    for name, key in (("pytorch_lightning", "lightning"), ("lightning", "lightning"),
+                      ("transformers", "transformers"), ("accelerate", "accelerate")):  # fmt: skip
+        module = sys.modules.get(name)
+        if module is not None and key not in out:
+            out[key] = str(getattr(module, "__version__", "?"))
+    return {f"{k}_version": v for k, v in out.items()}
+
+
+def run_config(facts: Mapping, config: Mapping | None, tags: Mapping | None) -> dict:
+    """Merge into RunConfig keyword arguments; raises ValueError naming a bad entry."""
+    out: dict = {"recipe": {}, "tags": {}}
+    for source in (facts, config or {}):
+        for key, value in source.items():
+            if key in _MAPS:
+                out[key].update(_text_map(key, value))
+            elif key in _FIELDS:
+                out[key] = _coerce(key, value)
+            else:
+                out["recipe"][_text(f"config key {key!r}", key)] = _text(f"config[{key!r}]", value)
+    out["tags"].update(_text_map("tags", tags or {}))
+    return out
+
+
+def _coerce(key: str, value):
+    kind = _FIELDS[key].type
+    try:
+        if kind == _FIELDS["model"].type:
+            return _text(f"config[{key!r}]", value)
+        if kind == _FIELDS["amp"].type:
+            return bool(value)
+        number = int(value)
+        if number != value and not isinstance(value, str):
+            raise ValueError
+        return number
+    except (TypeError, ValueError):
+        raise ValueError(f"config[{key!r}] = {value!r}: expected a whole number") from None
+
+
+def _text(what: str, value) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
+    if len(text) > MAX_TEXT or not text.isprintable():
+        raise ValueError(f"{what}: at most {MAX_TEXT} printable characters")
+    return text
+
+
+def _text_map(what: str, value) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping of names to values")
+    return {_text(f"{what} key {k!r}", k): _text(f"{what}[{k!r}]", v) for k, v in value.items()}

@@ -1,0 +1,196 @@
+"""`parawatt.track` in one process: a plain loop measured end to end (sim daemon -> collector on
+SQLite -> `parawatt.results`), exit statuses, run token, Unix sockets, no daemon, dead daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import parawatt
+from parawatt_proto import parawatt_pb2 as pb
+from tests.client.conftest import assert_every_step_has_energy
+from tests.client.recorder import Recorder
+from tests.support.daemon_process import DaemonProcess
+from tests.support.markers import read_markers, wait_for_markers
+from tests.support.torchrun import PYTHON, REPO, cpu_env, free_port
+
+
+def loop(run, epochs=2, steps=4, step_s=0.05):
+    for _ in range(epochs):
+        with run.epoch() as epoch:
+            for k in range(steps):
+                time.sleep(step_s)
+                run.step(loss=1.0 / (k + 1))
+            epoch.metrics["train_loss"] = 0.5
+
+
+def test_plain_loop_every_step_has_energy_in_results(stack):
+    config = {"model": "mynet", "global_batch_size": 8, "optimizer": "sgd"}
+    with parawatt.track(daemon=stack.address, config=config, tags={"exp": "a"}) as run:
+        loop(run)
+    assert run.summary["status"] == "completed" and run.summary["markers_dropped"] == 0
+    res = parawatt.results(run.id, db=stack.db, wait_s=60)
+    assert_every_step_has_energy(res, ranks=1, steps=8)
+    assert [e.epoch for e in res.epochs] == [0, 1] and all(e.energy_j > 0 for e in res.epochs)
+    assert res.epochs[1].metrics["train_loss"] == 0.5
+    # steps tile their epoch: each starts where the previous ended
+    mine = res.steps_of(0)
+    assert all(a.end_ns == b.start_ns for a, b in zip(mine[:3], mine[1:4], strict=True))
+    start = read_markers(stack.address, run.id)[0]
+    assert start.kind == pb.RUN_START and start.config.model == "mynet"
+    assert dict(start.config.tags) == {"exp": "a"} and start.config.recipe["optimizer"] == "sgd"
+    assert start.config.world_size == 1 and start.config.device_name.startswith("CPU (")
+    assert start.config.global_batch_size == 8
+
+
+def test_results_to_pandas_when_pandas_is_installed(stack):
+    pd = pytest.importorskip("pandas")
+    with parawatt.track(daemon=stack.address) as run:
+        loop(run, epochs=1, steps=2)
+    frame = parawatt.results(run.id, db=stack.db, wait_s=60).to_pandas()
+    assert isinstance(frame, pd.DataFrame) and list(frame["step"]) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(RuntimeError("boom"), pb.RUN_STATUS_FAILED),
+     (KeyboardInterrupt(), pb.RUN_STATUS_INTERRUPTED)],
+)  # fmt: skip
+def test_leaving_by_an_exception_ends_the_run_failed_or_interrupted(sim_daemon, error, status):
+    run = parawatt.track(daemon=sim_daemon.address)
+    with pytest.raises(type(error)), run, run.epoch():
+        run.step()
+        raise error
+    markers = read_markers(sim_daemon.address, run.id)
+    kinds = [pb.MarkerKind.Name(m.kind) for m in markers]
+    assert kinds == ["RUN_START", "EPOCH_START", "STEP_START", "STEP_END", "EPOCH_END", "RUN_END"]
+    assert markers[-2].metrics["partial"] == 1.0 and markers[-1].status == status
+
+
+def test_sigterm_ends_the_run_interrupted_and_exits_143(sim_daemon, tmp_path):
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tests.client.loop_script", "--daemon", sim_daemon.address,
+         "--block-at", "2", "--ready-file", str(ready)],
+        cwd=REPO, env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run_id = ready.read_text()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert '"status": "interrupted"' in out
+    markers = wait_for_markers(sim_daemon.address, lambda ms: ms[-1:] and ms[-1].kind == pb.RUN_END,
+                               run_id)  # fmt: skip
+    assert markers[-1].status == pb.RUN_STATUS_INTERRUPTED
+    assert sum(m.kind == pb.STEP_END for m in markers) == 2
+
+
+def test_every_marker_carries_the_run_token_which_is_never_shown(caplog):
+    token = bytes(range(32))
+    os.environ["PARAWATT_RUN_TOKEN"] = token.hex()
+    try:
+        with Recorder() as rec, caplog.at_level(logging.DEBUG):
+            with parawatt.track(daemon=rec.address, run_id="tok-run") as run:
+                loop(run, epochs=1, steps=3, step_s=0)
+                shown = repr(run) + str(run.summary) + str(run.config)
+            markers = list(rec.markers)
+    finally:
+        del os.environ["PARAWATT_RUN_TOKEN"]
+    assert len(markers) == 2 + 2 + 2 * 3
+    assert {m.run_token for m in markers} == {token}
+    for text in (shown + str(run.summary), caplog.text):
+        assert token.hex() not in text and str(token) not in text
+
+
+def test_a_fresh_token_per_run_and_a_bad_env_token_is_refused_without_showing_it():
+    with Recorder() as rec:
+        for _ in range(2):
+            with parawatt.track(daemon=rec.address) as run:
+                run.step()
+        tokens = {m.run_id: m.run_token for m in rec.markers}
+    assert len(set(tokens.values())) == 2 and all(len(t) == 32 for t in tokens.values())
+    os.environ["PARAWATT_RUN_TOKEN"] = "zz" + "ab" * 31
+    try:
+        with pytest.raises(ValueError, match="not hexadecimal") as info:
+            parawatt.track(daemon="off").start()
+    finally:
+        del os.environ["PARAWATT_RUN_TOKEN"]
+    assert "zz" not in str(info.value)
+
+
+def test_unix_socket_daemon_address(tmp_path):
+    path = tmp_path / "marker.sock"
+    with Recorder(f"unix:{path}") as rec:
+        with parawatt.track(daemon=f"unix:{path}") as run:
+            loop(run, epochs=1, steps=2, step_s=0)
+        assert run.summary["markers_sent"] == 2 + 2 + 4 and len(rec.markers) == 8
+
+
+def test_daemon_address_from_the_environment(sim_daemon):
+    os.environ["PARAWATT_DAEMON"] = sim_daemon.address
+    try:
+        with parawatt.track() as run:
+            run.step()
+    finally:
+        del os.environ["PARAWATT_DAEMON"]
+    assert run.summary["markers_sent"] == 4 and read_markers(sim_daemon.address, run.id)
+
+
+def test_no_daemon_changes_nothing_and_the_summary_counts_the_drops(caplog):
+    run = parawatt.track(daemon=f"127.0.0.1:{free_port()}", close_timeout_s=0.5)
+    with caplog.at_level(logging.WARNING, logger="parawatt"), run:
+        loop(run, epochs=2, steps=5, step_s=0)
+    assert run.steps == 10 and run.summary["status"] == "completed"
+    assert run.summary["markers_sent"] == 0 and run.summary["markers_dropped"] == 1 + 4 + 20 + 1
+    assert "markers dropped" in caplog.text
+
+
+def test_daemon_dying_mid_run_changes_nothing(tmp_path):
+    with DaemonProcess(tmp_path) as daemon:
+        run = parawatt.track(daemon=daemon.address, close_timeout_s=1.0)
+        with run, run.epoch():
+            for _ in range(3):
+                run.step()
+            wait_for_markers(daemon.address, lambda ms: len(ms) >= 8, run.id)
+            daemon.kill()
+            for _ in range(5):
+                time.sleep(0.01)
+                run.step()
+    assert run.steps == 8 and run.summary["status"] == "completed"
+    assert run.summary["markers_sent"] == 8 and run.summary["markers_dropped"] == 10 + 1 + 1
+
+
+def test_markers_off():
+    with parawatt.track(daemon="off") as run:
+        loop(run, epochs=1, steps=3, step_s=0)
+    assert run.summary["markers_sent"] == 0 and run.summary["markers_dropped"] == 0
+    assert run.id.startswith("run-")
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(ValueError, match="not HOST:PORT or unix:PATH"):
+        parawatt.track(daemon="nonsense").start()
+    with pytest.raises(ValueError, match="expected a whole number"):
+        parawatt.track(daemon="off", config={"global_batch_size": "many"}).start()
+    with pytest.raises(ValueError, match="device"):
+        parawatt.track(daemon="off", device="gpu7").start()
+
+
+def test_import_parawatt_does_not_import_torch():
+    code = "import sys, parawatt; print('torch' in sys.modules, 'collector' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)  # fmt: skip
+    assert out.stdout.split() == ["False", "False"]
