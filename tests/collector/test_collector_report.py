@@ -111,13 +111,20 @@ def test_csv_files_are_tidy_long_format(report):
     _, out = report
     for name in CSVS:
         tidy(out / name)
-    try:
-        import pandas as pd
-    except ImportError:
-        return
+    pd = pytest.importorskip("pandas")
     frame = pd.read_csv(out / "points.csv")
     assert {"point", "metric", "unit", "n", "mean", "std"} <= set(frame.columns)
-    assert frame["mean"].dtype.kind == "f"
+    assert (frame["mean"].dtype.kind, frame["n"].dtype.kind, frame["gpus"].dtype.kind) == (
+        "f",
+        "i",
+        "i",
+    )
+    energy = frame[(frame.point == "g2") & (frame.metric == "energy_kwh")]
+    assert len(energy) == 1 and energy["unit"].item() == "kWh"  # one row per point and metric
+    series = pd.read_csv(out / "series.csv")
+    assert series["value"].dtype.kind == "f" and set(series["metric"]) >= {"speedup"}
+    for name in CSVS:
+        assert len(pd.read_csv(out / name).columns) > 1, name
 
 
 def test_points_csv_agrees_with_the_records(report):
