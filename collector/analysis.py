@@ -2,17 +2,19 @@
 
 Pure: records in, dataclasses out; numpy for the arithmetic. Definitions follow the study's code:
 - energy = node energy (GPUs + CPU packages + DRAM) in kWh, GPU-hours = runtime x GPUs;
-- repeats: mean and the standard deviation around it over the completed runs of a point, with
-  ddof=0 (the study's "rmse" of the repeats);
+- repeats: mean and the sample standard deviation (ddof=1, n-1 in the denominator; none for a
+  single run) over the completed runs of a point;
 - efficiency ratios: every metric of a point over its value at the smallest GPU count of its
   series; speed-up = throughput (samples/s) over the baseline's, parallel efficiency = speed-up
   / (GPUs / baseline GPUs). For strong scaling (same samples) that is T0/T and T0*n0/(T*n); for
-  weak scaling (samples grow with GPUs) the efficiency is T0/T, as usual;
+  weak scaling (samples grow with GPUs) the efficiency is T0/T, as usual. A ratio's spread is
+  the first-order propagation of both means' standard deviations (the baseline's own is 0);
 - a least-squares line of energy against GPU-hours per (model, hardware), with R² (`fits.py`);
 - a point carries the union of its completed runs' energy flags (incomplete coverage, gaps,
   counter resets, source disagreement, a rank still open), so no figure hides a doubtful run.
 Sweep tags (set by `trainer sweep`): sweep, point, repeat, series and scaling (comma-separated,
-one scaling per series, since a point may belong to several series).
+one scaling per series, since a point may belong to several series) and mode (pretrain |
+finetune; absent means pretrain).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,6 +55,16 @@ _PER_CHANNEL = re.compile(r"_c\d+$")  # FourCastNet's per-channel RMSE/ACC: the 
 # Final-accuracy keys, best first: the first one present is "the" accuracy of a report.
 ACCURACY_KEYS = ("top1_error", "rmse", "acc", "top5_error", "loss")
 STUDY_ACCURACY = ("top1_error", "rmse", "acc")  # the report's accuracy columns, where present
+# Units of the metrics (tidy CSV, axis labels). FourCastNet's RMSE is the channel mean of the
+# normalised fields, i.e. in units of each channel's standard deviation (sigma).
+UNITS = {
+    "energy_kwh": "kWh", "active_energy_kwh": "kWh", "gpu_energy_kwh": "kWh",
+    "energy_per_node_kwh": "kWh", "runtime_s": "s", "gpu_hours": "GPU-h", "samples": "samples",
+    "steps": "steps", "kwh_per_gpu_hour": "kWh/GPU-h", "samples_per_gpu_hour": "samples/GPU-h",
+    "updates_per_gpu_hour": "updates/GPU-h", "j_per_sample": "J/sample", "power_per_gpu_w": "W",
+    "throughput_samples_per_s": "samples/s", "start_temperature_c": "°C", "top1_error": "%",
+    "top5_error": "%", "rmse": "σ (normalised)", "acc": "1", "loss": "1",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class PointStats:
     point_id: str
     model: str
     hardware: str
+    mode: str  # pretrain | finetune
     gpus: int
     nodes: int
     local_batch_size: int
@@ -94,6 +107,9 @@ class SeriesPoint:
     ratios: dict[str, float | None]  # metric / baseline metric (means)
     speedup: float | None
     parallel_efficiency: float | None
+    ratio_std: dict[str, float | None] = field(default_factory=dict)  # propagated spread
+    speedup_std: float | None = None
+    parallel_efficiency_std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,10 @@ def stat(values: Iterable[float | None]) -> Stat:
     vals = np.array([v for v in values if v is not None], dtype=float)
     if vals.size == 0:
         return Stat(None, None, 0)
-    mean, std = float(vals.mean()), float(vals.std(ddof=0))
+    mean = float(vals.mean())
+    if vals.size < 2:
+        return Stat(mean, None, 1)
+    std = float(vals.std(ddof=1))
     # Identical repeats give a std of rounding noise (1e-17 relative); report them as exact.
     return Stat(mean, 0.0 if std <= 1e-12 * abs(mean) else std, int(vals.size))
 
@@ -219,6 +238,7 @@ def _point(pid: str, runs: list[RunSummary]) -> PointStats:
         point_id=pid,
         model=first.model,
         hardware=first.hardware,
+        mode=first.tags.get("mode") or "pretrain",
         gpus=first.world_size,
         nodes=first.nodes,
         local_batch_size=first.local_batch_size,
@@ -242,9 +262,10 @@ def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
         pts = sorted(pts, key=lambda p: (p.gpus, p.point_id))
         base = pts[0]
         for p in pts:
-            speedup = _div(
-                p.mean("throughput_samples_per_s"), base.mean("throughput_samples_per_s")
-            )
+            tp = "throughput_samples_per_s"
+            speedup = _div(p.mean(tp), base.mean(tp))
+            spread = {k: _ratio_std(p, base, k) for k in p.metrics}
+            speedup_std = _ratio_std(p, base, tp)
             rows.append(
                 SeriesPoint(
                     series=name,
@@ -256,9 +277,25 @@ def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
                     ratios={k: _div(p.mean(k), base.mean(k)) for k in p.metrics},
                     speedup=speedup,
                     parallel_efficiency=_div(speedup, p.gpus / base.gpus),
+                    ratio_std=spread,
+                    speedup_std=speedup_std,
+                    parallel_efficiency_std=_div(speedup_std, p.gpus / base.gpus),
                 )
             )
     return rows
+
+
+def _ratio_std(p: PointStats, base: PointStats, key: str) -> float | None:
+    """Spread of mean_p / mean_base: first-order propagation of both relative std's."""
+    if p is base:
+        return 0.0
+    a, b = p.metrics.get(key), base.metrics.get(key)
+    if a is None or b is None or not a.mean or not b.mean:
+        return None
+    if a.std is None and b.std is None:
+        return None
+    rel = ((a.std or 0.0) / a.mean) ** 2 + ((b.std or 0.0) / b.mean) ** 2
+    return abs(a.mean / b.mean) * float(np.sqrt(rel))
 
 
 def step_energy_by_point(

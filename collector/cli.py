@@ -156,6 +156,8 @@ def serve(daemons: tuple[str, ...], daemons_file: Path | None, shard_text: str |
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if not verbose:  # alembic's "Context impl SQLiteImpl." etc.: noise unless debugging
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     daemons = tuple(a.strip() for arg in daemons for a in arg.split(",") if a.strip())
     if not daemons and daemons_file is None:
         raise ConfigError(

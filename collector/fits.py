@@ -1,7 +1,8 @@
 """Fits, fronts and distributions of the scaling-study analysis (pure; numpy arithmetic).
 
 - energy against GPU-hours per (model, hardware): a least-squares line over the completed runs,
-  slope in kWh per GPU-hour, with R²; and how that per-run factor goes with samples and gradient
+  slope in kWh per GPU-hour, with R² and the slope's 95 % confidence interval (Student t with
+  n - 2 degrees of freedom on scipy's standard error: the textbook interval, not hand-rolled); and how that per-run factor goes with samples and gradient
   updates per GPU-hour (the study's explanation of why it differs between models and hardware);
 - the runtime-energy Pareto front of the points;
 - the distribution (mean, median, 5th / 95th percentiles) of per-step energies.
@@ -30,6 +31,7 @@ class LinearFit:
     intercept: float
     r2: float | None  # None where y does not vary
     n: int
+    slope_ci95: tuple[float, float] | None = None  # None for n < 3 (no residual degree of freedom)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,17 @@ def linear_fit(
     # y constant (up to rounding): R² is undefined, not a wild number from 0/0-ish division.
     flat = ss_tot <= 1e-24 * max(float(np.sum(ya**2)), 1e-300)
     r2 = None if flat else 1.0 - ss_res / ss_tot
-    return LinearFit(x, y, float(slope), float(intercept), r2, int(xa.size))
+    ci = slope_ci95(xa, ya) if xa.size > 2 else None
+    return LinearFit(x, y, float(slope), float(intercept), r2, int(xa.size), ci)
+
+
+def slope_ci95(xa: np.ndarray, ya: np.ndarray) -> tuple[float, float]:
+    """slope ± t(0.975, n-2) x its standard error (ordinary least squares, normal residuals)."""
+    from scipy import stats  # only the report pays for importing scipy
+
+    res = stats.linregress(xa, ya)
+    half = float(stats.t.ppf(0.975, xa.size - 2)) * float(res.stderr)
+    return float(res.slope) - half, float(res.slope) + half
 
 
 def energy_fits(done: Sequence[tuple[RunSummary, Mapping[str, float | None]]]) -> list[EnergyFit]:

@@ -1,14 +1,14 @@
-"""`collector report --sweep NAME --out DIR`: the scaling study's tables and plots for one sweep.
+"""`collector report --sweep NAME --out DIR`: the scaling study's tables and figures for one sweep.
 
-Writes points.csv, series.csv, fits.csv, runs.csv, step_energy.csv, one PNG per plot and
-report.html (self-contained: the PNGs are embedded as data URIs), and prints the points table.
-The tables themselves are built in `report_tables.py`.
+Writes tidy CSV files (points, series, fits, runs, flags, point_series, step_energy), every
+figure as PNG and vector PDF (file name = the title's slug), the combined overview figure, and
+report.html (rendered from a jinja2 template; self-contained: the PNGs are embedded as data URIs),
+and prints a terminal summary that fits 100 columns (`--wide`: every column).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,70 +22,75 @@ from collector.report_tables import (
     fit_rows,
     points_rows,
     series_rows,
-    terminal_rows,
-    text_table,
+    terminal_summary,
     write_csvs,
 )
 from collector.summary import RunSummary
+
+TEMPLATES = Path(__file__).parent / "assets" / "templates"
 
 
 @dataclass(frozen=True)
 class Report:
     analysis: StudyAnalysis
     files: list[Path]
-    table: str  # the terminal table
+    table: str  # the terminal summary
 
 
-def html_page(sweep: str, a: StudyAnalysis, plots: list[tuple[str, Path]], n_runs: int) -> str:
-    def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-        th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        trs = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
-        )
-        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+def html_page(sweep: str, a: StudyAnalysis, figures, n_runs: int) -> str:
+    import jinja2  # only `collector report` pays for it
 
-    figs = "".join(
-        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{html.escape(t)}</figcaption></figure>'
-        for t, p in plots
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # sweep names, point ids and hardware names are user strings
+        undefined=jinja2.StrictUndefined,
     )
-    pareto = ", ".join(a.pareto) or "-"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>parawatt sweep {html.escape(sweep)}</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;font-size:12px;
-margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
-th{{background:#eee}}figure{{display:inline-block;margin:0.5em}}img{{max-width:640px}}</style>
-</head><body>
-<h1>Scaling study: sweep {html.escape(sweep)}</h1>
-<p>{len(a.points)} point(s), {n_runs} run(s) ({len(a.runs)} completed). Values are mean ± standard
-deviation over repeats (ddof=0, as in Huber et al., arXiv:2508.07706). Energy = GPUs + CPU packages +
-DRAM where measured; ratios are each metric over its value at the smallest GPU count of the series.</p>
-<h2>Points</h2>{table(*points_rows(a))}
-<h2>Series: speed-up, parallel efficiency and efficiency ratios</h2>{table(*series_rows(a))}
-<h2>Energy vs GPU-hours fits</h2>{table(*fit_rows(a))}
-<h2>Runtime-energy Pareto front</h2><p>{html.escape(pareto)}</p>
-<h2>Plots</h2>{figs}
-</body></html>
-"""
+    tables = [
+        {"title": title, "head": head, "rows": rows}
+        for title, (head, rows) in (
+            ("Points", points_rows(a)),
+            ("Series: speed-up, parallel efficiency and efficiency ratios", series_rows(a)),
+            ("Energy vs GPU-hours fits", fit_rows(a)),
+        )
+    ]
+    figs = [
+        {
+            "title": f.title,
+            "caption": f.caption,
+            "data": base64.b64encode(f.png.read_bytes()).decode(),
+            "pdf": f.files[1].name,
+        }
+        for f in figures
+    ]
+    return env.get_template("report.html.j2").render(
+        sweep=sweep,
+        points=len(a.points),
+        runs=n_runs,
+        completed=len(a.runs),
+        tables=tables,
+        pareto=", ".join(a.pareto) or "-",
+        figures=figs,
+    )
 
 
 def build_report(
-    sweep: str, runs: Sequence[RunSummary], step_energy_j: Mapping[str, Sequence[float]], out: Path
+    sweep: str,
+    runs: Sequence[RunSummary],
+    step_energy_j: Mapping[str, Sequence[float]],
+    out: Path,
+    wide: bool = False,
 ) -> Report:
-    from collector.plots import all_plots  # matplotlib: only paid by `collector report`
+    from collector.report_figures import render_all  # matplotlib: only paid by `report`
 
     out.mkdir(parents=True, exist_ok=True)
     a = analyze(runs)
     by_point = step_energy_by_point(a.points, step_energy_j)
     files = write_csvs(a, by_point, out)
-    plots = all_plots(a, by_point, out)
+    figures = render_all(a, by_point, out)
     page = out / "report.html"
-    page.write_text(html_page(sweep, a, plots, len(runs)))
-    files += [p for _, p in plots] + [page]
-    table = text_table(*terminal_rows(a))
-    if a.energy_fits:
-        table += "\n\n" + text_table(*fit_rows(a))
-    return Report(a, files, table)
+    page.write_text(html_page(sweep, a, figures, len(runs)))
+    files += [p for f in figures for p in f.files] + [page]
+    return Report(a, files, terminal_summary(a, wide=wide))
 
 
 def load_sweep(db_url: str, sweep: str) -> tuple[list[RunSummary], dict[str, list[float]]]:
@@ -109,7 +114,7 @@ def load_sweep(db_url: str, sweep: str) -> tuple[list[RunSummary], dict[str, lis
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the CSV files, PNG plots and report.html.",
+    help="Directory for the CSV files, the figures (PNG + PDF) and report.html.",
 )
 @click.option(
     "--db",
@@ -118,7 +123,8 @@ def load_sweep(db_url: str, sweep: str) -> tuple[list[RunSummary], dict[str, lis
     show_default=True,
     help="Database URL (sqlite:///FILE or postgresql+psycopg://...).",
 )
-def report(sweep: str, out_dir: Path, db_url: str) -> None:
+@click.option("--wide", is_flag=True, help="Print every column (default: fit 100 columns).")
+def report(sweep: str, out_dir: Path, db_url: str, wide: bool) -> None:
     """Tables, fits and plots of the scaling study for one sweep."""
     try:
         runs, steps = load_sweep(db_url, sweep)
@@ -127,7 +133,7 @@ def report(sweep: str, out_dir: Path, db_url: str) -> None:
     if not runs:
         raise click.ClickException(f"no runs tagged sweep={sweep} in {db_url}")
     try:
-        result = build_report(sweep, runs, steps, out_dir)
+        result = build_report(sweep, runs, steps, out_dir, wide=wide)
     except OSError as exc:
         raise click.ClickException(
             f"cannot write the report to {out_dir}: {exc.strerror or exc}"

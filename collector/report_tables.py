@@ -1,6 +1,9 @@
-"""The study report's tables: rows for the terminal and the HTML page, and the CSV files.
+"""The study report's tables: tidy CSV files, the terminal summary and the HTML page's rows.
 
-CSV numbers are written in full precision; the terminal and HTML round to 4 significant digits.
+CSV files are tidy long format (one observation per row, one value per cell, numbers in full
+precision, a `unit` column where a metric has one), so `pandas.read_csv` gives analysable frames
+directly. The terminal summary is compact by default (fits 100 columns); `--wide` shows every
+column. Terminal and HTML round to 3-4 significant digits.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 
 from collector.analysis import (
     RUN_METRICS,
+    UNITS,
     LinearFit,
     Stat,
     StudyAnalysis,
@@ -18,8 +22,10 @@ from collector.analysis import (
     distribution,
     point_id_of,
 )
+from collector.tables import text_table
 
-# (header, metric) of the points table; the accuracy column is added per report.
+TERMINAL_WIDTH = 100
+# (header, metric) of the wide points table; the accuracy columns are added per report.
 POINT_COLUMNS = (
     ("energy kWh", "energy_kwh"),
     ("active kWh", "active_energy_kwh"),
@@ -33,7 +39,13 @@ POINT_COLUMNS = (
     ("W/GPU", "power_per_gpu_w"),
     ("start °C", "start_temperature_c"),
 )
-TERMINAL_DROP = {"series", "nodes", "samples", "active kWh", "kWh/node", "samples/GPU-h"}
+COMPACT_POINT_COLUMNS = (("energy kWh", "energy_kwh"), ("runtime s", "runtime_s"))
+ACCURACY_HEADERS = {
+    "top1_error": "top-1 err %",
+    "top5_error": "top-5 err %",
+    "rmse": "RMSE σ",
+    "acc": "ACC",
+}
 RATIO_METRICS = (
     "energy_kwh",
     "runtime_s",
@@ -43,129 +55,189 @@ RATIO_METRICS = (
     "updates_per_gpu_hour",
     "j_per_sample",
 )
+COMPACT_RATIOS = (("energy", "energy_kwh"), ("runtime", "runtime_s"), ("GPU-h", "gpu_hours"))
 
 
-def fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
 
 
-def fmt_stat(s: Stat | None) -> str:
+def fmt_stat(s: Stat | None, digits: int = 4) -> str:
     if s is None or s.mean is None:
         return "-"
-    return fmt(s.mean) if s.n < 2 else f"{fmt(s.mean)} ± {fmt(s.std)}"
+    if s.std is None:
+        return fmt(s.mean, digits)
+    return f"{fmt(s.mean, digits)} ± {fmt(s.std, 2)}"
 
 
-def _columns(a: StudyAnalysis) -> list[tuple[str, str]]:
-    return list(POINT_COLUMNS) + [(k, k) for k in accuracy_keys(a.points)]
+def fit_to_width(head: list[str], rows: list[list[str]], width: int = TERMINAL_WIDTH) -> str:
+    """The table, with its rightmost columns left out (and said so) until it fits `width`."""
+    keep = len(head)
+    while True:
+        text = text_table(head[:keep], [r[:keep] for r in rows])
+        if max(map(len, text.splitlines())) <= width or keep <= 2:
+            break
+        keep -= 1
+    if keep < len(head):
+        text += f"\n({len(head) - keep} more column(s): --wide)"
+    return text
 
 
-def points_rows(a: StudyAnalysis) -> tuple[list[str], list[list[str]]]:
-    cols = _columns(a)
-    head = _names("point series GPUs nodes LBS GBS runs samples") + [h for h, _ in cols]
-    head.append("flags")
+def _accuracy(a: StudyAnalysis) -> list[tuple[str, str]]:
+    return [(ACCURACY_HEADERS.get(k, k), k) for k in accuracy_keys(a.points)]
+
+
+def points_rows(a: StudyAnalysis, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    cols = list(COMPACT_POINT_COLUMNS if compact else POINT_COLUMNS) + _accuracy(a)
+    ids = "point GPUs GBS runs" if compact else "point series mode GPUs nodes LBS GBS runs samples"
+    head = ids.split() + [h for h, _ in cols] + ["flags"]
+    digits = 3 if compact else 4
     rows = []
     for p in a.points:
         runs = str(len(p.run_ids)) + (
             f" (+{p.not_completed} not completed)" * bool(p.not_completed)
         )
-        shape = [p.gpus, p.nodes, p.local_batch_size, p.global_batch_size]
-        rows.append(
-            [p.point_id, ",".join(p.series), *map(str, shape), runs, fmt(p.mean("samples"))]
-            + [fmt_stat(p.metrics.get(m)) for _, m in cols]
-            + [_flags(p.flags)]
-        )
+        if compact:
+            ident = [p.point_id, str(p.gpus), str(p.global_batch_size), runs]
+        else:
+            shape = [p.gpus, p.nodes, p.local_batch_size, p.global_batch_size]
+            ident = [p.point_id, ",".join(p.series), p.mode, *map(str, shape), runs]
+            ident.append(fmt(p.mean("samples")))
+        cells = [fmt_stat(p.metrics.get(m), digits) for _, m in cols]
+        rows.append(ident + cells + [",".join(sorted(p.flags)) or "-"])
+    if compact and not any(p.flags for p in a.points):
+        head, rows = head[:-1], [r[:-1] for r in rows]
     return head, rows
 
 
-def terminal_rows(a: StudyAnalysis) -> tuple[list[str], list[list[str]]]:
-    """The points table narrowed to what fits a terminal (the HTML and CSV have every column)."""
-    head, rows = points_rows(a)
-    keep = [i for i, h in enumerate(head) if h not in TERMINAL_DROP]
-    return [head[i] for i in keep], [[r[i] for i in keep] for r in rows]
-
-
-def series_rows(a: StudyAnalysis) -> tuple[list[str], list[list[str]]]:
-    metrics = list(RATIO_METRICS) + accuracy_keys(a.points)
-    head = _names("series|scaling|point|GPUs|speed-up|parallel eff.", "|")
+def series_rows(a: StudyAnalysis, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    names = {m: h for h, m in POINT_COLUMNS} | ACCURACY_HEADERS
+    ratios = (
+        list(COMPACT_RATIOS)
+        if compact
+        else [(names.get(m, m), m) for m in [*RATIO_METRICS, *accuracy_keys(a.points)]]
+    )
+    head = ["series", "scaling", "point", "GPUs", "speed-up", "parallel eff."]
+    head += [f"{h} ratio" for h, _ in ratios]
+    digits = 3 if compact else 4
     rows = [
-        [r.series, r.scaling, r.point_id, str(r.gpus), fmt(r.speedup), fmt(r.parallel_efficiency)]
-        + [fmt(r.ratios.get(m)) for m in metrics]
+        [r.series, r.scaling, r.point_id, str(r.gpus)]
+        + [fmt(r.speedup, digits), fmt(r.parallel_efficiency, digits)]
+        + [fmt(r.ratios.get(m), digits) for _, m in ratios]
         for r in a.series
     ]
-    return head + [f"{m} ratio" for m in metrics], rows
-
-
-def fit_rows(a: StudyAnalysis) -> tuple[list[str], list[list[str]]]:
-    head = _names(
-        "model|hardware|runs|kWh/GPU-h (slope)|intercept kWh|R²|samples/GPU-h|updates/GPU-h|"
-        "d(kWh/GPU-h)/d(samples/GPU-h)|R² (samples)|d(kWh/GPU-h)/d(updates/GPU-h)|R² (updates)",
-        "|",
-    )
-    rows = []
-    for f in a.energy_fits:
-        n, *fit = _fit_cells(f.fit, n=True)
-        cells = [*fit, f.samples_per_gpu_hour, f.updates_per_gpu_hour]
-        cells += _fit_cells(f.vs_samples) + _fit_cells(f.vs_updates)
-        rows.append([f.model, f.hardware, "" if n is None else str(n)] + [fmt(c) for c in cells])
     return head, rows
 
 
-def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
+def fit_rows(a: StudyAnalysis, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "hardware", "runs", "kWh/GPU-h (slope)", "95% CI", "R²"]
+    if not compact:
+        head += ["intercept kWh", "samples/GPU-h", "updates/GPU-h"]
+        head += ["d(kWh/GPU-h)/d(samples/GPU-h)", "R² (samples)"]
+        head += ["d(kWh/GPU-h)/d(updates/GPU-h)", "R² (updates)"]
+    rows = []
+    for f in a.energy_fits:
+        fit = f.fit
+        ci = "-" if fit is None or fit.slope_ci95 is None else _ci(fit.slope_ci95)
+        row = [f.model, f.hardware, "-" if fit is None else str(fit.n)]
+        row += [fmt(fit and fit.slope), ci, fmt(fit and fit.r2)]
+        if not compact:
+            row += [fmt(fit and fit.intercept), fmt(f.samples_per_gpu_hour)]
+            row += [fmt(f.updates_per_gpu_hour)]
+            for sub in (f.vs_samples, f.vs_updates):
+                row += [fmt(sub and sub.slope), fmt(sub and sub.r2)]
+        rows.append(row)
+    return head, rows
 
 
-def write_csvs(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]], out: Path) -> list[Path]:
+def _ci(ci: tuple[float, float]) -> str:
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def terminal_summary(a: StudyAnalysis, wide: bool = False) -> str:
+    """Points, series (speed-up, efficiency, ratios) and fits; compact unless `wide`."""
+    parts = []
+    for title, build in (
+        ("points (mean ± sample std over repeats)", points_rows),
+        ("series: speed-up, parallel efficiency, ratios to the smallest GPU count", series_rows),
+        ("energy vs GPU-hours", fit_rows),
+    ):
+        head, rows = build(a, compact=not wide)
+        if not rows:
+            continue
+        body = text_table(head, rows) if wide else fit_to_width(head, rows)
+        parts.append(f"{title}\n{body}")
+    return "\n\n".join(parts)
+
+
+# ---- tidy CSV --------------------------------------------------------------------------------
+
+POINT_IDS = ["point", "model", "hardware", "mode", "gpus", "nodes", "lbs", "gbs"]
+
+
+def csv_tables(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]]) -> dict[str, tuple]:
+    """{file name: (header, rows)}; every cell a scalar (str, int, float or empty)."""
     metrics = list(RUN_METRICS) + sorted(
         {k for p in a.points for k in p.metrics} - set(RUN_METRICS)
     )
-    point_head = _names(
-        "point series scaling model hardware gpus nodes lbs gbs runs not_completed flags"
-    )
-    points = [
-        [p.point_id, ";".join(p.series), ";".join(p.scaling), p.model, p.hardware, p.gpus]
-        + [p.nodes, p.local_batch_size, p.global_batch_size, len(p.run_ids), p.not_completed]
-        + [_flags(p.flags)]
-        + [v for m in metrics for v in _stat_cells(p.metrics.get(m))]
-        for p in a.points
-    ]
-    ratio_names = sorted({k for r in a.series for k in r.ratios})
-    series_head = _names("series scaling point gpus baseline_point speedup parallel_efficiency")
-    series = [
-        [r.series, r.scaling, r.point_id, r.gpus, r.baseline_point, r.speedup]
-        + [r.parallel_efficiency]
-        + [r.ratios.get(k) for k in ratio_names]
-        for r in a.series
-    ]
-    fit_head = _names(
-        "model hardware runs slope_kwh_per_gpu_hour intercept_kwh r2 samples_per_gpu_hour "
-        "updates_per_gpu_hour vs_samples_slope vs_samples_r2 vs_updates_slope vs_updates_r2"
-    )
-    fits = [
-        [f.model, f.hardware, *_fit_cells(f.fit, n=True), f.samples_per_gpu_hour]
-        + [f.updates_per_gpu_hour, *_fit_cells(f.vs_samples), *_fit_cells(f.vs_updates)]
-        for f in a.energy_fits
-    ]
-    run_names = sorted({k for _, m in a.runs for k in m})
-    runs = [
-        [r.run_id, point_id_of(r), r.tags.get("repeat", ""), r.status, _flags(r.flags)]
-        + [m.get(k) for k in run_names]
-        for r, m in a.runs
+    points = []
+    for p in a.points:
+        ident = [p.point_id, p.model, p.hardware, p.mode, p.gpus, p.nodes]
+        ident += [p.local_batch_size, p.global_batch_size, len(p.run_ids), p.not_completed]
+        for m in metrics:
+            s = p.metrics.get(m)
+            if s is not None and s.n:
+                points.append([*ident, m, UNITS.get(m, ""), s.n, s.mean, s.std])
+    series = []
+    for r in a.series:
+        ident = [r.series, r.scaling, r.point_id, r.gpus, r.baseline_point, r.baseline_gpus]
+        values = [("speedup", r.speedup, r.speedup_std)]
+        values.append(("parallel_efficiency", r.parallel_efficiency, r.parallel_efficiency_std))
+        values += [(f"{k}_ratio", v, r.ratio_std.get(k)) for k, v in sorted(r.ratios.items())]
+        series += [[*ident, name, v, sd] for name, v, sd in values if v is not None]
+    fits = []
+    for f in a.energy_fits:
+        for fit in (f.fit, f.vs_samples, f.vs_updates):
+            if fit is not None:
+                lo, hi = fit.slope_ci95 or (None, None)
+                fits.append([f.model, f.hardware, fit.x, fit.y, fit.n, fit.slope, lo, hi])
+                fits[-1] += [fit.intercept, fit.r2]
+    runs, flags = [], []
+    for r, m in a.runs:
+        ident = [r.run_id, point_id_of(r), r.tags.get("repeat", ""), r.status]
+        runs += [[*ident, k, UNITS.get(k, ""), v] for k, v in sorted(m.items()) if v is not None]
+        flags += [[r.run_id, point_id_of(r), f] for f in sorted(r.flags)]
+    members = [
+        [p.point_id, s, k] for p in a.points for s, k in zip(p.series, p.scaling, strict=True)
     ]
     dists = [(pid, distribution(v)) for pid, v in by_point.items()]
     steps = [[pid, d.n, d.mean, d.median, d.p05, d.p95] for pid, d in dists if d is not None]
-    tables = {
-        "points.csv": (point_head + [f"{m}_{s}" for m in metrics for s in ("mean", "std")], points),
-        "series.csv": (series_head + [f"{k}_ratio" for k in ratio_names], series),
-        "fits.csv": (fit_head, fits),
-        "runs.csv": (_names("run_id point repeat status flags") + run_names, runs),
+    ids = [*POINT_IDS, "runs", "not_completed"]
+    return {
+        "points.csv": ([*ids, "metric", "unit", "n", "mean", "std"], points),
+        "series.csv": (
+            _names("series scaling point gpus baseline_point baseline_gpus metric value std"),
+            series,
+        ),
+        "fits.csv": (
+            _names("model hardware x y n slope slope_ci95_low slope_ci95_high intercept r2"),
+            fits,
+        ),
+        "runs.csv": (_names("run_id point repeat status metric unit value"), runs),
+        "flags.csv": (_names("run_id point flag"), flags),
+        "point_series.csv": (_names("point series scaling"), members),
         "step_energy.csv": (_names("point steps mean_j median_j p05_j p95_j"), steps),
     }
+
+
+def _names(text: str) -> list[str]:
+    """Column names written as one string (long header lists stay readable)."""
+    return text.split()
+
+
+def write_csvs(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]], out: Path) -> list[Path]:
     paths = []
-    for name, (head, rows) in tables.items():
+    for name, (head, rows) in csv_tables(a, by_point).items():
         with (out / name).open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(head)
@@ -174,20 +246,8 @@ def write_csvs(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]], out: P
     return paths
 
 
-def _names(text: str, sep: str | None = None) -> list[str]:
-    """Column names written as one string (long header lists stay readable)."""
-    return text.split(sep)
-
-
-def _flags(flags) -> str:
-    return ";".join(sorted(flags))
-
-
-def _stat_cells(s: Stat | None) -> list[float | None]:
-    return [None, None] if s is None else [s.mean, s.std]
-
-
-def _fit_cells(f: LinearFit | None, n: bool = False) -> list:
-    if n:
-        return [None] * 4 if f is None else [f.n, f.slope, f.intercept, f.r2]
-    return [None, None] if f is None else [f.slope, f.r2]
+def fit_label(fit: LinearFit) -> str:
+    """The fit as the figure legend and the HTML caption state it."""
+    ci = "" if fit.slope_ci95 is None else f" (95% CI {_ci(fit.slope_ci95)})"
+    r2 = "n/a" if fit.r2 is None else f"{fit.r2:.3f}"
+    return f"fit: {fit.slope:.3g} kWh/GPU-h{ci}, R² {r2}"

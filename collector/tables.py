@@ -8,6 +8,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import tabulate as _tabulate
+
 from collector.summary import EpochSummary, RunSummary
 
 if TYPE_CHECKING:
@@ -146,18 +148,25 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def text_table(
+    head: Sequence[str], rows: Sequence[Sequence[str]], colalign: Sequence[str] | None = None
+) -> str:
+    """Every terminal table of the collector (runs, show, report) has this look: tabulate's
+    "simple" format, cells printed as given (no re-parsing of formatted numbers)."""
+    saved, _tabulate.MIN_PADDING = _tabulate.MIN_PADDING, 0  # columns as wide as their cells
+    try:
+        return _tabulate.tabulate(
+            rows, headers=list(head), tablefmt="simple", disable_numparse=True, colalign=colalign
+        )
+    finally:
+        _tabulate.MIN_PADDING = saved
+
+
 def _table(rows: list[dict[str, Any]], columns: Sequence[tuple]) -> str:
     header = [h for _, h, _ in columns]
     body = [[_cell(row.get(k), d) for k, _, d in columns] for row in rows]
-    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
     numeric = [all(_numeric(r[i]) for r in body) and bool(body) for i in range(len(header))]
-    lines = []
-    for cells in [header, *body]:
-        lines.append("  ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
-        ).rstrip())  # fmt: skip
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(header, body, ["right" if n else "left" for n in numeric])
 
 
 def _numeric(text: str) -> bool:
@@ -172,5 +181,6 @@ def run_details(r: RunSummary) -> str:
             "samples", "duration_s", "gpu_hours", "energy_j", "gpu_energy_j", "cpu_energy_j",
             "active_energy_j", "energy_uncertainty_j", "j_per_sample", "final_metrics", "tags",
             "flags")  # fmt: skip
-    width = max(map(len, keys))
-    return "\n".join(f"{k.ljust(width)}  {_cell(row[k], 4)}" for k in keys)
+    return _tabulate.tabulate(
+        [(k, _cell(row[k], 4)) for k in keys], tablefmt="plain", disable_numparse=True
+    )

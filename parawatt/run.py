@@ -138,7 +138,10 @@ class Run:
             self.end_epoch(partial=status != "completed")
         self.status = status
         stats = self._client.stats()
-        metrics = {"steps": float(self.steps), "markers_sent": float(stats.sent),
+        # markers_sent: this rank's markers, this run end included (what the trainer's summary
+        # reports once they are delivered), not just those already out of the queue
+        queued = 0 if isinstance(self._client, NullMarkerClient) else stats.enqueued + 1
+        metrics = {"steps": float(self.steps), "markers_sent": float(queued - stats.dropped),
                    "markers_dropped": float(stats.dropped),
                    "duration_s": time.perf_counter() - self._began}  # fmt: skip
         metrics.update(self.metrics)

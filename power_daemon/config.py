@@ -15,16 +15,25 @@ MAX_SIM_DEVICES = 256  # a node has a handful of GPUs; thousands would only stal
 
 @dataclass(frozen=True)
 class SimParams:
-    """Behaviour of the simulated GPUs (see backends/sim.py)."""
+    """Behaviour of the simulated GPUs (see backends/sim.py). The defaults are an H100 SXM5 80GB:
+    - power_limit_w 700: NVIDIA H100 Tensor Core GPU datasheet (SXM: "up to 700 W", the default
+      power limit nvidia-smi shows);
+    - busy_w 560 (80 % of the limit): DL training keeps an H100 node well below its rating,
+      about 76 % of the 10.2 kW node TDP for compute-intensive training (Newkirk et al., 2025,
+      arXiv:2506.14551) and at most 8.4 kW, 18 % below it, on 8 GPUs near full utilisation
+      (Latif et al., IEEE Access 13:61740, 2025, arXiv:2412.08602); the GPUs dominate the node;
+    - idle_w 70: an idle H100 SXM in its default persistence state reads 60-75 W in nvidia-smi;
+      run_w 120: a process holds a CUDA context and the clocks stay up between kernels.
+    """
 
-    idle_w: float = 60.0  # no run on the device
-    run_w: float = 90.0  # a run is open on the device but no step (data loading, eval, sync)
-    busy_w: float = 300.0  # a step is open on the device
+    idle_w: float = 70.0  # no run on the device
+    run_w: float = 120.0  # a run is open on the device but no step (data loading, eval, sync)
+    busy_w: float = 560.0  # a step is open on the device
     ramp_tau_s: float = 0.03  # first-order time constant of power changes
     noise_w: float = 3.0  # RMS of the seeded power noise
     counter_period_s: float = 0.1  # the energy counter advances in steps this far apart
     avg_window_s: float = 1.0  # power_avg_w averages over this window
-    power_limit_w: float = 400.0
+    power_limit_w: float = 700.0
     memory_total_bytes: float = 80e9
     ambient_c: float = 30.0
     thermal_c_per_w: float = 0.15  # steady-state temperature rise per watt

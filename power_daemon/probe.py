@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import grpc
+import tabulate
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
@@ -25,14 +26,23 @@ def _num(v: float | None, fmt: str) -> str:
 
 
 def device_table(devices: list[DeviceSpec]) -> list[str]:
-    lines = [f"{'#':>2}  {'kind':<11} {'name':<30} {'uuid':<46} {'limit_W':>7}  counter"]
-    for i, d in enumerate(devices):
-        counter = "yes" if d.has_energy_counter else "no"
-        lines.append(
-            f"{i:>2}  {d.kind.name.lower():<11} {d.name[:30]:<30} {d.uuid[:46]:<46} "
-            f"{_num(d.power_limit_w, '7.0f')}  {counter}"
+    """The devices as a table (tabulate, like every terminal table of parawatt); the readings
+    below it are a stream of fixed-width lines, printed as they arrive."""
+    rows = [
+        [i, d.kind.name.lower(), d.name, d.uuid, _num(d.power_limit_w, ".0f")]
+        + ["yes" if d.has_energy_counter else "no"]
+        for i, d in enumerate(devices)
+    ]
+    head = ["#", "kind", "name", "uuid", "limit_W", "counter"]
+    align = ["right", "left", "left", "left", "right", "left"]
+    saved, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0  # the collector's look: no header pad
+    try:
+        text = tabulate.tabulate(
+            rows, headers=head, tablefmt="simple", disable_numparse=True, colalign=align
         )
-    return lines
+    finally:
+        tabulate.MIN_PADDING = saved
+    return text.splitlines()
 
 
 READING_HEADER = (

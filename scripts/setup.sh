@@ -21,7 +21,9 @@ want=$(stamp_of)
 if [ "$(cat "$VENV/.parawatt-stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing parawatt and its dependencies into $VENV (torch is large: ~2 min first time)"
   pipq "$VENV/bin/python" -m pip install -q --upgrade pip
-  pipq "$VENV/bin/python" -m pip install -q -e '.[train,dev]'
+  # setuptools prints a multi-line "Editable installation" advisory for every editable install
+  # (nothing to act on); the filter reaches the build backend's process through the environment.
+  PYTHONWARNINGS="ignore:Editable installation" pipq "$VENV/bin/python" -m pip install -q -e '.[train,dev]'
   echo "$want" > "$VENV/.parawatt-stamp"
 fi
 

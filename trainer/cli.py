@@ -166,7 +166,8 @@ def _afno_options(fn):
 )
 @click.option("--checkpoint-dir", default=None, help="save each epoch; resume from here")
 @click.option("--output", default=None, help="write the JSON summary here (rank 0)")
-@click.option("--eval-batches", type=click.IntRange(min=0), default=None, help="cap per rank")
+@click.option("--eval-batches", type=click.IntRange(min=0), default=None,
+              help="per rank; default: all, or --steps-per-epoch when given")  # fmt: skip
 @click.option("--tag", "tags", multiple=True, callback=_tags, help="KEY=VALUE (repeatable)")
 @click.option("--data-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0)
 @click.option("--synthetic-size", type=_POS, default=None, help="synthetic training-set size")

@@ -108,7 +108,7 @@ class TrainLoop:
             "samples_seen": float(done_steps * p.plan.global_batch_size),
         }
         if complete:
-            result.update(self.evaluate())
+            result.update(self.evaluate(epoch))
         else:
             result["partial"] = 1.0
         duration = time.perf_counter() - began
@@ -168,8 +168,16 @@ class TrainLoop:
             for k in range(steps)
         )
 
+    def _eval_length(self) -> int | None:
+        """Batches this rank evaluates: the loader's length, capped by `eval_batches`."""
+        try:
+            n = len(self.p.eval_loader.loader)  # type: ignore[union-attr]
+        except (TypeError, AttributeError):
+            return self.p.eval_batches
+        return n if self.p.eval_batches is None else min(n, self.p.eval_batches)
+
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, epoch: int = 0) -> dict[str, float]:
         p = self.p
         if p.eval_loader is None:
             return {}
@@ -181,9 +189,11 @@ class TrainLoop:
             if classify
             else M.EvalSums.fields(p.out_channels, device)
         )
+        p.progress.eval_start(epoch, self._eval_length())
         for index, (x, y) in enumerate(p.eval_loader.iterate()):
             if p.eval_batches is not None and index >= p.eval_batches:
                 break
+            p.progress.eval_step()
             x, y = self._input(x), y.to(device, non_blocking=True)
             with self._autocast():
                 out = model(x)
@@ -192,6 +202,7 @@ class TrainLoop:
             else:
                 c = p.out_channels
                 M.fields_batch(sums, out[:, :c].float(), y[:, :c], self.loss(out, y), self._clim())
+        p.progress.eval_end()
         totals = sums.reduce(p.ctx.all_reduce_sum)
         if classify:
             return M.classification_result(totals)

@@ -26,7 +26,7 @@ from trainer.distributed import DistContext, init_distributed
 from trainer.loop import EpochResult, TrainLoop
 from trainer.session import Session, prepare
 from trainer.system import param_fingerprint
-from trainer.ui import Progress, headline_metric, summary_table
+from trainer.ui import Progress, headline_metric, no_energy_line, start_line, summary_table
 
 TOKEN_FILE = "run_token"  # beside the checkpoints; the run's ownership secret (mode 0600)
 
@@ -87,6 +87,10 @@ def train(config: TrainConfig) -> Outcome:
         session.start_loaders()
         session.setup_s = time.perf_counter() - started
         run = _make_run(config, ctx, session)
+        if config.progress and ctx.is_main:
+            print(
+                start_line(session.run_id, config.model, ctx.world_size, config.daemon), flush=True
+            )
         run.start({"start_epoch": float(session.start_epoch), "setup_s": session.setup_s})
         progress = Progress(
             config.progress and ctx.is_main,
@@ -164,6 +168,7 @@ def _finish(config, ctx, session, loop, run, epochs, status, started, train_s, i
     end_metrics = {k: v for k, v in final.items() if headline_metric(k)}
     end_metrics.update(
         steps=float(steps),
+        samples=float(steps * session.plan.global_batch_size),  # this session, as the summary
         final_step=float(session.start_step + steps - 1),
         samples_seen=float((session.start_step + steps) * session.plan.global_batch_size),
         duration_s=time.perf_counter() - started,
@@ -184,6 +189,8 @@ def _finish(config, ctx, session, loop, run, epochs, status, started, train_s, i
             Path(config.output).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if config.progress:
             print(summary_table(summary), flush=True)
+            if config.daemon is None or summary["markers"]["sent"] == 0:
+                print(no_energy_line(config.daemon), flush=True)
     return summary
 
 

@@ -82,12 +82,18 @@ class Session:
             stop=stop,
             task="fields" if fields else "classification",
             out_channels=self.config.afno.out_channels if fields else 0,
-            eval_batches=self.config.eval_batches,
+            eval_batches=eval_cap(self.config),
             amp_dtype=self.amp_dtype,
             scaler=self.scaler,
             channels_last=self.config.channels_last,
             stop_check_every=self.config.stop_check_every,
         )
+
+
+def eval_cap(config: TrainConfig) -> int | None:
+    """Batches per rank each evaluation runs: --eval-batches, else --steps-per-epoch (a smoke test
+    capped to a few steps should not evaluate a whole validation set), else all."""
+    return config.eval_batches if config.eval_batches is not None else config.steps_per_epoch
 
 
 def prepare(config: TrainConfig, ctx: DistContext, new_run_id: Callable[[str], str]) -> Session:
@@ -248,7 +254,8 @@ def _run_config(config, ctx, plan, recipe, data, model, start_epoch) -> dict:
         "amp": config.amp,
         "backend": ctx.backend,
         "recipe": recipe_map,
-        "tags": config.tags_map,
+        # the study report keeps fine-tuning apart from pre-training (a tag of its own wins)
+        "tags": ({"mode": "finetune"} if config.mode == "finetune" else {}) | config.tags_map,
         **device_record(ctx),
         **software_record(),
     }

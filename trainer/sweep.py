@@ -19,6 +19,7 @@ from trainer.sweep_runner import (
 )
 from trainer.sweep_slurm import slurm_problems, write_slurm
 from trainer.sweep_state import SweepState
+from trainer.ui import tabulate
 
 
 def local_capacity(max_local_procs: int | None, grid: SweepGrid) -> tuple[int, str]:
@@ -51,18 +52,16 @@ def print_plan(runner: SweepRunner, echo=click.echo) -> None:
         f"sweep {grid.name}: model {grid.model}, {len(grid.points)} point(s) x {grid.repeats} "
         f"repeat(s) = {len(tasks)} run(s), {todo} to run"
     )
-    echo(
-        f"{'status':6} {'point':28} {'rep':>3} {'GPUs':>4} {'LBS':>6} {'GBS':>7} {'acc':>3} "
-        f"{'data':>7}  series"
-    )
-    for t in tasks:
-        p = t.point
-        frac = "all" if p.data_fraction is None else f"{p.data_fraction:.4g}"
-        echo(
-            f"{t.status:6} {p.point_id:28} {t.repeat:>3} {p.gpus:>4} {p.local_batch_size:>6} "
-            f"{p.global_batch_size:>7} {p.accumulation_steps:>3} {frac:>7}  "
-            + ", ".join(f"{s} ({k})" for s, k in zip(p.series, p.scaling, strict=True))
-        )
+    rows = [
+        [t.status, t.point.point_id, t.repeat, t.point.gpus, t.point.local_batch_size]
+        + [t.point.global_batch_size, t.point.accumulation_steps]
+        + ["all" if t.point.data_fraction is None else f"{t.point.data_fraction:.4g}"]
+        + [", ".join(f"{s} ({k})" for s, k in zip(t.point.series, t.point.scaling, strict=True))]
+        for t in tasks
+    ]
+    head = ["status", "point", "rep", "GPUs", "LBS", "GBS", "acc", "data", "series"]
+    align = ["left", "left"] + ["right"] * 6 + ["left"]
+    echo(tabulate(rows, headers=head, colalign=align))
     if tasks:
         first = tasks[0]
         args = runner.argv(first.point, first.repeat, "RUN_ID", Path("OUTPUT.json"))

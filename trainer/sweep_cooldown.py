@@ -93,19 +93,26 @@ class DaemonThermometer:
         self._stub = pb_grpc.PowerDaemonStub(self._channel)
 
     def gpu_temperatures(self) -> dict[str, float]:
+        return self._gpu_field("temperature_c", "temperatures")
+
+    def gpu_energy_j(self) -> dict[str, float]:
+        """Each GPU's energy counter (J): the sweep's one-line result per run uses the change."""
+        return self._gpu_field("energy_j", "energy counters")
+
+    def _gpu_field(self, name: str, what: str) -> dict[str, float]:
         pb = self._pb
         try:
             latest = self._stub.GetLatest(pb.GetLatestRequest(), timeout=self._timeout_s)
         except grpc.RpcError as exc:
             raise SweepError(
-                "cannot read temperatures from the power daemon: "
+                f"cannot read {what} from the power daemon: "
                 + describe_rpc_error(self._address, exc, self._tls)
             ) from None
         gpus = {d.index: d.uuid for d in latest.info.devices if d.kind == pb.DEVICE_KIND_GPU}
         return {
-            gpus[r.device]: r.temperature_c
+            gpus[r.device]: getattr(r, name)
             for r in latest.readings
-            if r.device in gpus and r.HasField("temperature_c")
+            if r.device in gpus and r.HasField(name)
         }
 
     def close(self) -> None:

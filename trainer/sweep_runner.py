@@ -6,6 +6,7 @@ room, a neighbour's job) spreads over all points instead of biasing one point's 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,14 +20,17 @@ from pathlib import Path
 from trainer.sweep_cooldown import CooldownResult, Thermometer, wait_for_cooldown
 from trainer.sweep_grid import Point, SweepError, SweepGrid
 from trainer.sweep_state import RunRecord, SweepState
+from trainer.ui import plural, run_result_line
 
 # Tag keys every sweep run carries (RunConfig.tags); the collector's report groups by them.
-TAG_SWEEP, TAG_POINT, TAG_REPEAT, TAG_SERIES, TAG_SCALING = (
+# TAG_MODE only where the grid sets a --mode (absent: pretrain).
+TAG_SWEEP, TAG_POINT, TAG_REPEAT, TAG_SERIES, TAG_SCALING, TAG_MODE = (
     "sweep",
     "point",
     "repeat",
     "series",
     "scaling",
+    "mode",
 )
 
 
@@ -108,6 +112,9 @@ def train_args(
         TAG_SERIES: ",".join(point.series),
         TAG_SCALING: ",".join(point.scaling),
     }
+    mode = dict(point.train).get("mode") or dict(grid.train).get("mode")
+    if mode:  # the report keeps pre-training and fine-tuning apart
+        tags[TAG_MODE] = str(mode)
     for key, value in tags.items():
         args += ["--tag", f"{key}={value}"]
     return args
@@ -135,6 +142,19 @@ def subprocess_launcher(spec: LaunchSpec) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             raise
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Energy the node's GPUs used between two counter reads (None if unknown)."""
+    common = set(before) & set(after)
+    return sum(after[u] - before[u] for u in common) if common else None
 
 
 class SweepRunner:
@@ -220,9 +240,10 @@ class SweepRunner:
         )
         self.state.put(record)
         self._echo(
-            f"[{number}/{total}] {point.point_id} repeat {repeat} ({point.gpus} procs, "
+            f"[{number}/{total}] {point.point_id} repeat {repeat} ({plural(point.gpus, 'proc')}, "
             f"GBS {point.global_batch_size}, LBS {point.local_batch_size}) run {run_id}"
         )
+        energy_before = self._gpu_energy()
         try:
             code = self._launch(spec)
         except BaseException:
@@ -232,7 +253,21 @@ class SweepRunner:
         self.state.update(record, status=status, returncode=code, ended_ns=self._clock_ns())
         if code != 0:
             self._echo(f"  failed with exit status {code}; log: {spec.log_path}")
+        else:
+            self._echo(
+                run_result_line(_read_json(output), _delta(energy_before, self._gpu_energy()))
+            )
         return code == 0
+
+    def _gpu_energy(self) -> dict[str, float]:
+        """The node's GPU energy counters, for the one-line result (nothing without a daemon)."""
+        read = getattr(self._thermo, "gpu_energy_j", None)
+        if read is None:
+            return {}
+        try:
+            return read()
+        except SweepError:
+            return {}
 
     def _temperatures(self) -> dict[str, float]:
         if self._thermo is None:

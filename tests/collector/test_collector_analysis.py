@@ -19,10 +19,11 @@ from tests.sweep.study_records import make_run
 approx = pytest.approx
 
 
-def test_stat_is_mean_and_population_std_over_repeats():
+def test_stat_is_mean_and_sample_std_over_repeats():
     s = stat([1.0, 3.0, None])
-    assert (s.mean, s.std, s.n) == (2.0, 1.0, 2)  # ddof=0, as the study's code
+    assert (s.mean, s.std, s.n) == (2.0, approx(2**0.5), 2)  # ddof=1: n - 1 in the denominator
     assert stat([None]).mean is None and stat([]).n == 0
+    assert (stat([5.0]).mean, stat([5.0]).std) == (5.0, None)  # one run: no spread to quote
 
 
 def test_run_metrics_units():
@@ -123,9 +124,9 @@ def test_repeats_mean_std_and_failed_runs_left_out():
     assert p.run_ids == ("r0", "r1")
     assert p.not_completed == 1
     e = p.metrics["energy_kwh"]
-    assert (e.mean, e.std, e.n) == (approx(2.0), approx(1.0), 2)
+    assert (e.mean, e.std, e.n) == (approx(2.0), approx(2**0.5), 2)
     assert p.metrics["runtime_s"].mean == approx(200.0)
-    assert p.metrics["runtime_s"].std == approx(100.0)
+    assert p.metrics["runtime_s"].std == approx(100.0 * 2**0.5)
 
 
 def _strong_series():
@@ -203,9 +204,8 @@ def test_untagged_runs_group_by_shape_and_accuracy_carried():
     ]
     (p,) = analyze(runs).points
     assert p.point_id == "g2-l4-b8"
-    assert p.metrics["top1_error"].mean == approx(32.0) and p.metrics["top1_error"].std == approx(
-        2.0
-    )
+    assert p.metrics["top1_error"].mean == approx(32.0)
+    assert p.metrics["top1_error"].std == approx(8**0.5)
 
 
 def test_step_energy_pooled_per_point_and_distribution():

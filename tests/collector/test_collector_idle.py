@@ -17,11 +17,12 @@ from sqlalchemy import select
 from collector.models import Device, Interval, RunRank
 from collector.service import create_collector
 from parawatt_proto import parawatt_pb2 as pb
+from power_daemon.config import SimParams
 from tests.collector.drive import MarkerSender, run_job, wait_for_intervals
 from tests.collector.test_collector_service import config
 
 pytestmark = pytest.mark.slow
-IDLE_W = 60.0  # SimParams default; noise 3 W RMS
+IDLE_W = SimParams().idle_w  # the default sim GPU's idle level; noise 3 W RMS
 
 
 def send_after_the_fact(address: str, run_id: str, duration_ns: int) -> tuple[int, int]:
@@ -60,7 +61,7 @@ def test_short_runs_right_after_a_busy_one_get_idle_and_active_right(sim_daemon,
                 select(Interval).where(Interval.kind == "run"))}  # fmt: skip
             idle = dict(conn.execute(select(RunRank.run_id, RunRank.idle_power_w)).all())
             uuid = conn.scalar(select(Device.uuid).where(Device.id == runs["busy"].device_id))
-    assert runs["busy"].active_energy_j > 0.5 * runs["busy"].energy_j  # 300 W steps vs 60 W
+    assert runs["busy"].active_energy_j > 0.5 * runs["busy"].energy_j  # busy steps vs idle
     for k, (start, end) in enumerate(short):
         run = runs[f"short-{k}"]
         # from the ~0.5 s of idle readings left in the window: noise, never the busy run's W

@@ -139,7 +139,7 @@ def test_idle_history_survives_a_restart(db_url):
 @pytest.mark.parametrize("background_w", [0.0, 250.0])
 def test_sim_gpu_that_never_idles_gets_no_idle_power(start_sim_daemon, tmp_path, background_w):
     """End to end: a sim GPU running another job's load between runs (never idle) gets
-    idle_unknown, never its busy level as "idle"; the same sim idling gets its 60 W."""
+    idle_unknown, never its busy level as "idle"; the same sim idling gets its idle level."""
     daemon = start_sim_daemon(sim=SimParams(background_w=background_w))
     cfg = config([daemon.address], f"sqlite:///{tmp_path / 'never.db'}")
     with create_collector(cfg) as c:
@@ -153,5 +153,5 @@ def test_sim_gpu_that_never_idles_gets_no_idle_power(start_sim_daemon, tmp_path,
         assert rank.idle_power_w is None and "idle_unknown" in run.flags
         assert run.active_energy_j is None
     else:
-        assert rank.idle_power_w == pytest.approx(60.0, abs=3.0)
+        assert rank.idle_power_w == pytest.approx(SimParams().idle_w, abs=3.0)
         assert "idle_unknown" not in run.flags and run.active_energy_j > 0

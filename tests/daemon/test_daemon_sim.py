@@ -14,8 +14,12 @@ MS = 1_000_000
 S = 1_000_000_000
 
 
+# Round power levels of our own, so the numbers below do not follow the default H100 table.
+LEVELS = {"idle_w": 60.0, "run_w": 90.0, "busy_w": 300.0, "power_limit_w": 400.0}
+
+
 def make(n=2, **params) -> SimBackend:
-    return SimBackend(n, SimParams(**params), hostname="node-a", seed=7, start_ns=T0)
+    return SimBackend(n, SimParams(**(LEVELS | params)), hostname="node-a", seed=7, start_ns=T0)
 
 
 def mark(sim: SimBackend, kind: MarkerKind, t_ns: int, device=0, rank=0) -> None:
@@ -191,3 +195,10 @@ def test_markers_for_unknown_devices_are_ignored():
     sim = make(noise_w=0.0)
     sim.on_marker(MarkerData("r", 0, int(MarkerKind.STEP_START), 0, 0, T0, "GPU-other"), T0)
     assert [s.power_w for s in sim.read(T0 + S)] == pytest.approx([60.0, 60.0])
+
+
+def test_default_sim_gpu_is_an_h100_sxm():
+    p = SimParams()
+    assert p.power_limit_w == 700.0  # the SXM5 part's limit, not the PCIe card's 350 W
+    assert 0 < p.idle_w < p.run_w < p.busy_w < p.power_limit_w
+    assert p.name.startswith("NVIDIA H100 80GB HBM3")

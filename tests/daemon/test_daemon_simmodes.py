@@ -16,8 +16,12 @@ T0 = 1_800_000_000_000_000_000
 MS = 1_000_000
 
 
+# Round power levels of our own, so the numbers below do not follow the default H100 table.
+LEVELS = {"idle_w": 60.0, "run_w": 90.0, "busy_w": 300.0, "power_limit_w": 400.0}
+
+
 def backend(**params) -> SimBackend:
-    params = SimParams(noise_w=0.0, ramp_tau_s=0.002, **params)
+    params = SimParams(**(LEVELS | {"noise_w": 0.0, "ramp_tau_s": 0.002} | params))
     return SimBackend(1, params, hostname="h", seed=1, start_ns=T0)
 
 

@@ -130,41 +130,51 @@ def test_cpu_sweep_through_daemon_collector_and_report(tmp_path, sim_daemon, col
     assert result.exit_code == 0, result.output
     assert "g2-l4-b8" in result.output
 
-    points = {r["point"]: r for r in read_csv(rep / "points.csv")}
+    # points.csv is tidy long format: one row per (point, metric) with n, mean and sample std
+    long = {(r["point"], r["metric"]): r for r in read_csv(rep / "points.csv")}
+    points = {pid: {m: r for (p, m), r in long.items() if p == pid} for pid, _ in long}
     assert set(points) == {"g1-l4-b4", "g2-l2-b4", "g1-l8-b8", "g2-l4-b8"}
-    for pid, row in points.items():
+    for pid, metric in points.items():
         mine = [r for r in runs if r.tags["point"] == pid]
+        row = metric["energy_kwh"]
         assert row["runs"] == "2" and row["gpus"] == str(mine[0].world_size)
         assert row["gbs"] == str(mine[0].global_batch_size)
         assert row["lbs"] == str(mine[0].local_batch_size)
         kwh = [r.energy_j / 3.6e6 for r in mine]
-        assert float(row["energy_kwh_mean"]) == pytest.approx(sum(kwh) / 2, rel=1e-9)
-        assert float(row["energy_kwh_std"]) == pytest.approx(abs(kwh[0] - kwh[1]) / 2, abs=1e-15)
+        assert float(row["mean"]) == pytest.approx(sum(kwh) / 2, rel=1e-9)
+        sample_std = abs(kwh[0] - kwh[1]) / 2**0.5
+        assert float(row["std"]) == pytest.approx(sample_std, abs=1e-15)
         secs = [r.duration_s for r in mine]
-        assert float(row["runtime_s_mean"]) == pytest.approx(sum(secs) / 2, rel=1e-9)
+        assert float(metric["runtime_s"]["mean"]) == pytest.approx(sum(secs) / 2, rel=1e-9)
         gpu_h = sum(r.gpu_hours for r in mine) / 2
-        assert float(row["gpu_hours_mean"]) == pytest.approx(gpu_h, rel=1e-9)
-        assert float(row["samples_mean"]) == mine[0].samples == 3 * mine[0].global_batch_size
-        assert row["rmse_mean"]  # FourCastNet's accuracy metric made it through
+        assert float(metric["gpu_hours"]["mean"]) == pytest.approx(gpu_h, rel=1e-9)
+        samples = float(metric["samples"]["mean"])
+        assert samples == mine[0].samples == 3 * mine[0].global_batch_size
+        assert metric["rmse"]["mean"]  # FourCastNet's accuracy metric made it through
         temps = [sum(r.start_temperature_c.values()) / len(r.start_temperature_c) for r in mine]
-        assert float(row["start_temperature_c_mean"]) == pytest.approx(sum(temps) / 2)
+        start_c = float(metric["start_temperature_c"]["mean"])
+        assert start_c == pytest.approx(sum(temps) / 2)
 
-    runs_csv = read_csv(rep / "runs.csv")
+    runs_csv = read_csv(rep / "runs.csv")  # long: one row per (run, metric)
     assert {r["run_id"] for r in runs_csv} == state_ids
     step_rows = {r["point"]: r for r in read_csv(rep / "step_energy.csv")}
     for pid, row in step_rows.items():
         pooled = [e for r in runs if r.tags["point"] == pid for e in steps[r.run_id]]
         assert int(row["steps"]) == len(pooled) == 6
         assert float(row["mean_j"]) == pytest.approx(sum(pooled) / len(pooled))
-    series = {(r["series"], r["point"]): r for r in read_csv(rep / "series.csv")}
+    series = {
+        (r["series"], r["point"]): r
+        for r in read_csv(rep / "series.csv")
+        if r["metric"] == "speedup"
+    }
     assert set(series) == {
         ("cpu-gbs4", "g1-l4-b4"),
         ("cpu-gbs4", "g2-l2-b4"),
         ("cpu-gbs8", "g1-l8-b8"),
         ("cpu-gbs8", "g2-l4-b8"),
     }
-    assert float(series[("cpu-gbs8", "g1-l8-b8")]["speedup"]) == pytest.approx(1.0)
-    (fit,) = read_csv(rep / "fits.csv")
-    assert fit["model"] == "fourcastnet" and fit["runs"] == "8"
+    assert float(series[("cpu-gbs8", "g1-l8-b8")]["value"]) == pytest.approx(1.0)
+    fit = next(r for r in read_csv(rep / "fits.csv") if r["x"] == "gpu_hours")
+    assert fit["model"] == "fourcastnet" and fit["n"] == "8"
     page = (rep / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 6
+    assert page.count("data:image/png;base64,") == 10  # every figure, the overview included
