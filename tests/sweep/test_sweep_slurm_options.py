@@ -24,7 +24,7 @@ from trainer.sweep_slurm import point_script, slurm_problems, write_slurm
 # Training that runs until SIGTERM, as the trainer does: a clean stop, exit 143.
 SLOW_PYTHON = """#!/bin/bash
 trap 'echo stopped >>"$LOG_DIR/train.stopped"; exit 143' TERM
-printf "%s\\n" "$@" >>"$LOG_DIR/train.args"
+printf "%s\\n" "$@" >"$LOG_DIR/train.args.$$"  # one file per fake node: no interleaving
 echo started >>"$LOG_DIR/train.started"
 while true; do sleep 0.05; done
 """
@@ -113,6 +113,16 @@ def test_daemon_metrics_port_reaches_the_daemons_and_the_inventory(tmp_path, fak
     assert group["labels"] == {"slurm_job_id": "777", "__metrics_port": "9477"}
 
 
+def _node_args(logs: Path) -> list[str]:
+    """One fake node's trainer arguments (both nodes get the same ones), then clear them all."""
+    files = sorted(logs.glob("train.args.*"))
+    assert len(files) == 2, files
+    args = files[0].read_text().splitlines()
+    for f in files:
+        f.unlink()
+    return args
+
+
 def test_time_limit_requeues_and_the_next_attempt_resumes_the_same_run(tmp_path, fake_bin):  # noqa: F811
     env, logs = fake_bin
     bin_dir = Path(env["PATH"].split(":")[0])
@@ -137,13 +147,12 @@ def test_time_limit_requeues_and_the_next_attempt_resumes_the_same_run(tmp_path,
     assert (logs / "train.stopped").read_text().split() == ["stopped", "stopped"]
     assert (logs / "scontrol.log").read_text().split() == ["requeue", "777"]
     assert not (sweep_dir / "slurm" / "done" / "g8-l32-b256.r1").exists()
-    first = (logs / "train.args").read_text().splitlines()
-    (logs / "train.args").unlink()
-    (bin_dir / "python").write_text('#!/bin/bash\nprintf "%s\\n" "$@" >>"$LOG_DIR/train.args"\n')
+    first = _node_args(logs)
+    (bin_dir / "python").write_text('#!/bin/bash\nprintf "%s\\n" "$@" >"$LOG_DIR/train.args.$$"\n')
     again = subprocess.run(["bash", script, "1"], env={**env, "SLURM_RESTART_COUNT": "1"},
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 0, again.stderr
-    second = (logs / "train.args").read_text().splitlines()
+    second = _node_args(logs)
 
     def opt(args, name):
         return args[args.index(name) + 1]
