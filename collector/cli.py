@@ -27,6 +27,7 @@ from collector.db import create_db_engine, describe, migrate, open_existing, sch
 from collector.discovery import parse_shard
 from collector.errors import CollectorError, ConfigError
 from collector.report import report as report_command
+from parawatt_proto.cli_args import Utf8Group
 from parawatt_proto.transport import ClientTLS, TLSConfigError
 
 DB_OPTION = click.option(
@@ -41,12 +42,10 @@ FORMAT_OPTION = click.option(
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class _Group(click.Group):
+class _Group(Utf8Group):
     """Turns CollectorError from any command into `error: ...` and exit status 1."""
 
-    def main(self, args=None, *rest, **kwargs):
-        _utf8_args("collector", args)
-        return super().main(args, *rest, **kwargs)
+    prog = "collector"
 
     def invoke(self, ctx: click.Context):
         try:
@@ -54,18 +53,6 @@ class _Group(click.Group):
         except CollectorError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
-
-
-def _utf8_args(prog: str, args) -> None:
-    """A non-UTF-8 argument (Python keeps its bytes as surrogates) gets one line, not a
-    traceback from deep inside whatever first encodes it."""
-    for i, arg in enumerate(sys.argv[1:] if args is None else args, 1):
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError:
-            click.echo(f"{prog}: error: argument {i} is not valid UTF-8: {os.fsencode(arg)!r}",
-                       err=True)  # fmt: skip
-            sys.exit(2)
 
 
 @click.group(cls=_Group)

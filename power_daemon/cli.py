@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from parawatt_proto.cli_args import Utf8Group
 from parawatt_proto.limits import DEFAULT_MAX_CLOCK_SKEW_S
 from power_daemon import __version__
 from power_daemon.config import BACKENDS, DaemonConfig, SimParams
@@ -62,22 +63,8 @@ def _backend_options(fn):
     return fn
 
 
-class _Group(click.Group):
-    def main(self, args=None, *rest, **kwargs):
-        _utf8_args("power-daemon", args)
-        return super().main(args, *rest, **kwargs)
-
-
-def _utf8_args(prog: str, args) -> None:
-    """A non-UTF-8 argument (Python keeps its bytes as surrogates) gets one line, not a
-    traceback from deep inside whatever first encodes it."""
-    for i, arg in enumerate(sys.argv[1:] if args is None else args, 1):
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError:
-            click.echo(f"{prog}: error: argument {i} is not valid UTF-8: {os.fsencode(arg)!r}",
-                       err=True)  # fmt: skip
-            sys.exit(2)
+class _Group(Utf8Group):
+    prog = "power-daemon"
 
 
 @click.group(cls=_Group)
