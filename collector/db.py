@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 from collector.errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -94,6 +99,27 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def migrate_when_ready(
+    engine: Engine, stop: threading.Event, timeout_s: float, backoff_s: tuple[float, float]
+) -> None:
+    """`migrate`, retrying transient errors (a database still starting) for up to `timeout_s`
+    with doubling waits; a permanent error, or `stop`, raises at once."""
+    deadline = time.monotonic() + timeout_s
+    wait, longest = backoff_s
+    while True:
+        try:
+            migrate(engine)
+            return
+        except StoreError as exc:
+            left = deadline - time.monotonic()
+            if not exc.transient or left <= 0:
+                raise
+            log.warning("%s (retrying for another %.1f s)", exc, left)
+            if stop.wait(min(wait, left)):
+                raise
+            wait = min(wait * 2, longest)
 
 
 def schema_revision(engine: Engine) -> str | None:

@@ -193,5 +193,19 @@ class InventoryWatcher:
                 log.exception("inventory: polling %s failed", self.path)
 
 
+def open_inventory(
+    path: Path | None, on_change: Callable[[list[str]], None], poll_s: float
+) -> tuple[InventoryWatcher | None, list[str]]:
+    """The watcher of `--daemons-file` (None without one) and its first targets; a bad file at
+    start is a ConfigError (a user mistake), later ones keep the last good inventory."""
+    if path is None:
+        return None, []
+    watcher = InventoryWatcher(Path(path), on_change, poll_s)
+    try:
+        return watcher, watcher.load()
+    except InventoryError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def merge_targets(*lists: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(a for lst in lists for a in lst))

@@ -11,16 +11,15 @@ import logging
 import sys
 import threading
 import time
-from pathlib import Path
 
 from sqlalchemy import Engine
 
 from collector import store_reads
 from collector.aggregate import NS, SecondAggregator
 from collector.config import CollectorConfig
-from collector.db import create_db_engine, migrate
-from collector.discovery import InventoryError, InventoryWatcher, Shard
-from collector.errors import ConfigError, StoreError
+from collector.db import create_db_engine, migrate_when_ready
+from collector.discovery import InventoryWatcher, Shard, open_inventory
+from collector.errors import StoreError
 from collector.ingest import Subscriber
 from collector.join import JoinConfig, Joiner, JoinOutput
 from collector.metrics import MetricsServer, create_metrics_server
@@ -78,15 +77,10 @@ class Collector:
         # default 5 ms hand-over starves the writer between its statements. 1 ms keeps it fed.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         c = self.config
-        listed = [*c.daemons, *targets]
-        if c.daemons_file is not None:
-            self.inventory = InventoryWatcher(Path(c.daemons_file), self.set_daemons,
-                                              c.inventory_poll_s)  # fmt: skip
-            try:
-                listed += self.inventory.load()
-            except InventoryError as exc:
-                raise ConfigError(str(exc)) from None
-        self._migrate(stop or threading.Event())
+        self.inventory, found = open_inventory(c.daemons_file, self.set_daemons, c.inventory_poll_s)
+        listed = [*c.daemons, *targets, *found]
+        migrate_when_ready(self.engine, stop or threading.Event(), c.db_start_timeout_s,
+                           c.db_retry_backoff_s)  # fmt: skip
         aggregator = self._rebuild(self._own(listed))
         self.pipeline = Pipeline(self.joiner, aggregator, self.live, self.writer,
                                  c.queue_batches, run_grace_s=c.run_label_grace_s,
@@ -155,22 +149,6 @@ class Collector:
             log.warning("daemon %s: no stored position (%s); reading its whole buffer", address,
                         exc)  # fmt: skip
             return None
-
-    def _migrate(self, stop: threading.Event) -> None:
-        deadline = time.monotonic() + self.config.db_start_timeout_s
-        wait, longest = self.config.db_retry_backoff_s
-        while True:
-            try:
-                migrate(self.engine)
-                return
-            except StoreError as exc:
-                left = deadline - time.monotonic()
-                if not exc.transient or left <= 0:
-                    raise
-                log.warning("%s (retrying for another %.1f s)", exc, left)
-                if stop.wait(min(wait, left)):
-                    raise
-                wait = min(wait * 2, longest)
 
     def _rebuild(self, daemons: list[str]) -> SecondAggregator:
         """Restore the join's open state from the database (nothing to do on a fresh one), for

@@ -27,8 +27,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import CollectorConfig
-from collector.db import create_db_engine, describe, migrate
-from collector.discovery import InventoryError, InventoryWatcher, Shard, shard_of
+from collector.db import create_db_engine, describe, migrate_when_ready
+from collector.discovery import InventoryWatcher, Shard, open_inventory, shard_of
 from collector.errors import CollectorError, ConfigError, StoreError
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,11 @@ class WorkerPool:
     # -- life cycle ----------------------------------------------------------------------------
     def start(self, stop: threading.Event | None = None) -> WorkerPool:
         c = self.config
-        listed = list(c.daemons)
-        if c.daemons_file is not None:
-            self.inventory = InventoryWatcher(Path(c.daemons_file), self.set_daemons,
-                                              c.inventory_poll_s)  # fmt: skip
-            try:
-                listed += self.inventory.load()
-            except InventoryError as exc:
-                raise ConfigError(str(exc)) from None
-        self._migrate(stop or threading.Event())
+        self.inventory, found = open_inventory(c.daemons_file, self.set_daemons, c.inventory_poll_s)
+        listed = [*c.daemons, *found]
+        # Once here, so the workers never race to create the schema (SQLite cannot lock it).
+        migrate_when_ready(self.engine, stop or threading.Event(), c.db_start_timeout_s,
+                           c.db_retry_backoff_s)  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
         routed = self._route(listed)
         for k in range(self.n):
@@ -119,17 +115,6 @@ class WorkerPool:
         log.info("%d workers collecting from %d daemons into %s", self.n,
                  sum(map(len, routed)), describe(self.engine))  # fmt: skip
         return self
-
-    def _migrate(self, stop: threading.Event) -> None:
-        """Once here, so the workers never race to create the schema (SQLite cannot lock it)."""
-        deadline = time.monotonic() + self.config.db_start_timeout_s
-        while True:
-            try:
-                migrate(self.engine)
-                return
-            except StoreError as exc:
-                if not exc.transient or time.monotonic() > deadline or stop.wait(1.0):
-                    raise
 
     def _await_ready(self, w: _Worker, stop: threading.Event | None) -> None:
         while not w.conn.poll(0.2):
