@@ -17,6 +17,7 @@ from prometheus_client.core import (
 from collector.config import parse_host_port
 from collector.errors import ConfigError
 from collector.metrics_state import LiveState
+from parawatt_proto.device_metrics import DEVICE_GAUGES
 from parawatt_proto.transport import is_loopback_host
 from parawatt_proto.webconfig import MetricsHTTPServer as MetricsServer
 from parawatt_proto.webconfig import WebConfigError, load_web_config
@@ -25,26 +26,6 @@ log = logging.getLogger(__name__)
 
 _DEV = ["node", "device", "kind"]
 # (metric, help, reading field, scale to base units)
-_DEVICE_GAUGES = (
-    ("parawatt_device_power_watts", "Instantaneous power (or the driver's average).", "power_w", 1),
-    (
-        "parawatt_device_power_average_watts",
-        "Power averaged by the driver (~1 s).",
-        "power_avg_w",
-        1,
-    ),
-    ("parawatt_device_utilization_ratio", "Compute utilization (0-1).", "gpu_util_pct", 0.01),
-    (
-        "parawatt_device_memory_utilization_ratio",
-        "Memory-bus utilization (0-1).",
-        "mem_util_pct",
-        0.01,
-    ),
-    ("parawatt_device_memory_used_bytes", "Device memory in use.", "memory_used_bytes", 1),
-    ("parawatt_device_temperature_celsius", "Device temperature.", "temperature_c", 1),
-    ("parawatt_device_sm_clock_hertz", "SM clock.", "sm_clock_mhz", 1e6),
-    ("parawatt_device_memory_clock_hertz", "Memory clock.", "mem_clock_mhz", 1e6),
-)
 
 
 class ParawattCollector:
@@ -63,7 +44,7 @@ class ParawattCollector:
             idle = dict(s.idle_w)
         latest = dict(s.latest)
         gauges = {
-            name: GaugeMetricFamily(name, doc, labels=_DEV) for name, doc, _, _ in _DEVICE_GAUGES
+            name: GaugeMetricFamily(name, doc, labels=_DEV) for name, doc, _, _ in DEVICE_GAUGES
         }
         energy = CounterMetricFamily(
             "parawatt_device_energy_joules", "The device's total-energy counter.", labels=_DEV
@@ -75,7 +56,7 @@ class ParawattCollector:
             labels = [d.node, d.device, d.kind]
             r = latest.get(d.device)
             if r is not None:
-                for name, _, attr, scale in _DEVICE_GAUGES:
+                for name, _, attr, scale in DEVICE_GAUGES:
                     if (v := getattr(r, attr)) is not None:
                         gauges[name].add_metric(labels, v * scale)
                 if r.energy_j is not None:

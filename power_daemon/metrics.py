@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from parawatt_proto.device_metrics import DEVICE_GAUGES
 from parawatt_proto.transport import is_loopback_host
 from parawatt_proto.webconfig import MetricsHTTPServer as MetricsServer
 from parawatt_proto.webconfig import WebConfigError, load_web_config
@@ -31,22 +32,6 @@ log = logging.getLogger(__name__)
 
 DEVICE_LABELS = ["node", "hostname", "gpu", "uuid", "model_name", "pci_bus_id", "kind"]
 _KIND = {DeviceKind.GPU: "gpu", DeviceKind.CPU_PACKAGE: "cpu", DeviceKind.DRAM: "dram"}
-# (metric, help, Sample field, scale to base units)
-_GAUGES = (
-    ("parawatt_device_power_watts", "Instantaneous power (or the driver's average).", "power_w", 1),
-    ("parawatt_device_power_average_watts", "Power averaged by the driver.", "power_avg_w", 1),
-    ("parawatt_device_utilization_ratio", "Compute utilization (0-1).", "gpu_util_pct", 0.01),
-    (
-        "parawatt_device_memory_utilization_ratio",
-        "Memory-bus utilization (0-1).",
-        "mem_util_pct",
-        0.01,
-    ),
-    ("parawatt_device_memory_used_bytes", "Device memory in use.", "memory_used_bytes", 1),
-    ("parawatt_device_temperature_celsius", "Device temperature.", "temperature_c", 1),
-    ("parawatt_device_sm_clock_hertz", "SM clock.", "sm_clock_mhz", 1e6),
-    ("parawatt_device_memory_clock_hertz", "Memory clock.", "mem_clock_mhz", 1e6),
-)
 
 
 class DaemonMetrics:
@@ -69,7 +54,9 @@ class DaemonMetrics:
 
     def _devices(self) -> Iterator[Metric]:
         labels = self._labels()
-        gauges = {n: GaugeMetricFamily(n, doc, labels=DEVICE_LABELS) for n, doc, _, _ in _GAUGES}
+        gauges = {
+            n: GaugeMetricFamily(n, doc, labels=DEVICE_LABELS) for n, doc, _, _ in DEVICE_GAUGES
+        }
         energy = CounterMetricFamily(
             "parawatt_device_energy_joules",
             "The device's total-energy counter (since driver load or daemon start).",
@@ -100,7 +87,7 @@ class DaemonMetrics:
             age.add_metric(lab, max(0.0, (now_ns - s.time_ns) / 1e9))
             if s.lost:
                 continue
-            for name, _, attr, scale in _GAUGES:
+            for name, _, attr, scale in DEVICE_GAUGES:
                 if (v := getattr(s, attr)) is not None:
                     gauges[name].add_metric(lab, v * scale)
             if s.energy_j is not None:
