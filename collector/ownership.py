@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from collector.errors import StoreError
-from collector.metrics_state import LiveState
+from collector.metrics.state import LiveState
 from collector.records import MarkerRec
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.ownership import RunLedger, RunOwner

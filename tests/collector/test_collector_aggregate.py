@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.aggregate import SecondAggregator
 from collector.records import ReadingRec
+from collector.store.aggregate import SecondAggregator
 from tests.collector.synth import MS, T0, S
 
 

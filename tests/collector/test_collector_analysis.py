@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.analysis import (
+from collector.report.analysis import (
     accuracy_keys,
     analyze,
     distribution,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.analysis import analyze
-from collector.fits import linear_fit
+from collector.report.analysis import analyze
+from collector.report.fits import linear_fit
 from tests.sweep.study_records import make_run
 
 approx = pytest.approx

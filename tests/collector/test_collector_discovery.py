@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from collector.cli import main
 from collector.config import CollectorConfig
-from collector.discovery import (
+from collector.errors import ConfigError
+from collector.ingest.discovery import (
     InventoryError,
     Shard,
     parse_groups,
@@ -20,9 +21,8 @@ from collector.discovery import (
     read_inventory,
     shard_of,
 )
-from collector.errors import ConfigError
-from collector.models import Boot, Node, Reading
 from collector.service import create_collector
+from collector.store.models import Boot, Node, Reading
 
 
 def wait_for(predicate, timeout_s: float = 30.0) -> bool:

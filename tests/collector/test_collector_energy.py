@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from collector.energy import DEFAULT_SPEC, CounterSpec, DeviceTimeline, Sample, attribute
+from collector.energy.timeline import DEFAULT_SPEC, CounterSpec, DeviceTimeline, Sample, attribute
 from tests.collector.collector_energy_sim import (
     linear_counter_energy,
     make_workload,

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from collector.energy import CounterSpec, DeviceTimeline, Sample
+from collector.energy.timeline import CounterSpec, DeviceTimeline, Sample
 from power_daemon.backends.sim import SimBackend
 from power_daemon.config import SimParams
 from power_daemon.model import MarkerData, MarkerKind

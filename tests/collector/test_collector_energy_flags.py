@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from collector.energy import (
+from collector.energy.timeline import (
     FLAGS,
     DeviceTimeline,
     Sample,

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from collector.energy import DEFAULT_SPEC, CounterSpec, DeviceTimeline
+from collector.energy.timeline import DEFAULT_SPEC, CounterSpec, DeviceTimeline
 from tests.collector.collector_energy_sim import make_workload, readings, to_ns, to_s
 
 

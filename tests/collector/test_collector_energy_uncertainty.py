@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from collector.energy import CounterSpec, DeviceTimeline, Sample
-from collector.join_accum import Accumulator
+from collector.energy.timeline import CounterSpec, DeviceTimeline, Sample
+from collector.join.accum import Accumulator
 from tests.collector.collector_energy_sim import (
     make_load,
     make_workload,
@@ -139,7 +139,7 @@ def test_no_counter_pieces_add_in_quadrature():
 
 
 def test_a_partial_coverage_device_gets_the_unobserved_window_term_in_the_join():
-    from collector.join import PARTIAL_COVERAGE_FRACTION, Joiner
+    from collector.join.joiner import PARTIAL_COVERAGE_FRACTION, Joiner
     from collector.records import DeviceRec, NodeRec
 
     devices = (DeviceRec(0, "gpu-a", "A100", "gpu", partial_coverage=True),

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from collector.join import Joiner
-from collector.join_state import JoinConfig
+from collector.join.joiner import Joiner
+from collector.join.state import JoinConfig
 from power_daemon.sampler import Sampler
 from tests.collector.synth import MS, T0, S, node, run_markers
 from tests.collector.test_collector_join import busy_device, by_key, feed

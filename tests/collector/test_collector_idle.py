@@ -14,8 +14,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from collector.models import Device, Interval, RunRank
 from collector.service import create_collector
+from collector.store.models import Device, Interval, RunRank
 from parawatt_proto import parawatt_pb2 as pb
 from power_daemon.config import SimParams
 from tests.collector.drive import MarkerSender, run_job, wait_for_intervals

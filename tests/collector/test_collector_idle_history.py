@@ -8,17 +8,17 @@ import time
 
 import pytest
 
-from collector.db import create_db_engine, migrate
-from collector.energy import IntervalEnergy
-from collector.idle import BusyIndex, IdleTracker
-from collector.join import Joiner
-from collector.join_state import interval_record
-from collector.models import Interval, RunRank
+from collector.energy.timeline import IntervalEnergy
+from collector.join.idle import BusyIndex, IdleTracker
+from collector.join.joiner import Joiner
+from collector.join.state import interval_record
 from collector.records import IdleBucket, IdleUpdate, ReadingRec
 from collector.service import create_collector
-from collector.store import Store
-from collector.store_reads import idle_history
-from collector.writebatch import WriteBatch
+from collector.store.db import create_db_engine, migrate
+from collector.store.models import Interval, RunRank
+from collector.store.reads import idle_history
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
 from power_daemon.config import SimParams
 from tests.collector.drive import run_job, wait_for_intervals
 from tests.collector.synth import MS, T0, S, SynthDevice, node, run_markers

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from collector.energy import DeviceTimeline, Sample
-from collector.join import JoinConfig, Joiner
+from collector.energy.timeline import DeviceTimeline, Sample
+from collector.join.joiner import JoinConfig, Joiner
 from collector.records import NodeRec
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from collector.convert import marker as marker_rec
-from collector.join import Joiner
+from collector.ingest.convert import marker as marker_rec
+from collector.join.joiner import Joiner
 from parawatt_proto import parawatt_pb2 as pb
 from tests.collector.synth import MS, T0, S, run_markers
 from tests.collector.test_collector_join import CFG, busy_device, feed, node

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.join import Joiner
+from collector.join.joiner import Joiner
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node
 from tests.collector.test_collector_join import CFG
 

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import CollectorConfig
-from collector.queries import run_summary
 from collector.service import create_collector
+from collector.store.queries import run_summary
 from power_daemon.config import DaemonConfig
 from power_daemon.server import create_server
 from tests.collector.drive import run_job, wait_for_intervals

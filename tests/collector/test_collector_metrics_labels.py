@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.aggregate import SecondAggregator
-from collector.join import Joiner
-from collector.metrics import ParawattCollector
-from collector.metrics_state import LiveState
+from collector.join.joiner import Joiner
+from collector.metrics.exporter import ParawattCollector
+from collector.metrics.state import LiveState
 from collector.pipeline import Pipeline
-from collector.writebatch import WriteBatch
+from collector.store.aggregate import SecondAggregator
+from collector.store.writebatch import WriteBatch
 from tests.collector.synth import T0, S, marker, node
 from tests.collector.test_collector_join import CFG
 from tests.collector.test_collector_join_sessions import device, feed, session

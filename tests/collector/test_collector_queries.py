@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from collector import queries
-from collector.db import create_db_engine, migrate
 from collector.errors import UnknownRunError
 from collector.records import DeviceRec, IntervalRec, NodeRec, RankUpdate, RunConfigRec
-from collector.store import Store
-from collector.writebatch import WriteBatch
+from collector.store import queries
+from collector.store.db import create_db_engine, migrate
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
 from tests.collector.synth import T0, S, marker
 
 

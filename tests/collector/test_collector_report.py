@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from collector.report import build_report
+from collector.report.build import build_report
 from tests.sweep.study_records import make_run
 
 
@@ -256,8 +256,8 @@ def test_report_of_a_sweep_without_completed_runs_still_renders(tmp_path):
 def test_report_command_errors_are_one_clear_message(tmp_path):
     from click.testing import CliRunner
 
-    from collector.db import create_db_engine, migrate
-    from collector.report import report
+    from collector.report.build import report
+    from collector.store.db import create_db_engine, migrate
 
     missing = tmp_path / "missing.db"
     args = ["--sweep", "s", "--out", str(tmp_path / "out")]

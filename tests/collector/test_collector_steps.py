@@ -10,8 +10,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from collector import queries
 from collector.cli import main
+from collector.store import queries
 from tests.collector.test_collector_queries import engine  # noqa: F401 (the known rows)
 
 

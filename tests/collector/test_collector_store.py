@@ -10,10 +10,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, func, select
 
-from collector import store_reads
-from collector.db import alembic_config, create_db_engine, migrate, schema_revision
 from collector.errors import StoreError
-from collector.models import (
+from collector.records import IntervalRec, RankUpdate, RunConfigRec, SecondAggregate
+from collector.store import reads as store_reads
+from collector.store.db import alembic_config, create_db_engine, migrate, schema_revision
+from collector.store.models import (
     Base,
     Interval,
     Marker,
@@ -23,9 +24,8 @@ from collector.models import (
     RunRank,
     StreamGap,
 )
-from collector.records import IntervalRec, RankUpdate, RunConfigRec, SecondAggregate
-from collector.store import Store
-from collector.writebatch import GapRec, WriteBatch
+from collector.store.store import Store
+from collector.store.writebatch import GapRec, WriteBatch
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
 
 
@@ -150,8 +150,8 @@ def test_disk_full_is_reported_retryable_and_keeps_nothing(tmp_path):
 
 
 def test_writer_applies_retention_relative_to_the_newest_reading(engine):
-    from collector.metrics_state import LiveState
-    from collector.writer import Writer
+    from collector.metrics.state import LiveState
+    from collector.store.writer import Writer
 
     b = sample_batch()
     newest = max(r.time_ns for rows in b.readings.values() for r in rows)

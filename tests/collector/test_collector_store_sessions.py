@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from collector import queries, store_reads
-from collector.db import create_db_engine, migrate
-from collector.join import Joiner
-from collector.models import Interval, Marker, Run, RunRank
+from collector.join.joiner import Joiner
 from collector.records import RunConfigRec
-from collector.store import Store
-from collector.store_intervals import merge_sessions
-from collector.writebatch import WriteBatch
+from collector.store import queries
+from collector.store import reads as store_reads
+from collector.store.db import create_db_engine, migrate
+from collector.store.intervals import merge_sessions
+from collector.store.models import Interval, Marker, Run, RunRank
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
 from tests.collector.synth import T0, S, marker, node
 from tests.collector.test_collector_join import CFG
 from tests.collector.test_collector_join_sessions import device, feed, session

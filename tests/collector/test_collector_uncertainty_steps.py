@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from collector import queries
 from collector.cli import main
-from collector.energy import CounterSpec, DeviceTimeline
-from collector.energy_steps import epoch_step_stats, t975
+from collector.energy.steps import epoch_step_stats, t975
+from collector.energy.timeline import CounterSpec, DeviceTimeline
+from collector.store import queries
 from tests.collector.collector_energy_sim import make_load, readings, to_ns, to_s
 from tests.collector.test_collector_queries import engine  # noqa: F401 - the fixture
 
