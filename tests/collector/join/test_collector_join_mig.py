@@ -9,8 +9,8 @@ import dataclasses
 from collector.ingest.convert import marker as marker_rec
 from collector.join.joiner import Joiner
 from parawatt_proto import parawatt_pb2 as pb
+from tests.collector.join.test_collector_join import CFG, busy_device, feed, node
 from tests.collector.synth import MS, T0, S, run_markers
-from tests.collector.test_collector_join import CFG, busy_device, feed, node
 
 
 def _run(slices: dict[int, str]):

@@ -11,8 +11,8 @@ import pytest
 from collector.join.joiner import Joiner
 from collector.join.state import JoinConfig
 from power_daemon.sampler import Sampler
+from tests.collector.join.test_collector_join import busy_device, by_key, feed
 from tests.collector.synth import MS, T0, S, node, run_markers
-from tests.collector.test_collector_join import busy_device, by_key, feed
 
 CFG = JoinConfig(late_bound_ns=2 * S, chunk_ns=2 * S, keep_ns=10 * S, idle_guard_ns=S,
                  idle_min_s=1.0, idle_bucket_ns=S)  # fmt: skip

@@ -15,9 +15,9 @@ from collector.store.intervals import merge_sessions
 from collector.store.models import Interval, Marker, Run, RunRank
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
+from tests.collector.join.test_collector_join import CFG
+from tests.collector.join.test_collector_join_sessions import device, feed, session
 from tests.collector.synth import T0, S, marker, node
-from tests.collector.test_collector_join import CFG
-from tests.collector.test_collector_join_sessions import device, feed, session
 
 CONFIG = RunConfigRec(world_size=1, model="resnet50", global_batch_size=8, local_batch_size=8,
                       device_name="x86_64", tags={"sweep": "s"})  # fmt: skip

@@ -11,9 +11,9 @@ from collector.metrics.state import LiveState
 from collector.pipeline import Pipeline
 from collector.store.aggregate import SecondAggregator
 from collector.store.writebatch import WriteBatch
+from tests.collector.join.test_collector_join import CFG
+from tests.collector.join.test_collector_join_sessions import device, feed, session
 from tests.collector.synth import T0, S, marker, node
-from tests.collector.test_collector_join import CFG
-from tests.collector.test_collector_join_sessions import device, feed, session
 
 GRACE_S = 300.0
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from collector.join.joiner import Joiner
+from tests.collector.join.test_collector_join import CFG
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node
-from tests.collector.test_collector_join import CFG
 
 STEP, GAP, SPE = 300 * MS, 50 * MS, 4  # step length, gap between markers, steps per epoch
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from collector.cli import main
 from collector.store import queries
-from tests.collector.test_collector_queries import engine  # noqa: F401 (the known rows)
+from tests.collector.store.test_collector_queries import engine  # noqa: F401 (the known rows)
 
 
 def steps(db_url: str, *args: str) -> str:

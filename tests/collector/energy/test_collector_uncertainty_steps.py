@@ -15,7 +15,7 @@ from collector.energy.steps import epoch_step_stats, t975
 from collector.energy.timeline import CounterSpec, DeviceTimeline
 from collector.store import queries
 from tests.collector.collector_energy_sim import make_load, readings, to_ns, to_s
-from tests.collector.test_collector_queries import engine  # noqa: F401 - the fixture
+from tests.collector.store.test_collector_queries import engine  # noqa: F401 - the fixture
 
 
 @pytest.mark.parametrize(("coverage", "spec"), [(1.0, CounterSpec()),

@@ -21,8 +21,8 @@ from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
 from power_daemon.config import SimParams
 from tests.collector.drive import run_job, wait_for_intervals
+from tests.collector.join.test_collector_join import CFG, busy_device, feed
 from tests.collector.synth import MS, T0, S, SynthDevice, node, run_markers
-from tests.collector.test_collector_join import CFG, busy_device, feed
 from tests.collector.test_collector_service import config, rows
 
 
