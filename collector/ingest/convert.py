@@ -4,25 +4,11 @@ from __future__ import annotations
 
 from collector.records import DeviceRec, MarkerRec, NodeRec, ReadingRec, RunConfigRec
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.fields import DEVICE_KIND_NAMES, MARKER_KIND_NAMES, RUN_STATUS_NAMES
 
-DEVICE_KIND = {
-    pb.DEVICE_KIND_GPU: "gpu",
-    pb.DEVICE_KIND_CPU_PACKAGE: "cpu",
-    pb.DEVICE_KIND_DRAM: "dram",
-}
-MARKER_KIND = {
-    pb.RUN_START: "run_start",
-    pb.RUN_END: "run_end",
-    pb.EPOCH_START: "epoch_start",
-    pb.EPOCH_END: "epoch_end",
-    pb.STEP_START: "step_start",
-    pb.STEP_END: "step_end",
-}
-RUN_STATUS = {
-    pb.RUN_STATUS_COMPLETED: "completed",
-    pb.RUN_STATUS_FAILED: "failed",
-    pb.RUN_STATUS_INTERRUPTED: "interrupted",
-}
+DEVICE_KIND = DEVICE_KIND_NAMES
+MARKER_KIND = MARKER_KIND_NAMES
+RUN_STATUS = RUN_STATUS_NAMES
 _LOST = pb.DEVICE_STATUS_LOST
 
 
