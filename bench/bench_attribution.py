@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.energy import CounterSpec, DeviceTimeline  # noqa: E402
+from collector.energy.timeline import CounterSpec, DeviceTimeline  # noqa: E402
 from tests.collector.collector_energy_sim import (  # noqa: E402
     make_load,
     make_workload,

@@ -168,7 +168,7 @@ def serve_synthetic(args) -> None:
 
 # -- the measurement (parent process) ------------------------------------------------------
 def watch_markers(engine, stop: threading.Event, latencies: list[float]) -> None:
-    from collector.models import Marker
+    from collector.store.models import Marker
 
     last_id = 0
     while not stop.is_set():
@@ -188,7 +188,7 @@ def watch_markers(engine, stop: threading.Event, latencies: list[float]) -> None
 
 def run(args) -> None:
     from collector.config import CollectorConfig
-    from collector.db import create_db_engine
+    from collector.store.db import create_db_engine
     from collector.workers import WorkerPool
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-collector-"))

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import click
 
-from collector import queries, tables
 from collector.config import (
     DEFAULT_DB_URL,
     DEFAULT_METRICS_LISTEN,
     CollectorConfig,
     parse_duration_s,
 )
-from collector.db import create_db_engine, describe, migrate, open_existing, schema_revision
-from collector.discovery import parse_shard
 from collector.errors import CollectorError, ConfigError
-from collector.report import report as report_command
+from collector.ingest.discovery import parse_shard
+from collector.report import text as tables
+from collector.report.build import report as report_command
+from collector.store import queries
+from collector.store.db import create_db_engine, describe, migrate, open_existing, schema_revision
 from parawatt_proto.cli_args import Utf8Group
 from parawatt_proto.transport import ClientTLS, TLSConfigError
 

@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Iterable
 
 from collector.errors import StoreError
-from collector.metrics_state import LiveState
+from collector.metrics.state import LiveState
 from collector.records import MarkerRec
-from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.fields import MARKER_KIND_OF
 from parawatt_proto.ownership import RunLedger, RunOwner
 
 log = logging.getLogger(__name__)
 
-KIND = {"run_start": pb.RUN_START, "run_end": pb.RUN_END}
+KIND = {name: MARKER_KIND_OF[name] for name in ("run_start", "run_end")}
 Loader = Callable[[set[str]], dict[str, RunOwner]]
 
 

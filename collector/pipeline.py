@@ -12,13 +12,13 @@ import threading
 import time
 from collections import deque
 
-from collector.aggregate import SecondAggregator
-from collector.join import Joiner, JoinOutput
-from collector.metrics_state import LiveState
+from collector.join.joiner import Joiner, JoinOutput
+from collector.metrics.state import LiveState
 from collector.ownership import OwnershipGate
 from collector.records import StreamChunk
-from collector.writebatch import GapRec, WriteBatch
-from collector.writer import Writer
+from collector.store.aggregate import SecondAggregator
+from collector.store.writebatch import GapRec, WriteBatch
+from collector.store.writer import Writer
 
 log = logging.getLogger(__name__)
 

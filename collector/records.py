@@ -181,7 +181,7 @@ class RankUpdate:
 
 @dataclass(frozen=True, slots=True)
 class IdleBucket:
-    """A stretch of idle seconds of one device (collector.idle), as persisted."""
+    """A stretch of idle seconds of one device (collector.join.idle), as persisted."""
 
     start_ns: int
     seconds: int

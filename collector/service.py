@@ -14,21 +14,21 @@ import time
 
 from sqlalchemy import Engine
 
-from collector import store_reads
-from collector.aggregate import NS, SecondAggregator
 from collector.config import CollectorConfig
-from collector.db import create_db_engine, migrate_when_ready
-from collector.discovery import InventoryWatcher, Shard, open_inventory
 from collector.errors import StoreError
-from collector.ingest import Subscriber
-from collector.join import JoinConfig, Joiner, JoinOutput
-from collector.metrics import MetricsServer, create_metrics_server
-from collector.metrics_state import LiveState
+from collector.ingest.discovery import InventoryWatcher, Shard, open_inventory
+from collector.ingest.subscriber import Subscriber
+from collector.join.joiner import JoinConfig, Joiner, JoinOutput
+from collector.metrics.exporter import MetricsServer, create_metrics_server
+from collector.metrics.state import LiveState
 from collector.ownership import OwnershipGate
 from collector.pipeline import Pipeline
-from collector.store import Store
-from collector.writebatch import WriteBatch
-from collector.writer import Writer
+from collector.store import reads as store_reads
+from collector.store.aggregate import NS, SecondAggregator
+from collector.store.db import create_db_engine, migrate_when_ready
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
+from collector.store.writer import Writer
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import CollectorConfig
-from collector.db import create_db_engine, describe, migrate_when_ready
-from collector.discovery import InventoryWatcher, Shard, open_inventory, shard_of
 from collector.errors import CollectorError, ConfigError, StoreError
+from collector.ingest.discovery import InventoryWatcher, Shard, open_inventory, shard_of
+from collector.store.db import create_db_engine, describe, migrate_when_ready
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class WorkerPool:
             t.start()
             self._readers.append(t)
         if c.metrics_listen is not None:
-            from collector.metrics import create_metrics_server
+            from collector.metrics.exporter import create_metrics_server
 
             self.metrics_server, self.metrics_port = create_metrics_server(
                 None,

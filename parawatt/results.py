@@ -1,7 +1,7 @@
 """`parawatt.results(run_id, db=...)`: a run's energy read back from the collector's database.
 
 Plain dataclasses (no ORM, no SQL types); the reading itself is the collector's own queries
-(`collector.queries`), imported only when results are asked for.
+(`collector.store.queries`), imported only when results are asked for.
 
     res = parawatt.results(run.id, db="sqlite:///parawatt.db", wait_s=30)
     res.energy_j, res.uncertainty_j, res.epochs[0].energy_j
@@ -96,9 +96,9 @@ def results(run_id: str, db: str | None = None, wait_s: float = 0.0) -> Results:
     """Read a run's energy from the collector's database (SQLite or PostgreSQL URL; default
     $PARAWATT_DB, else sqlite:///parawatt.db). `wait_s`: wait up to that long for the run to be
     in the database and its intervals complete (the collector joins a few seconds behind)."""
-    from collector import queries
-    from collector.db import open_existing
     from collector.errors import CollectorError, UnknownRunError
+    from collector.store import queries
+    from collector.store.db import open_existing
 
     url = db or os.environ.get(ENV_DB) or DEFAULT_DB
     deadline = time.monotonic() + max(0.0, wait_s)

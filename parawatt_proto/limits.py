@@ -2,9 +2,9 @@
 
 The daemon refuses markers beyond them (parawatt_proto.validate), the trainer and the client
 library check their flags and arguments against them, and the collector's SQL columns are sized
-from them (collector/models.py; tests/security/test_security_limits.py checks they agree). A
+from them (collector/store/models.py; tests/security/test_security_limits.py checks they agree). A
 value that fits here always fits the database, so a bad row can only come from a bug, and even
-then it is isolated (collector/writer.py).
+then it is isolated (collector/store/writer.py).
 
 Strings: bounded length, and no control characters (C0, DEL, C1), line or paragraph separators,
 zero-width or bidi-override characters: none of them belongs in an id, and each can forge or

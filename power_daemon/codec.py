@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.fields import DEVICE_OPTIONAL_FIELDS
 from parawatt_proto.ownership import token_sha256
 from power_daemon import __version__
 from power_daemon.model import SAMPLE_FIELDS, DeviceKind, DeviceSpec, MarkerData, Sample
@@ -81,15 +82,7 @@ def marker_data(m: pb.Marker) -> MarkerData:
     )
 
 
-# DeviceInfo's `optional` fields: unset on the wire means "not reported", None in DeviceSpec.
-_OPTIONAL_DEVICE_FIELDS = (
-    "power_limit_w",
-    "memory_total_bytes",
-    "energy_counter_update_s",
-    "energy_counter_resolution_j",
-    "power_avg_window_s",
-    "instant_power_lag_s",
-)
+_OPTIONAL_DEVICE_FIELDS = DEVICE_OPTIONAL_FIELDS
 
 
 def device_pb(index: int, d: DeviceSpec) -> pb.DeviceInfo:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from parawatt_proto.fields import READING_FIELDS
+
 
 class DeviceKind(IntEnum):
     # Values mirror parawatt.v1.DeviceKind so the proto adapter can pass them through.
@@ -46,18 +48,8 @@ class DeviceSpec:
     instant_power_lag_s: float | None = None
 
 
-# Optional numeric fields of a reading, in proto field order; None means "not reported".
-SAMPLE_FIELDS = (
-    "power_w",
-    "power_avg_w",
-    "energy_j",
-    "gpu_util_pct",
-    "mem_util_pct",
-    "memory_used_bytes",
-    "temperature_c",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-)
+# Optional numeric fields of a reading, in proto field order (the contract's list).
+SAMPLE_FIELDS = READING_FIELDS
 
 
 @dataclass(slots=True)

@@ -38,7 +38,7 @@ def local_capacity(max_local_procs: int | None, grid: SweepGrid) -> tuple[int, s
 def trainer_flags() -> set[str] | None:
     """Option names of `trainer train`, to catch typos in a grid before anything runs."""
     try:
-        from trainer.cli import train  # type: ignore[attr-defined]
+        from trainer.train_command import train
     except ImportError:
         return None
     return {p.name for p in getattr(train, "params", []) if p.name}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collector.energy import Sample
+from collector.energy.timeline import Sample
 
 T0_NS = 1_700_000_000_123_456_789  # a realistic wall-clock origin: ns must survive as ints
 GRID_S = 0.001

@@ -7,7 +7,7 @@ import time
 import grpc
 from sqlalchemy import func, select
 
-from collector.models import Interval
+from collector.store.models import Interval
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from collector.config import CollectorConfig
-from collector.energy import DeviceTimeline, Sample
-from collector.models import Device, Interval, Marker, Reading, Run
+from collector.energy.timeline import DeviceTimeline, Sample
 from collector.service import create_collector
+from collector.store.models import Device, Interval, Marker, Reading, Run
 from tests.collector.drive import wait_for_intervals
 from tests.support.torchrun import run_torchrun
 from tests.trainer.trainer_args import RESNET

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from collector import queries
 from collector.config import CollectorConfig
-from collector.models import Device, Interval, Marker, Node, Run
 from collector.service import create_collector
+from collector.store import queries
+from collector.store.models import Device, Interval, Marker, Node, Run
 from parawatt_proto import parawatt_pb2 as pb
 from tests.collector.drive import MarkerSender, wait_for_intervals
 from tests.support.torchrun import PYTHON, REPO, cpu_env, free_port, stop_tree

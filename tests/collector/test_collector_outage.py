@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from collector.models import Interval, Reading, StreamGap
+from collector.store.models import Interval, Reading, StreamGap
 from tests.collector.drive import run_job, wait_for_intervals
 from tests.collector.test_collector_service import config
 

@@ -8,9 +8,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from collector import queries
-from collector.models import Device, Interval, Marker
 from collector.service import create_collector
+from collector.store import queries
+from collector.store.models import Device, Interval, Marker
 from parawatt_proto import parawatt_pb2 as pb
 from tests.collector.drive import MarkerSender
 from tests.collector.test_collector_service import config

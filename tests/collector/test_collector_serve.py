@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from collector.cli import main
-from collector.db import create_db_engine
-from collector.models import Interval, Reading
+from collector.store.db import create_db_engine
+from collector.store.models import Interval, Reading
 from tests.collector.drive import run_job
 from tests.support.torchrun import PYTHON, REPO
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from collector.config import CollectorConfig
-from collector.models import Device, Interval, Marker, Reading, StreamGap
 from collector.service import create_collector
+from collector.store.models import Device, Interval, Marker, Reading, StreamGap
 from tests.collector.drive import run_job, wait_for_intervals
 
 

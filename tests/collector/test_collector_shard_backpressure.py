@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-from collector.db import create_db_engine, migrate
-from collector.metrics_state import LiveState
+from collector.metrics.state import LiveState
 from collector.pipeline import ChunkQueue
 from collector.records import StreamChunk
-from collector.store import Store
-from collector.writebatch import WriteBatch
-from collector.writer import Writer
+from collector.store.db import create_db_engine, migrate
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
+from collector.store.writer import Writer
 from tests.collector.synth import T0, SynthDevice, node
 
 

@@ -14,12 +14,12 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from collector.db import create_db_engine, migrate
 from collector.errors import StoreError
-from collector.models import Device, Interval, Node, Run, RunRank
 from collector.records import IntervalRec, RunConfigRec
-from collector.store import Store
-from collector.writebatch import WriteBatch
+from collector.store.db import create_db_engine, migrate
+from collector.store.models import Device, Interval, Node, Run, RunRank
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node
 
 pytestmark = pytest.mark.postgres

@@ -13,11 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from collector import queries
 from collector.config import CollectorConfig
-from collector.db import create_db_engine
-from collector.discovery import shard_of
-from collector.models import Boot, Node, Reading
+from collector.ingest.discovery import shard_of
+from collector.store import queries
+from collector.store.db import create_db_engine
+from collector.store.models import Boot, Node, Reading
 from collector.workers import WorkerPool
 from tests.collector.drive import run_job, wait_for_intervals
 from tests.support.torchrun import PYTHON, REPO

@@ -10,9 +10,9 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from collector.config import CollectorConfig
-from collector.db import alembic_config, schema_revision
 from collector.errors import StoreError
 from collector.service import create_collector
+from collector.store.db import alembic_config, schema_revision
 
 
 def test_unreachable_database_is_retried_then_reported(caplog):

@@ -12,13 +12,13 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from collector.db import create_db_engine, migrate
-from collector.metrics_state import LiveState
-from collector.models import Marker, Reading, Run, RunRank
+from collector.metrics.state import LiveState
 from collector.records import RunConfigRec
-from collector.store import Store
-from collector.writebatch import WriteBatch
-from collector.writer import Writer
+from collector.store.db import create_db_engine, migrate
+from collector.store.models import Marker, Reading, Run, RunRank
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
+from collector.store.writer import Writer
 from tests.collector.conftest import db_url, pg_cluster, pg_url  # noqa: F401
 from tests.collector.synth import T0, S, SynthDevice, marker, node
 
@@ -62,7 +62,7 @@ def write_and_wait(engine, batch: WriteBatch) -> LiveState:
 
 
 def test_an_overflowing_number_loses_only_its_own_row(engine, caplog):
-    caplog.set_level(logging.ERROR, "collector.writer")
+    caplog.set_level(logging.ERROR, "collector.store.writer")
     bad = marker("step_start", T0 + 2 * S, run_id="bad\nFORGED line", step=2**64)
     live = write_and_wait(engine, batch_with([bad]))
     assert count(engine, Reading) == 420

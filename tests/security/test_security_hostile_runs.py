@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 from collector.config import CollectorConfig
-from collector.join import JoinConfig, Joiner
+from collector.join.joiner import JoinConfig, Joiner
 from collector.service import create_collector
 from parawatt_proto import parawatt_pb2 as pb
 from tests.collector.synth import T0, SynthDevice, marker, node

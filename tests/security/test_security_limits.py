@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import inspect, select
 
 from collector.config import CollectorConfig
-from collector.db import create_db_engine, migrate
-from collector.models import Device, Interval, Marker, Node, Run, RunRank
 from collector.service import create_collector
+from collector.store.db import create_db_engine, migrate
+from collector.store.models import Device, Interval, Marker, Node, Run, RunRank
 from parawatt_proto import limits as L
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.validate import marker_problem

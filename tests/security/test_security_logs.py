@@ -13,12 +13,12 @@ import time
 import grpc
 import pytest
 
-from collector.db import create_db_engine, migrate
-from collector.join import Joiner
-from collector.metrics_state import LiveState
+from collector.join.joiner import Joiner
+from collector.metrics.state import LiveState
 from collector.ownership import OwnershipGate
-from collector.store import Store
-from collector.writebatch import WriteBatch
+from collector.store.db import create_db_engine, migrate
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.ownership import RunOwner
 from tests.collector.synth import T0, SynthDevice, marker, node

@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from collector.cli import main as collector_main
 from collector.config import CollectorConfig
 from collector.errors import ConfigError
-from collector.metrics import create_metrics_server
-from collector.metrics_state import LiveState
+from collector.metrics.exporter import create_metrics_server
+from collector.metrics.state import LiveState
 from collector.service import create_collector
 from parawatt_proto.webconfig import BasicAuth, MetricsHTTPServer, load_web_config
 from tests.security.certs import make_certs
@@ -181,11 +181,11 @@ def test_collector_serve_refuses_a_bad_web_config_before_starting(certs, tmp_pat
     [("0.0.0.0:0", False, True), ("0.0.0.0:0", True, False), ("127.0.0.1:0", False, False)],
 )
 def test_non_loopback_metrics_without_tls_warns(certs, listen, tls, warns, caplog):
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics.exporter")
     web = _web_config(certs, certs.dir / "web-warn.yml") if tls else None
     server, _ = create_metrics_server(LiveState(), listen, web_config=web)
     server.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "collector.metrics"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "collector.metrics.exporter"]
     assert len(lines) == (1 if warns else 0)
     if warns:
         assert "without TLS: anyone who can reach it" in lines[0]

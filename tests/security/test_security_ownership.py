@@ -19,11 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector.config import CollectorConfig
-from collector.db import create_db_engine, migrate
-from collector.models import Marker, Run, RunRank
 from collector.service import create_collector
-from collector.store import Store
-from collector.writebatch import WriteBatch
+from collector.store.db import create_db_engine, migrate
+from collector.store.models import Marker, Run, RunRank
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 from power_daemon.metrics import DaemonMetrics

@@ -14,10 +14,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from collector import queries
 from collector.config import CollectorConfig
 from collector.errors import UnknownRunError
 from collector.service import create_collector
+from collector.store import queries
 from parawatt_proto.transport import ClientTLS, describe_rpc_error, open_channel
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import ConfigError
@@ -172,12 +172,12 @@ def test_collector_without_client_certificate_logs_one_clear_line(
     cfg = CollectorConfig(daemons=(mtls_daemon.address,), db_url=f"sqlite:///{tmp_path / 'c.db'}",
                           metrics_listen=None, tls=certs.client_tls(None),
                           reconnect_backoff_s=(0.1, 0.2))  # fmt: skip
-    caplog.set_level(logging.WARNING, logger="collector.ingest")
+    caplog.set_level(logging.WARNING, logger="collector.ingest.subscriber")
     with create_collector(cfg) as collector:
         sub = collector.subscribers[0]
         _wait(lambda: sub.health.reconnects_total >= 3)
         assert not sub.health.up and sub.health.readings_total == 0
-    lines = [r.getMessage() for r in caplog.records if r.name == "collector.ingest"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "collector.ingest.subscriber"]
     # The same failure, again and again, is logged once.
     reason = (
         "closed the connection: it may require a client certificate signed by its client CA "

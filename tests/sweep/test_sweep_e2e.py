@@ -68,8 +68,8 @@ def collector(tmp_path, sim_daemon):
 
 
 def summaries(url):
-    from collector.db import create_db_engine
-    from collector.queries import run_summaries, step_energies
+    from collector.store.db import create_db_engine
+    from collector.store.queries import run_summaries, step_energies
 
     engine = create_db_engine(url)
     try:
@@ -119,7 +119,7 @@ def test_cpu_sweep_through_daemon_collector_and_report(tmp_path, sim_daemon, col
     }
 
     from collector.cli import main as collector_cli
-    from collector.report import report
+    from collector.report.build import report
 
     rep = tmp_path / "report"
     args = ["--sweep", "e2e", "--out", str(rep), "--db", url]

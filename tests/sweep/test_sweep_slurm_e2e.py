@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from collector.db import create_db_engine
-from collector.queries import run_summaries
-from collector.report import report
+from collector.report.build import report
+from collector.store.db import create_db_engine
+from collector.store.queries import run_summaries
 from tests.support.torchrun import REPO
 from tests.sweep.test_sweep_slurm import FAKE_SRUN, SCONTROL
 from trainer.sweep_grid import parse_grid

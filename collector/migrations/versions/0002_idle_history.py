@@ -1,4 +1,4 @@
-"""idle history: per device, stretches of idle seconds (collector.idle); interval's worst-case
+"""idle history: per device, stretches of idle seconds (collector.join.idle); interval's worst-case
 uncertainty bound next to its calibrated 95 % half-width; device sensor facts
 
 Revision ID: 0002_idle

@@ -1,0 +1,218 @@
+"""One interval's energy, cross-check, uncertainty, coverage and flags from a Model."""
+
+from __future__ import annotations
+
+import math
+
+from collector.energy.model import EXTRAPOLATION_REL, Model, energy_at, gap_overlap
+from collector.energy.types import CounterSpec, IntervalEnergy, calibrated_u
+
+SQRT3 = math.sqrt(3.0)
+# Standard deviation of E(x)'s power-shape error per unit of its bound. A misplaced edge errs
+# uniformly within its bound (1 / sqrt 3), and only the part of it on x's side of the window
+# reaches E(x) (about half): fitted on bench/bench_attribution.py, every sensor mode.
+SHAPE_SIGMA = 0.28 / SQRT3
+
+
+def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: int):
+    """[a, b] in the model's float seconds; a_ns/b_ns are echoed into the result."""
+    a2, b2 = max(a, m.t_first), min(b, m.t_last)
+    flags = set()
+    if a < m.t_first or b > m.t_last:
+        flags.add("incomplete")
+    if a2 > b2 or (a2 == b2 and "incomplete" in flags):
+        return IntervalEnergy(
+            a_ns, b_ns, None, "none", None, 0.0, None, None, 0.0, frozenset(flags)
+        )
+    gap_len, has_gap = gap_overlap(m, a2, b2)
+    if has_gap:
+        flags.add("gap")
+    coverage = ((b2 - a2) - gap_len) / (b - a) if b > a else 1.0
+    p, c = m.power, m.counter
+    power_j = power_u = None
+    if p is not None and p.ts[0] <= a2 and b2 <= p.ts[-1]:
+        power_j = p.integral_scalar(b2) - p.integral_scalar(a2)
+        power_u, power_var = _power_uncertainty(m, spec, a2, b2)
+        guess = 0.5 * p.max_w * gap_len  # power inside a gap is a guess
+        power_u, power_var = power_u + guess, power_var + guess * guess / 3.0
+    bridged = win_var = 0.0
+    if c is not None and c.tc_first <= a2 and b2 <= c.tc_last:
+        ea, eb = energy_at(m, a2), energy_at(m, b2)
+        energy, source = eb - ea, "counter"
+        ua, va, ta = _counter_bound_u(m, spec, a2, ea)
+        ub, vb, tb = _counter_bound_u(m, spec, b2, eb)
+        pc_u, pc_var = _partial_coverage(m, a2, b2)
+        u, var, win_var = ua + ub + pc_u, va + vb + _timing_var(m, ta, tb), pc_var
+        if _crosses_reset(m, a2, b2):
+            flags.add("counter_reset")
+            bridged = _bridged_u(m, spec, a2, b2)
+        if power_j is not None:
+            tol = spec.disagree_rel * abs(energy) + spec.disagree_abs_j + u + power_u
+            if abs(energy - power_j) > tol:
+                flags.add("disagree")
+    elif power_j is not None:
+        energy, source, u, var, win_var = power_j, "power", power_u, power_var, 0.0
+        flags.add("no_counter")
+    else:
+        return IntervalEnergy(
+            a_ns, b_ns, None, "none", None, 0.0, None, None, coverage, frozenset(flags)
+        )
+    if b2 == a2:
+        energy, u, var, win_var, bridged = 0.0, 0.0, 0.0, 0.0, 0.0
+    avg, peak = _avg_max_power(m, energy, a2, b2)
+    bound = float(u + bridged)
+    u95 = calibrated_u(bound, bridged, var + win_var)
+    return IntervalEnergy(
+        a_ns, b_ns, energy, source, power_j, u95, avg, peak, coverage, frozenset(flags),
+        bound, float(bridged), float(var), float(win_var),
+    )  # fmt: skip
+
+
+def _local_power(m: Model, x: float) -> tuple[float, float, float]:
+    """Power readings around x: (higher of the two, |their difference|, their spacing)."""
+    ts, pw = m.power.ts, m.power.pw
+    if len(ts) == 1:
+        return float(pw[0]), 0.0, 0.0
+    j = min(max(int(ts.searchsorted(x, side="right")) - 1, 0), len(ts) - 2)
+    p0, p1 = float(pw[j]), float(pw[j + 1])
+    return max(p0, p1), abs(p1 - p0), float(ts[j + 1] - ts[j])
+
+
+def _edges_between(m: Model, x0: float, x1: float) -> float:
+    """Worst-case trapezoid error from power edges between x0 and x1 (root-sum-square)."""
+    ts, q = m.power.ts, m.power.edges
+    lo = max(int(ts.searchsorted(min(x0, x1), side="right")) - 1, 0)
+    hi = min(int(ts.searchsorted(max(x0, x1), side="left")), len(ts) - 1)
+    return 0.5 * math.sqrt(max(float(q[hi] - q[lo]), 0.0))
+
+
+def _power_uncertainty(m: Model, spec: CounterSpec, a: float, b: float) -> tuple[float, float]:
+    """(bound, variance): each edge term is at most its bound, uniformly spread below it."""
+    edges = _edges_between(m, a, b)
+    u, var = edges, edges * edges / 3.0
+    for x in (a, b):
+        high, dp, dt = _local_power(m, x)
+        seg, lag = 0.5 * dp * dt, 0.5 * high * spec.power_avg_s
+        u += seg + lag
+        var += (seg * seg + lag * lag) / 3.0
+    return u, var
+
+
+def _counter_bound_u(
+    m: Model, spec: CounterSpec, x: float, e_x: float
+) -> tuple[float, float, dict[int, float]]:
+    """(bound, variance, timing) of E at x. The bound adds worst cases; the variance treats each
+    shape term as uniform within its bound; timing: how E(x) moves per second each anchor's
+    moment is off (E(x) errs by -(1 - s) P_r d_r - s P_r+1 d_r+1, s the share of the window's
+    power integral before x), combined over both bounds by _timing_var."""
+    c = m.counter
+    last = len(c.tau) - 1
+    r = int(c.tau.searchsorted(x, side="right")) - 1
+    res = spec.resolution_j
+    if 0 <= r < last:
+        h = max(float(c.half_width[r]), float(c.half_width[r + 1]))
+        shape = float(c.window_shape_j[r])
+        step = float(c.value[r + 1] - c.value[r])
+        shape_sd = shape * SHAPE_SIGMA
+        if _in_gap(m, x):  # nothing says when inside the window the energy went
+            shape = step
+            shape_sd = step / (2 * SQRT3)
+        elif spec.power_avg_s > 0 and m.power is not None:  # a lagging average: ~linear share
+            shape = 0.5 * step
+            shape_sd = shape * SHAPE_SIGMA
+        share = (e_x - float(c.value[r])) / step if step > 0 else 0.5
+        share = min(max(share, 0.0), 1.0)
+        p0, p1 = float(c.p_tau[r]), float(c.p_tau[r + 1])
+        timing = {r: -(1.0 - share) * p0, r + 1: -share * p1}
+        var = res * res / 3.0 + shape_sd * shape_sd
+        return float(c.window_max_w[r]) * h + shape + res, var, timing
+    near = 0 if r < 0 else last
+    if m.power is not None:
+        high = _local_power(m, x)[0]
+        if len(c.window_max_w):
+            high = max(high, float(c.window_max_w[min(max(near - 1, 0), last - 1)]))
+        shape = _edges_between(m, float(c.tau[near]), x)
+    else:
+        high, shape = abs(c.tail_scale if near else c.head_scale), 0.0
+    extrapolated = EXTRAPOLATION_REL * abs(e_x - float(c.value[near]))
+    timing = high * float(c.half_width[near])
+    var = (timing**2 + shape**2 + extrapolated**2 + res**2) / 3.0
+    return timing + shape + extrapolated + res, var, {}
+
+
+def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> float:
+    """Variance of E(b) - E(a) from the update moments: each is uniform in its bracket; the
+    part of that error common to all anchors (phase-locked sampling) cancels between bounds."""
+    c = m.counter
+    coef = dict(at_b)
+    for k, v in at_a.items():
+        coef[k] = coef.get(k, 0.0) - v
+    if not coef:
+        return 0.0
+    hw = c.half_width
+    terms = [v * float(hw[k]) / SQRT3 for k, v in coef.items()]
+    indep = c.timing_indep
+    return indep * sum(t * t for t in terms) + (1.0 - indep) * sum(terms) ** 2
+
+
+def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
+    """The unobserved-window term over the counter windows [a, b] touches (bound, variance)."""
+    c = m.counter
+    if c.pc_var is None:
+        return 0.0, 0.0
+    n = len(c.pc_sum) - 1
+    lo = min(max(int(c.tau.searchsorted(a, side="right")) - 1, 0), n)
+    hi = min(max(int(c.tau.searchsorted(b, side="left")), lo), n)
+    return float(c.pc_sum[hi] - c.pc_sum[lo]), float(c.pc_var[hi] - c.pc_var[lo])
+
+
+def _bridged_u(m: Model, spec: CounterSpec, a: float, b: float) -> float:
+    """Energy bridged across a counter reset is a power integral (or a rate) over the bridged
+    window, readings missing inside it included: give it a bound that covers that guess. A
+    restarted counter also starts a fresh update grid: its first increment may hold up to one
+    period of energy the bridge already counted."""
+    c, total = m.counter, 0.0
+    for r in c.reset_windows:  # rare
+        t0, t1 = float(c.tau[r]), float(c.tau[r + 1])
+        if not (t0 < b and t1 > a):
+            continue
+        bridge = float(c.value[r + 1] - c.value[r])
+        if m.power is None:
+            total += 0.5 * bridge
+            continue
+        gap_len, _ = gap_overlap(m, t0, t1)
+        total += 0.5 * m.power.max_w * gap_len + EXTRAPOLATION_REL * bridge
+        total += float(c.window_max_w[r]) * spec.update_s if r < len(c.window_max_w) else 0.0
+        total += float(c.window_shape_j[r]) if r < len(c.window_shape_j) else 0.0
+    return total
+
+
+def _in_gap(m: Model, x: float) -> bool:
+    k = int(m.gap_end.searchsorted(x, side="left"))
+    return k < len(m.gap_end) and m.gap_start[k] < x
+
+
+def _crosses_reset(m: Model, a: float, b: float) -> bool:
+    c = m.counter
+    return any(c.tau[r] < b and c.tau[r + 1] > a for r in c.reset_windows)  # rare
+
+
+def _avg_max_power(m: Model, energy: float, a: float, b: float):
+    p = m.power
+    if p is None:
+        return (energy / (b - a) if b > a else None), None
+    at_a, at_b = _power_at(m, a), _power_at(m, b)
+    ja, jb = int(p.ts.searchsorted(a, side="right")), int(p.ts.searchsorted(b, side="left"))
+    peak = max(at_a, at_b, float(p.pw[ja:jb].max())) if jb > ja else max(at_a, at_b)
+    return (energy / (b - a) if b > a else at_a), peak
+
+
+def _power_at(m: Model, x: float) -> float:
+    ts, pw = m.power.ts, m.power.pw
+    if x <= ts[0] or len(ts) == 1:
+        return float(pw[0])
+    if x >= ts[-1]:
+        return float(pw[-1])
+    j = int(ts.searchsorted(x, side="right")) - 1
+    t0, p0 = float(ts[j]), float(pw[j])
+    return p0 + (float(pw[j + 1]) - p0) * (x - t0) / (float(ts[j + 1]) - t0)

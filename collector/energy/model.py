@@ -1,0 +1,258 @@
+"""The energy curve E(t) of one device, built from its readings (pure numpy; float seconds).
+
+E(t) is counter-anchored and power-shaped: it passes through every counter anchor (update
+moment, value) and, between two anchors, shares the counter's increment in proportion to the
+integral of the sampled power. The counter keeps long sums exact; power only says *when*
+inside one update the energy was used. Without power the share is linear in time between
+anchors (still far better than between readings, since anchors sit at the update moments).
+Outside the first/last anchor the curve follows the power integral scaled by the counter's
+recent counter/power ratio. A counter reset is bridged with the power integral so E stays one
+increasing function. Without a counter E is the power integral itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from collector.energy.counter import counter_anchors
+from collector.energy.power import cumulative_trapezoid, edge_budget, integral_at, integral_scalar
+
+CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
+EXTRAPOLATION_REL = 0.05  # relative uncertainty of energy extrapolated beyond the last anchor
+JUMP_FACTOR = 3.0  # a window's increment above this x the highest power x its length is a restart
+MAX_DEVICE_W = 5000.0  # ... and above this (no GPU module draws that): a counter restart
+PC_SIGMA = 0.45  # standard deviation of a window's unobserved-part error per unit of its bound
+
+
+@dataclass(frozen=True, slots=True)
+class PowerPart:
+    ts: np.ndarray
+    pw: np.ndarray
+    cum: np.ndarray  # trapezoid integral from ts[0]
+    edges: np.ndarray  # edge_budget(ts, pw)
+    max_w: float
+
+    def integral(self, x: np.ndarray) -> np.ndarray:
+        return integral_at(self.ts, self.pw, self.cum, x)
+
+    def integral_scalar(self, x: float) -> float:
+        return integral_scalar(self.ts, self.pw, self.cum, x)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPart:
+    tc_first: float
+    tc_last: float
+    tau: np.ndarray  # anchor moments
+    value: np.ndarray  # E at the anchors (counter values, reset windows bridged)
+    half_width: np.ndarray
+    reset_windows: np.ndarray  # window r = [tau[r], tau[r+1]] bridged across a reset
+    i_tau: np.ndarray | None  # power integral at the anchors
+    window_max_w: np.ndarray  # highest power seen in each window (bounds the timing error)
+    window_shape_j: np.ndarray  # how wrong the power shape can be inside each window
+    head_scale: float  # J of counter per J of power integral (or per s without power)
+    tail_scale: float
+    # Unobserved-window term of a partial-coverage sensor, cumulative over windows: pc_var[r]
+    # = sum of the per-window error variances before window r (pc_sum: of the bounds).
+    pc_var: np.ndarray | None = None
+    pc_sum: np.ndarray | None = None
+    # For the calibrated interval: power at each anchor (what misplacing it costs per second)
+    # and the share of the update-time error that differs between anchors (timing_indep).
+    p_tau: np.ndarray | None = None
+    timing_indep: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    t_first: float
+    t_last: float
+    power: PowerPart | None
+    counter: CounterPart | None
+    gap_start: np.ndarray
+    gap_end: np.ndarray
+    gap_cum: np.ndarray  # gap_cum[k] = total length of gaps before gap k
+    settled: float  # E(t) for t <= settled no longer changes when later readings arrive
+
+
+def build_model(
+    ts: np.ndarray, pw: np.ndarray, cc: np.ndarray, spec, max_gap_s: float | None
+) -> Model:
+    """ts sorted and unique; pw / cc NaN where a reading lacks that value."""
+    has_p = np.isfinite(pw)
+    power = None
+    if has_p.any():
+        tp, pv = ts[has_p], pw[has_p]
+        power = PowerPart(
+            tp, pv, cumulative_trapezoid(tp, pv), edge_budget(tp, pv), float(pv.max())
+        )
+    has_c = np.isfinite(cc)
+    counter = _build_counter(ts[has_c], cc[has_c], power, spec) if has_c.any() else None
+    if max_gap_s is None and len(ts) > 1:
+        max_gap_s = 5.0 * float(np.median(np.diff(ts)))
+    if max_gap_s is None:
+        gaps = np.empty(0, dtype=np.int64)
+    else:
+        gaps = np.flatnonzero(np.diff(ts) > max_gap_s)
+    gap_start, gap_end = ts[gaps], ts[gaps + 1]
+    gap_cum = np.concatenate(([0.0], np.cumsum(gap_end - gap_start)))
+    settled = float(ts[-1])
+    if counter is not None:
+        # an anchor is final once its run has started; beyond the last one E is extrapolated
+        settled = float(counter.tau[-1]) if len(counter.tau) > 1 else float(ts[0])
+    return Model(float(ts[0]), float(ts[-1]), power, counter, gap_start, gap_end, gap_cum, settled)
+
+
+def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec) -> CounterPart:
+    a = counter_anchors(tc, cc, spec.update_s, spec.update_jitter_s)
+    tau = a.tau_s
+    i_tau = power.integral(tau) if power is not None else None
+    step = np.diff(a.value_j)
+    jumps = a.reset[1:].copy()  # window r ends at the reset anchor r + 1
+    if power is not None and len(step):
+        # A counter that leaps by far more than any power seen, and more than any device can
+        # draw, restarted with a new offset (a driver reload, a fresh sim): bridge it like a
+        # reset. (A long gap in the readings while the GPU worked harder is no jump.)
+        limit_w = max(JUMP_FACTOR * power.max_w, MAX_DEVICE_W)
+        jumps |= step > limit_w * np.diff(tau) + 1.0
+    resets = np.flatnonzero(jumps)
+    if len(resets):
+        dt = np.diff(tau)
+        if i_tau is not None:
+            bridge = np.diff(i_tau)[resets]
+        else:  # no power: the neighbouring windows' rate
+            ok = np.ones(len(step), dtype=bool)
+            ok[resets] = False
+            rate = step[ok].sum() / dt[ok].sum() if ok.any() else 0.0
+            bridge = rate * dt[resets]
+        step = step.copy()
+        step[resets] = np.maximum(bridge, 0.0)
+    value = a.value_j[0] + np.concatenate(([0.0], np.cumsum(step)))
+    window_max, window_shape = _window_bounds(tau, step, power)
+    head, tail = _scales(tau, value, i_tau)
+    pc_var, pc_sum = _partial_coverage(tau, step, spec.coverage_fraction)
+    return CounterPart(
+        float(tc[0]), float(tc[-1]), tau, value, a.half_width_s, resets, i_tau,
+        window_max, window_shape, head, tail, pc_var, pc_sum,
+        _power_at_anchors(tau, step, power), _timing_independence(a, spec.update_s),
+    )  # fmt: skip
+
+
+def _power_at_anchors(tau: np.ndarray, step: np.ndarray, power: PowerPart | None) -> np.ndarray:
+    if power is not None:
+        return np.interp(tau, power.ts, power.pw)
+    if len(tau) < 2:
+        return np.zeros(len(tau))
+    rate = step / np.maximum(np.diff(tau), 1e-9)
+    padded = np.concatenate((rate[:1], rate, rate[-1:]))
+    return np.maximum(padded[:-1], padded[1:])
+
+
+def _timing_independence(a, update_s: float) -> float:
+    """How much of the update-moment error differs from one anchor to the next (0..1).
+
+    Sampling phase-locked to the counter (a fixed schedule whose period divides the counter's)
+    misplaces every update by the same amount, and an interval's two bounds then err alike
+    and largely cancel; free-running sampling misplaces each update independently. The
+    readings that reveal updates (hi = tau + half_width) step by exactly one period when
+    locked and scatter when not: their scatter, against a uniform bracket's, says which."""
+    hi = a.tau_s + a.half_width_s
+    d = np.diff(hi)
+    d = d[(d > 0.5 * update_s) & (d < 1.5 * update_s)]
+    if len(d) < 8:
+        return 1.0
+    bracket_var = float(np.mean(a.half_width_s**2)) / 3.0
+    if bracket_var <= 0:
+        return 1.0
+    scatter = 0.5 * float(np.var(d))  # var(u_k - u_k-1) = 2 var(u) for independent offsets
+    return float(np.clip(scatter / bracket_var, 0.05, 1.0))
+
+
+def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float):
+    """A sensor that observes only `fraction` of each window scales that part up: the window's
+    energy is off by what the unobserved part did differently. Nothing measures that part, so
+    the power change between neighbouring windows stands in for the change inside one
+    (a load phase-locked to the window shows none and stays invisible: the sensor's limit)."""
+    if fraction >= 1.0 or len(tau) < 3:
+        return None, None
+    dt = np.diff(tau)
+    mean_w = step / np.where(dt > 0, dt, np.inf)
+    d = np.abs(np.diff(mean_w))
+    change = np.maximum(np.concatenate((d[:1], d)), np.concatenate((d, d[-1:])))
+    bound = (1.0 - fraction) * dt * change
+    return (
+        np.concatenate(([0.0], np.cumsum((bound * PC_SIGMA) ** 2))),
+        np.concatenate(([0.0], np.cumsum(bound))),
+    )
+
+
+def _window_bounds(
+    tau: np.ndarray, step: np.ndarray, power: PowerPart | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: the highest power around it and the worst-case error of the power shape."""
+    if len(tau) < 2:
+        return np.empty(0), np.empty(0)
+    if power is None:
+        rate = step / np.diff(tau)
+        padded = np.concatenate((rate[:1], rate, rate[-1:]))
+        highest = np.maximum(np.maximum(padded[:-2], padded[1:-1]), padded[2:])
+        return highest, 0.5 * step  # linear-in-time share: at most half the increment off
+    ts, pw = power.ts, power.pw
+    last = len(ts) - 1
+    lo = np.clip(np.searchsorted(ts, tau, side="right") - 1, 0, last)  # reading at/before
+    hi = np.clip(np.searchsorted(ts, tau, side="left"), 0, last)  # reading at/after
+    inner = np.maximum.reduceat(pw, lo)[:-1]  # readings in [lo_r, lo_r+1)
+    highest = np.maximum(np.maximum(inner, pw[lo[1:]]), pw[hi[1:]])
+    shape = 0.5 * np.sqrt(power.edges[hi[1:]] - power.edges[lo[:-1]])
+    return highest, np.minimum(shape, step)
+
+
+def _scales(tau: np.ndarray, value: np.ndarray, i_tau: np.ndarray | None) -> tuple[float, float]:
+    """Counter per power-integral (or per second) over the first and last few windows."""
+    w = min(CALIBRATION_WINDOWS, len(tau) - 1)
+    if w < 1:
+        return (1.0, 1.0) if i_tau is not None else (0.0, 0.0)
+    base = i_tau if i_tau is not None else tau
+    head_d, tail_d = base[w] - base[0], base[-1] - base[-1 - w]
+    head = (value[w] - value[0]) / head_d if head_d > 0 else None
+    tail = (value[-1] - value[-1 - w]) / tail_d if tail_d > 0 else None
+    fallback = 1.0 if i_tau is not None else 0.0
+    return (head if head is not None else fallback, tail if tail is not None else fallback)
+
+
+def energy_at(m: Model, x: float) -> float:
+    """E at x (x inside [t_first, t_last]); J on the counter's own scale."""
+    c, p = m.counter, m.power
+    if c is None:
+        return p.integral_scalar(x)
+    tau, value = c.tau, c.value
+    last = len(tau) - 1
+    r = int(tau.searchsorted(x, side="right")) - 1
+    ix = p.integral_scalar(x) if p is not None else 0.0
+    if r < 0 or r >= last:  # beyond the anchors: follow power (or the rate), scaled
+        near = 0 if r < 0 else last
+        scale = c.head_scale if r < 0 else c.tail_scale
+        base = ix - float(c.i_tau[near]) if p is not None else x - float(tau[near])
+        return float(value[near]) + scale * base
+    t0, v0, v1 = float(tau[r]), float(value[r]), float(value[r + 1])
+    if p is not None:
+        i0 = float(c.i_tau[r])
+        den = float(c.i_tau[r + 1]) - i0
+        if den > 0:
+            return v0 + (v1 - v0) * ((ix - i0) / den)
+    return v0 + (v1 - v0) * ((x - t0) / (float(tau[r + 1]) - t0))
+
+
+def gap_overlap(m: Model, a: float, b: float) -> tuple[float, bool]:
+    """Total length of gaps inside [a, b] and whether any gap touches (a, b)."""
+    gs, ge = m.gap_start, m.gap_end
+    if len(gs) == 0:
+        return 0.0, False
+    k0 = int(ge.searchsorted(a, side="right"))  # first gap ending after a
+    k1 = int(gs.searchsorted(b, side="left"))  # gaps before k1 start before b
+    if k0 >= k1:
+        return 0.0, False
+    total = float(m.gap_cum[k1] - m.gap_cum[k0])
+    total -= max(0.0, a - float(gs[k0])) + max(0.0, float(ge[k1 - 1]) - b)
+    return total, True

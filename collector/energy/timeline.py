@@ -1,0 +1,228 @@
+"""Energy attribution: the energy of any interval on one device, from its readings (pure core).
+
+Method (DESIGN.md "Energy attribution"): the total-energy counter is primary. It advances in
+~100 ms steps, so E(t) is pinned to *anchors* - the estimated update moments with the value
+each update produced (energy_counter.py) - and between two anchors the counter's increment is
+shared in proportion to the integral of instantaneous power (energy_model.py). The energy of
+[a, b] is E(b) - E(a) of that one function, so intervals are exactly additive. Without a
+counter the trapezoid integral of power is used (source "power", flag "no_counter"); with one,
+the power integral is still computed as a cross-check.
+
+uncertainty_j is the half-width of a calibrated 95 % interval: energy_j +- uncertainty_j holds
+the true energy of ~95 % of intervals (bench/bench_attribution.py measures this per interval
+length and sensor mode; README "Accuracy"). It is 1.96 sigma of an error model, capped by the
+near-worst-case bound bound_j, plus bridged_j (energy bridged across a counter reset, whose
+bound is kept whole). The bound, for source "counter", is the sum over both bounds x of
+    P_max(x) * h(x) + S(x) + resolution_j
+  P_max: the highest power read inside the counter update window around x;
+  h:     the larger half-width of the window's two anchor brackets (how well the update
+         moments are known: half a sampling period, or half of update_s when sampling is
+         slower than the counter);
+  S:     how wrong the power shape can be inside that window: 0.5 * sqrt(sum (dP * dt)^2)
+         over its power segments (an edge between two readings misplaces at most half of
+         dP * dt); half the window's increment when power is a lagging average
+         (power_avg_s > 0) or absent (the share is then ~linear in time); the whole
+         increment when x falls inside a gap.
+  Beyond the first/last anchor (at the very start or end of the readings) S becomes the edge
+  budget back to that anchor plus 5 % of the energy extrapolated from it.
+  On a partial-coverage sensor (CounterSpec.coverage_fraction < 1) every window the interval
+  touches adds (1 - fraction) * its length * the power change to its neighbours.
+The error model behind sigma: each update moment is uniform in its bracket and E(x) moves by
+-(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the window, P: power at the anchors), with
+the part of d common to all anchors (phase-locked sampling, measured from how regularly the
+updates show up) cancelling between the two bounds; shape terms are uniform within their
+bound, of which about half reaches E(x); the unobserved-window terms add up in quadrature.
+For source "power": 0.5 * sqrt(sum (dP * dt)^2) over the interval's segments plus, per bound,
+0.5 * dP * dt of the segment holding it and 0.5 * P * power_avg_s (sigma: each uniform).
+
+"disagree": |counter - power integral| > disagree_rel * |counter| + disagree_abs_j + both
+uncertainties (CounterSpec defaults: 5 % + 1 J).
+"counter_reset": the counter went down inside the interval (driver reload); that update window
+is bridged with the power integral, so energy stays positive and additive.
+"gap": two consecutive readings inside the interval are further apart than max_gap_ns (default
+5x the median spacing); the counter still gives the energy across it, but coverage excludes it.
+"incomplete": the interval reaches before the first or after the last reading; energy_j is the
+covered part only (None with coverage 0 when nothing is covered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from collector.energy.counter import run_starts
+from collector.energy.interval import measure
+from collector.energy.model import Model, build_model, energy_at
+from collector.energy.power import trapezoid
+from collector.energy.types import FLAGS, CounterSpec, IntervalEnergy, Sample
+
+DEFAULT_SPEC = CounterSpec()
+
+__all__ = [
+    "FLAGS",
+    "DEFAULT_SPEC",
+    "CounterSpec",
+    "DeviceTimeline",
+    "IntervalEnergy",
+    "Sample",
+    "attribute",
+    "idle_power_w",
+    "integrate_power",
+]
+
+
+def _arrays(samples: Iterable[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns of the samples that have power or energy (None -> NaN). One list per column:
+    ~0.2 us a sample, where a tuple per sample cost ~1 us (every reading passes here)."""
+    samples = samples if isinstance(samples, list) else list(samples)
+    if not samples:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    t = np.array([s.time_ns for s in samples], dtype=np.int64)
+    p = np.array([s.power_w for s in samples], dtype=float)  # None -> nan
+    c = np.array([s.energy_j for s in samples], dtype=float)
+    keep = ~(np.isnan(p) & np.isnan(c))
+    if not keep.all():
+        t, p, c = t[keep], p[keep], c[keep]
+    return t, p, c
+
+
+class DeviceTimeline:
+    """Readings of one device (kept sorted; out-of-order input is merged, a repeated time_ns
+    keeps the reading seen first) with energy_at(t) and interval(start, end).
+
+    max_gap_ns: readings further apart are a gap (None: 5x the median spacing of the
+    readings held). The curve is rebuilt lazily after extend()/trim() (linear in the readings
+    held, ~0.1 us each); queries then cost a few binary searches each. energy_at() values stay
+    on one scale across extend() and trim()."""
+
+    def __init__(self, spec: CounterSpec = DEFAULT_SPEC, max_gap_ns: int | None = None) -> None:
+        self.spec = spec
+        self.max_gap_ns = max_gap_ns
+        self._t = np.empty(0, np.int64)
+        self._p = np.empty(0)
+        self._c = np.empty(0)
+        self._origin_ns: int | None = None
+        self._offset_j = 0.0  # keeps energy_at() continuous when trim() drops history
+        self._model: Model | None = None
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def extend(self, samples: Iterable[Sample]) -> None:
+        t, p, c = _arrays(samples)
+        if not len(t):
+            return
+        if self._origin_ns is None:
+            self._origin_ns = int(t.min())
+        in_order = bool(np.all(np.diff(t) > 0)) and (not len(self._t) or t[0] > self._t[-1])
+        t, p, c = (np.concatenate(pair) for pair in ((self._t, t), (self._p, p), (self._c, c)))
+        if not in_order:
+            order = np.argsort(t, kind="stable")  # earlier readings first among equal times
+            t, p, c = t[order], p[order], c[order]
+            keep = np.concatenate(([True], t[1:] != t[:-1]))
+            t, p, c = t[keep], p[keep], c[keep]
+        self._t, self._p, self._c = t, p, c
+        self._model = None
+
+    def trim(self, before_ns: int) -> None:
+        """Forget readings no longer needed for intervals starting at or after before_ns."""
+        if not len(self._t) or before_ns <= self._t[0]:
+            return
+        model = self._ensure()
+        cut = self._cut_index(model, before_ns)
+        if cut <= 0:
+            return
+        x = self._s(min(max(before_ns, int(self._t[cut])), int(self._t[-1])))
+        old = energy_at(model, x)
+        self._t, self._p, self._c = self._t[cut:], self._p[cut:], self._c[cut:]
+        self._model = None
+        self._offset_j += old - energy_at(self._ensure(), x)
+
+    def covered_until_ns(self) -> int | None:
+        """Time of the last reading (readings span [first, this])."""
+        return int(self._t[-1]) if len(self._t) else None
+
+    def settled_until_ns(self) -> int | None:
+        """Energy up to here no longer changes when later readings arrive: the last counter
+        update seen (up to one update behind covered_until_ns); beyond it E is extrapolated.
+        Compute intervals ending before it for final figures."""
+        if not len(self._t):
+            return None
+        model = self._ensure()
+        if model.counter is None:
+            return int(self._t[-1])  # a power integral is final up to the last reading
+        return self._origin_ns + round(model.settled * 1e9)
+
+    def energy_at(self, t_ns: int) -> float | None:
+        """E(t) in J (counter scale where there is one), None outside the readings."""
+        if not len(self._t) or not self._t[0] <= t_ns <= self._t[-1]:
+            return None
+        return energy_at(self._ensure(), self._s(t_ns)) + self._offset_j
+
+    def interval(self, start_ns: int, end_ns: int) -> IntervalEnergy:
+        if end_ns < start_ns:
+            raise ValueError(f"interval ends before it starts: {start_ns} > {end_ns}")
+        if not len(self._t):
+            return IntervalEnergy(
+                start_ns, end_ns, None, "none", None, 0.0, None, None, 0.0,
+                frozenset({"incomplete"}),
+            )  # fmt: skip
+        model = self._ensure()
+        return measure(model, self.spec, self._s(start_ns), self._s(end_ns), start_ns, end_ns)
+
+    def _s(self, t_ns: int) -> float:
+        return (t_ns - self._origin_ns) / 1e9  # exact int difference first: ns stay ns
+
+    def _ensure(self) -> Model:
+        if self._model is None:
+            ts = (self._t - self._origin_ns) / 1e9
+            gap = None if self.max_gap_ns is None else self.max_gap_ns / 1e9
+            self._model = build_model(ts, self._p, self._c, self.spec, gap)
+        return self._model
+
+    def _cut_index(self, model: Model, before_ns: int) -> int:
+        """Keep the reading before before_ns and, with a counter, the previous run's last
+        reading too: it bounds the bracket of the update that anchors before_ns."""
+        k = int(np.searchsorted(self._t, before_ns, side="right")) - 1
+        if model.counter is None:
+            return k
+        counter_rows = np.flatnonzero(np.isfinite(self._c))
+        starts = counter_rows[run_starts(self._c[counter_rows])]
+        run = int(np.searchsorted(starts, k, side="right")) - 1
+        return min(k, int(starts[run]) - 1) if run > 0 else 0
+
+
+def attribute(
+    samples: Sequence[Sample], start_ns: int, end_ns: int, spec: CounterSpec = DEFAULT_SPEC
+) -> IntervalEnergy:
+    """One interval from a list of samples (any order)."""
+    timeline = DeviceTimeline(spec)
+    timeline.extend(samples)
+    return timeline.interval(start_ns, end_ns)
+
+
+def integrate_power(samples: Sequence[Sample], start_ns: int, end_ns: int) -> float | None:
+    """Trapezoid integral of power over [start, end], interpolated at both bounds; None unless
+    power readings span the whole interval."""
+    pts = sorted({s.time_ns: s.power_w for s in reversed(samples) if s.power_w is not None}.items())
+    if not pts or end_ns < start_ns or not pts[0][0] <= start_ns <= end_ns <= pts[-1][0]:
+        return None
+    t0 = pts[0][0]
+    ts = np.array([(t - t0) / 1e9 for t, _ in pts])
+    pw = np.array([p for _, p in pts])
+    if len(ts) == 1:
+        return 0.0
+    return trapezoid(ts, pw, (start_ns - t0) / 1e9, (end_ns - t0) / 1e9)
+
+
+def idle_power_w(samples: Sequence[Sample]) -> float | None:
+    """Idle power from samples known to be idle: the median of the power readings (robust to
+    the odd spike from another process); the counter's mean rate where there is no power."""
+    powers = [s.power_w for s in samples if s.power_w is not None]
+    if powers:
+        return float(np.median(powers))
+    pts = sorted((s.time_ns, s.energy_j) for s in samples if s.energy_j is not None)
+    if len(pts) < 2 or pts[-1][0] == pts[0][0] or pts[-1][1] < pts[0][1]:
+        return None
+    return (pts[-1][1] - pts[0][1]) / ((pts[-1][0] - pts[0][0]) / 1e9)

@@ -1,0 +1,305 @@
+"""The streaming join of markers with readings into step/epoch/run intervals (pure core).
+
+Per node a watermark (the newest reading time) tells how far readings have come. Start and end
+markers pair up per (run_id, rank, kind, epoch, step) whatever order they arrive in. An interval
+is computed once its device's energy is settled past its end (readings a counter update or two
+beyond it); if a device lags, it is computed anyway when the node's watermark is `late_bound`
+past the end, with what is there, and flagged "late".
+Long open intervals are integrated in pieces (accumulators) so readings need not stay in memory
+for a whole run. Energies come from collector.energy.timeline (counter-anchored, power-shaped).
+
+Markers come in through join_markers (pairing, sessions of a resumed run).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from collector.energy.timeline import CounterSpec
+from collector.join.accum import Accumulator
+from collector.join.markers import MarkerIntake
+from collector.join.state import (
+    BUFFER_SAMPLES,
+    DeviceState,
+    JoinConfig,
+    JoinOutput,
+    NodeState,
+    Pending,
+    RunProgress,
+    interval_record,
+)
+from collector.records import IdleUpdate, NodeRec, RankUpdate, ReadingRec
+
+__all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
+
+_KIND_ORDER = {"step": 0, "epoch": 1, "run": 2}  # a rank's run interval is emitted last
+_RECENT_KEYS = 100_000
+# Share of each 100 ms window a partial-coverage sensor observes: ~25 ms (Yang et al., SC24
+# "Part-time Power Measurements", A100/H100). The daemon says whether a device is one.
+PARTIAL_COVERAGE_FRACTION = 0.25
+
+
+class Joiner(MarkerIntake):
+    def __init__(self, cfg: JoinConfig | None = None) -> None:
+        self.cfg = cfg or JoinConfig()
+        self._nodes: dict[str, NodeState] = {}
+        self._devices: dict[str, DeviceState] = {}
+        # Per (run, rank, uuid): the idle power of the rank's current session, measured at the
+        # session's start (_facts_at: (run, rank) -> that start).
+        self._run_idle: dict[tuple[str, int, str], float | None] = {}
+        self._facts_at: dict[tuple[str, int], int] = {}
+        self._done: dict[tuple, int] = {}  # key -> end_ns of its computed interval
+        self._done_order: deque[tuple] = deque()
+        self._progress: dict[str, list] = {}  # run_id -> [epoch, step, ended, session start]
+        self._dropped = 0  # unpaired markers found while adding markers (reported by poll)
+        self._unmeasured = 0  # markers of ranks on no device this node measures
+        self._warned: dict[tuple[str, int], None] = {}
+        self._open_overflow = 0  # markers refused: too many open intervals (JoinConfig.max_open)
+        self._overflow_logged = -60.0
+        self._runs_forgotten = 0
+
+    # -- input -------------------------------------------------------------------------------
+    def add_node(self, node: NodeRec) -> None:
+        n = self._nodes.setdefault(node.hostname, NodeState(node.hostname))
+        for d in node.devices:
+            if d.uuid in n.devices:
+                continue
+            spec = CounterSpec(
+                update_s=d.counter_update_s or 0.1,
+                resolution_j=d.counter_resolution_j or 0.001,
+                # power_w is the driver's average where there is no instantaneous power
+                power_avg_s=0.0
+                if d.has_instant_power or d.power_avg_window_s == 0
+                else (d.power_avg_window_s or 1.0),
+                coverage_fraction=PARTIAL_COVERAGE_FRACTION if d.partial_coverage else 1.0,
+            )
+            dev = DeviceState(node.hostname, d.uuid, d.kind, spec, self.cfg)
+            n.devices[d.uuid] = self._devices[d.uuid] = dev
+
+    def set_idle(self, uuid: str, idle_power_w: float, measured_ns: int) -> None:
+        """A device's last idle measurement, e.g. from the database after a restart."""
+        if (dev := self._devices.get(uuid)) is not None:
+            dev.idle.idle_power_w, dev.idle.measured_ns = idle_power_w, measured_ns
+
+    def load_idle_history(self, uuid: str, buckets) -> None:
+        """A device's idle history from the database (IdleBucket records)."""
+        if (dev := self._devices.get(uuid)) is not None:
+            dev.idle.load(list(buckets))
+
+    def set_run_idle(
+        self, run_id: str, rank: int, uuid: str, idle_power_w: float | None, start_ns: int
+    ) -> None:
+        """The idle power measured for the rank's session that started at start_ns."""
+        self._run_idle[(run_id, rank, uuid)] = idle_power_w
+        self._facts_at[(run_id, rank)] = start_ns
+
+    def add_readings(self, hostname: str, readings: Sequence[ReadingRec]) -> None:
+        node = self._nodes.get(hostname)
+        if node is None:
+            return
+        newest = node.watermark_ns
+        devices = node.devices
+        touched = set()
+        for r in readings:  # hot path: ~50,000 readings/s, typically one per device per call
+            if r.lost:
+                continue
+            dev = devices.get(r.device_uuid)
+            if dev is None:
+                continue
+            dev.buffer.append(r)
+            dev.idle.add(r)
+            touched.add(dev)
+            if r.time_ns > newest:
+                newest = r.time_ns
+        for dev in touched:
+            dev.last_ns = max(dev.last_ns or 0, dev.buffer[-1].time_ns)
+            if len(dev.buffer) >= BUFFER_SAMPLES:
+                dev.timeline  # noqa: B018 - flushes the buffer
+        node.watermark_ns = newest
+
+    # -- output ------------------------------------------------------------------------------
+    def poll(self) -> JoinOutput:
+        """Emit what is ready. Touches only intervals that have an end marker and runs whose
+        start facts are due; open intervals are integrated ahead once per chunk of readings:
+        a poll costs what changed, not what is open (10,000 open runs must not stall it)."""
+        out = JoinOutput(dropped_markers=self._dropped, unmeasured_markers=self._unmeasured,
+                         open_overflow=self._open_overflow)  # fmt: skip
+        self._dropped = self._unmeasured = self._open_overflow = 0
+        for node in self._nodes.values():
+            for key in list(node.new_runs):
+                p = node.pending[key]
+                if p.start is not None and p.devices and self._run_facts(node, p, out):
+                    node.new_runs.pop(key, None)
+            ending = [node.pending[k] for k in node.ending]
+            for p in sorted(ending, key=lambda p: _KIND_ORDER[p.key[2]]):
+                if p.start is None or not p.devices or p.key not in node.pending:
+                    continue
+                late = self._ready(node, p)
+                if late is not None:
+                    self._emit(node, p, late, out)
+            if node.watermark_ns - node.advanced_ns >= self.cfg.chunk_ns:
+                node.advanced_ns = node.watermark_ns
+                for p in node.pending.values():
+                    if p.start is not None and p.devices:
+                        self._advance(p)
+            self._trim(node)
+            self._refresh_idle(node, out)
+        return out
+
+    def _ready(self, node: NodeState, p: Pending) -> set[str] | None:
+        """None while waiting; else the set of devices computed late (not settled)."""
+        end = p.end.time_ns
+        late = set()
+        for uuid in p.devices:
+            if not self._devices[uuid].settled_past(end):
+                if node.watermark_ns < end + self.cfg.late_bound_ns:
+                    return None
+                late.add(uuid)
+        return late
+
+    def _emit(self, node: NodeState, p: Pending, late: set[str], out: JoinOutput) -> None:
+        run_id, rank, kind, epoch, step = p.key
+        start, end = p.start.time_ns, p.end.time_ns
+        for uuid in p.devices:
+            dev = self._devices[uuid]
+            acc = p.accs.get(uuid) or Accumulator(start)
+            acc.add(dev.timeline.interval(acc.cut_ns, max(end, acc.cut_ns)))
+            e = acc.result(start, end)
+            idle_w = self._run_idle.get((run_id, rank, uuid))
+            flags = p.flags | ({"late"} if uuid in late else set())
+            out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags))
+        node.close(p.key)
+        self._remember(p.key, end)
+        if kind == "run":  # what of this session never found its partner
+            pending = node.pending
+            orphans = [k for k in node.by_rank.get((run_id, rank), ())
+                       if (pending[k].start or pending[k].end).time_ns <= end]  # fmt: skip
+            for k in orphans:
+                node.close(k)
+                out.dropped_markers += 1 + len(node.deferred.pop(k, ()))
+        for m in node.deferred.pop(p.key, ()):
+            self._add(node, m)
+
+    def _advance(self, p: Pending) -> None:
+        """Integrate a long open interval up to where readings are final, to free memory."""
+        for uuid in p.devices:
+            dev = self._devices[uuid]
+            acc = p.accs.get(uuid)
+            cut = acc.cut_ns if acc is not None else p.start.time_ns
+            if not dev.settled_past(cut + self.cfg.chunk_ns):
+                continue
+            safe = dev.settled()
+            if p.end is not None:
+                safe = min(safe, p.end.time_ns)
+            if safe - cut >= self.cfg.chunk_ns:
+                acc = p.accs.setdefault(uuid, Accumulator(p.start.time_ns))
+                acc.add(dev.timeline.interval(cut, safe))
+
+    def _run_facts(self, node: NodeState, p: Pending, out: JoinOutput) -> bool:
+        """At a run's start: its devices' idle power and the GPU's start temperature.
+        False while the readings are not there yet."""
+        run_id, rank = p.key[0], p.key[1]
+        t0 = p.start.time_ns
+        if self._facts_at.get((run_id, rank)) == t0:
+            return True
+        for uuid in p.devices:
+            cov = self._devices[uuid].covered()
+            if (cov is None or cov < t0) and node.watermark_ns < t0 + self.cfg.late_bound_ns:
+                return False
+        for uuid in p.devices:
+            idle = self._devices[uuid].idle
+            # Judge the readings up to the start now, without waiting `lag` for other runs'
+            # late markers: a second misjudged in that race is outvoted by the history's
+            # low percentiles and medians.
+            idle.refresh(min(node.watermark_ns, t0), 0)
+            self._run_idle[(run_id, rank, uuid)] = idle.idle_power_w  # None: not known yet
+        self._facts_at[(run_id, rank)] = t0
+        gpu = p.devices[0]
+        if self._devices[gpu].kind == "gpu":
+            temp = self._devices[gpu].idle.temperature_at(t0)
+            out.rank_updates.append(
+                RankUpdate(run_id, rank, temp, self._run_idle[(run_id, rank, gpu)], t0)
+            )
+        return True
+
+    def _trim(self, node: NodeState) -> None:
+        for uuid, dev in node.devices.items():
+            if node.watermark_ns - dev.trimmed_ns < self.cfg.keep_ns // 2:
+                continue  # amortized: a trim rebuilds the device's energy model
+            dev.trimmed_ns = node.watermark_ns
+            keep = node.watermark_ns - self.cfg.keep_ns
+            for p in node.pending.values():
+                if uuid in p.devices and p.start is not None:
+                    acc = p.accs.get(uuid)
+                    keep = min(keep, acc.cut_ns if acc is not None else p.start.time_ns)
+            dev.timeline.trim(keep - 1_000_000_000)
+            idle_keep = node.watermark_ns - self.cfg.keep_ns - self.cfg.idle_window_ns
+            dev.idle.trim(min(idle_keep, keep - self.cfg.idle_window_ns - self.cfg.idle_guard_ns))
+
+    def _refresh_idle(self, node: NodeState, out: JoinOutput) -> None:
+        lag = max(self.cfg.late_bound_ns, self.cfg.idle_guard_ns)
+        for dev in node.devices.values():
+            changed = dev.idle.refresh(node.watermark_ns, lag)
+            buckets = tuple(dev.idle.take_buckets())
+            if changed or buckets:
+                idle = dev.idle
+                out.idle_updates.append(
+                    IdleUpdate(dev.uuid, idle.idle_power_w, idle.measured_ns, buckets)
+                )
+
+    def _remember(self, key: tuple, end_ns: int) -> None:
+        self._done[key] = end_ns
+        self._done_order.append(key)
+        if len(self._done_order) > _RECENT_KEYS:
+            self._done.pop(self._done_order.popleft(), None)
+
+    # -- state for metrics and tests ---------------------------------------------------------
+    def progress(self, only: set[str] | None = None) -> list[RunProgress]:
+        """Per run: latest epoch/step seen and the energy of its open run intervals so far
+        (computed only for the runs in `only` when given; 0 for the others)."""
+        energy: dict[str, float] = {}
+        at_cov: dict[str, float | None] = {}  # per device: E at its newest reading
+        for node in self._nodes.values():
+            for p in node.pending.values():
+                if (
+                    p.key[2] != "run"
+                    or p.start is None
+                    or (only is not None and p.key[0] not in only)
+                ):
+                    continue
+                for uuid in p.devices:
+                    acc, dev = p.accs.get(uuid), self._devices[uuid]
+                    cut = acc.cut_ns if acc is not None else p.start.time_ns
+                    cov = dev.covered()
+                    so_far = acc.energy_j if acc is not None else 0.0
+                    if cov is not None and cov > cut:
+                        # A live gauge: E(newest) - E(cut), two look-ups, not a full interval
+                        if uuid not in at_cov:
+                            at_cov[uuid] = dev.timeline.energy_at(cov)
+                        a, b = dev.timeline.energy_at(cut), at_cov[uuid]
+                        so_far += (b - a) if a is not None and b is not None else 0.0
+                    energy[p.key[0]] = energy.get(p.key[0], 0.0) + (so_far or 0.0)
+        return [
+            RunProgress(run_id, ep, st, energy.get(run_id, 0.0), ended, started)
+            for run_id, (ep, st, ended, started) in self._progress.items()
+        ]
+
+    def forget_run(self, run_id: str) -> None:
+        self.forget_runs({run_id})
+
+    def forget_runs(self, run_ids: set[str]) -> None:
+        """One pass for many runs (thousands may expire at once)."""
+        if not run_ids:
+            return
+        for run_id in run_ids:
+            self._progress.pop(run_id, None)
+        self._facts_at = {k: v for k, v in self._facts_at.items() if k[0] not in run_ids}
+        self._run_idle = {k: v for k, v in self._run_idle.items() if k[0] not in run_ids}
+
+    def pending_keys(self) -> list[tuple]:
+        return [k for n in self._nodes.values() for k in n.pending]
+
+    def watermark_ns(self, hostname: str) -> int:
+        node = self._nodes.get(hostname)
+        return node.watermark_ns if node else 0

@@ -1,0 +1,245 @@
+"""The SQL adapter's read side for a restart: cursors, devices and the open join state.
+
+After a restart the join is rebuilt from the database alone: the markers whose intervals are not
+stored yet (for the ranks whose run interval is missing) and the raw readings from before the
+oldest of them, replayed through the same pure code, so no interval goes missing and none
+duplicates (and a duplicate would hit the unique key anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import Engine, case, exists, func, select
+from sqlalchemy.orm import Session
+
+from collector.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
+from collector.records import IdleBucket as IdleBucketRec
+from collector.store.db import translate_errors
+from collector.store.models import (
+    Boot,
+    Device,
+    IdleBucket,
+    IngestCursor,
+    Interval,
+    Marker,
+    Node,
+    Reading,
+    Reading1s,
+    Run,
+    RunRank,
+)
+from parawatt_proto.ownership import RunOwner
+
+_INTERVAL_KIND = case(
+    (Marker.kind.like("run_%"), "run"), (Marker.kind.like("epoch_%"), "epoch"), else_="step"
+)
+
+
+def cursor_for(engine: Engine, address: str) -> tuple[str, int] | None:
+    """(boot_id, next_seq) last stored for the daemon at this address."""
+    with translate_errors("reading ingest cursors", engine), engine.connect() as conn:
+        row = conn.execute(
+            select(Boot.boot_id, IngestCursor.next_seq)
+            .join(Boot, Boot.id == IngestCursor.boot_id)
+            .where(IngestCursor.address == address)
+            .order_by(IngestCursor.updated_ns.desc())
+            .limit(1)
+        ).first()
+    return (row[0], row[1]) if row else None
+
+
+def hostnames_of(engine: Engine, addresses: list[str]) -> list[str]:
+    """The nodes these daemon addresses have served (by their stored ingest cursors)."""
+    if not addresses:
+        return []
+    with translate_errors("reading ingest cursors", engine), engine.connect() as conn:
+        rows = conn.execute(
+            select(Node.hostname)
+            .join(Boot, Boot.node_id == Node.id)
+            .join(IngestCursor, IngestCursor.boot_id == Boot.id)
+            .where(IngestCursor.address.in_(addresses))
+            .distinct()
+        )
+        return sorted(h for (h,) in rows)
+
+
+def nodes(engine: Engine, hostnames: list[str] | None = None) -> list[NodeRec]:
+    """Every node (or these) with every device it ever had (device index meaningless: -1)."""
+    query = select(Node.hostname, Device).join(Device, Device.node_id == Node.id)
+    if hostnames is not None:
+        query = query.where(Node.hostname.in_(hostnames))
+    with translate_errors("reading devices", engine), Session(engine) as session:
+        rows = session.execute(query)
+        by_host: dict[str, list[DeviceRec]] = {}
+        for hostname, d in rows:
+            by_host.setdefault(hostname, []).append(
+                DeviceRec(
+                    index=-1,
+                    uuid=d.uuid,
+                    name=d.name,
+                    kind=d.kind,
+                    vendor_index=d.vendor_index,
+                    power_limit_w=d.power_limit_w,
+                    memory_total_bytes=d.memory_total_bytes,
+                    has_energy_counter=d.has_energy_counter,
+                    has_instant_power=d.has_instant_power,
+                    counter_update_s=d.counter_update_s,
+                    counter_resolution_j=d.counter_resolution_j,
+                    power_avg_window_s=d.power_avg_window_s,
+                    partial_coverage=bool(d.partial_coverage),
+                    sensor_method=d.sensor_method or "",
+                )
+            )
+    return [NodeRec(hostname=h, boot_id="", devices=tuple(ds)) for h, ds in by_host.items()]
+
+
+def device_idle(engine: Engine) -> list[tuple[str, float, int]]:
+    with translate_errors("reading devices", engine), engine.connect() as conn:
+        rows = conn.execute(
+            select(Device.uuid, Device.idle_power_w, Device.idle_measured_ns).where(
+                Device.idle_power_w.is_not(None)
+            )
+        )
+        return [(u, w, t or 0) for u, w, t in rows]
+
+
+def idle_history(engine: Engine, since_ns: int) -> dict[str, list[IdleBucketRec]]:
+    """Per device uuid: its idle buckets from since_ns on (collector.join.idle's history)."""
+    query = (
+        select(Device.uuid, IdleBucket.start_ns, IdleBucket.seconds, IdleBucket.low_w,
+               IdleBucket.median_w)
+        .join(Device, Device.id == IdleBucket.device_id)
+        .where(IdleBucket.start_ns >= since_ns)
+        .order_by(IdleBucket.start_ns)
+    )  # fmt: skip
+    out: dict[str, list[IdleBucketRec]] = {}
+    with translate_errors("reading idle history", engine), engine.connect() as conn:
+        for uuid, *rest in conn.execute(query):
+            out.setdefault(uuid, []).append(IdleBucketRec(*rest))
+    return out
+
+
+def open_markers(
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None
+) -> list[MarkerRec]:
+    """Markers of ranks whose run interval is missing, minus those whose interval is stored.
+
+    "Stored" means an interval that reaches the marker's time: a resumed run's new session
+    (its markers are the latest of their identity) is open although the earlier session's run
+    interval, and steps it ran again, are stored."""
+    run_done = exists().where(
+        Interval.run_id == Marker.run_id,
+        Interval.rank == Marker.rank,
+        Interval.kind == "run",
+        Interval.end_ns >= Marker.time_ns,
+    )
+    own_done = exists().where(
+        Interval.run_id == Marker.run_id,
+        Interval.rank == Marker.rank,
+        Interval.kind == _INTERVAL_KIND,
+        Interval.epoch == Marker.epoch,
+        Interval.step == Marker.step,
+        Interval.end_ns >= Marker.time_ns,
+    )
+    query = (
+        select(Marker)
+        .where(Marker.time_ns >= since_ns, ~run_done, ~own_done)
+        .order_by(Marker.time_ns)
+    )
+    if hostnames is not None:
+        query = query.where(Marker.hostname.in_(hostnames))
+    with translate_errors("reading open markers", engine), Session(engine) as session:
+        return [
+            MarkerRec(
+                run_id=m.run_id,
+                rank=m.rank,
+                kind=m.kind,
+                epoch=m.epoch,
+                step=m.step,
+                time_ns=m.time_ns,
+                device_uuid=m.device_uuid,
+                local_rank=m.local_rank,
+                hostname=m.hostname,
+                seq=m.seq,
+                metrics=dict(m.metrics or {}),
+                status=m.status,
+            )
+            for m in session.scalars(query)
+        ]
+
+
+def run_idle(engine: Engine, run_ids: set[str]) -> list[tuple[str, int, str, float, int]]:
+    """(run_id, rank, device uuid, idle W, start of the rank's current session)."""
+    if not run_ids:
+        return []
+    cols = (RunRank.run_id, RunRank.rank, RunRank.device_uuid, RunRank.idle_power_w,
+            RunRank.start_ns)  # fmt: skip
+    with translate_errors("reading runs", engine), engine.connect() as conn:
+        rows = conn.execute(
+            select(*cols).where(RunRank.run_id.in_(run_ids), RunRank.idle_power_w.is_not(None))
+        )
+        return [tuple(r) for r in rows]
+
+
+def aggregated_until(engine: Engine) -> dict[str, int]:
+    """Per device uuid: the last second whose aggregate is stored."""
+    with translate_errors("reading aggregates", engine), engine.connect() as conn:
+        rows = conn.execute(
+            select(Device.uuid, func.max(Reading1s.second))
+            .join(Reading1s, Reading1s.device_id == Device.id)
+            .group_by(Device.uuid)
+        )
+        return {u: s for u, s in rows}
+
+
+def readings_since(
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None, chunk_rows: int = 50_000
+) -> Iterator[list[tuple[str, ReadingRec]]]:
+    """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading)."""
+    cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f != "device_uuid"]
+    query = (
+        select(Node.hostname, Device.uuid, *cols)
+        .join(Device, Device.id == Reading.device_id)
+        .join(Node, Node.id == Device.node_id)
+        .where(Reading.time_ns >= since_ns)
+        .order_by(Reading.time_ns, Reading.seq)
+        .execution_options(yield_per=chunk_rows)
+    )
+    if hostnames is not None:
+        query = query.where(Node.hostname.in_(hostnames))
+    with translate_errors("reading raw readings", engine), engine.connect() as conn:
+        chunk: list[tuple[str, ReadingRec]] = []
+        for hostname, uuid, seq, *rest in conn.execute(query):
+            chunk.append((hostname, ReadingRec(seq, uuid, *rest)))
+            if len(chunk) >= chunk_rows:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def newest_reading_ns(engine: Engine) -> int | None:
+    with translate_errors("reading", engine), engine.connect() as conn:
+        return conn.scalar(select(func.max(Reading.time_ns)))
+
+
+def run_owners(engine: Engine, run_ids: set[str]) -> dict[str, RunOwner]:
+    """What the database knows of these runs' ownership (runs it does not hold are left out)."""
+    out: dict[str, RunOwner] = {}
+    ids = sorted(run_ids)
+    with translate_errors("reading run owners", engine), engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            for run_id, sha, end_ns in conn.execute(
+                select(Run.run_id, Run.run_token_sha256, Run.end_ns).where(Run.run_id.in_(part))
+            ):
+                out[run_id] = RunOwner(bytes(sha or b""), ended=end_ns is not None)
+            for run_id, rank in conn.execute(
+                select(RunRank.run_id, RunRank.rank).where(
+                    RunRank.run_id.in_(part), RunRank.end_ns.is_(None)
+                )
+            ):
+                if run_id in out:
+                    out[run_id].open_ranks.add(rank)
+    return out

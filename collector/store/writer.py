@@ -1,0 +1,227 @@
+"""The writer thread: commits what the join produced, and survives the database going away.
+
+A failed commit is rolled back as a whole and retried with backoff, merged with whatever arrived
+meanwhile. The in-memory backlog is bounded: past `max_backlog_readings` the oldest raw readings
+are dropped (counted, and recorded as "dropped" gaps); markers, intervals and cursors are small
+and never dropped, so no interval is lost while the database is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from collector.errors import StoreError
+from collector.metrics.state import LiveState
+from collector.store.store import Store
+from collector.store.writebatch import GapRec, WriteBatch
+
+log = logging.getLogger(__name__)
+
+_LOG_ROWS = 10  # refused rows logged per batch; the rest are only counted
+
+
+class Writer:
+    def __init__(
+        self,
+        store: Store,
+        live: LiveState,
+        flush_interval_s: float = 0.2,
+        max_backlog_readings: int = 1_000_000,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        retention_s: float | None = None,
+        retention_check_s: float = 60.0,
+    ) -> None:
+        self.store, self.live = store, live
+        self._flush_s = flush_interval_s
+        self._max_backlog = max_backlog_readings
+        self._backoff = backoff_s
+        self._retention_ns = int(retention_s * 1e9) if retention_s else None
+        self._retention_check_s = retention_check_s
+        self._cond = threading.Condition()
+        self._backlog = WriteBatch()
+        self._writing = False
+        self.failures = 0  # consecutive failed commits
+        self._stop = False
+        self._newest_ns = 0
+        self._isolated_logged = 0
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+
+    def start(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def submit(self, batch: WriteBatch) -> None:
+        for rows in batch.readings.values():
+            if rows:
+                self._newest_ns = max(self._newest_ns, rows[-1].time_ns)
+        with self._cond:
+            self._backlog.extend(batch)
+            self._bound()
+            self.live.db_backlog_readings = self._backlog.reading_count
+            if self._backlog.reading_count >= self.store.chunk_rows:
+                self._cond.notify()
+
+    def behind(self, readings: int) -> bool:
+        """More than `readings` wait while the database takes them (not while it fails): the
+        join should wait, so a slow database slows the streams instead of filling memory."""
+        waiting = self._backlog.reading_count + len(self._backlog.markers)  # a marker flood too
+        return waiting > readings and self.failures == 0
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._backlog and not self._writing
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush everything (retrying for up to timeout_s if the database is down), then stop."""
+        with self._cond:
+            self._stop = True
+            self._deadline = time.monotonic() + timeout_s
+            self._cond.notify()
+        self._thread.join(timeout_s + 5)
+
+    def _bound(self) -> None:
+        for boot_id, first_seq, n in self._backlog.drop_oldest_readings(self._max_backlog):
+            self.live.readings_dropped_total += n
+            self._backlog.gaps.append(
+                GapRec(boot_id, "dropped", "", first_seq, n, None, time.time_ns())
+            )
+            log.error("database backlog full: dropped %d readings of boot %r", n, boot_id)
+
+    def _run(self) -> None:
+        wait = self._backoff[0]
+        next_trim = time.monotonic() + self._retention_check_s
+        while True:
+            with self._cond:
+                if not self._stop:
+                    self._cond.wait(self._flush_s)
+                batch, self._backlog = self._backlog, WriteBatch()
+                self._writing = bool(batch)
+                stopping = self._stop
+            if batch:
+                if self._write(batch):
+                    wait = self._backoff[0]
+                    self.failures = 0
+                else:
+                    self.failures += 1
+                    with self._cond:
+                        batch.extend(self._backlog)
+                        self._backlog = batch
+                        self._bound()
+                        self._writing = False
+                    if stopping and time.monotonic() > self._deadline:
+                        log.error(
+                            "giving up: %d readings and %d intervals were not written",
+                            batch.reading_count,
+                            len(batch.intervals),
+                        )
+                        return
+                    time.sleep(min(wait, self._flush_s * 5) if stopping else wait)
+                    wait = min(wait * 2, self._backoff[1])
+                    continue
+            with self._cond:
+                self._writing = False
+                if stopping and not self._backlog:
+                    return
+            if self._retention_ns and time.monotonic() >= next_trim and self._newest_ns:
+                next_trim = time.monotonic() + self._retention_check_s
+                self._trim()
+
+    def _write(self, batch: WriteBatch) -> bool:
+        """Markers and intervals first, then readings in parts (markers arriving meanwhile go
+        between them), then aggregates and cursors. A cursor is committed only after all the
+        readings below it, and every part is idempotent, so on failure the whole batch is
+        retried: what already went in is skipped by the unique keys."""
+        started = time.perf_counter()
+        try:
+            tail = WriteBatch(readings=batch.readings, aggregates=batch.aggregates,
+                              cursors=batch.cursors, reading_count=batch.reading_count)  # fmt: skip
+            meta = WriteBatch(nodes=batch.nodes, markers=batch.markers, intervals=batch.intervals,
+                              rank_updates=batch.rank_updates, idle_updates=batch.idle_updates,
+                              gaps=batch.gaps)  # fmt: skip
+            if meta:
+                self.store.write(meta)
+            for part in tail.reading_parts(self.store.chunk_rows):
+                self.store.write(part)
+                self._write_urgent(batch)
+            self.store.write(WriteBatch(aggregates=tail.aggregates, cursors=tail.cursors))
+        except Exception as exc:
+            with self.live.lock:
+                self.live.db_errors_total += 1
+            if _transient(exc):
+                log.warning("%s (will retry; %d readings waiting)", exc, batch.reading_count)
+                return False
+            log.warning("the database refused a batch (%s); writing it in parts", _why(exc))
+            self._isolated_logged = 0
+            try:
+                self._isolate(batch.items())
+            except Exception as again:  # transient meanwhile: retried whole (idempotent)
+                log.warning("%s (will retry; %d readings waiting)", again, batch.reading_count)
+                return False
+        with self.live.lock:
+            self.live.db_write_seconds.observe(time.perf_counter() - started)
+            self.live.readings_written_total += batch.reading_count
+            self.live.markers_refused_total += self.store.take_refused()
+            self.live.db_backlog_readings = self._backlog.reading_count
+        return True
+
+    def _write_urgent(self, batch: WriteBatch) -> None:
+        """Commit markers/intervals that arrived while a large batch is being written; they
+        also join `batch`, so a later failure retries them with it."""
+        with self._cond:
+            meta = self._backlog.take_meta()
+        if meta:
+            batch.extend(meta)
+            self.store.write(meta)
+
+    def _isolate(self, items: list[tuple[str, object]]) -> None:
+        """Write the items in halves, recursively, so that only the rows the database itself
+        refuses (a data error, not a transient one) are dropped: counted and logged escaped,
+        never taking other rows with them. A transient error propagates (retry the batch)."""
+        if not items:
+            return
+        try:
+            self.store.write(WriteBatch.of(items))
+            return
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            if len(items) == 1:
+                kind, item = items[0]
+                with self.live.lock:
+                    self.live.rows_refused_total += 1
+                    if kind == "readings":
+                        self.live.readings_dropped_total += 1
+                self._isolated_logged += 1
+                if self._isolated_logged <= _LOG_ROWS:  # a broken schema refuses every row
+                    log.error("dropped a %s row the database refuses (%s): %.300r",
+                              kind.rstrip("s"), _why(exc), item)  # fmt: skip
+                elif self._isolated_logged == _LOG_ROWS + 1:
+                    log.error("dropping more refused rows of this batch (counted, not logged)")
+                return
+        half = len(items) // 2
+        self._isolate(items[:half])
+        self._isolate(items[half:])
+
+    def _trim(self) -> None:
+        try:
+            n = self.store.trim_readings(self._newest_ns - self._retention_ns)
+            if n:
+                log.info("retention: deleted %d raw readings", n)
+        except StoreError as exc:
+            log.warning("retention trim failed: %s", exc)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Retry the batch as it is: the connection is at fault (server gone or restarting, a lock,
+    a full disk, even a role revoked: dropping rows would not mend it). False for a data error
+    or a bug, which the same rows hit again: those rows are isolated."""
+    return isinstance(exc, StoreError) and not exc.data
+
+
+def _why(exc: BaseException) -> str:
+    """First line, escaped (it may quote a row's values)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0][:300] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)

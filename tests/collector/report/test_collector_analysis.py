@@ -1,0 +1,248 @@
+"""The scaling study's analysis on synthetic records with answers worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.report.analysis import (
+    accuracy_keys,
+    analyze,
+    distribution,
+    linear_fit,
+    pareto_front,
+    run_metrics,
+    stat,
+    step_energy_by_point,
+)
+from tests.sweep.study_records import make_run
+
+approx = pytest.approx
+
+
+def test_stat_is_mean_and_sample_std_over_repeats():
+    s = stat([1.0, 3.0, None])
+    assert (s.mean, s.std, s.n) == (2.0, approx(2**0.5), 2)  # ddof=1: n - 1 in the denominator
+    assert stat([None]).mean is None and stat([]).n == 0
+    assert (stat([5.0]).mean, stat([5.0]).std) == (5.0, None)  # one run: no spread to quote
+
+
+def test_run_metrics_units():
+    run = make_run(
+        "r",
+        gpus=2,
+        nodes=1,
+        duration_s=3600,
+        energy_kwh=1.0,
+        gpu_energy_kwh=0.72,
+        active_kwh=0.5,
+        samples=7200,
+        steps=100,
+        final={"top1_error": 40.0},
+        start_temps={"GPU-a": 40.0, "GPU-b": 44.0},
+    )
+    m = run_metrics(run)
+    assert m["start_temperature_c"] == approx(42.0)
+    assert m["energy_kwh"] == approx(1.0)
+    assert m["active_energy_kwh"] == approx(0.5)
+    assert m["gpu_hours"] == approx(2.0)
+    assert m["kwh_per_gpu_hour"] == approx(0.5)
+    assert m["samples_per_gpu_hour"] == approx(3600.0)
+    assert m["updates_per_gpu_hour"] == approx(50.0)
+    assert m["j_per_sample"] == approx(3.6e6 / 7200)
+    assert m["power_per_gpu_w"] == approx(0.72 * 3.6e6 / 3600 / 2)  # 360 W
+    assert m["energy_per_node_kwh"] == approx(1.0)
+    assert m["top1_error"] == 40.0
+
+
+def test_run_without_energy_keeps_time_metrics():
+    m = run_metrics(make_run("r", energy_kwh=None))
+    assert m["energy_kwh"] is None and m["kwh_per_gpu_hour"] is None and m["j_per_sample"] is None
+    assert m["start_temperature_c"] is None
+    assert m["gpu_hours"] == approx(1.0)
+
+
+def test_linear_fit_known_answer():
+    fit = linear_fit([1, 2, 3, 4], [1, 3, 2, 4])
+    # sxy = 4, sxx = 5, syy = 5: slope 0.8, intercept 2.5 - 0.8 * 2.5, R² = 16 / 25.
+    assert fit.slope == approx(0.8)
+    assert fit.intercept == approx(0.5)
+    assert fit.r2 == approx(0.64)
+    assert fit.n == 4
+    assert linear_fit([2, 2], [1, 3]) is None  # no spread in x
+    assert linear_fit([1, 2], [3, 3]).r2 is None  # y constant: R² undefined
+
+
+def test_energy_fit_per_model_and_hardware():
+    runs = [
+        make_run(f"a{i}", gpus=g, duration_s=3600, energy_kwh=0.4 * g + 0.1, point=f"g{g}")
+        for i, g in enumerate([1, 2, 4, 8])
+    ] + [
+        make_run(f"b{i}", gpus=g, energy_kwh=0.3 * g, hardware="NVIDIA A100", point=f"a100-g{g}")
+        for i, g in enumerate([1, 2])
+    ]
+    fits = {(f.model, f.hardware): f for f in analyze(runs).energy_fits}
+    h100 = fits[("resnet50", "NVIDIA H100")]
+    assert h100.fit.slope == approx(0.4)
+    assert h100.fit.intercept == approx(0.1)
+    assert h100.fit.r2 == approx(1.0)
+    assert h100.fit.n == 4
+    a100 = fits[("resnet50", "NVIDIA A100")]
+    assert a100.fit.slope == approx(0.3) and a100.fit.intercept == approx(0.0, abs=1e-12)
+
+
+def test_slope_relation_to_samples_and_updates_per_gpu_hour():
+    # kWh/GPU-h = 0.2 + 1e-4 x samples/GPU-h exactly; updates = samples / 10.
+    runs = []
+    for i, spg in enumerate([1000.0, 2000.0, 4000.0]):
+        runs.append(
+            make_run(
+                f"r{i}",
+                gpus=1,
+                duration_s=3600,
+                samples=int(spg),
+                steps=int(spg / 10),
+                energy_kwh=0.2 + 1e-4 * spg,
+                point=f"p{i}",
+            )
+        )
+    (fit,) = analyze(runs).energy_fits
+    assert fit.fit is None  # every run took 1 GPU-hour: no energy-vs-GPU-hours line
+    assert fit.samples_per_gpu_hour == approx(7000 / 3)
+    assert fit.updates_per_gpu_hour == approx(700 / 3)
+    assert fit.vs_samples.slope == approx(1e-4) and fit.vs_samples.intercept == approx(0.2)
+    assert fit.vs_samples.r2 == approx(1.0)
+    assert fit.vs_updates.slope == approx(1e-3)
+
+
+def test_repeats_mean_std_and_failed_runs_left_out():
+    runs = [
+        make_run("r0", point="p", energy_kwh=1.0, duration_s=100, repeat=0),
+        make_run("r1", point="p", energy_kwh=3.0, duration_s=300, repeat=1),
+        make_run("r2", point="p", energy_kwh=50.0, status="failed", repeat=2),
+    ]
+    (p,) = analyze(runs).points
+    assert p.run_ids == ("r0", "r1")
+    assert p.not_completed == 1
+    e = p.metrics["energy_kwh"]
+    assert (e.mean, e.std, e.n) == (approx(2.0), approx(2**0.5), 2)
+    assert p.metrics["runtime_s"].mean == approx(200.0)
+    assert p.metrics["runtime_s"].std == approx(100.0 * 2**0.5)
+
+
+def _strong_series():
+    # Same 1000 samples at 1, 2, 4 GPUs; listed out of order on purpose.
+    return [
+        make_run("g4", gpus=4, lbs=1, gbs=4, duration_s=40, energy_kwh=1.6, point="g4"),
+        make_run("g1", gpus=1, lbs=4, gbs=4, duration_s=100, energy_kwh=1.0, point="g1"),
+        make_run("g2", gpus=2, lbs=2, gbs=4, duration_s=60, energy_kwh=1.2, point="g2"),
+    ]
+
+
+def test_strong_scaling_speedup_efficiency_and_ratios():
+    rows = {r.point_id: r for r in analyze(_strong_series()).series}
+    assert {r.baseline_point for r in rows.values()} == {"g1"}
+    assert rows["g1"].speedup == approx(1.0) and rows["g1"].parallel_efficiency == approx(1.0)
+    assert rows["g2"].speedup == approx(100 / 60)
+    assert rows["g2"].parallel_efficiency == approx(100 / 60 / 2)
+    assert rows["g4"].speedup == approx(2.5)
+    assert rows["g4"].parallel_efficiency == approx(0.625)
+    assert rows["g4"].ratios["energy_kwh"] == approx(1.6)
+    assert rows["g4"].ratios["runtime_s"] == approx(0.4)
+    assert rows["g4"].ratios["gpu_hours"] == approx(1.6)  # 4 x 40 s vs 1 x 100 s
+    assert rows["g2"].ratios["kwh_per_gpu_hour"] == approx(
+        (1.2 / (120 / 3600)) / (1.0 / (100 / 3600))
+    )
+
+
+def test_weak_scaling_efficiency_is_time_ratio():
+    runs = [
+        make_run("w1", gpus=1, samples=1000, duration_s=100, point="w1", scaling="weak"),
+        make_run("w2", gpus=2, samples=2000, duration_s=110, point="w2", scaling="weak"),
+        make_run("w4", gpus=4, samples=4000, duration_s=125, point="w4", scaling="weak"),
+    ]
+    rows = {r.point_id: r for r in analyze(runs).series}
+    assert rows["w2"].scaling == "weak"
+    assert rows["w2"].speedup == approx((2000 / 110) / (1000 / 100))
+    assert rows["w2"].parallel_efficiency == approx(100 / 110)
+    assert rows["w4"].parallel_efficiency == approx(100 / 125)
+    assert rows["w4"].ratios["samples"] == approx(4.0)
+
+
+def test_point_shared_by_two_series_appears_in_both():
+    runs = [
+        make_run("a", gpus=1, lbs=8, point="g1-l8-b8", series="gbs8,lbs8", scaling="strong,weak"),
+        make_run("b", gpus=2, lbs=4, point="g2-l4-b8", series="gbs8"),
+        make_run("c", gpus=2, lbs=8, point="g2-l8-b16", series="lbs8", scaling="weak"),
+    ]
+    a = analyze(runs)
+    members = {
+        (r.series, r.scaling): sorted(x.point_id for x in a.series if x.series == r.series)
+        for r in a.series
+    }
+    assert members[("gbs8", "strong")] == ["g1-l8-b8", "g2-l4-b8"]
+    assert members[("lbs8", "weak")] == ["g1-l8-b8", "g2-l8-b16"]
+
+
+def test_pareto_front_known_answer():
+    runs = [
+        make_run("A", point="A", duration_s=10, energy_kwh=5),
+        make_run("B", point="B", duration_s=20, energy_kwh=3),
+        make_run("C", point="C", duration_s=15, energy_kwh=6),  # dominated by A
+        make_run("D", point="D", duration_s=30, energy_kwh=3),  # dominated by B (equal energy)
+        make_run("E", point="E", duration_s=5, energy_kwh=10),
+        make_run("F", point="F", duration_s=40, energy_kwh=None),  # no energy: not a candidate
+    ]
+    a = analyze(runs)
+    assert a.pareto == ["E", "A", "B"]
+    assert pareto_front(a.points) == ["E", "A", "B"]
+
+
+def test_untagged_runs_group_by_shape_and_accuracy_carried():
+    runs = [
+        make_run("x", gpus=2, lbs=4, final={"top1_error": 30.0}),
+        make_run("y", gpus=2, lbs=4, final={"top1_error": 34.0}),
+    ]
+    (p,) = analyze(runs).points
+    assert p.point_id == "g2-l4-b8"
+    assert p.metrics["top1_error"].mean == approx(32.0)
+    assert p.metrics["top1_error"].std == approx(8**0.5)
+
+
+def test_step_energy_pooled_per_point_and_distribution():
+    runs = [
+        make_run("r0", point="p"),
+        make_run("r1", point="p"),
+        make_run("bad", point="p", status="failed"),
+    ]
+    a = analyze(runs)
+    pooled = step_energy_by_point(a.points, {"r0": [1.0, 2.0], "r1": [3.0], "bad": [99.0]})
+    assert pooled == {"p": [1.0, 2.0, 3.0]}
+    d = distribution(list(range(1, 102)))  # 1..101
+    assert (d.n, d.median, d.p05, d.p95, d.mean) == (101, 51.0, 6.0, 96.0, 51.0)
+    assert distribution([]) is None
+
+
+def test_trainer_eval_metrics_become_the_study_accuracy_metrics():
+    resnet = run_metrics(
+        make_run(
+            "r", final={"eval_top1": 0.25, "eval_top5": 0.5, "eval_loss": 2.0, "markers_sent": 9.0}
+        )
+    )
+    assert resnet["top1_error"] == approx(75.0) and resnet["top5_error"] == approx(50.0)
+    assert resnet["loss"] == 2.0 and resnet["eval_top1"] == 0.25
+    assert "markers_sent" not in resnet  # telemetry counters are not study metrics
+    fcn = run_metrics(
+        make_run("f", final={"eval_rmse_mean": 0.3, "eval_acc_mean": 0.8, "eval_rmse_c0": 0.2})
+    )
+    assert "eval_rmse_c0" not in fcn
+    assert (fcn["rmse"], fcn["acc"]) == (0.3, 0.8)
+
+
+def test_accuracy_columns_are_top1_error_or_rmse_and_acc():
+    def keys(final):
+        return accuracy_keys(analyze([make_run("r", final=final)]).points)
+
+    assert keys({"eval_top1": 0.7, "eval_top5": 0.9, "eval_loss": 1.0}) == ["top1_error"]
+    assert keys({"eval_rmse_mean": 0.3, "eval_acc_mean": 0.8, "eval_loss": 0.2}) == ["rmse", "acc"]
+    assert keys({"loss": 2.0}) == ["loss"]  # no accuracy reported: the loss stands in
+    assert keys({"train_loss": 2.0}) == keys({}) == []

@@ -1,0 +1,131 @@
+"""Run, epoch and job-step queries over known rows (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.errors import UnknownRunError
+from collector.records import DeviceRec, IntervalRec, NodeRec, RankUpdate, RunConfigRec
+from collector.store import queries
+from collector.store.db import create_db_engine, migrate
+from collector.store.store import Store
+from collector.store.writebatch import WriteBatch
+from tests.collector.synth import T0, S, marker
+
+
+def interval(kind, rank, uuid, epoch, step, start, end, e, active=None, flags=()):
+    return IntervalRec("r1", rank, uuid, kind, epoch, step, start, end, e, active, "counter",
+                       e, 0.5, e / ((end - start) / 1e9), e, 1.0, frozenset(flags))  # fmt: skip
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    devices = (DeviceRec(0, "gpu-0", "H100", "gpu"), DeviceRec(1, "gpu-1", "H100", "gpu"),
+               DeviceRec(2, "cpu-0", "pkg", "cpu"), DeviceRec(3, "dram-0", "dram", "dram"))  # fmt: skip
+    b = WriteBatch()
+    b.nodes["b1"] = NodeRec("n1", "b1", devices=devices)
+    cfg = RunConfigRec(world_size=2, nodes=1, model="resnet50", dataset="imagenet",
+                       global_batch_size=64, local_batch_size=32, device_name="H100",
+                       tags={"sweep": "s1", "point": "p0"})  # fmt: skip
+    ms = []
+    for rank in (0, 1):
+        kw = dict(rank=rank, device_uuid=f"gpu-{rank}", local_rank=rank)
+        ms += [
+            marker("run_start", T0, config=cfg, **kw),
+            marker("run_end", T0 + 10 * S, status="completed", metrics={"top1_error": 0.3}, **kw),
+        ]
+        for e in (0, 1):
+            ms += [
+                marker("epoch_start", T0 + (1 + 4 * e) * S, epoch=e, **kw),
+                marker(
+                    "epoch_end",
+                    T0 + (5 + 4 * e) * S,
+                    epoch=e,
+                    metrics={"top1_error": 0.5 - 0.1 * e, "train_loss": 2.0 - e},
+                    **kw,
+                ),
+            ]
+            for k in range(3):
+                step = 3 * e + k
+                ms += [marker("step_start", T0 + (1 + 4 * e + k) * S, epoch=e, step=step, **kw),
+                       marker("step_end", T0 + (2 + 4 * e + k) * S, epoch=e, step=step, **kw)]  # fmt: skip
+    b.markers = [("b1", m) for m in ms]
+    iv = []
+    for rank in (0, 1):
+        g = f"gpu-{rank}"
+        iv.append(interval("run", rank, g, 0, 0, T0, T0 + 10 * S, 3000.0, 2400.0))
+        for e in (0, 1):
+            iv.append(interval("epoch", rank, g, e, 0, T0 + (1 + 4 * e) * S, T0 + (5 + 4 * e) * S,
+                               1200.0, 960.0, flags=("gap",) if e else ()))  # fmt: skip
+            for k in range(3):
+                s = 3 * e + k
+                iv.append(interval("step", rank, g, e, s, T0 + (1 + 4 * e + k) * S,
+                                   T0 + (2 + 4 * e + k) * S, 300.0 + s + rank))  # fmt: skip
+    iv.append(interval("run", 0, "cpu-0", 0, 0, T0, T0 + 10 * S, 500.0))
+    iv.append(interval("run", 0, "dram-0", 0, 0, T0, T0 + 10 * S, 100.0))
+    iv.append(interval("epoch", 0, "cpu-0", 0, 0, T0 + S, T0 + 5 * S, 200.0))
+    b.intervals = iv
+    b.rank_updates = [RankUpdate("r1", 0, 35.0, 60.0), RankUpdate("r1", 1, 36.0, 61.0)]
+    Store(engine).write(b)
+    yield engine
+    engine.dispose()
+
+
+def test_run_summary(engine):
+    (r,) = queries.run_summaries(engine)
+    assert (r.model, r.dataset, r.hardware, r.status) == (
+        "resnet50",
+        "imagenet",
+        "H100",
+        "completed",
+    )
+    assert (r.world_size, r.nodes, r.global_batch_size, r.local_batch_size) == (2, 1, 64, 32)
+    assert (r.epochs, r.steps, r.samples) == (2, 6, 6 * 64)
+    assert r.duration_s == 10.0 and r.gpu_hours == pytest.approx(20 / 3600)
+    assert r.gpu_energy_j == 6000.0 and r.cpu_energy_j == 600.0 and r.energy_j == 6600.0
+    assert r.active_energy_j == 4800.0 and r.energy_uncertainty_j == pytest.approx(2.0)
+    assert r.final_metrics == {"top1_error": 0.3, "train_loss": 1.0}
+    assert r.tags == {"sweep": "s1", "point": "p0"}
+    assert r.flags == {"gap"}  # epoch 1's: every interval's flags surface on the run
+    assert r.start_temperature_c == {"gpu-0": 35.0, "gpu-1": 36.0}
+    assert queries.run_summaries(engine, sweep="s1") == [r]
+    assert queries.run_summaries(engine, sweep="other") == []
+    assert queries.run_summary(engine, "r1") == r
+    with pytest.raises(UnknownRunError):
+        queries.run_summary(engine, "nope")
+
+
+def test_epoch_summaries(engine):
+    e0, e1 = queries.epoch_summaries(engine, "r1")
+    assert (e0.epoch, e0.steps, e0.duration_s) == (0, 3, 4.0)
+    assert e0.energy_j == 2600.0 and e0.active_energy_j == 1920.0 and e0.avg_power_w == 650.0
+    assert e0.metrics == {"top1_error": 0.5, "train_loss": 2.0} and e0.flags == frozenset()
+    assert e1.energy_j == 2400.0 and e1.flags == {"gap"}
+
+
+def test_job_steps_sum_over_ranks(engine):
+    steps = queries.job_steps(engine, "r1")
+    assert [s.step for s in steps] == list(range(6)) and all(s.ranks == 2 for s in steps)
+    assert [s.energy_j for s in steps] == [601.0 + 2 * k for k in range(6)]
+    assert steps[4].epoch == 1 and steps[4].duration_s == 1.0 and steps[4].uncertainty_j == 1.0
+    assert queries.step_energies(engine, "r1") == [601.0 + 2 * k for k in range(6)]
+
+
+def test_hardware_is_the_measured_devices_name(db_url):
+    """A CPU trainer reports its architecture; the energy is the daemon's device's."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    b = WriteBatch()
+    b.nodes["b1"] = NodeRec(
+        "n1", "b1", devices=(DeviceRec(0, "gpu-0", "NVIDIA H100 (sim)", "gpu"),)
+    )
+    cfg = RunConfigRec(world_size=1, device_name="x86_64")
+    b.markers = [("b1", marker("run_start", T0, run_id="cpu-run", config=cfg)),
+                 ("b1", marker("run_start", T0, run_id="lost-dev", config=cfg,
+                               device_uuid="gpu-9"))]  # fmt: skip
+    Store(engine).write(b)
+    runs = {r.run_id: r.hardware for r in queries.run_summaries(engine)}
+    engine.dispose()
+    assert runs == {"cpu-run": "NVIDIA H100 (sim)", "lost-dev": "x86_64"}
