@@ -42,9 +42,13 @@ EPOCH_COLUMNS = (
     ("energy_j", "energy J", 1),
     ("active_energy_j", "active J", 1),
     ("avg_power_w", "avg W", 1),
-    ("metrics", "metrics", None),
+    ("metrics", "metrics", "headline"),
     ("flags", "flags", None),
 )
+# What the epoch table shows of an epoch's metrics (the rest: --format json or csv), so a
+# FourCastNet epoch with per-channel RMSE/ACC still fits a terminal.
+HEADLINE_METRICS = ("train_loss", "eval_loss", "eval_top1", "eval_top5", "eval_rmse_mean",
+                    "eval_acc_mean")  # fmt: skip
 
 # `collector steps`: long format, one row per (rank, step) or per step job-wide.
 STEP_COLUMNS = (
@@ -132,16 +136,25 @@ def _csv_value(v: Any) -> Any:
     return "" if v is None else v
 
 
-def _cell(v: Any, decimals: int | None) -> str:
+def _cell(v: Any, decimals: int | str | None) -> str:
     if v is None:
         return "-"
-    if isinstance(v, float) and decimals is not None:
+    if decimals == "headline" and isinstance(v, dict):
+        return _headline(v)
+    if isinstance(v, float) and isinstance(decimals, int):
         return f"{v:,.{decimals}f}"
     if isinstance(v, dict):
         return " ".join(f"{k}={_short(v[k])}" for k in sorted(v))
     if isinstance(v, list):
         return ",".join(map(str, v))
     return str(v)
+
+
+def _headline(metrics: dict) -> str:
+    keys = [k for k in HEADLINE_METRICS if k in metrics] or sorted(metrics)[:3]
+    text = " ".join(f"{k}={_short(metrics[k])}" for k in keys)
+    more = len(metrics) - len(keys)
+    return f"{text} (+{more} more)" if more > 0 else text
 
 
 def _short(v: Any) -> str:
