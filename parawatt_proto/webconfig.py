@@ -41,6 +41,8 @@ import bcrypt
 import yaml
 from prometheus_client import make_wsgi_app
 
+from parawatt_proto.transport import is_loopback_host
+
 log = logging.getLogger(__name__)
 
 _AUTH_TYPES = {
@@ -302,3 +304,30 @@ class MetricsHTTPServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
+
+
+def serve_registry(
+    registry,
+    host: str,
+    port: int,
+    listen: str,
+    web_config: str | os.PathLike | None,
+    exposes: str,
+    logger: logging.Logger = log,
+) -> MetricsHTTPServer:
+    """/metrics for `registry` on host:port, with the web config's TLS and basic auth if given.
+    A bad web config or an address that cannot be served raises WebConfigError (one line); a
+    non-loopback listener without TLS logs one warning naming what it `exposes`."""
+    try:
+        web = load_web_config(web_config) if web_config else None
+        server = MetricsHTTPServer(registry, host, port, web)
+    except OSError as exc:
+        raise WebConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
+    if not is_loopback_host(host) and (web is None or not web.tls):
+        logger.warning(
+            "serving /metrics on %s without TLS: anyone who can reach it reads %s "
+            "(give --metrics-web-config)",
+            listen,
+            exposes,
+        )
+    return server

@@ -19,9 +19,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from parawatt_proto.device_metrics import DEVICE_GAUGES
-from parawatt_proto.transport import is_loopback_host
 from parawatt_proto.webconfig import MetricsHTTPServer as MetricsServer
-from parawatt_proto.webconfig import WebConfigError, load_web_config
+from parawatt_proto.webconfig import WebConfigError, serve_registry
 from power_daemon import __version__
 from power_daemon.config import parse_listen
 from power_daemon.daemon import Daemon
@@ -211,16 +210,7 @@ def start_metrics_server(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonMetrics(core, stream_slots))
     try:
-        web = load_web_config(web_config) if web_config else None
-        server = MetricsServer(registry, host, port, web)
+        return serve_registry(registry, host, port, listen, web_config,
+                              "this node's power readings", log)  # fmt: skip
     except WebConfigError as exc:
         raise ConfigError(str(exc)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
-    if not is_loopback_host(host) and (web is None or not web.tls):
-        log.warning(
-            "serving /metrics on %s without TLS: anyone who can reach it reads this node's "
-            "power readings (give --metrics-web-config)",
-            listen,
-        )
-    return server

@@ -18,9 +18,8 @@ from collector.config import parse_host_port
 from collector.errors import ConfigError
 from collector.metrics.state import LiveState
 from parawatt_proto.device_metrics import DEVICE_GAUGES
-from parawatt_proto.transport import is_loopback_host
 from parawatt_proto.webconfig import MetricsHTTPServer as MetricsServer
-from parawatt_proto.webconfig import WebConfigError, load_web_config
+from parawatt_proto.webconfig import WebConfigError, serve_registry
 
 log = logging.getLogger(__name__)
 
@@ -229,16 +228,8 @@ def create_metrics_server(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector or ParawattCollector(state))
     try:
-        web = load_web_config(web_config) if web_config else None
-        server = MetricsServer(registry, host, port, web)
+        server = serve_registry(registry, host, port, listen, web_config,
+                                "every node's power and every run's energy", log)  # fmt: skip
     except WebConfigError as exc:
         raise ConfigError(str(exc)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from None
-    if not is_loopback_host(host) and (web is None or not web.tls):
-        log.warning(
-            "serving /metrics on %s without TLS: anyone who can reach it reads every node's "
-            "power and every run's energy (give --metrics-web-config)",
-            listen,
-        )
     return server, server.port
