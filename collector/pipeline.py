@@ -37,7 +37,7 @@ class ChunkQueue:
         self._cond = threading.Condition()
 
     def put(self, chunk: StreamChunk, timeout_s: float) -> bool:
-        w = len(chunk.readings) + len(chunk.markers) + 1
+        w = chunk.weight
         with self._cond:
             if self._full(w) and not self._cond.wait_for(lambda: not self._full(w), timeout_s):
                 return False
@@ -183,11 +183,12 @@ class Pipeline:
                     c.received_ns,
                 )
             )
-        if c.readings:
-            batch.add_readings(c.boot_id, c.readings)
-            self.joiner.add_readings(c.hostname, c.readings)
-            batch.aggregates.extend(self.aggregator.add(c.readings))
-            self.live.add_readings(c.readings)
+        readings = c.take_readings()
+        if readings:
+            batch.add_readings(c.boot_id, readings)
+            self.joiner.add_readings(c.hostname, readings)
+            batch.aggregates.extend(self.aggregator.add(readings))
+            self.live.add_readings(readings)
         markers = self.gate.filter(c.markers) if self.gate and c.markers else c.markers
         if markers:
             batch.markers.extend((c.boot_id, m) for m in markers)

@@ -7,6 +7,7 @@ whether it restarted (`boot_changed`); both travel on to the join and the databa
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -148,25 +149,28 @@ class Subscriber:
             h.up, h.hostname, h.boot_id, h.last_error = True, hostname, batch.boot_id, ""
             if batch.missed:
                 log.warning("daemon %s: %d items lost before resuming", self.address, batch.missed)
-        readings = convert.readings(batch, uuids)
+        encoded = batch.readings
+        n = len(encoded)
         markers = [convert.marker(m) for m in batch.markers]
-        h.readings_total += len(readings)
+        h.readings_total += n
         h.markers_total += len(markers)
         h.missed_total += batch.missed
-        if readings:
-            h.last_reading_ns = max(h.last_reading_ns, readings[-1].time_ns)
+        if n:
+            h.last_reading_ns = max(h.last_reading_ns, encoded[n - 1].time_ns)
         chunk = StreamChunk(
             address=self.address,
             hostname=hostname,
             boot_id=batch.boot_id,
             first_seq=batch.first_seq,
             next_seq=batch.next_seq,
-            readings=readings,
+            readings=[],
             markers=markers,
             missed=batch.missed,
             boot_changed=previous is not None,
             previous_boot=previous,
             node=node,
             received_ns=time.time_ns(),
+            decode=functools.partial(convert.readings, batch, uuids) if n else None,
+            pending=n,
         )
         return chunk, uuids, hostname

@@ -32,6 +32,22 @@ def test_the_queue_is_bounded_in_readings_and_markers():
     assert not q.put(chunk(1), timeout_s=0.05)
 
 
+def test_readings_left_encoded_count_until_the_join_decodes_them():
+    decoded = chunk(600).readings
+    calls = []
+
+    def decode():
+        calls.append(1)
+        return decoded
+
+    encoded = StreamChunk("a:1", "n1", "boot-1", 0, 600, [], [], decode=decode, pending=600)
+    q = ChunkQueue(max_chunks=100, max_items=1000)
+    assert q.put(encoded, timeout_s=0.1) and not calls  # the subscriber never decodes
+    assert not q.put(chunk(600), timeout_s=0.05)  # the encoded 600 weigh like decoded ones
+    assert q.items == 601
+    assert q.get(0).take_readings() == decoded and calls == [1]
+
+
 def test_the_writer_says_when_it_is_behind(tmp_path):
     engine = create_db_engine(f"sqlite:///{tmp_path / 'p.db'}")
     migrate(engine)
