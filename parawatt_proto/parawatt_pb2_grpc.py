@@ -85,8 +85,10 @@ class PowerDaemonServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendMarkers(self, request, context):
-        """Boundary markers from the local trainer ranks. All-or-nothing: an invalid marker rejects the
-        batch with INVALID_ARGUMENT naming the marker and the reason.
+        """Boundary markers from the local trainer ranks. A malformed or implausible marker rejects the
+        whole batch with INVALID_ARGUMENT naming the marker and the reason; markers refused for run
+        ownership (another owner's run, a finished run) are dropped alone and counted in
+        MarkerAck.rejected, the rest of the batch is stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
