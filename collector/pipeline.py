@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from collector.join.joiner import Joiner, JoinOutput
 from collector.metrics.state import LiveState
@@ -25,18 +26,28 @@ log = logging.getLogger(__name__)
 _PROGRESS_EVERY_NS = 1_000_000_000
 
 
+class JoinTask:
+    """Work that must run in the join thread in stream order: taking over a daemon's node
+    (before its first chunk) or letting it go (after its last)."""
+
+    weight = 1
+
+    def __init__(self, fn: Callable[[WriteBatch], None]) -> None:
+        self.fn = fn
+
+
 class ChunkQueue:
     """A FIFO bounded both in messages and in the readings and markers they hold: what a
     stream may buffer ahead of the join is memory, whatever the daemons' batch sizes (a flood
     of marker-only messages or of 2,000-reading ones alike). One chunk always fits."""
 
     def __init__(self, max_chunks: int, max_items: int) -> None:
-        self._items: deque[tuple[StreamChunk, int]] = deque()
+        self._items: deque[tuple[StreamChunk | JoinTask, int]] = deque()
         self._weight = 0
         self._max_chunks, self._max_items = max_chunks, max_items
         self._cond = threading.Condition()
 
-    def put(self, chunk: StreamChunk, timeout_s: float) -> bool:
+    def put(self, chunk: StreamChunk | JoinTask, timeout_s: float) -> bool:
         w = chunk.weight
         with self._cond:
             if self._full(w) and not self._cond.wait_for(lambda: not self._full(w), timeout_s):
@@ -51,7 +62,7 @@ class ChunkQueue:
             len(self._items) >= self._max_chunks or self._weight + w > self._max_items
         )
 
-    def get(self, timeout_s: float | None = None) -> StreamChunk | None:
+    def get(self, timeout_s: float | None = None) -> StreamChunk | JoinTask | None:
         """The oldest chunk; None if none comes within timeout_s (0: do not wait)."""
         with self._cond:
             if not self._items and (not timeout_s or not self._cond.wait(timeout_s)):
@@ -105,7 +116,7 @@ class Pipeline:
         self._thread.start()
         return self
 
-    def put(self, chunk: StreamChunk) -> bool:
+    def put(self, chunk: StreamChunk | JoinTask) -> bool:
         """Called by subscriber threads; blocks while the join is behind (back-pressure on the
         gRPC stream, the daemon's ring buffer holds the rest). False once stopping."""
         while not self._stop.is_set():
@@ -154,7 +165,14 @@ class Pipeline:
         if self.queue.empty():
             self.idle.set()
 
-    def _process(self, c: StreamChunk, batch: WriteBatch) -> None:
+    def call(self, fn: Callable[[WriteBatch], None]) -> bool:
+        """Run fn(batch) in the join thread after every chunk queued so far."""
+        return self.put(JoinTask(fn))
+
+    def _process(self, c: StreamChunk | JoinTask, batch: WriteBatch) -> None:
+        if isinstance(c, JoinTask):
+            c.fn(batch)
+            return
         if c.node is not None:
             self.joiner.add_node(c.node)
             self.live.add_node(c.node)

@@ -18,13 +18,14 @@ from collector.config import CollectorConfig
 from collector.errors import StoreError
 from collector.ingest.discovery import InventoryWatcher, Shard, open_inventory
 from collector.ingest.subscriber import Subscriber
-from collector.join.joiner import JoinConfig, Joiner, JoinOutput
+from collector.join.joiner import JoinConfig, Joiner
 from collector.metrics.exporter import MetricsServer, create_metrics_server
 from collector.metrics.state import LiveState
 from collector.ownership import OwnershipGate
 from collector.pipeline import Pipeline
+from collector.rebuild import restore_nodes, write_to
 from collector.store import reads as store_reads
-from collector.store.aggregate import NS, SecondAggregator
+from collector.store.aggregate import SecondAggregator
 from collector.store.db import create_db_engine, migrate_when_ready
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
@@ -58,7 +59,6 @@ class Collector:
         )  # fmt: skip
         self.pipeline: Pipeline | None = None
         self._subs: dict[str, Subscriber] = {}  # by daemon address
-        self._positions: dict[str, tuple[str, int]] = {}  # of daemons unsubscribed meanwhile
         self._subs_lock = threading.Lock()
         self._announce = False
         self.inventory: InventoryWatcher | None = None
@@ -118,29 +118,38 @@ class Collector:
     def set_daemons(self, addresses: list[str], with_configured: bool = True) -> None:
         """Subscribe to these daemons (this collector's shard of them) and to no others: the
         --daemon list (unless with_configured is False) plus the inventory, live. A daemon
-        dropped keeps its position in memory."""
+        dropped lets its node go; one added while running is taken over (_adopt)."""
         if not self._started or self._closed or self.pipeline is None:
             return
         wanted = self._own([*(self.config.daemons if with_configured else ()), *addresses])
         with self._subs_lock:
+            released = []
             for address in [a for a in self._subs if a not in wanted]:
                 sub = self._subs.pop(address)
                 sub.close()
-                if sub.boot_id:
-                    self._positions[address] = (sub.boot_id, sub.next_seq)
                 if sub.health in self.live.daemons:
                     self.live.daemons.remove(sub.health)
+                if sub.health.hostname:
+                    released.append(sub.health.hostname)
                 log.info("unsubscribed from daemon %s", address)
+            added = []
             for address in [a for a in wanted if a not in self._subs]:
-                cursor = self._positions.pop(address, None) or self._cursor(address)
                 c = self.config
+                # at start-up the join state is rebuilt already: resume from the stored cursor
+                cursor = None if self._announce else self._cursor(address)
                 sub = Subscriber(address, self.pipeline.put, cursor, c.subscribe_max_batch,
                                  c.reconnect_backoff_s, tls=c.tls)  # fmt: skip
                 self._subs[address] = sub
                 self.live.daemons.append(sub.health)
+                added.append(sub)
+        for hostname in released:
+            self.pipeline.call(lambda batch, h=hostname: self._release(h, batch))
+        for sub in added:
+            if not self._announce:
                 sub.start()
-                if self._announce:
-                    log.info("subscribed to daemon %s", address)
+                continue
+            self.pipeline.call(lambda batch, s=sub: self._adopt(s, batch))
+            log.info("subscribed to daemon %s", sub.address)
 
     def _cursor(self, address: str) -> tuple[str, int] | None:
         try:
@@ -152,63 +161,58 @@ class Collector:
 
     def _rebuild(self, daemons: list[str]) -> SecondAggregator:
         """Restore the join's open state from the database (nothing to do on a fresh one), for
-        the nodes of these daemons only: with several collectors on one database the other
-        nodes' intervals are theirs to compute (from readings this one never sees whole)."""
-        engine, cfg = self.engine, self.joiner.cfg
+        the nodes of these daemons only (collector/rebuild.py)."""
+        engine = self.engine
+        aggregator = SecondAggregator(store_reads.aggregated_until(engine))
         hosts = store_reads.hostnames_of(engine, daemons)
-        for node in store_reads.nodes(engine, hosts):
-            self.joiner.add_node(node)
-            self.live.add_node(node)
-        for uuid, watts, measured_ns in store_reads.device_idle(engine):
-            self.joiner.set_idle(uuid, watts, measured_ns)
-            self.live.idle_w[uuid] = watts
-        history_from = time.time_ns() - int(self.config.idle_history_s * 1e9)
-        for uuid, buckets in store_reads.idle_history(engine, history_from).items():
-            self.joiner.load_idle_history(uuid, buckets)
-        aggregator = SecondAggregator(done := store_reads.aggregated_until(engine))
-        newest = store_reads.newest_reading_ns(engine)
-        if newest is None:
-            return aggregator
-        horizon = newest - int(self.config.rebuild_horizon_s * 1e9)
-        markers = store_reads.open_markers(engine, horizon, hosts)
-        for m in markers:
-            self.joiner.add_markers(m.hostname, [m])
-        for run_id, rank, uuid, watts, start_ns in store_reads.run_idle(
-            engine, {m.run_id for m in markers}
-        ):
-            self.joiner.set_run_idle(run_id, rank, uuid, watts, start_ns)
-        candidates = [(s + 1) * NS for s in done.values()] or [newest - cfg.keep_ns]
-        if markers:
-            lead = cfg.idle_window_ns + cfg.idle_guard_ns + NS
-            candidates.append(min(m.time_ns for m in markers) - lead)
-        since = max(horizon, min(candidates))
-        started, rows = time.monotonic(), 0
-        for chunk in store_reads.readings_since(engine, since, hosts):
-            rows += len(chunk)
-            self._replay(chunk, aggregator)
-        if markers or rows:
-            log.info(
-                "rebuilt join state: %d open markers, %d readings replayed in %.1f s",
-                len(markers),
-                rows,
-                time.monotonic() - started,
-            )
+        done = restore_nodes(engine, self.config, self.joiner, self.live, aggregator, hosts,
+                             write_to(self.store))  # fmt: skip
+        if done.markers or done.readings:
+            log.info("rebuilt join state: %d open markers, %d readings replayed in %.1f s",
+                     done.markers, done.readings, done.seconds)  # fmt: skip
         return aggregator
 
-    def _replay(self, chunk, aggregator: SecondAggregator) -> None:
-        by_host: dict[str, list] = {}
-        for hostname, r in chunk:
-            by_host.setdefault(hostname, []).append(r)
-        batch = WriteBatch()
-        for hostname, readings in by_host.items():
-            self.joiner.add_readings(hostname, readings)
-            batch.aggregates.extend(aggregator.add(readings))
-        out: JoinOutput = self.joiner.poll()
-        batch.intervals, batch.rank_updates, batch.idle_updates = (
-            out.intervals, out.rank_updates, out.idle_updates,
-        )  # fmt: skip
-        if batch:
-            self.store.write(batch)
+    def _adopt(self, sub: Subscriber, batch: WriteBatch) -> None:
+        """In the join thread, before the daemon's first chunk: take its node over from whoever
+        read it before (another collector, a worker, this one earlier) by restoring the node's
+        open intervals from the database, then start streaming from the stored cursor. The
+        cursor is read first: whatever is committed after it comes again on the stream."""
+        if sub.closed or self._closed:
+            return
+        pipeline = self.pipeline
+        try:
+            cursor = store_reads.cursor_for(self.engine, sub.address)
+            hosts = store_reads.hostnames_of(self.engine, [sub.address])
+            hosts = [h for h in hosts if h not in self.joiner.node_names()]
+
+            def emit(out, aggregates) -> None:
+                pipeline.apply(out, batch)
+                batch.aggregates.extend(aggregates)
+
+            done = restore_nodes(self.engine, self.config, self.joiner, self.live,
+                                 pipeline.aggregator, hosts, emit,
+                                 stop_at=dict([cursor]) if cursor else None)  # fmt: skip
+            if done.markers or done.readings:
+                log.info("took over %s (%s): %d open markers, %d readings replayed in %.1f s",
+                         sub.address, ", ".join(hosts), done.markers, done.readings,
+                         done.seconds)  # fmt: skip
+        except StoreError as exc:
+            cursor = None
+            log.warning("daemon %s: its node's open intervals could not be restored (%s); "
+                        "intervals open at the takeover will be missing", sub.address, exc)  # fmt: skip
+        if cursor is not None:
+            sub.boot_id, sub.next_seq = cursor
+        sub.start()
+
+    def _release(self, hostname: str, batch: WriteBatch) -> None:
+        """In the join thread, after the daemon's last chunk: forget its node (whoever reads
+        the daemon next rebuilds the open intervals from the database)."""
+        if any(s.health.hostname == hostname for s in self.subscribers):
+            return  # another address of the same node is still read here
+        uuids = self.joiner.forget_node(hostname)
+        self.pipeline.aggregator.forget(uuids)
+        self.live.forget_devices(uuids)
+        log.info("let go of node %s (%d devices)", hostname, len(uuids))
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything received so far is joined and written (tests, benchmarks)."""

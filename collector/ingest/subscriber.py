@@ -80,12 +80,17 @@ class Subscriber:
         self._thread.start()
         return self
 
+    @property
+    def closed(self) -> bool:
+        return self._stop.is_set()
+
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
         call = self._call
         if call is not None:
             call.cancel()
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:  # a takeover may be pending: never started
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         wait = self._backoff[0]

@@ -297,6 +297,19 @@ class Joiner(MarkerIntake):
         self._facts_at = {k: v for k, v in self._facts_at.items() if k[0] not in run_ids}
         self._run_idle = {k: v for k, v in self._run_idle.items() if k[0] not in run_ids}
 
+    def forget_node(self, hostname: str) -> list[str]:
+        """Drop a node's state: its daemon is now read by another collector (or none), which
+        rebuilds the node's open intervals from the database. Returns the node's devices."""
+        node = self._nodes.pop(hostname, None)
+        if node is None:
+            return []
+        for uuid in node.devices:
+            self._devices.pop(uuid, None)
+        return list(node.devices)
+
+    def node_names(self) -> list[str]:
+        return sorted(self._nodes)
+
     def pending_keys(self) -> list[tuple]:
         return [k for n in self._nodes.values() for k in n.pending]
 

@@ -100,6 +100,14 @@ class LiveState:
             for d in node.devices:
                 self.devices[d.uuid] = DeviceLabels(node.hostname, d.uuid, d.kind, d.name)
 
+    def forget_devices(self, uuids: list[str]) -> None:
+        """Devices another collector reads now: their series leave this /metrics."""
+        with self.lock:
+            for uuid in uuids:
+                self.devices.pop(uuid, None)
+                self.latest.pop(uuid, None)
+                self.idle_w.pop(uuid, None)
+
     def add_readings(self, readings: list[ReadingRec]) -> None:
         latest = self.latest
         for r in readings:  # dict stores are atomic under the GIL: no lock on the hot path

@@ -66,5 +66,16 @@ class SecondAggregator:
             open_[uuid] = (second, [r])
         return out
 
+    def forget(self, uuids: list[str]) -> None:
+        """Devices now aggregated by another collector: their open seconds are not ours."""
+        for uuid in uuids:
+            self._open.pop(uuid, None)
+            self._done_until.pop(uuid, None)
+
+    def set_done(self, done_until: dict[str, int]) -> None:
+        """Last stored second per device, from the database (a device taken over)."""
+        for uuid, second in done_until.items():
+            self._done_until[uuid] = max(second, self._done_until.get(uuid, second))
+
     def open_seconds(self) -> dict[str, int]:
         return {uuid: second for uuid, (second, _) in self._open.items()}

@@ -194,12 +194,16 @@ def aggregated_until(engine: Engine) -> dict[str, int]:
 
 
 def readings_since(
-    engine: Engine, since_ns: int, hostnames: list[str] | None = None, chunk_rows: int = 50_000
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None, chunk_rows: int = 50_000,
+    stop_at: dict[str, int] | None = None,
 ) -> Iterator[list[tuple[str, ReadingRec]]]:
-    """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading)."""
+    """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading).
+    stop_at: boot_id -> seq; that boot's readings from seq on are left out (a stream resuming
+    there delivers them)."""
     cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f != "device_uuid"]
     query = (
-        select(Node.hostname, Device.uuid, *cols)
+        select(Node.hostname, Boot.boot_id, Device.uuid, *cols)
+        .join(Boot, Boot.id == Reading.boot_id)
         .join(Device, Device.id == Reading.device_id)
         .join(Node, Node.id == Device.node_id)
         .where(Reading.time_ns >= since_ns)
@@ -210,7 +214,10 @@ def readings_since(
         query = query.where(Node.hostname.in_(hostnames))
     with translate_errors("reading raw readings", engine), engine.connect() as conn:
         chunk: list[tuple[str, ReadingRec]] = []
-        for hostname, uuid, seq, *rest in conn.execute(query):
+        stop = stop_at or {}
+        for hostname, boot, uuid, seq, *rest in conn.execute(query):
+            if boot in stop and seq >= stop[boot]:
+                continue
             chunk.append((hostname, ReadingRec(seq, uuid, *rest)))
             if len(chunk) >= chunk_rows:
                 yield chunk

@@ -20,6 +20,15 @@ def config(daemons, db_url, **kw) -> CollectorConfig:
     return CollectorConfig(**{**base, **kw})
 
 
+def wait_for_idle(c, devices: int, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(c.live.idle_w) >= devices:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def rows(engine, model, *where):
     with engine.connect() as conn:
         return conn.execute(select(model).where(*where)).all()
@@ -28,7 +37,9 @@ def rows(engine, model, *where):
 def test_intervals_match_the_sims_truth(sim_daemon, tmp_path):
     cfg = config([sim_daemon.address], f"sqlite:///{tmp_path / 'p.db'}")
     with create_collector(cfg) as c:
-        time.sleep(1.5)  # idle readings before the run, for the idle power (1 s averages)
+        # idle readings before the run give the idle power (1 s averages): wait for it, not
+        # for a fixed time (a loaded machine starts the daemon's sampling late)
+        assert wait_for_idle(c, len(sim_daemon.backend.devices()))
         run_job(sim_daemon.address, "run-a", epochs=2, steps=3)
         assert wait_for_intervals(c.engine, "run-a", "run", 1) == 1
         c.flush()
