@@ -194,7 +194,10 @@ def aggregated_until(engine: Engine) -> dict[str, int]:
 
 
 def readings_since(
-    engine: Engine, since_ns: int, hostnames: list[str] | None = None, chunk_rows: int = 50_000,
+    engine: Engine,
+    since_ns: int,
+    hostnames: list[str] | None = None,
+    chunk_rows: int = 50_000,
     stop_at: dict[str, int] | None = None,
 ) -> Iterator[list[tuple[str, ReadingRec]]]:
     """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading).
