@@ -252,7 +252,8 @@ def point_script(grid: SweepGrid, point: Point, nonce: str = "0") -> str:
     ]
     drain = f"sleep {opts.drain_s:g}  # let the collector catch up before it stops"
     lines += [
-        'if [ "$requeue" = 1 ]; then',
+        # training that completed before the signal came is done: no needless requeue
+        'if [ "$requeue" = 1 ] && [ "$rc" != 0 ]; then',
         *([f"  {drain}"] if local_collector else []),
         '  scontrol requeue "$SLURM_JOB_ID"; exit 0',
         "fi",

@@ -49,8 +49,8 @@ for i in $(seq 0 $((n - 1))); do SLURM_NODEID=$i SLURMD_NODENAME=node-$i "$@" & 
 trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
 rc=0
 for p in "${pids[@]}"; do
-  while kill -0 "$p" 2>/dev/null; do wait "$p" || rc=$?; done
-  wait "$p" 2>/dev/null || rc=$?
+  while kill -0 "$p" 2>/dev/null; do wait "$p"; done  # a trapped signal ends a wait early
+  r=0; wait "$p" 2>/dev/null || r=$?; [ "$r" = 0 ] || rc=$r  # the task's own exit status
 done
 exit "$rc"
 """

@@ -189,3 +189,27 @@ def test_a_killed_attempts_port_files_are_not_taken_for_the_new_daemons(tmp_path
         "node-a:50051",
         "node-b:50051",
     ]
+
+
+def test_a_signal_after_training_completed_marks_the_point_done_without_requeue(tmp_path, fake_bin):  # noqa: F811
+    env, logs = fake_bin
+    bin_dir = Path(env["PATH"].split(":")[0])
+    # training that completes (exit 0) just as the time-limit signal comes
+    (bin_dir / "python").write_text(SLOW_PYTHON.replace("exit 143", "exit 0"))
+    grid = parse_grid(tomllib.loads(GRID))
+    sweep_dir = tmp_path / "rn"
+    write_slurm(grid, sweep_dir)
+    job = subprocess.Popen(["bash", str(sweep_dir / "slurm" / "g8-l32-b256.sbatch"), "1"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while (
+        not (logs / "train.started").exists()
+        or len((logs / "train.started").read_text().split()) < 2
+    ):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGUSR1)
+    out, err = job.communicate(timeout=60)
+    assert job.returncode == 0, err
+    assert not (logs / "scontrol.log").exists()  # nothing left to resume: no requeue
+    assert (sweep_dir / "slurm" / "done" / "g8-l32-b256.r1").exists()
