@@ -15,7 +15,7 @@ import click
 from parawatt_proto.cli_args import Utf8Group
 from parawatt_proto.limits import DEFAULT_MAX_CLOCK_SKEW_S
 from power_daemon import __version__
-from power_daemon.config import BACKENDS, DaemonConfig, SimParams
+from power_daemon.config import BACKENDS, MARKERS_FROM, DaemonConfig, SimParams
 from power_daemon.errors import ConfigError, DaemonError
 
 log = logging.getLogger("power_daemon")
@@ -115,6 +115,14 @@ def main(log_level: str) -> None:
     "--require-run-token",
     is_flag=True,
     help="refuse markers without a run token (clients older than run ownership)",
+)
+@click.option(
+    "--markers-from",
+    type=click.Choice(MARKERS_FROM),
+    default="local",
+    show_default=True,
+    help="who may send markers: local (the Unix socket and loopback TCP), socket (the Unix "
+    "socket only) or any (every peer that reaches the gRPC port)",
 )
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
 @click.option(

@@ -13,6 +13,9 @@ MAX_BUFFER_CAPACITY = 50_000_000  # a day of 8 GPUs at 50 Hz is 35M readings (~1
 MAX_SIM_DEVICES = 256  # a node has a handful of GPUs; thousands would only stall the sampler
 
 
+MARKERS_FROM = ("local", "socket", "any")
+
+
 @dataclass(frozen=True)
 class SimParams:
     """Behaviour of the simulated GPUs (see backends/sim.py). The defaults are an H100 SXM5 80GB:
@@ -83,6 +86,9 @@ class DaemonConfig:
     max_runs: int = 65_536
     # Refuse markers without a run token (clients that predate run ownership).
     require_run_token: bool = False
+    # Who may send markers: "local" (the Unix socket and loopback TCP: the node's own
+    # processes, the trust boundary of DESIGN.md), "socket" (the Unix socket only) or "any".
+    markers_from: str = "local"
     sim: SimParams = field(default_factory=SimParams)
     # Poll every GPU this long at start to measure its sensor (power_daemon.calibrate; 0: off,
     # the backend's own figures stand). `serve` measures by default.
@@ -128,6 +134,10 @@ class DaemonConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS)")
+        if self.markers_from not in MARKERS_FROM:
+            raise ConfigError(f"markers_from must be one of {', '.join(MARKERS_FROM)}")
+        if self.markers_from == "socket" and not self.marker_socket:
+            raise ConfigError("--markers-from socket needs a --marker-socket")
         if self.marker_socket_group is not None and not self.marker_socket:
             raise ConfigError("--marker-socket-group needs a --marker-socket")
 

@@ -5,11 +5,14 @@ costs one INVALID_ARGUMENT and no memory (and at most one log line per peer host
 SendMarkers checks every marker against the contract's limits (parawatt_proto.validate): one
 implausible marker refuses the whole batch with INVALID_ARGUMENT naming it. Markers that run
 ownership forbids (parawatt_proto.ownership) are refused one by one instead: the rest of the
-batch is stored, and MarkerAck says accepted = stored, rejected = refused.
+batch is stored, and MarkerAck says accepted = stored, rejected = refused. Markers come from the
+node's own processes only (--markers-from local: the Unix socket and loopback TCP); any other
+peer gets PERMISSION_DENIED.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -78,6 +81,21 @@ class PerKeyRate:
             return True
 
 
+def marker_peer_allowed(peer: str, markers_from: str) -> bool:
+    """gRPC peer strings: "unix:PATH" (or "unix:"), "ipv4:127.0.0.1:PORT", "ipv6:[::1]:PORT"."""
+    if markers_from == "any" or peer.startswith("unix:"):
+        return True
+    if markers_from == "socket":
+        return False
+    host = peer.partition(":")[2].rpartition(":")[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 class PowerDaemonService:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -94,6 +112,10 @@ class PowerDaemonService:
         return pb.LatestReadings(info=codec.node_info(self.daemon), readings=readings)
 
     def SendMarkers(self, data: bytes, context: grpc.ServicerContext) -> pb.MarkerAck:
+        if not marker_peer_allowed(context.peer(), self.daemon.config.markers_from):
+            self._complain(context, "markers are taken from this node's own processes only "
+                           f"(--markers-from {self.daemon.config.markers_from})",
+                           grpc.StatusCode.PERMISSION_DENIED)  # fmt: skip
         request = self._parse(pb.MarkerBatch, data, context)
         markers = request.markers
         if len(markers) > MAX_MARKERS_PER_BATCH:
@@ -150,13 +172,15 @@ class PowerDaemonService:
                 context, f"undecodable {message_type.DESCRIPTOR.name} ({len(data)} bytes): {e}"
             )
 
-    def _complain(self, context: grpc.ServicerContext, reason: str) -> None:
-        """Refuse the request with INVALID_ARGUMENT; log it at most once a minute per peer."""
+    def _complain(self, context: grpc.ServicerContext, reason: str,
+                  code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:  # fmt: skip
+        """Refuse the request (INVALID_ARGUMENT unless told); log it at most once a minute per
+        peer host."""
         self.daemon.invalid_requests_total += 1
         peer = context.peer()
         if self._complaints.allow(peer.rpartition(":")[0] or peer):  # per host, not per port
             log.warning("refused a request from %r: %r", context.peer(), reason)
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+        context.abort(code, reason)
 
     def _follow(
         self, request: pb.SubscribeRequest, context: grpc.ServicerContext, plan: StartPlan
