@@ -1,10 +1,10 @@
 """The one mapping between the contract's messages and plain records (parawatt_proto/records.py).
 
-Encode (the daemon's side): reading_pb, device_pb, stored_marker. Decode (the collector, the
-daemon's marker intake, the probe): device_rec, node_rec, readings, marker_rec, run_config.
-Each message's fields are listed once per direction here; tests/test_contract_fields.py fails
-when a field of the .proto is neither mapped nor named there as left out on purpose.
-NodeInfo is encoded from the daemon's live state (power_daemon/codec.py node_info).
+Encode (the daemon's side): reading_pb, device_pb, stored_marker; NodeInfo alone is assembled
+from the daemon's live state (power_daemon/codec.py node_info). Decode (the collector, the
+daemon's marker intake, its probe, the trainer): device_rec, node_rec, readings, marker_rec,
+run_config. Each message's fields are listed once per direction; tests/test_contract_fields.py
+fails when a field of the .proto is neither mapped nor named there as left out on purpose.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ below as left out on purpose, so a new field in the .proto cannot be dropped sil
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 from google.protobuf.descriptor import FieldDescriptor
 
@@ -12,6 +13,7 @@ from parawatt_proto import convert
 from parawatt_proto import fields as contract
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.records import ReadingRec
+from power_daemon import codec
 from power_daemon.model import DeviceKind, DeviceSpec, Sample
 
 # Fields a decoder leaves out on purpose. Anything else must change the record when it changes.
@@ -34,7 +36,7 @@ NOT_DECODED = {
     "RunConfig": set(),
 }
 # Fields an encoder (the daemon's side) leaves out on purpose.
-NOT_ENCODED: dict[str, set[str]] = {"Reading": set(), "DeviceInfo": set()}
+NOT_ENCODED: dict[str, set[str]] = {"Reading": set(), "DeviceInfo": set(), "NodeInfo": set()}
 
 _UUIDS = {0: "gpu-0", 7: "gpu-7"}
 DECODERS = {
@@ -93,10 +95,21 @@ def _full(record_type, **given):
     return record_type(**{**values, **given})
 
 
+def _daemon() -> SimpleNamespace:
+    """What codec.node_info reads of a running daemon, every value set."""
+    return SimpleNamespace(
+        hostname="h", boot_id="b", started_ns=1, devices=[_full(DeviceSpec)],
+        backend=SimpleNamespace(name="sim", driver_version="1"),
+        config=SimpleNamespace(interval_ns=20_000_000),
+        buffer=SimpleNamespace(bounds=lambda: (5, 9), capacity=100),
+    )  # fmt: skip
+
+
 def test_every_field_is_encoded_or_left_out_on_purpose():
     encoded = {
         "Reading": convert.reading_pb(9, 3, _full(Sample)),
         "DeviceInfo": convert.device_pb(3, _full(DeviceSpec)),
+        "NodeInfo": codec.node_info(_daemon()),
     }
     for name, msg in encoded.items():
         present = {f.name for f, _ in msg.ListFields()}
