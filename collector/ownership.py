@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 
 from collector.errors import StoreError
 from collector.metrics.state import LiveState
-from collector.records import MarkerRec
 from parawatt_proto.fields import MARKER_KIND_OF
 from parawatt_proto.ownership import RunLedger, RunOwner
+from parawatt_proto.records import MarkerRec
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,12 @@
 """`parawatt.results(run_id, db=...)`: a run's energy read back from the collector's database.
 
 Plain dataclasses (no ORM, no SQL types); the reading itself is the collector's own queries
-(`collector.store.queries`), imported only when results are asked for.
+(`collector.store.queries`), imported only when results are asked for. Why not the contract
+package: these are queries over the collector's SQL schema, not the wire contract, and a second
+copy here would drift from the schema the collector migrates. Why inside the function: `import
+parawatt` in a training job must stay light (grpc and the contract only, DESIGN.md); only a
+caller of results() needs the collector and SQLAlchemy installed. tests/test_layout.py lists it
+as the one exception to the direction of imports.
 
     res = parawatt.results(run.id, db="sqlite:///parawatt.db", wait_s=30)
     res.energy_j, res.uncertainty_j, res.epochs[0].energy_j

@@ -1,9 +1,9 @@
 """Field lists and enum names of the contract, written once for every side that maps messages.
 
-The daemon (power_daemon/codec.py) encodes and decodes with these lists; the collector
-(collector/ingest/convert.py) names the enums with these maps and keeps its hand-written hot
-path in step with READING_FIELDS (tests/test_contract_fields.py checks both against the
-generated descriptors).
+parawatt_proto/convert.py encodes readings with READING_FIELDS, names the enums with these maps
+and keeps its hand-written reading decoder (the collector's hot path) in step with
+READING_FIELDS; tests/test_contract_fields.py checks all of them against the generated
+descriptors.
 """
 
 from __future__ import annotations
@@ -21,15 +21,6 @@ READING_FIELDS = (
     "temperature_c",
     "sm_clock_mhz",
     "mem_clock_mhz",
-)
-# DeviceInfo's `optional` fields: unset on the wire means "not reported".
-DEVICE_OPTIONAL_FIELDS = (
-    "power_limit_w",
-    "memory_total_bytes",
-    "energy_counter_update_s",
-    "energy_counter_resolution_j",
-    "power_avg_window_s",
-    "instant_power_lag_s",
 )
 DEVICE_KIND_NAMES = {
     pb.DEVICE_KIND_GPU: "gpu",

@@ -13,19 +13,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from parawatt_proto.fields import MARKER_KIND_OF
 from parawatt_proto.ownership import RunLedger, RunOwner
+from parawatt_proto.records import MarkerRec
 from power_daemon.backends.base import Backend
 from power_daemon.buffer import RingBuffer, StartPlan, plan_start
 from power_daemon.calibrate import calibrate_devices
 from power_daemon.config import DaemonConfig
 from power_daemon.markers import resolve
-from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, Sample
+from power_daemon.model import DeviceKind, DeviceSpec, Sample
 from power_daemon.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
 EncodeReading = Callable[[int, Sample], bytes]
-EncodeMarker = Callable[[int, int, MarkerData], bytes]  # (seq, index in batch, resolved marker)
+EncodeMarker = Callable[[int, int, MarkerRec], bytes]  # (seq, index in batch, resolved marker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +96,7 @@ class Daemon:
         latest = self._latest
         return [latest[i] for i in sorted(latest)]
 
-    def accept_markers(
-        self, markers: Sequence[MarkerData], encode: EncodeMarker
-    ) -> tuple[int, int]:
+    def accept_markers(self, markers: Sequence[MarkerRec], encode: EncodeMarker) -> tuple[int, int]:
         """Markers already validated: refuse those run ownership forbids (parawatt_proto.
         ownership), fill in hostname and device, store the rest, and tell the backend.
         Returns (the new next_seq, how many were refused)."""
@@ -115,8 +115,8 @@ class Daemon:
                     log.exception("backend %s failed on a marker", self.backend.name)
         return next_seq, len(markers) - len(kept)
 
-    def _owned(self, m: MarkerData) -> bool:
-        refusal = self.owners.admit(m.run_id, m.rank, m.kind, m.token_sha256)
+    def _owned(self, m: MarkerRec) -> bool:
+        refusal = self.owners.admit(m.run_id, m.rank, MARKER_KIND_OF.get(m.kind, 0), m.token_sha256)
         if refusal is None:
             return True
         if refusal.first:  # later refusals of the run are only counted

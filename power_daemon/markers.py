@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from parawatt_proto import limits
-from power_daemon.model import MarkerData
+from parawatt_proto.records import MarkerRec
 
 # Validation rules live in the contract package (parawatt_proto.validate), shared with clients.
 MAX_MARKERS_PER_BATCH = limits.MARKERS_PER_BATCH
@@ -14,11 +14,11 @@ MAX_MARKER_BYTES = limits.MARKER_BYTES_MAX
 
 
 def resolve(
-    m: MarkerData,
+    m: MarkerRec,
     hostname: str,
     gpu_uuids: Sequence[str],
     canonical: Callable[[str], str] = str,
-) -> MarkerData:
+) -> MarkerRec:
     """Fill hostname and the device (GPU number local_rank) when the rank left them empty, and
     name a device by the UUID its readings carry (`canonical`: a MIG instance -> its GPU, the
     instance kept in device_slice so that ranks sharing one GPU can be told apart).

@@ -1,12 +1,15 @@
-"""Plain data types shared by the daemon's core, backends and adapters (no proto types here)."""
+"""The daemon's own plain types, as its backends produce them (no proto types here).
+
+They are the sender's side of the contract: a Sample has no seq yet (the ring buffer gives it)
+and names its device by index, not uuid; a DeviceSpec's index is its place in the device list.
+Their fields carry the contract's names, and parawatt_proto.convert encodes them (reading_pb,
+device_pb). A marker taken in is the contract's own record (parawatt_proto.records.MarkerRec).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
-
-from parawatt_proto.fields import READING_FIELDS
 
 
 class DeviceKind(IntEnum):
@@ -14,16 +17,6 @@ class DeviceKind(IntEnum):
     GPU = 1
     CPU_PACKAGE = 2
     DRAM = 3
-
-
-class MarkerKind(IntEnum):
-    # Values mirror parawatt.v1.MarkerKind.
-    RUN_START = 1
-    RUN_END = 2
-    EPOCH_START = 3
-    EPOCH_END = 4
-    STEP_START = 5
-    STEP_END = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +41,6 @@ class DeviceSpec:
     instant_power_lag_s: float | None = None
 
 
-# Optional numeric fields of a reading, in proto field order (the contract's list).
-SAMPLE_FIELDS = READING_FIELDS
-
-
 @dataclass(slots=True)
 class Sample:
     """One reading of one device; `device` is its position in the backend's device list."""
@@ -69,22 +58,3 @@ class Sample:
     sm_clock_mhz: float | None = None
     mem_clock_mhz: float | None = None
     power_from_avg: bool = False  # power_w is the driver's average: instant power failed / absent
-
-
-@dataclass(frozen=True, slots=True)
-class MarkerData:
-    """The fields of a marker the daemon validates and acts on (the config record rides along
-    untouched in the adapter)."""
-
-    run_id: str
-    rank: int
-    kind: int
-    epoch: int
-    step: int
-    time_ns: int
-    device_uuid: str = ""
-    local_rank: int = 0
-    hostname: str = ""
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    device_slice: str = ""  # the MIG instance the rank trains on (device_uuid: its parent GPU)
-    token_sha256: bytes = b""  # SHA-256 of the marker's run token (empty: sent without one)

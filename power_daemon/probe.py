@@ -11,12 +11,13 @@ import tabulate
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from parawatt_proto.convert import device_pb, device_rec, readings
+from parawatt_proto.records import DeviceRec, ReadingRec
 from parawatt_proto.transport import ClientTLS, describe_rpc_error, open_channel
-from power_daemon import codec
 from power_daemon.backends.factory import build_backend
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import BackendUnavailable
-from power_daemon.model import DeviceSpec, Sample
+from power_daemon.model import Sample
 
 
 def _num(v: float | None, fmt: str) -> str:
@@ -25,13 +26,13 @@ def _num(v: float | None, fmt: str) -> str:
     return f"{'-':>{width}}" if v is None else format(v, fmt)
 
 
-def device_table(devices: list[DeviceSpec]) -> list[str]:
+def device_table(devices: list[DeviceRec]) -> list[str]:
     """The devices as a table (tabulate, like every terminal table of parawatt); the readings
     below it are a stream of fixed-width lines, printed as they arrive."""
     rows = [
-        [i, d.kind.name.lower(), d.name, d.uuid, _num(d.power_limit_w, ".0f")]
+        [d.index, d.kind, d.name, d.uuid, _num(d.power_limit_w, ".0f")]
         + ["yes" if d.has_energy_counter else "no"]
-        for i, d in enumerate(devices)
+        for d in devices
     ]
     head = ["#", "kind", "name", "uuid", "limit_W", "counter"]
     align = ["right", "left", "left", "left", "right", "left"]
@@ -51,12 +52,12 @@ READING_HEADER = (
 )
 
 
-def reading_line(s: Sample) -> str:
+def reading_line(s: Sample | ReadingRec, device: int) -> str:
     clock = datetime.fromtimestamp(s.time_ns / 1e9).strftime("%H:%M:%S.%f")[:12]
     if s.lost:
-        return f"{clock:<12} {s.device:>2} LOST"
+        return f"{clock:<12} {device:>2} LOST"
     return (
-        f"{clock:<12} {s.device:>2} {_num(s.power_w, '8.1f')} {_num(s.power_avg_w, '8.1f')} "
+        f"{clock:<12} {device:>2} {_num(s.power_w, '8.1f')} {_num(s.power_avg_w, '8.1f')} "
         f"{_num(s.energy_j, '14.3f')} {_num(s.gpu_util_pct, '5.0f')} {_num(s.mem_util_pct, '5.0f')} "
         f"{_num(s.temperature_c, '6.1f')} {_num(s.sm_clock_mhz, '6.0f')} "
         f"{_num(s.mem_clock_mhz, '7.0f')}"
@@ -67,13 +68,16 @@ def probe_local(config: DaemonConfig, count: int, interval_s: float) -> Iterator
     backend = build_backend(config)
     try:
         yield f"backend {backend.name}  driver {backend.driver_version or '-'}"
-        yield from device_table(backend.devices())
+        # through the contract, so that both probes show what a subscriber sees
+        yield from device_table(
+            [device_rec(device_pb(i, d)) for i, d in enumerate(backend.devices())]
+        )
         yield READING_HEADER
         for i in range(count):
             if i:
                 time.sleep(interval_s)
             for s in backend.read(time.time_ns()):
-                yield reading_line(s)
+                yield reading_line(s, s.device)
     finally:
         backend.close()
 
@@ -89,14 +93,17 @@ def probe_daemon(
             f"node {info.hostname}  backend {info.backend}  driver {info.driver_version or '-'}  "
             f"boot {info.boot_id}  seq [{info.first_seq}, {info.next_seq})"
         )
-        yield from device_table([codec.device_spec(d) for d in info.devices])
+        devices = [device_rec(d) for d in info.devices]
+        uuids = {d.index: d.uuid for d in devices}
+        index = {d.uuid: d.index for d in devices}
+        yield from device_table(devices)
         yield READING_HEADER
         for i in range(count):
             if i:
                 time.sleep(interval_s)
             latest = call(lambda: stub.GetLatest(pb.GetLatestRequest(), timeout=timeout_s))
-            for r in latest.readings:
-                yield reading_line(codec.sample(r))
+            for r in readings(latest, uuids):
+                yield reading_line(r, index[r.device_uuid])
 
 
 def _translated(address: str, tls: ClientTLS | None) -> Callable:

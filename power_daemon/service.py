@@ -22,6 +22,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.convert import marker_rec, reading_pb
 from parawatt_proto.validate import marker_problem
 from power_daemon import codec
 from power_daemon.buffer import StartPlan
@@ -108,7 +109,7 @@ class PowerDaemonService:
 
     def GetLatest(self, data: bytes, context: grpc.ServicerContext) -> pb.LatestReadings:
         self._parse(pb.GetLatestRequest, data, context)
-        readings = [codec.reading_pb(r.seq, r.sample) for r in self.daemon.latest()]
+        readings = [reading_pb(r.seq, r.sample.device, r.sample) for r in self.daemon.latest()]
         return pb.LatestReadings(info=codec.node_info(self.daemon), readings=readings)
 
     def SendMarkers(self, data: bytes, context: grpc.ServicerContext) -> pb.MarkerAck:
@@ -134,7 +135,7 @@ class PowerDaemonService:
             if reason:
                 self._complain(context, f"marker {i}: {reason}")
         next_seq, rejected = self.daemon.accept_markers(
-            [codec.marker_data(m) for m in markers],
+            [marker_rec(m, at_intake=True) for m in markers],
             lambda seq, i, resolved: codec.encode_marker(markers[i], seq, resolved),
         )
         return pb.MarkerAck(accepted=len(markers) - rejected, next_seq=next_seq, rejected=rejected)

@@ -86,6 +86,7 @@ def readings(address: str, run_id: str, min_fraction: float) -> None:
     """Readings of the run's GPUs, from its first RUN_START to its last RUN_END."""
     import grpc
 
+    from parawatt_proto import convert
     from parawatt_proto import parawatt_pb2 as pb
     from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 
@@ -97,18 +98,19 @@ def readings(address: str, run_id: str, min_fraction: float) -> None:
             batches = list(stub.Subscribe(request, timeout=120))
     except grpc.RpcError as e:
         _fail(2, f"cannot read the daemon at {address}: {e.code().name}")
-    uuids = [d.uuid for d in info.devices]
-    no_instant = {d.uuid: d.power_avg_window_s for d in info.devices if not d.has_instant_power}
-    markers = [m for b in batches for m in b.markers if m.run_id == run_id]
-    starts = [m.time_ns for m in markers if m.kind == pb.RUN_START]
-    ends = [m.time_ns for m in markers if m.kind == pb.RUN_END]
+    devices = convert.node_rec(info).devices
+    uuids = {d.index: d.uuid for d in devices}
+    no_instant = {d.uuid: d.power_avg_window_s for d in devices if not d.has_instant_power}
+    markers = [convert.marker_rec(m) for b in batches for m in b.markers if m.run_id == run_id]
+    starts = [m.time_ns for m in markers if m.kind == "run_start"]
+    ends = [m.time_ns for m in markers if m.kind == "run_end"]
     if not starts or not ends:
         _fail(2, f"run {run_id}: no RUN_START/RUN_END in the daemon's buffer")
     used = {m.device_uuid for m in markers}
     rows = (
-        (uuids[r.device], r.time_ns, r.HasField("energy_j"),
-         r.HasField("power_w") and not r.power_from_avg)
-        for b in batches for r in b.readings if uuids[r.device] in used
+        (r.device_uuid, r.time_ns, r.energy_j is not None,
+         r.power_w is not None and not r.power_from_avg)
+        for b in batches for r in convert.readings(b, uuids) if r.device_uuid in used
     )  # fmt: skip
     coverage = reading_coverage(rows, min(starts), max(ends))
     bad = []
@@ -118,7 +120,7 @@ def readings(address: str, run_id: str, min_fraction: float) -> None:
         click.echo(f"  {uuid}: {c.readings} readings, energy {e:.1%}, instant power {i:.1%}")
         if uuid in no_instant:
             click.echo(f"    this driver offers no instant power (field 186): power is the "
-                       f"average over {no_instant[uuid]} s")  # fmt: skip
+                       f"average over {no_instant[uuid] or '?'} s")  # fmt: skip
         if min(e, i) < min_fraction:
             bad.append(uuid)
     if bad:

@@ -79,10 +79,11 @@ class DaemonThermometer:
     PARAWATT_TLS_* environment (as every parawatt client); `unix:PATH` addresses work too."""
 
     def __init__(self, address: str, timeout_s: float = 5.0, tls: ClientTLS | None = None):
+        from parawatt_proto import convert
         from parawatt_proto import parawatt_pb2 as pb
         from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 
-        self._pb = pb
+        self._pb, self._convert = pb, convert
         self._address = address
         self._timeout_s = timeout_s
         self._tls = tls if tls is not None else ClientTLS.from_env()
@@ -108,11 +109,12 @@ class DaemonThermometer:
                 f"cannot read {what} from the power daemon: "
                 + describe_rpc_error(self._address, exc, self._tls)
             ) from None
-        gpus = {d.index: d.uuid for d in latest.info.devices if d.kind == pb.DEVICE_KIND_GPU}
+        node = self._convert.node_rec(latest.info)
+        gpus = {d.index: d.uuid for d in node.devices if d.kind == "gpu"}
         return {
-            gpus[r.device]: getattr(r, name)
-            for r in latest.readings
-            if r.device in gpus and r.HasField(name)
+            r.device_uuid: value
+            for r in self._convert.readings(latest, gpus)
+            if (value := getattr(r, name)) is not None
         }
 
     def close(self) -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from collector.ingest import convert
 from collector.records import StreamChunk
+from parawatt_proto import convert
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 from parawatt_proto.transport import (
@@ -156,7 +156,7 @@ class Subscriber:
                 log.warning("daemon %s: %d items lost before resuming", self.address, batch.missed)
         encoded = batch.readings
         n = len(encoded)
-        markers = [convert.marker(m) for m in batch.markers]
+        markers = [convert.marker_rec(m) for m in batch.markers]
         h.readings_total += n
         h.markers_total += len(markers)
         h.missed_total += batch.missed

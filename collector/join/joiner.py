@@ -29,7 +29,8 @@ from collector.join.state import (
     RunProgress,
     interval_record,
 )
-from collector.records import IdleUpdate, NodeRec, RankUpdate, ReadingRec
+from collector.records import IdleUpdate, RankUpdate
+from parawatt_proto.records import NodeRec, ReadingRec
 
 __all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
 

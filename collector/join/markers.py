@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 
 from collector.join.state import DeviceState, JoinConfig, NodeState
-from collector.records import MarkerRec
+from parawatt_proto.records import MarkerRec
 
 log = logging.getLogger(__name__)
 

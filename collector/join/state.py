@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from collector.energy.timeline import CounterSpec, DeviceTimeline, IntervalEnergy
 from collector.join.accum import Accumulator
 from collector.join.idle import IdleTracker
-from collector.records import IdleUpdate, IntervalRec, MarkerRec, RankUpdate, ReadingRec
+from collector.records import IdleUpdate, IntervalRec, RankUpdate
+from parawatt_proto.records import MarkerRec, ReadingRec
 
 BUFFER_SAMPLES = 512
 

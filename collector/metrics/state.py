@@ -12,7 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from collector.records import IntervalRec, NodeRec, ReadingRec
+from collector.records import IntervalRec
+from parawatt_proto.records import NodeRec, ReadingRec
 
 STEP_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STEP_JOULES_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)

@@ -9,7 +9,8 @@ sum()/max() over a list run in C, which matters at 50,000 readings/s.
 
 from __future__ import annotations
 
-from collector.records import ReadingRec, SecondAggregate
+from collector.records import SecondAggregate
+from parawatt_proto.records import ReadingRec
 
 NS = 1_000_000_000
 

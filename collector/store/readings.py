@@ -15,8 +15,8 @@ import operator
 import psycopg
 from sqlalchemy import Connection
 
-from collector.records import ReadingRec
 from collector.store.models import Reading
+from parawatt_proto.records import ReadingRec
 
 # boot and device first, then the reading's own fields in ReadingRec order (one C call a row)
 _FIELDS = ("seq", "time_ns", "lost", "power_w", "power_avg_w", "energy_j", "gpu_util_pct",

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from sqlalchemy import Engine, case, exists, func, select
 from sqlalchemy.orm import Session
 
-from collector.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
 from collector.records import IdleBucket as IdleBucketRec
 from collector.store.db import translate_errors
 from collector.store.models import (
@@ -30,6 +29,7 @@ from collector.store.models import (
     RunRank,
 )
 from parawatt_proto.ownership import RunOwner
+from parawatt_proto.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
 
 _INTERVAL_KIND = case(
     (Marker.kind.like("run_%"), "run"), (Marker.kind.like("epoch_%"), "epoch"), else_="step"
@@ -203,7 +203,9 @@ def readings_since(
     """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading).
     stop_at: boot_id -> seq; that boot's readings from seq on are left out (a stream resuming
     there delivers them)."""
-    cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f != "device_uuid"]
+    # ReadingRec's fields that have a column, in its order; the rest (power_from_avg, last) is
+    # not stored and reads back as its default
+    cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f in Reading.__table__.columns]
     query = (
         select(Node.hostname, Boot.boot_id, Device.uuid, *cols)
         .join(Boot, Boot.id == Reading.boot_id)

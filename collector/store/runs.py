@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, select, update
 
-from collector.records import MarkerRec, RunConfigRec
 from collector.store.models import Run, RunRank
+from parawatt_proto.records import MarkerRec, RunConfigRec
 
 
 def write_run_start(conn: Connection, dialect_insert: Callable, m: MarkerRec) -> None:

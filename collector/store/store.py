@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collector.records import MarkerRec, NodeRec, as_dict
+from collector.records import as_dict
 from collector.store.db import translate_errors
 from collector.store.intervals import latest, write_intervals
 from collector.store.models import (
@@ -40,6 +40,7 @@ from collector.store.runs import (
 )
 from collector.store.writebatch import WriteBatch
 from parawatt_proto.ownership import MISMATCH
+from parawatt_proto.records import MarkerRec, NodeRec
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from collector.records import (
-    IdleUpdate,
-    IntervalRec,
-    MarkerRec,
-    NodeRec,
-    RankUpdate,
-    ReadingRec,
-    SecondAggregate,
-)
+from collector.records import IdleUpdate, IntervalRec, RankUpdate, SecondAggregate
+from parawatt_proto.records import MarkerRec, NodeRec, ReadingRec
 
 
 @dataclass(frozen=True, slots=True)

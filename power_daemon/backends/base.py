@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from power_daemon.model import DeviceSpec, MarkerData, Sample
+from parawatt_proto.records import MarkerRec
+from power_daemon.model import DeviceSpec, Sample
 
 
 class Backend(Protocol):
@@ -19,7 +20,7 @@ class Backend(Protocol):
         """One sample per device (a lost device gives a sample with lost=True)."""
         ...
 
-    def on_marker(self, marker: MarkerData, now_ns: int) -> None:
+    def on_marker(self, marker: MarkerRec, now_ns: int) -> None:
         """A marker the daemon accepted at now_ns (the sim follows them; real hardware ignores)."""
         ...
 
@@ -56,7 +57,7 @@ class CombinedBackend:
             out.extend(samples)
         return out
 
-    def on_marker(self, marker: MarkerData, now_ns: int) -> None:
+    def on_marker(self, marker: MarkerRec, now_ns: int) -> None:
         for p in self.parts:
             p.on_marker(marker, now_ns)
 

@@ -42,8 +42,9 @@ from typing import Any
 
 import pynvml
 
+from parawatt_proto.records import MarkerRec
 from power_daemon.errors import BackendUnavailable
-from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, Sample
+from power_daemon.model import DeviceKind, DeviceSpec, Sample
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ class NvmlBackend:
                 continue
         return None
 
-    def on_marker(self, marker: MarkerData, now_ns: int) -> None:
+    def on_marker(self, marker: MarkerRec, now_ns: int) -> None:
         pass
 
     def close(self) -> None:

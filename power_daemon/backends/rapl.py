@@ -14,8 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from parawatt_proto.records import MarkerRec
 from power_daemon.errors import BackendUnavailable
-from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, Sample
+from power_daemon.model import DeviceKind, DeviceSpec, Sample
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class RaplBackend:
         power = delta / 1e6 / (dt_ns / 1e9) if dt_ns > 0 else None
         return Sample(device=i, time_ns=now_ns, power_w=power, energy_j=zone.total_uj / 1e6)
 
-    def on_marker(self, marker: MarkerData, now_ns: int) -> None:
+    def on_marker(self, marker: MarkerRec, now_ns: int) -> None:
         pass
 
     def canonical_uuid(self, uuid: str) -> str:

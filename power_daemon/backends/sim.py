@@ -30,10 +30,11 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from parawatt_proto.records import MarkerRec
 from power_daemon import __version__
 from power_daemon.backends.simtrace import Noise, PowerTrace
 from power_daemon.config import SimParams
-from power_daemon.model import DeviceKind, DeviceSpec, MarkerData, MarkerKind, Sample
+from power_daemon.model import DeviceKind, DeviceSpec, Sample
 
 _GIB = float(1 << 30)
 
@@ -112,20 +113,20 @@ class SimBackend:
             self._last_ns = max(self._last_ns, now_ns)
             return [self._sample(i, g, now_ns) for i, g in enumerate(self._gpus)]
 
-    def on_marker(self, marker: MarkerData, now_ns: int) -> None:
+    def on_marker(self, marker: MarkerRec, now_ns: int) -> None:
         gpu = self._by_uuid.get(marker.device_uuid)
         if gpu is None:
             return
         key = (marker.run_id, marker.rank)
         with self._lock:
             kind = marker.kind
-            if kind == MarkerKind.STEP_START:
+            if kind == "step_start":
                 gpu.steps.add(key)
-            elif kind == MarkerKind.STEP_END:
+            elif kind == "step_end":
                 gpu.steps.discard(key)
-            elif kind == MarkerKind.RUN_START:
+            elif kind == "run_start":
                 gpu.runs.add(key)
-            elif kind == MarkerKind.RUN_END:
+            elif kind == "run_end":
                 gpu.runs.discard(key)
                 gpu.steps.discard(key)
             # Readings up to _last_ns are already out: a change can only start after them. A

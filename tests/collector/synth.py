@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from collector.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
+from parawatt_proto.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000

@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import func, select
 
 from collector.errors import StoreError
-from collector.records import IntervalRec, RunConfigRec
+from collector.records import IntervalRec
 from collector.store.db import create_db_engine, migrate
 from collector.store.models import Device, Interval, Node, Run, RunRank
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
+from parawatt_proto.records import RunConfigRec
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node
 
 pytestmark = pytest.mark.postgres

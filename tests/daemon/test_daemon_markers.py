@@ -7,9 +7,9 @@ import grpc
 import pytest
 
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.records import MarkerRec
 from parawatt_proto.validate import marker_problem
 from power_daemon.markers import resolve
-from power_daemon.model import MarkerData
 from tests.daemon.daemon_helpers import catch_up, daemon_stub, marker
 
 GOOD = pb.Marker(run_id="run-1", kind=pb.STEP_START, step=3, time_ns=1_700_000_000_000_000_000)
@@ -40,19 +40,21 @@ BAD_MARKERS = {
 
 def test_a_good_marker_passes_and_resolve_fills_host_and_device():
     assert marker_problem(GOOD) is None
-    m = resolve(MarkerData("r", 1, 1, 0, 0, 1, local_rank=1), "node", ["GPU-a", "GPU-b"])
+    m = resolve(MarkerRec("r", 1, "run_start", 0, 0, 1, local_rank=1), "node", ["GPU-a", "GPU-b"])
     assert (m.hostname, m.device_uuid) == ("node", "GPU-b")
-    kept = resolve(MarkerData("r", 0, 1, 0, 0, 1, "GPU-x", 0, "h"), "node", ["GPU-a"])
+    kept = resolve(MarkerRec("r", 0, "run_start", 0, 0, 1, "GPU-x", 0, "h"), "node", ["GPU-a"])
     assert (kept.hostname, kept.device_uuid) == ("h", "GPU-x")
-    beyond = resolve(MarkerData("r", 0, 1, 0, 0, 1, local_rank=5), "node", ["GPU-a"])
+    beyond = resolve(MarkerRec("r", 0, "run_start", 0, 0, 1, local_rank=5), "node", ["GPU-a"])
     assert beyond.device_uuid == ""
 
 
 def test_resolve_names_a_device_by_the_uuid_its_readings_carry():
     parent = {"MIG-1": "GPU-b"}.get
-    mig = resolve(MarkerData("r", 0, 1, 0, 0, 1, "MIG-1"), "n", ["GPU-a"], lambda u: parent(u, u))
+    mig = resolve(
+        MarkerRec("r", 0, "run_start", 0, 0, 1, "MIG-1"), "n", ["GPU-a"], lambda u: parent(u, u)
+    )
     assert mig.device_uuid == "GPU-b"
-    filled = resolve(MarkerData("r", 0, 1, 0, 0, 1), "n", ["GPU-a"], lambda u: "never")
+    filled = resolve(MarkerRec("r", 0, "run_start", 0, 0, 1), "n", ["GPU-a"], lambda u: "never")
     assert filled.device_uuid == "GPU-a"  # the daemon's own GPU UUIDs are canonical already
 
 

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.records import MarkerRec
 from parawatt_proto.validate import marker_problem
 from power_daemon.backends.nvml import GIVE_UP_AFTER
 from power_daemon.markers import resolve
-from power_daemon.model import MarkerData
 from tests.daemon.daemon_helpers import catch_up, daemon_stub
 from tests.daemon.test_daemon_nvml import ROOT, dump
 from tests.fakenvml.build import nvml_env
@@ -111,8 +111,8 @@ def test_a_marker_naming_a_mig_instance_keeps_it_as_the_slice():
     def canonical(uuid: str) -> str:
         return parents.get(uuid, uuid)
 
-    def resolved(**fields) -> MarkerData:
-        m = MarkerData(run_id="r", rank=0, kind=5, epoch=0, step=0, time_ns=1, **fields)
+    def resolved(**fields) -> MarkerRec:
+        m = MarkerRec(run_id="r", rank=0, kind="step_start", epoch=0, step=0, time_ns=1, **fields)
         return resolve(m, "host", ["GPU-0", "GPU-1"], canonical)
 
     on_slice = resolved(device_uuid="MIG-a")

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
+from parawatt_proto.records import MarkerRec
 from power_daemon.backends.sim import SimBackend, sim_uuid
 from power_daemon.backends.simtrace import Noise, PowerTrace
 from power_daemon.config import SimParams
-from power_daemon.model import MarkerData, MarkerKind
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -22,9 +22,9 @@ def make(n=2, **params) -> SimBackend:
     return SimBackend(n, SimParams(**(LEVELS | params)), hostname="node-a", seed=7, start_ns=T0)
 
 
-def mark(sim: SimBackend, kind: MarkerKind, t_ns: int, device=0, rank=0) -> None:
+def mark(sim: SimBackend, kind: str, t_ns: int, device=0, rank=0) -> None:
     uuid = sim.devices()[device].uuid
-    m = MarkerData("run", rank, int(kind), 0, 0, t_ns, device_uuid=uuid)
+    m = MarkerRec("run", rank, kind, 0, 0, t_ns, device_uuid=uuid)
     sim.on_marker(m, t_ns)
 
 
@@ -65,22 +65,22 @@ def test_uuids_are_deterministic_per_seed_node_and_index():
 def test_power_follows_step_markers_with_a_ramp():
     sim = make(noise_w=0.0)
     sim.read(T0 + 100 * MS)
-    mark(sim, MarkerKind.RUN_START, T0 + 100 * MS)
-    mark(sim, MarkerKind.STEP_START, T0 + 200 * MS)
+    mark(sim, "run_start", T0 + 100 * MS)
+    mark(sim, "step_start", T0 + 200 * MS)
     (p_ramp, p_other) = [s.power_w for s in sim.read(T0 + 230 * MS)]  # one tau into the ramp
     assert 90.0 < p_ramp < 300.0 and p_other == pytest.approx(60.0)
     busy = sim.read(T0 + 500 * MS)[0]
     assert busy.power_w == pytest.approx(300.0, abs=0.1) and busy.gpu_util_pct > 90
-    mark(sim, MarkerKind.STEP_END, T0 + 500 * MS)
+    mark(sim, "step_end", T0 + 500 * MS)
     assert sim.read(T0 + 800 * MS)[0].power_w == pytest.approx(90.0, abs=0.1)  # run still open
-    mark(sim, MarkerKind.RUN_END, T0 + 800 * MS)
+    mark(sim, "run_end", T0 + 800 * MS)
     assert sim.read(T0 + 1100 * MS)[0].power_w == pytest.approx(60.0, abs=0.1)
 
 
 def test_a_late_marker_applies_from_the_last_reading_not_in_the_past():
     sim = make(noise_w=0.0)
     sim.read(T0 + 500 * MS)
-    mark(sim, MarkerKind.STEP_START, T0 + 300 * MS)  # received "before" a reading already out
+    mark(sim, "step_start", T0 + 300 * MS)  # received "before" a reading already out
     uuid = sim.devices()[0].uuid
     assert sim.true_power_w(uuid, T0 + 499 * MS) == pytest.approx(60.0)
     assert sim.true_power_w(uuid, T0 + 900 * MS) == pytest.approx(300.0, abs=0.1)
@@ -91,7 +91,7 @@ def test_a_step_starts_at_the_marker_time_when_it_arrives_before_the_next_readin
     uuid = sim.devices()[0].uuid
     sim.read(T0 + 100 * MS)
     # Stamped by the rank at 110 ms, delivered with its batch at 135 ms, before the 140 ms read.
-    m = MarkerData("run", 0, int(MarkerKind.STEP_START), 0, 0, T0 + 110 * MS, device_uuid=uuid)
+    m = MarkerRec("run", 0, "step_start", 0, 0, T0 + 110 * MS, device_uuid=uuid)
     sim.on_marker(m, T0 + 135 * MS)
     assert sim.true_power_w(uuid, T0 + 110 * MS) == pytest.approx(60.0)
     one_tau = 60.0 + (300.0 - 60.0) * (1 - math.exp(-1))
@@ -103,7 +103,7 @@ def test_a_marker_stamped_ahead_of_the_daemon_clock_takes_effect_at_receipt():
     sim = make(noise_w=0.0)
     uuid = sim.devices()[0].uuid
     sim.read(T0 + 100 * MS)
-    m = MarkerData("run", 0, int(MarkerKind.STEP_START), 0, 0, T0 + 3600 * S, device_uuid=uuid)
+    m = MarkerRec("run", 0, "step_start", 0, 0, T0 + 3600 * S, device_uuid=uuid)
     sim.on_marker(m, T0 + 120 * MS)
     assert sim.true_power_w(uuid, T0 + 500 * MS) == pytest.approx(300.0, abs=0.1)
 
@@ -114,13 +114,13 @@ def test_late_batched_markers_never_rewrite_readings_already_emitted():
     sim = make()
     uuid = sim.devices()[0].uuid
     offset = sim.counter_offset_j(uuid)
-    pending: list[MarkerData] = []
+    pending: list[MarkerRec] = []
     emitted = []
     for t in range(0, 2 * S, MS):
         if t % (60 * MS) == 0:
-            pending.append(MarkerData("r", 0, int(MarkerKind.STEP_START), 0, 0, T0 + t, uuid))
+            pending.append(MarkerRec("r", 0, "step_start", 0, 0, T0 + t, uuid))
         if t % (60 * MS) == 30 * MS:
-            pending.append(MarkerData("r", 0, int(MarkerKind.STEP_END), 0, 0, T0 + t, uuid))
+            pending.append(MarkerRec("r", 0, "step_end", 0, 0, T0 + t, uuid))
         if t % (50 * MS) == 0:  # the rank's sender flushes its batch
             for m in pending:
                 sim.on_marker(m, T0 + t)
@@ -142,9 +142,9 @@ def test_counter_advances_in_steps_holding_the_exact_integral_at_each_tick():
     offset = sim.counter_offset_j(uuid)
     for t in range(0, 3 * S, 20 * MS):
         if t == 700 * MS:
-            mark(sim, MarkerKind.STEP_START, T0 + t)
+            mark(sim, "step_start", T0 + t)
         if t == 1900 * MS:
-            mark(sim, MarkerKind.STEP_END, T0 + t)
+            mark(sim, "step_end", T0 + t)
         r = sim.read(T0 + t)[0]
         tick = sim.counter_tick_ns(T0 + t)
         assert tick == T0 + t - t % (100 * MS)
@@ -158,7 +158,7 @@ def test_counter_advances_in_steps_holding_the_exact_integral_at_each_tick():
 def test_counter_differences_give_interval_energy_and_match_the_power_integral():
     sim = make()
     uuid = sim.devices()[1].uuid
-    mark(sim, MarkerKind.STEP_START, T0 + 250 * MS, device=1)
+    mark(sim, "step_start", T0 + 250 * MS, device=1)
     first = sim.read(T0 + 100 * MS)[1]
     last = sim.read(T0 + 2100 * MS)[1]
     true = sim.true_energy_j(uuid, T0 + 100 * MS, T0 + 2100 * MS)
@@ -169,7 +169,7 @@ def test_counter_differences_give_interval_energy_and_match_the_power_integral()
 def test_power_avg_is_the_one_second_mean_updated_on_counter_ticks():
     sim = make()
     uuid = sim.devices()[0].uuid
-    mark(sim, MarkerKind.STEP_START, T0 + 500 * MS)
+    mark(sim, "step_start", T0 + 500 * MS)
     for t in range(0, 2 * S + 50 * MS, 10 * MS):
         r = sim.read(T0 + t)[0]
     tick = sim.counter_tick_ns(T0 + 2 * S + 40 * MS)
@@ -181,11 +181,11 @@ def test_power_avg_is_the_one_second_mean_updated_on_counter_ticks():
 def test_temperature_rises_with_power_and_cools_toward_ambient():
     sim = make(thermal_tau_s=2.0)
     idle_c = sim.read(T0)[0].temperature_c
-    mark(sim, MarkerKind.STEP_START, T0)
+    mark(sim, "step_start", T0)
     for t in range(0, 10 * S, 100 * MS):
         hot = sim.read(T0 + t)[0].temperature_c
     assert hot > idle_c + 30
-    mark(sim, MarkerKind.STEP_END, T0 + 10 * S)
+    mark(sim, "step_end", T0 + 10 * S)
     for t in range(10 * S, 30 * S, 100 * MS):
         cool = sim.read(T0 + t)[0].temperature_c
     assert math.isclose(cool, idle_c, abs_tol=0.5)
@@ -193,7 +193,7 @@ def test_temperature_rises_with_power_and_cools_toward_ambient():
 
 def test_markers_for_unknown_devices_are_ignored():
     sim = make(noise_w=0.0)
-    sim.on_marker(MarkerData("r", 0, int(MarkerKind.STEP_START), 0, 0, T0, "GPU-other"), T0)
+    sim.on_marker(MarkerRec("r", 0, "step_start", 0, 0, T0, "GPU-other"), T0)
     assert [s.power_w for s in sim.read(T0 + S)] == pytest.approx([60.0, 60.0])
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from power_daemon import codec
+from parawatt_proto.convert import device_pb, device_rec
+from parawatt_proto.records import MarkerRec
 from power_daemon.backends.sim import SimBackend
 from power_daemon.config import SimParams
 from power_daemon.errors import ConfigError
-from power_daemon.model import MarkerData, MarkerKind
 
 T0 = 1_800_000_000_000_000_000
 MS = 1_000_000
@@ -25,21 +25,21 @@ def backend(**params) -> SimBackend:
     return SimBackend(1, params, hostname="h", seed=1, start_ns=T0)
 
 
-def mark(b: SimBackend, kind: MarkerKind, t: int) -> None:
-    b.on_marker(MarkerData("run", 0, kind, 0, 0, t, b.devices()[0].uuid), t)
+def mark(b: SimBackend, kind: str, t: int) -> None:
+    b.on_marker(MarkerRec("run", 0, kind, 0, 0, t, b.devices()[0].uuid), t)
 
 
 def square_wave(b: SimBackend, seconds: float, read_every_ms: int = 5):
     """A run whose steps fill the first half of every 100 ms counter window (phase-locked)."""
-    mark(b, MarkerKind.RUN_START, T0)
+    mark(b, "run_start", T0)
     out = []
     for k in range(int(seconds * 1000 / read_every_ms)):
         t = T0 + k * read_every_ms * MS
         phase = (t - T0) % (100 * MS)
         if phase == 0:
-            mark(b, MarkerKind.STEP_START, t)
+            mark(b, "step_start", t)
         elif phase == 50 * MS:
-            mark(b, MarkerKind.STEP_END, t)
+            mark(b, "step_end", t)
         out.append((t, b.read(t)[0]))
     return out
 
@@ -66,7 +66,7 @@ def test_part_time_sensor_misreads_a_phase_locked_load(coverage):
 
 def test_counter_period_of_50_ms():
     b = backend(counter_period_s=0.05)
-    mark(b, MarkerKind.RUN_START, T0)
+    mark(b, "run_start", T0)
     times, values = [], []
     for k in range(400):
         t = T0 + k * 2 * MS
@@ -81,17 +81,17 @@ def test_a_gpu_that_never_idles_between_runs():
     b = backend(background_w=250.0)
     before = b.read(T0 + 500 * MS)[0]
     assert before.power_w == pytest.approx(310.0, abs=1) and before.gpu_util_pct == 90.0
-    mark(b, MarkerKind.RUN_START, T0 + 600 * MS)
+    mark(b, "run_start", T0 + 600 * MS)
     inside = b.read(T0 + 1_500 * MS)[0]
     assert inside.power_w == pytest.approx(90.0, abs=1) and inside.gpu_util_pct == 3.0
-    mark(b, MarkerKind.RUN_END, T0 + 1_600 * MS)
+    mark(b, "run_end", T0 + 1_600 * MS)
     after = b.read(T0 + 2_500 * MS)[0]
     assert after.power_w == pytest.approx(310.0, abs=1) and after.sm_clock_mhz > 1000
 
 
 def test_sensor_facts_reach_the_wire():
     d = backend(coverage_fraction=0.25).devices()[0]
-    back = codec.device_spec(codec.device_pb(0, d))
+    back = device_rec(device_pb(0, d))
     assert back.partial_coverage and back.sensor_method == "sim: configured"
     assert back.instant_power_lag_s is None
 

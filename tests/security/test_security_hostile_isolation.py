@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import func, select
 
 from collector.metrics.state import LiveState
-from collector.records import RunConfigRec
 from collector.store.db import create_db_engine, migrate
 from collector.store.models import Marker, Reading, Run, RunRank
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
 from collector.store.writer import Writer
+from parawatt_proto.records import RunConfigRec
 from tests.collector.conftest import db_url, pg_cluster, pg_url  # noqa: F401
 from tests.collector.synth import T0, S, SynthDevice, marker, node
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from collector.energy.timeline import CounterSpec, DeviceTimeline, Sample
+from parawatt_proto.records import MarkerRec
 from power_daemon.backends.sim import SimBackend
 from power_daemon.config import SimParams
-from power_daemon.model import MarkerData, MarkerKind
 
 T0_NS = 1_750_000_000_000_000_000
 PERIOD_NS = 20_000_000
@@ -20,24 +20,24 @@ def _drive(seed: int):
     rng = random.Random(seed)
     sim = SimBackend(1, SimParams(), hostname="node", seed=seed, start_ns=T0_NS)
     uuid = sim.devices()[0].uuid
-    events: list[tuple[int, MarkerKind, int, int]] = []
+    events: list[tuple[int, str, int, int]] = []
     t = T0_NS + 1_000_000_000
-    events.append((t, MarkerKind.RUN_START, 0, 0))
+    events.append((t, "run_start", 0, 0))
     steps, epochs, step = [], [], 0
     for epoch in range(2):
         epoch_start = t
         for _ in range(15):
             end = t + rng.randrange(150_000_000, 450_000_000)
             events += [
-                (t, MarkerKind.STEP_START, epoch, step),
-                (end, MarkerKind.STEP_END, epoch, step),
+                (t, "step_start", epoch, step),
+                (end, "step_end", epoch, step),
             ]
             steps.append((t, end))
             t = end + rng.randrange(5_000_000, 60_000_000)  # data loading between steps
             step += 1
         epochs.append((epoch_start, t))
         t += 500_000_000
-    events.append((t, MarkerKind.RUN_END, 0, 0))
+    events.append((t, "run_end", 0, 0))
     readings, k = [], 0
     for when, kind, epoch, st in events + [(t + 1_000_000_000, None, 0, 0)]:
         while (now := T0_NS + k * PERIOD_NS + rng.randrange(0, 3_000_000)) < when:
@@ -45,7 +45,7 @@ def _drive(seed: int):
             readings.append(s)
             k += 1
         if kind is not None:
-            sim.on_marker(MarkerData("run", 0, kind, epoch, st, when, device_uuid=uuid), when)
+            sim.on_marker(MarkerRec("run", 0, kind, epoch, st, when, device_uuid=uuid), when)
     return sim, uuid, readings, steps, epochs
 
 

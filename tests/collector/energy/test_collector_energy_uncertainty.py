@@ -140,7 +140,7 @@ def test_no_counter_pieces_add_in_quadrature():
 
 def test_a_partial_coverage_device_gets_the_unobserved_window_term_in_the_join():
     from collector.join.joiner import PARTIAL_COVERAGE_FRACTION, Joiner
-    from collector.records import DeviceRec, NodeRec
+    from parawatt_proto.records import DeviceRec, NodeRec
 
     devices = (DeviceRec(0, "gpu-a", "A100", "gpu", partial_coverage=True),
                DeviceRec(1, "gpu-b", "L40S", "gpu"))  # fmt: skip

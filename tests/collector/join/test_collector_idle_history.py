@@ -12,13 +12,14 @@ from collector.energy.timeline import IntervalEnergy
 from collector.join.idle import BusyIndex, IdleTracker
 from collector.join.joiner import Joiner
 from collector.join.state import interval_record
-from collector.records import IdleBucket, IdleUpdate, ReadingRec
+from collector.records import IdleBucket, IdleUpdate
 from collector.service import create_collector
 from collector.store.db import create_db_engine, migrate
 from collector.store.models import Interval, RunRank
 from collector.store.reads import idle_history
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
+from parawatt_proto.records import ReadingRec
 from power_daemon.config import SimParams
 from tests.collector.drive import run_job, wait_for_intervals
 from tests.collector.join.test_collector_join import CFG, busy_device, feed

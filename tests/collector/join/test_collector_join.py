@@ -9,7 +9,7 @@ import pytest
 
 from collector.energy.timeline import DeviceTimeline, Sample
 from collector.join.joiner import JoinConfig, Joiner
-from collector.records import NodeRec
+from parawatt_proto.records import NodeRec
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
 
 CFG = JoinConfig(late_bound_ns=2 * S, chunk_ns=2 * S, keep_ns=10 * S, idle_window_ns=10 * S,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from collector.ingest.convert import marker as marker_rec
 from collector.join.joiner import Joiner
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.convert import marker_rec
 from tests.collector.join.test_collector_join import CFG, busy_device, feed, node
 from tests.collector.synth import MS, T0, S, run_markers
 

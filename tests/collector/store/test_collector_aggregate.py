@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.records import ReadingRec
 from collector.store.aggregate import SecondAggregator
+from parawatt_proto.records import ReadingRec
 from tests.collector.synth import MS, T0, S
 
 

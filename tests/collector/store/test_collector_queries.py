@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from collector.errors import UnknownRunError
-from collector.records import DeviceRec, IntervalRec, NodeRec, RankUpdate, RunConfigRec
+from collector.records import IntervalRec, RankUpdate
 from collector.store import queries
 from collector.store.db import create_db_engine, migrate
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
+from parawatt_proto.records import DeviceRec, NodeRec, RunConfigRec
 from tests.collector.synth import T0, S, marker
 
 

@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event, func, select
 
 from collector.errors import StoreError
-from collector.records import IntervalRec, RankUpdate, RunConfigRec, SecondAggregate
+from collector.records import IntervalRec, RankUpdate, SecondAggregate
 from collector.store import reads as store_reads
 from collector.store.db import alembic_config, create_db_engine, migrate, schema_revision
 from collector.store.models import (
@@ -26,6 +26,7 @@ from collector.store.models import (
 )
 from collector.store.store import Store
 from collector.store.writebatch import GapRec, WriteBatch
+from parawatt_proto.records import RunConfigRec
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
 
 

@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import select
 
 from collector.join.joiner import Joiner
-from collector.records import RunConfigRec
 from collector.store import queries
 from collector.store import reads as store_reads
 from collector.store.db import create_db_engine, migrate
@@ -15,6 +14,7 @@ from collector.store.intervals import merge_sessions
 from collector.store.models import Interval, Marker, Run, RunRank
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
+from parawatt_proto.records import RunConfigRec
 from tests.collector.join.test_collector_join import CFG
 from tests.collector.join.test_collector_join_sessions import device, feed, session
 from tests.collector.synth import T0, S, marker, node
