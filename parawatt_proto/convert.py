@@ -125,8 +125,9 @@ def readings(
 ) -> list[ReadingRec]:
     """Hot path (50,000+ readings/s, under 2 us each): written out field by field, since a
     generic loop (over ListFields()) measured 3x slower; tests/test_contract_fields.py checks
-    the order against READING_FIELDS. A reading of a device not in `uuids` (index -> uuid)
-    cannot be attributed: it is skipped."""
+    the order against READING_FIELDS. Presence is asked only of a zero (an unset optional
+    reads 0.0; a non-zero value is set): 9 HasField calls a reading were a third of the cost.
+    A reading of a device not in `uuids` (index -> uuid) cannot be attributed: skipped."""
     out = []
     append = out.append
     rec = ReadingRec
@@ -142,15 +143,15 @@ def readings(
                 uuid,
                 r.time_ns,
                 r.status == _LOST,
-                r.power_w if has("power_w") else None,
-                r.power_avg_w if has("power_avg_w") else None,
-                r.energy_j if has("energy_j") else None,
-                r.gpu_util_pct if has("gpu_util_pct") else None,
-                r.mem_util_pct if has("mem_util_pct") else None,
-                r.memory_used_bytes if has("memory_used_bytes") else None,
-                r.temperature_c if has("temperature_c") else None,
-                r.sm_clock_mhz if has("sm_clock_mhz") else None,
-                r.mem_clock_mhz if has("mem_clock_mhz") else None,
+                r.power_w or (0.0 if has("power_w") else None),
+                r.power_avg_w or (0.0 if has("power_avg_w") else None),
+                r.energy_j or (0.0 if has("energy_j") else None),
+                r.gpu_util_pct or (0.0 if has("gpu_util_pct") else None),
+                r.mem_util_pct or (0.0 if has("mem_util_pct") else None),
+                r.memory_used_bytes or (0.0 if has("memory_used_bytes") else None),
+                r.temperature_c or (0.0 if has("temperature_c") else None),
+                r.sm_clock_mhz or (0.0 if has("sm_clock_mhz") else None),
+                r.mem_clock_mhz or (0.0 if has("mem_clock_mhz") else None),
                 r.power_from_avg,
             )
         )

@@ -145,3 +145,17 @@ def test_the_hand_written_reading_decoder_keeps_the_field_order():
     msg = convert.reading_pb(7, 0, Sample(device=0, time_ns=5, power_from_avg=True, **values))
     (rec,) = convert.readings(pb.StreamBatch(readings=[msg]), {0: "gpu-0"})
     assert rec == ReadingRec(7, "gpu-0", 5, power_from_avg=True, **values)
+
+
+def test_a_zero_reading_is_zero_and_an_unset_one_is_none():
+    READING_FIELDS = contract.READING_FIELDS
+    zeros = pb.Reading(seq=1, device=0, time_ns=5, **{f: 0.0 for f in READING_FIELDS})
+    unset = pb.Reading(seq=2, device=0, time_ns=6)
+    some = pb.Reading(seq=3, device=0, time_ns=7, power_w=-0.0, energy_j=12.5, gpu_util_pct=0.0)
+    batch = pb.StreamBatch.FromString(
+        pb.StreamBatch(readings=[zeros, unset, some]).SerializeToString()
+    )
+    a, b, c = convert.readings(batch, {0: "GPU-0"})
+    assert all(getattr(a, f) == 0.0 for f in READING_FIELDS)
+    assert all(getattr(b, f) is None for f in READING_FIELDS)
+    assert (c.power_w, c.energy_j, c.gpu_util_pct, c.temperature_c) == (0.0, 12.5, 0.0, None)
