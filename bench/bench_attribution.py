@@ -10,7 +10,9 @@ Simulated GPUs (tests/collector/collector_energy_sim.py: exact power, counter up
 - square, phase-locked: a 100 ms square wave locked to the windows on that part-time sensor
   (the case no software can see: the sensor never observes the low half);
 - random load (full and partial): random levels held for random times (mean 60 ms);
-- 1 s-average power, no counter: the fallbacks.
+- 1 s-average power, no counter: the fallbacks; instant power that fails on some reads (the
+  1 s average flagged power_from_avg stands in); instant power 30 ms late with the lag the
+  daemon measures given to the collector (CounterSpec.instant_power_lag_s), and not given.
 For random windows of several lengths, the marker steps and the epochs it prints the relative
 error (mean / p95 / max), the share of intervals whose 95 % interval (energy_j +-
 uncertainty_j) holds the truth, the same for the worst-case bound (bound_j), and the median
@@ -46,6 +48,16 @@ MODES = {
     "random load, partial": ("random", {"coverage": 0.25}, PART),
     "21.7 ms free-running": ("ddp", {"period_s": 0.0217}, CounterSpec()),
     "1 s-average power": ("ddp", {"power": "avg1s"}, CounterSpec(power_avg_s=1.0)),
+    # readings flagged power_from_avg on a device said to have instant power (the collector
+    # finds out from the flags)
+    "1 s-average power (flags only)": ("ddp", {"power": "avg1s"}, CounterSpec()),
+    "instant fails 1 read in 3": ("ddp", {"avg_every": 3}, CounterSpec()),
+    "instant 30 ms late (lag known)": (
+        "ddp",
+        {"power_lag_s": 0.03},
+        CounterSpec(instant_power_lag_s=0.03),
+    ),
+    "instant 30 ms late (lag ignored)": ("ddp", {"power_lag_s": 0.03}, CounterSpec()),
     "no counter": ("ddp", {"counter": False}, CounterSpec()),
 }
 LENGTHS_S = (0.05, 0.2, 1.0, 3.0, 10.0, 30.0)

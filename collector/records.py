@@ -37,6 +37,7 @@ class DeviceRec:
     power_avg_window_s: float | None = None
     partial_coverage: bool = False  # the sensor observes part of each window (Yang et al.)
     sensor_method: str = ""
+    instant_power_lag_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class ReadingRec:
     temperature_c: float | None = None
     sm_clock_mhz: float | None = None
     mem_clock_mhz: float | None = None
+    power_from_avg: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,10 @@ def build_model(
     power = None
     if has_p.any():
         tp, pv = ts[has_p], pw[has_p]
+        if spec.power_avg_s == 0 and spec.instant_power_lag_s:
+            # instant power read at t shows the device at t - lag (measured against the
+            # counter by the daemon): put it where it belongs before it shapes any window
+            tp = tp - spec.instant_power_lag_s
         power = PowerPart(
             tp, pv, cumulative_trapezoid(tp, pv), edge_budget(tp, pv), float(pv.max())
         )

@@ -33,6 +33,7 @@ def node_rec(info: pb.NodeInfo) -> NodeRec:
             power_avg_window_s=_opt(d, "power_avg_window_s"),
             partial_coverage=d.partial_coverage,
             sensor_method=d.sensor_method,
+            instant_power_lag_s=_opt(d, "instant_power_lag_s"),
         )
         for d in info.devices
     )
@@ -72,6 +73,7 @@ def readings(batch: pb.StreamBatch, uuids: dict[int, str]) -> list[ReadingRec]:
                 r.temperature_c if has("temperature_c") else None,
                 r.sm_clock_mhz if has("sm_clock_mhz") else None,
                 r.mem_clock_mhz if has("mem_clock_mhz") else None,
+                r.power_from_avg,
             )
         )
     return out

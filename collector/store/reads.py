@@ -197,7 +197,10 @@ def readings_since(
     engine: Engine, since_ns: int, hostnames: list[str] | None = None, chunk_rows: int = 50_000
 ) -> Iterator[list[tuple[str, ReadingRec]]]:
     """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading)."""
-    cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f != "device_uuid"]
+    # power_from_avg is not stored: a replayed reading takes its power as instant (it was
+    # before the flag existed; only readings whose instant power failed differ)
+    stored = [f for f in ReadingRec.__slots__ if f != "device_uuid" and f in Reading.__table__.c]
+    cols = [getattr(Reading, f) for f in stored]
     query = (
         select(Node.hostname, Device.uuid, *cols)
         .join(Device, Device.id == Reading.device_id)
