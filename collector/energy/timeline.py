@@ -26,14 +26,32 @@ bound is kept whole). The bound, for source "counter", is the sum over both boun
   Beyond the first/last anchor (at the very start or end of the readings) S becomes the edge
   budget back to that anchor plus 5 % of the energy extrapolated from it.
   On a partial-coverage sensor (CounterSpec.coverage_fraction < 1) every window the interval
-  touches adds (1 - fraction) * its length * the power change to its neighbours.
-The error model behind sigma: each update moment is uniform in its bracket and E(x) moves by
--(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the window, P: power at the anchors), with
-the part of d common to all anchors (phase-locked sampling, measured from how regularly the
-updates show up) cancelling between the two bounds; shape terms are uniform within their
-bound, of which about half reaches E(x); the unobserved-window terms add up in quadrature.
-For source "power": 0.5 * sqrt(sum (dP * dt)^2) over the interval's segments plus, per bound,
-0.5 * dP * dt of the segment holding it and 0.5 * P * power_avg_s (sigma: each uniform).
+  touches adds (1 - fraction) * its length * the larger power change to its neighbours, and
+  S is at least half the window's increment (as without power).
+The error model behind sigma (each term derived from what the sensor is and what the
+readings show; no constant fitted to a benchmark), terms independent, added in quadrature:
+- update moments: each is uniform in its bracket (var h^2 / 3); E(x) moves by
+  -(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the window, P: power at the anchors), with
+  the part of d common to all anchors (phase-locked sampling, measured from how regularly the
+  updates show up) cancelling between the two bounds;
+- power shape, where instant power shapes the windows: between two readings power changed
+  once, at a uniformly random moment, so a segment misplaces energy with variance
+  (dP dt)^2 / 12; E(x) errs by (1 - s) x the misplaced energy before x minus s x that after
+  it, and two bounds in one window share their segments;
+- power shape, where power cannot shape a window (no power, a 1 s average, a part-time
+  sensor; the share inside a window is then linear in time): power changed inside the window
+  by the larger change to a neighbouring window, at the bound (markers sit where the loop
+  changes phase): a bound at share s errs by T dL s (1 - s);
+- part-time sensor (CounterSpec.coverage_fraction f < 1): per window, a change at a uniformly
+  random moment makes the seen part misstate the window by mean square (1 - f)^2 (dL T)^2 / 3;
+  windows independent (conservative over many windows: a change reported late in one window
+  is partly made up in the next), a window [a, b] holds part of weighted by that part squared;
+- counter quantum: resolution_j, uniform.
+uncertainty_j = 1.96 sigma, capped by the bound. For source "power": (dP dt)^2 / 12 per
+segment inside, plus per bound 0.5 * dP * dt of the segment holding it and
+0.5 * P * power_avg_s (each uniform within its bound).
+Readings whose power is the driver's average (power_from_avg) are left out of the power curve
+where instant readings exist; instant power is shifted back by instant_power_lag_s.
 
 "disagree": |counter - power integral| > disagree_rel * |counter| + disagree_abs_j + both
 uncertainties (CounterSpec defaults: 5 % + 1 J).
