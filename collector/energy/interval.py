@@ -152,18 +152,22 @@ def _shape_var(m: Model, a: float, b: float, ea: float, eb: float) -> float:
     rb = int(c.tau.searchsorted(b, side="right")) - 1
     in_a = 0 <= ra < last and not _in_gap(m, a)
     in_b = 0 <= rb < last and not _in_gap(m, b)
+    qa = _edges_at(m, a) if in_a else 0.0
+    qb = _edges_at(m, b) if in_b else 0.0
     if in_a and in_b and ra == rb:
-        return _within_var(m, ra, a, b, ea, eb)
+        return _within_var(m, ra, (a, b), (ea, eb), (qa, qb))
     var = 0.0
     if in_a:
-        var += _within_var(m, ra, a, float(c.tau[ra + 1]), ea, float(c.value[ra + 1]))
+        r = ra + 1
+        var += _within_var(m, ra, (a, float(c.tau[r])), (ea, float(c.value[r])), (qa, None))
     if in_b:
-        var += _within_var(m, rb, float(c.tau[rb]), b, float(c.value[rb]), eb)
+        var += _within_var(m, rb, (float(c.tau[rb]), b), (float(c.value[rb]), eb), (None, qb))
     return var
 
 
-def _within_var(m: Model, r: int, x0: float, x1: float, e0: float, e1: float) -> float:
-    """Variance of the energy the curve puts in [x0, x1], a part of window r (E = e0, e1)."""
+def _within_var(m: Model, r: int, x: tuple, e: tuple, q: tuple) -> float:
+    """Variance of the energy the curve puts in [x0, x1], a part of window r (E there: e,
+    the power's edge budget there: q, None at the window's own ends)."""
     c = m.counter
     t0, t1 = float(c.tau[r]), float(c.tau[r + 1])
     if t1 <= t0:
@@ -171,15 +175,14 @@ def _within_var(m: Model, r: int, x0: float, x1: float, e0: float, e1: float) ->
     if c.shape_by_window or m.power is None:
         if c.change_w2 is None:
             return 0.0
-        return (
-            (t1 - t0) ** 2
-            * float(c.change_w2[r])
-            * _window_share_var((x0 - t0) / (t1 - t0), (x1 - t0) / (t1 - t0))
-        )
+        s0, s1 = (x[0] - t0) / (t1 - t0), (x[1] - t0) / (t1 - t0)
+        return (t1 - t0) ** 2 * float(c.change_w2[r]) * _window_share_var(s0, s1)
     step = float(c.value[r + 1] - c.value[r])
-    ds = (e1 - e0) / step if step > 0 else (x1 - x0) / (t1 - t0)
+    ds = (e[1] - e[0]) / step if step > 0 else (x[1] - x[0]) / (t1 - t0)
     ds = min(max(ds, 0.0), 1.0)
-    q0, qa, qb, q1 = (_edges_at(m, x) for x in (t0, x0, x1, t1))
+    q0, q1 = float(c.edges_tau[r]), float(c.edges_tau[r + 1])
+    qa = q0 if q[0] is None else q[0]
+    qb = q1 if q[1] is None else q[1]
     outside, inside = max(qa - q0, 0.0) + max(q1 - qb, 0.0), max(qb - qa, 0.0)
     return (outside * ds * ds + inside * (1.0 - ds) ** 2) / 12.0
 

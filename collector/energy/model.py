@@ -71,6 +71,7 @@ class CounterPart:
     # the share inside a window is then about linear in time, and its error is sized from
     # change_w2; else from the power segments' edges.
     shape_by_window: bool = False
+    edges_tau: np.ndarray | None = None  # the power's edge budget (PowerPart.edges) at tau
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
         window_max, window_shape, head, tail, pc_var, pc_sum,
         p_tau, _timing_independence(a, spec.update_s),
         change_w2, by_window,
+        np.interp(tau, power.ts, power.edges) if power is not None else None,
     )  # fmt: skip
 
 
