@@ -152,8 +152,9 @@ def _shape_var(m: Model, a: float, b: float, ea: float, eb: float) -> float:
     rb = int(c.tau.searchsorted(b, side="right")) - 1
     in_a = 0 <= ra < last and not _in_gap(m, a)
     in_b = 0 <= rb < last and not _in_gap(m, b)
-    qa = _edges_at(m, a) if in_a else 0.0
-    qb = _edges_at(m, b) if in_b else 0.0
+    by_edges = m.power is not None and not c.shape_by_window
+    qa = _edges_at(m, a) if in_a and by_edges else 0.0
+    qb = _edges_at(m, b) if in_b and by_edges else 0.0
     if in_a and in_b and ra == rb:
         return _within_var(m, ra, (a, b), (ea, eb), (qa, qb))
     var = 0.0
