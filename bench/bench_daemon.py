@@ -10,7 +10,8 @@
 4. Holes under CPU contention (--only holes): a `power-daemon serve` subprocess sampling at
    50 Hz with one subscriber while 2 CPU training ranks (torchrun, trainer's tiny ResNet) run
    on this machine; the spacing of its readings (p50 / p99 / worst / holes > 5x median), for
-   the sampler as it was (nice 0, 5 ms GIL switch) and with a raised priority and 1 ms switch.
+   the sampler as it was (nice 0, 5 ms GIL switch), with a raised priority and 1 ms switch,
+   and under SCHED_FIFO (--sampler-realtime; needs root or CAP_SYS_NICE) with 1 and 0.2 ms.
 """
 
 from __future__ import annotations
@@ -221,9 +222,13 @@ def _training_ranks(seconds: float) -> subprocess.Popen:
 
 
 def bench_holes(seconds: float, tmp: Path, interval_ms: float) -> None:
-    variants = (("as before: nice 0, GIL switch 5 ms", ["--sampler-nice", "0", "--gil-switch-ms",
-                                                        "5"]),
-                ("nice -10, GIL switch 1 ms", ["--sampler-nice", "-10", "--gil-switch-ms", "1"]))  # fmt: skip
+    variants = (("as before: nice 0, GIL switch 5 ms", ["--no-sampler-realtime", "--sampler-nice",
+                                                        "0", "--gil-switch-ms", "5"]),
+                ("nice -10, GIL switch 1 ms", ["--no-sampler-realtime", "--sampler-nice", "-10",
+                                               "--gil-switch-ms", "1"]),
+                ("SCHED_FIFO, GIL switch 1 ms", ["--sampler-realtime", "--gil-switch-ms", "1"]),
+                ("SCHED_FIFO, GIL switch 0.2 ms", ["--sampler-realtime", "--gil-switch-ms",
+                                                   "0.2"]))  # fmt: skip
     ranks = _training_ranks(seconds)
     try:
         time.sleep(15.0)  # torch imports, DDP rendezvous: the ranks are computing by now

@@ -281,8 +281,8 @@ def show(run_id: str, db_url: str, fmt: str) -> None:
             tables.render(epochs, tables.EPOCH_COLUMNS, "table") if epochs else "no epochs yet"
         )
         if per_step:
-            click.echo("\nmean energy per step (job, all ranks), 95 % confidence interval:")
-            click.echo(tables.render(per_step, STEP_STATS_COLUMNS, "table"))
+            click.echo()
+            click.echo(_step_means(per_step, "table"))
 
 
 STEP_STATS_COLUMNS = (
@@ -300,29 +300,62 @@ STEP_STATS_COLUMNS = (
 @DB_OPTION
 @click.option("--rank", type=click.IntRange(min=0), default=None, help="Only this rank's steps.")
 @click.option("--job", is_flag=True, help="Job-wide: each step summed over every rank.")
+@click.option(
+    "--epoch-means",
+    is_flag=True,
+    help="Only the job's mean energy per step in each epoch, with its 95 % confidence "
+    "interval (how steps too short to measure alone are measured).",
+)
 @FORMAT_OPTION
-def steps(run_id: str, db_url: str, rank: int | None, job: bool, fmt: str) -> None:
-    """Energy of every optimizer step: per rank (default) or job-wide (--job).
+def steps(
+    run_id: str, db_url: str, rank: int | None, job: bool, epoch_means: bool, fmt: str
+) -> None:
+    """Energy of every optimizer step: per rank (default) or job-wide (--job); the table ends
+    with the job's mean energy per step in each epoch and its 95 % confidence interval.
 
-    CSV and JSON are long format, one row per rank and step (or per step with --job); flags are
-    one text cell, ';'-separated, empty when clean."""
+    CSV and JSON are long format, one row per rank and step (or per step with --job; per epoch
+    with --epoch-means); flags are one text cell, ';'-separated, empty when clean."""
     if job and rank is not None:
         raise ConfigError("--job sums every rank: not with --rank")
+    if epoch_means and rank is not None:
+        raise ConfigError("--epoch-means is job-wide (every rank): not with --rank")
     engine = open_existing(db_url)
+    rows: list[dict] = []
     try:
         queries.run_summary(engine, run_id)  # an unknown run is an error, not an empty table
-        if job:
+        if job and not epoch_means:
             rows = [tables.job_step_row(run_id, s) for s in queries.job_steps(engine, run_id)]
-        else:
+        elif not epoch_means:
             found = queries.rank_steps(engine, run_id, rank)
             rows = [tables.rank_step_row(run_id, s) for s in found]
+        means = []
+        if epoch_means or (fmt == "table" and rank is None):
+            stats = queries.step_stats(engine, run_id)
+            means = [{"run_id": run_id, **dataclasses.asdict(s)} for s in stats]
     finally:
         engine.dispose()
+    if epoch_means:
+        if fmt == "table" and not means:
+            click.echo(f"no step intervals yet for run {run_id!r}", err=True)
+            return
+        click.echo(_step_means(means, fmt))
+        return
     if fmt == "table" and not rows:
         click.echo(f"no step intervals yet for run {run_id!r}", err=True)
         return
     columns = tables.JOB_STEP_COLUMNS if job else tables.STEP_COLUMNS
     click.echo(tables.render(rows, columns, fmt).rstrip("\n"))
+    if fmt == "table" and means:
+        click.echo()
+        click.echo(_step_means(means, fmt))
+
+
+def _step_means(means: list[dict], fmt: str) -> str:
+    if fmt != "table":
+        return tables.render(means, (), fmt).rstrip("\n")
+    return "mean energy per step (job, all ranks), 95 % confidence interval:\n" + tables.render(
+        means, STEP_STATS_COLUMNS, "table"
+    ).rstrip("\n")
 
 
 main.add_command(report_command)

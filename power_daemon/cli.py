@@ -140,6 +140,12 @@ def main(log_level: str) -> None:
     help="sampler thread priority (< 0 needs CAP_SYS_NICE; else left as it is)",
 )
 @click.option(
+    "--sampler-realtime/--no-sampler-realtime",
+    default=True,
+    show_default=True,
+    help="sampler thread under SCHED_FIFO priority 1 (needs CAP_SYS_NICE; else --sampler-nice)",
+)
+@click.option(
     "--gil-switch-ms",
     type=click.FloatRange(0.1, 100),
     default=1.0,

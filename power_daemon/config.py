@@ -96,6 +96,11 @@ class DaemonConfig:
     # Priority of the sampler thread (Linux nice, per thread; < 0 needs CAP_SYS_NICE): keeps its
     # period under CPU contention from training ranks. 0 leaves it alone.
     sampler_nice: int = 0
+    # Run the sampler thread under SCHED_FIFO (Linux real-time, priority 1; needs
+    # CAP_SYS_NICE): the OS then runs it the moment it wakes, ahead of any training rank. It
+    # still needs the GIL, so the GIL switch interval bounds the wait. `serve` asks for it
+    # (falling back to sampler_nice where it is not allowed); off here for library use.
+    sampler_realtime: bool = False
     # gRPC TLS (see tls.py): a certificate and key; with a client CA, mutual TLS.
     tls_cert: str | None = None
     tls_key: str | None = None

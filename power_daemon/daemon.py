@@ -57,8 +57,9 @@ class Daemon:
         self._evict_logged = -60.0
         self.invalid_requests_total = 0  # refused with INVALID_ARGUMENT (garbage, implausible)
         self.sampler = Sampler(
-            config.interval_ns, self.sample_once, "power-daemon-sampler", config.sampler_nice
-        )
+            config.interval_ns, self.sample_once, "power-daemon-sampler", config.sampler_nice,
+            realtime=config.sampler_realtime,
+        )  # fmt: skip
         self._started = False
         self._closed = False
 

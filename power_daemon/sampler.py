@@ -7,8 +7,9 @@ missed instead of bursting to catch up (a burst would only produce readings at t
 Under CPU contention (training ranks on every core) the sampler thread is late when the OS
 does not run it or when another thread holds the GIL. `nice` < 0 raises the thread's own
 priority (Linux: per thread; needs CAP_SYS_NICE or root, else it stays as it is and says so
-once); the CLI also shortens the interpreter's GIL switch interval so a thread encoding a
-stream batch hands the GIL over sooner (bench/bench_daemon.py --only holes measures both).
+once); `realtime` puts it under SCHED_FIFO (the OS runs it as soon as it wakes; the GIL it
+then waits for is the remaining delay). The CLI also shortens the interpreter's GIL switch
+interval so a thread encoding a stream batch hands the GIL over sooner (bench/bench_daemon.py --only holes measures both).
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ def next_deadline(prev_deadline_ns: int, interval_ns: int, now_ns: int) -> int:
 
 class Sampler:
     def __init__(
-        self, interval_ns: int, tick: Callable[[], None], name: str = "sampler", nice: int = 0
+        self,
+        interval_ns: int,
+        tick: Callable[[], None],
+        name: str = "sampler",
+        nice: int = 0,
+        realtime: bool = False,
     ) -> None:
         self.interval_ns = interval_ns
         self.nice = nice
+        self.realtime = realtime
+        self.policy: str = "default"  # what the thread got: default | nice N | fifo
         self._tick = tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -55,10 +63,21 @@ class Sampler:
             self._thread.join(timeout_s)
 
     def _raise_priority(self) -> None:
+        tid = threading.get_native_id()
+        if self.realtime and hasattr(os, "sched_setscheduler"):
+            try:  # Linux: a thread id is a pid here
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(1))
+                self.policy = "fifo"
+                log.info("sampler thread runs under SCHED_FIFO (priority 1)")
+                return
+            except OSError as e:
+                log.info("sampler not real-time (%s; grant CAP_SYS_NICE); trying nice",
+                         e.strerror or e)  # fmt: skip
         if not self.nice or not hasattr(os, "setpriority"):
             return
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+            self.policy = f"nice {self.nice}"
             log.info("sampler thread runs at nice %d", self.nice)
         except OSError as e:
             log.info("sampler priority unchanged (nice %d: %s; grant CAP_SYS_NICE to raise it)",

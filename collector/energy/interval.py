@@ -8,10 +8,6 @@ from collector.energy.model import EXTRAPOLATION_REL, Model, energy_at, gap_over
 from collector.energy.types import CounterSpec, IntervalEnergy, calibrated_u
 
 SQRT3 = math.sqrt(3.0)
-# Standard deviation of E(x)'s power-shape error per unit of its bound. A misplaced edge errs
-# uniformly within its bound (1 / sqrt 3), and only the part of it on x's side of the window
-# reaches E(x) (about half): fitted on bench/bench_attribution.py, every sensor mode.
-SHAPE_SIGMA = 0.28 / SQRT3
 
 
 def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: int):
@@ -42,7 +38,8 @@ def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: in
         ua, va, ta = _counter_bound_u(m, spec, a2, ea)
         ub, vb, tb = _counter_bound_u(m, spec, b2, eb)
         pc_u, pc_var = _partial_coverage(m, a2, b2)
-        u, var, win_var = ua + ub + pc_u, va + vb + _timing_var(m, ta, tb), pc_var
+        u, win_var = ua + ub + pc_u, pc_var
+        var = va + vb + _timing_var(m, ta, tb) + _shape_var(m, a2, b2, ea, eb)
         if _crosses_reset(m, a2, b2):
             flags.add("counter_reset")
             bridged = _bridged_u(m, spec, a2, b2)
@@ -113,18 +110,16 @@ def _counter_bound_u(
         h = max(float(c.half_width[r]), float(c.half_width[r + 1]))
         shape = float(c.window_shape_j[r])
         step = float(c.value[r + 1] - c.value[r])
-        shape_sd = shape * SHAPE_SIGMA
+        var = res * res / 3.0
         if _in_gap(m, x):  # nothing says when inside the window the energy went
             shape = step
-            shape_sd = step / (2 * SQRT3)
-        elif spec.power_avg_s > 0 and m.power is not None:  # a lagging average: ~linear share
-            shape = 0.5 * step
-            shape_sd = shape * SHAPE_SIGMA
+            var += step * step / 12.0  # the share uniformly anywhere in the window
+        elif c.shape_by_window:  # power cannot shape the window: the share is ~linear
+            shape = max(shape, 0.5 * step)
         share = (e_x - float(c.value[r])) / step if step > 0 else 0.5
         share = min(max(share, 0.0), 1.0)
         p0, p1 = float(c.p_tau[r]), float(c.p_tau[r + 1])
         timing = {r: -(1.0 - share) * p0, r + 1: -share * p1}
-        var = res * res / 3.0 + shape_sd * shape_sd
         return float(c.window_max_w[r]) * h + shape + res, var, timing
     near = 0 if r < 0 else last
     if m.power is not None:
@@ -138,6 +133,84 @@ def _counter_bound_u(
     timing = high * float(c.half_width[near])
     var = (timing**2 + shape**2 + extrapolated**2 + res**2) / 3.0
     return timing + shape + extrapolated + res, var, {}
+
+
+def _shape_var(m: Model, a: float, b: float, ea: float, eb: float) -> float:
+    """Variance of E(b) - E(a) from how the counter's increments are shared inside their
+    windows (bounds beyond the anchors or inside a gap are sized by _counter_bound_u).
+
+    One error model throughout: between two observations power changes once, at a uniformly
+    random moment. Where instant power shapes the window the observations are its readings:
+    a segment whose power changed by dP over dt misplaces up to dP dt / 2 of energy, with
+    variance (dP dt)^2 / 12, and E(x) errs by (1 - s) x the error before x minus s x the error
+    after it (s: x's share of the window; the increment itself is exact), so a segment weighs
+    (1 - s)^2 or s^2, and (1 - ds)^2 or ds^2 when both bounds share the window. Where power
+    cannot shape the window, the observations are the windows: see _window_share_var."""
+    c = m.counter
+    last = len(c.tau) - 1
+    ra = int(c.tau.searchsorted(a, side="right")) - 1
+    rb = int(c.tau.searchsorted(b, side="right")) - 1
+    in_a = 0 <= ra < last and not _in_gap(m, a)
+    in_b = 0 <= rb < last and not _in_gap(m, b)
+    by_edges = m.power is not None and not c.shape_by_window
+    qa = _edges_at(m, a) if in_a and by_edges else 0.0
+    qb = _edges_at(m, b) if in_b and by_edges else 0.0
+    if in_a and in_b and ra == rb:
+        return _within_var(m, ra, (a, b), (ea, eb), (qa, qb))
+    var = 0.0
+    if in_a:
+        r = ra + 1
+        var += _within_var(m, ra, (a, float(c.tau[r])), (ea, float(c.value[r])), (qa, None))
+    if in_b:
+        var += _within_var(m, rb, (float(c.tau[rb]), b), (float(c.value[rb]), eb), (None, qb))
+    return var
+
+
+def _within_var(m: Model, r: int, x: tuple, e: tuple, q: tuple) -> float:
+    """Variance of the energy the curve puts in [x0, x1], a part of window r (E there: e,
+    the power's edge budget there: q, None at the window's own ends)."""
+    c = m.counter
+    t0, t1 = float(c.tau[r]), float(c.tau[r + 1])
+    if t1 <= t0:
+        return 0.0
+    if c.shape_by_window or m.power is None:
+        if c.change_w2 is None:
+            return 0.0
+        s0, s1 = (x[0] - t0) / (t1 - t0), (x[1] - t0) / (t1 - t0)
+        return (t1 - t0) ** 2 * float(c.change_w2[r]) * _window_share_var(s0, s1)
+    step = float(c.value[r + 1] - c.value[r])
+    ds = (e[1] - e[0]) / step if step > 0 else (x[1] - x[0]) / (t1 - t0)
+    ds = min(max(ds, 0.0), 1.0)
+    q0, q1 = float(c.edges_tau[r]), float(c.edges_tau[r + 1])
+    qa = q0 if q[0] is None else q[0]
+    qb = q1 if q[1] is None else q[1]
+    outside, inside = max(qa - q0, 0.0) + max(q1 - qb, 0.0), max(qb - qa, 0.0)
+    return (outside * ds * ds + inside * (1.0 - ds) ** 2) / 12.0
+
+
+def _window_share_var(s0: float, s1: float) -> float:
+    """Square error, per (window length x power change)^2, of the share [s0, s1] of a window
+    (fractions of its length) given linearly in time, when power changes once inside the
+    window at one of the interval's bounds: markers sit where the training loop changes
+    phase, and so does power. A change at t errs by |[s0, s1] & [0, t]| - (s1 - s0) t: by
+    (s1 - s0) s0 at t = s0, by (s1 - s0)(1 - s1) at t = s1; the larger is taken. For one
+    bound (s0 = 0) that is s1 (1 - s1): a change that a power reading would have placed, had
+    there been one, shared out linearly instead."""
+    s0, s1 = min(max(s0, 0.0), 1.0), min(max(s1, 0.0), 1.0)
+    ds = max(s1 - s0, 0.0)
+    return (ds * max(s0, 1.0 - s1)) ** 2
+
+
+def _edges_at(m: Model, x: float) -> float:
+    """The power's cumulative edge budget sum (dP dt)^2 up to x (linear inside a segment)."""
+    ts, q = m.power.ts, m.power.edges
+    if len(ts) < 2 or x <= ts[0]:
+        return 0.0
+    if x >= ts[-1]:
+        return float(q[-1])
+    j = int(ts.searchsorted(x, side="right")) - 1
+    t0 = float(ts[j])
+    return float(q[j]) + (float(q[j + 1]) - float(q[j])) * (x - t0) / (float(ts[j + 1]) - t0)
 
 
 def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> float:
@@ -156,14 +229,31 @@ def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> flo
 
 
 def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
-    """The unobserved-window term over the counter windows [a, b] touches (bound, variance)."""
+    """The unobserved-window term of [a, b] (bound, variance; see model._partial_coverage).
+    The bound takes every window touched whole; in the variance a window [a, b] holds only
+    part of weighs that part squared (its error is shared out with its increment)."""
     c = m.counter
     if c.pc_var is None:
         return 0.0, 0.0
     n = len(c.pc_sum) - 1
     lo = min(max(int(c.tau.searchsorted(a, side="right")) - 1, 0), n)
     hi = min(max(int(c.tau.searchsorted(b, side="left")), lo), n)
-    return float(c.pc_sum[hi] - c.pc_sum[lo]), float(c.pc_var[hi] - c.pc_var[lo])
+    var = float(c.pc_var[hi] - c.pc_var[lo])
+    for r, part in _partial_windows(c, a, b, lo, hi):
+        var -= (1.0 - part * part) * float(c.pc_var[r + 1] - c.pc_var[r])
+    return float(c.pc_sum[hi] - c.pc_sum[lo]), max(var, 0.0)
+
+
+def _partial_windows(c, a: float, b: float, lo: int, hi: int):
+    """(window, share of it inside [a, b]) for the windows at the ends of [lo, hi)."""
+    out = []
+    for r in {lo, hi - 1}:
+        if 0 <= r < len(c.tau) - 1 and r < hi:
+            t0, t1 = float(c.tau[r]), float(c.tau[r + 1])
+            if t1 > t0:
+                part = (min(b, t1) - max(a, t0)) / (t1 - t0)
+                out.append((r, min(max(part, 0.0), 1.0)))
+    return out
 
 
 def _bridged_u(m: Model, spec: CounterSpec, a: float, b: float) -> float:

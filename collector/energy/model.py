@@ -4,7 +4,9 @@ E(t) is counter-anchored and power-shaped: it passes through every counter ancho
 moment, value) and, between two anchors, shares the counter's increment in proportion to the
 integral of the sampled power. The counter keeps long sums exact; power only says *when*
 inside one update the energy was used. Without power the share is linear in time between
-anchors (still far better than between readings, since anchors sit at the update moments).
+anchors (still far better than between readings, since anchors sit at the update moments), and
+so it is where power cannot say when inside a window (shape_by_window: a lagging 1 s average,
+or a part-time sensor whose instant power is the last window's mean).
 Outside the first/last anchor the curve follows the power integral scaled by the counter's
 recent counter/power ratio. A counter reset is bridged with the power integral so E stays one
 increasing function. Without a counter E is the power integral itself.
@@ -22,8 +24,8 @@ from collector.energy.power import cumulative_trapezoid, edge_budget, integral_a
 CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
 EXTRAPOLATION_REL = 0.05  # relative uncertainty of energy extrapolated beyond the last anchor
 JUMP_FACTOR = 3.0  # a window's increment above this x the highest power x its length is a restart
-MAX_DEVICE_W = 5000.0  # ... and above this (no GPU module draws that): a counter restart
-PC_SIGMA = 0.45  # standard deviation of a window's unobserved-part error per unit of its bound
+MAX_DEVICE_W = 5000.0
+NEIGHBOURS = 1  # windows each side whose changes size a window's own (change_w2)  # ... and above this (no GPU module draws that): a counter restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,14 @@ class CounterPart:
     # and the share of the update-time error that differs between anchors (timing_indep).
     p_tau: np.ndarray | None = None
     timing_indep: float = 1.0
+    # Per window: the larger squared change of mean power to its neighbours (W^2), what a
+    # power change inside the window is taken to be where power cannot show it.
+    change_w2: np.ndarray | None = None
+    # True where power cannot shape a window (none, a lagging average, a part-time sensor):
+    # the share inside a window is then about linear in time, and its error is sized from
+    # change_w2; else from the power segments' edges.
+    shape_by_window: bool = False
+    edges_tau: np.ndarray | None = None  # the power's edge budget (PowerPart.edges) at tau
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +94,10 @@ def build_model(
     power = None
     if has_p.any():
         tp, pv = ts[has_p], pw[has_p]
+        if spec.power_avg_s == 0 and spec.instant_power_lag_s:
+            # instant power read at t shows the device at t - lag (measured against the
+            # counter by the daemon): put it where it belongs before it shapes any window
+            tp = tp - spec.instant_power_lag_s
         power = PowerPart(
             tp, pv, cumulative_trapezoid(tp, pv), edge_budget(tp, pv), float(pv.max())
         )
@@ -131,11 +145,19 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
     value = a.value_j[0] + np.concatenate(([0.0], np.cumsum(step)))
     window_max, window_shape = _window_bounds(tau, step, power)
     head, tail = _scales(tau, value, i_tau)
-    pc_var, pc_sum = _partial_coverage(tau, step, spec.coverage_fraction)
+    change_w2 = _neighbour_change_w2(tau, step)
+    pc_var, pc_sum = _partial_coverage(tau, step, spec.coverage_fraction, change_w2)
+    by_window = power is None or spec.power_avg_s > 0 or spec.coverage_fraction < 1.0
+    # power at the update moments: where power cannot shape a window it does not say that
+    # either (a 1 s average lags, a part-time sensor's reading is last window's): the
+    # counter's own rate in the windows on both sides does
+    p_tau = _power_at_anchors(tau, step, None if by_window else power)
     return CounterPart(
         float(tc[0]), float(tc[-1]), tau, value, a.half_width_s, resets, i_tau,
         window_max, window_shape, head, tail, pc_var, pc_sum,
-        _power_at_anchors(tau, step, power), _timing_independence(a, spec.update_s),
+        p_tau, _timing_independence(a, spec.update_s),
+        change_w2, by_window,
+        np.interp(tau, power.ts, power.edges) if power is not None else None,
     )  # fmt: skip
 
 
@@ -169,20 +191,40 @@ def _timing_independence(a, update_s: float) -> float:
     return float(np.clip(scatter / bracket_var, 0.05, 1.0))
 
 
-def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float):
+def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None:
+    """Per window: the larger squared change of mean power (counter increment over window
+    length) to the window before and the window after it. Where power cannot show what
+    happened inside a window, a change seen on either side of it may have happened inside."""
+    if len(tau) < 2:
+        return None
+    dt = np.diff(tau)
+    mean_w = step / np.where(dt > 0, dt, np.inf)
+    if len(mean_w) == 1:
+        return mean_w**2  # nothing to compare with: as if it changed by all of it
+    sq = np.diff(mean_w) ** 2  # sq[k]: between windows k and k + 1
+    return np.maximum(np.concatenate((sq[:1], sq)), np.concatenate((sq, sq[-1:])))
+
+
+def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float, change_w2):
     """A sensor that observes only `fraction` of each window scales that part up: the window's
     energy is off by what the unobserved part did differently. Nothing measures that part, so
-    the power change between neighbouring windows stands in for the change inside one
-    (a load phase-locked to the window shows none and stays invisible: the sensor's limit)."""
+    the power change next to the window (change_w2) stands in for a change inside it (a load
+    phase-locked to the window shows none and stays invisible: the sensor's limit).
+
+    Error model (as for a power edge between two readings): power changes once inside the
+    window, by dL, at a uniformly random moment t (in window lengths T). A sensor that sees
+    the first fraction f is then off by (1 - t) dL T when the change comes after the seen
+    part, by t (1/f - 1) dL T when inside it: mean square (1 - f)^2 (dL T)^2 / 3 (pc_var).
+    Windows are taken as independent: a change reported late in one window is not counted as
+    made up for in the next (it partly is, so long intervals are conservative). The bound
+    (pc_sum) takes the larger neighbour change whole."""
     if fraction >= 1.0 or len(tau) < 3:
         return None, None
     dt = np.diff(tau)
-    mean_w = step / np.where(dt > 0, dt, np.inf)
-    d = np.abs(np.diff(mean_w))
-    change = np.maximum(np.concatenate((d[:1], d)), np.concatenate((d, d[-1:])))
-    bound = (1.0 - fraction) * dt * change
+    bound = (1.0 - fraction) * dt * np.sqrt(change_w2)
+    var = ((1.0 - fraction) * dt) ** 2 * change_w2 / 3.0
     return (
-        np.concatenate(([0.0], np.cumsum((bound * PC_SIGMA) ** 2))),
+        np.concatenate(([0.0], np.cumsum(var))),
         np.concatenate(([0.0], np.cumsum(bound))),
     )
 
@@ -236,7 +278,7 @@ def energy_at(m: Model, x: float) -> float:
         base = ix - float(c.i_tau[near]) if p is not None else x - float(tau[near])
         return float(value[near]) + scale * base
     t0, v0, v1 = float(tau[r]), float(value[r]), float(value[r + 1])
-    if p is not None:
+    if p is not None and not c.shape_by_window:
         i0 = float(c.i_tau[r])
         den = float(c.i_tau[r + 1]) - i0
         if den > 0:

@@ -26,14 +26,32 @@ bound is kept whole). The bound, for source "counter", is the sum over both boun
   Beyond the first/last anchor (at the very start or end of the readings) S becomes the edge
   budget back to that anchor plus 5 % of the energy extrapolated from it.
   On a partial-coverage sensor (CounterSpec.coverage_fraction < 1) every window the interval
-  touches adds (1 - fraction) * its length * the power change to its neighbours.
-The error model behind sigma: each update moment is uniform in its bracket and E(x) moves by
--(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the window, P: power at the anchors), with
-the part of d common to all anchors (phase-locked sampling, measured from how regularly the
-updates show up) cancelling between the two bounds; shape terms are uniform within their
-bound, of which about half reaches E(x); the unobserved-window terms add up in quadrature.
-For source "power": 0.5 * sqrt(sum (dP * dt)^2) over the interval's segments plus, per bound,
-0.5 * dP * dt of the segment holding it and 0.5 * P * power_avg_s (sigma: each uniform).
+  touches adds (1 - fraction) * its length * the larger power change to its neighbours, and
+  S is at least half the window's increment (as without power).
+The error model behind sigma (each term derived from what the sensor is and what the
+readings show; no constant fitted to a benchmark), terms independent, added in quadrature:
+- update moments: each is uniform in its bracket (var h^2 / 3); E(x) moves by
+  -(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the window, P: power at the anchors), with
+  the part of d common to all anchors (phase-locked sampling, measured from how regularly the
+  updates show up) cancelling between the two bounds;
+- power shape, where instant power shapes the windows: between two readings power changed
+  once, at a uniformly random moment, so a segment misplaces energy with variance
+  (dP dt)^2 / 12; E(x) errs by (1 - s) x the misplaced energy before x minus s x that after
+  it, and two bounds in one window share their segments;
+- power shape, where power cannot shape a window (no power, a 1 s average, a part-time
+  sensor; the share inside a window is then linear in time): power changed inside the window
+  by the larger change to a neighbouring window, at the bound (markers sit where the loop
+  changes phase): a bound at share s errs by T dL s (1 - s);
+- part-time sensor (CounterSpec.coverage_fraction f < 1): per window, a change at a uniformly
+  random moment makes the seen part misstate the window by mean square (1 - f)^2 (dL T)^2 / 3;
+  windows independent (conservative over many windows: a change reported late in one window
+  is partly made up in the next), a window [a, b] holds part of weighted by that part squared;
+- counter quantum: resolution_j, uniform.
+uncertainty_j = 1.96 sigma, capped by the bound. For source "power": (dP dt)^2 / 12 per
+segment inside, plus per bound 0.5 * dP * dt of the segment holding it and
+0.5 * P * power_avg_s (each uniform within its bound).
+Readings whose power is the driver's average (power_from_avg) are left out of the power curve
+where instant readings exist; instant power is shifted back by instant_power_lag_s.
 
 "disagree": |counter - power integral| > disagree_rel * |counter| + disagree_abs_j + both
 uncertainties (CounterSpec defaults: 5 % + 1 J).
@@ -47,6 +65,7 @@ covered part only (None with coverage 0 when nothing is covered).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -72,19 +91,34 @@ __all__ = [
 ]
 
 
-def _arrays(samples: Iterable[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Columns of the samples that have power or energy (None -> NaN). One list per column:
-    ~0.2 us a sample, where a tuple per sample cost ~1 us (every reading passes here)."""
+def _arrays(samples: Iterable[Sample]):
+    """Columns (time, power, counter, power-is-an-average) of the samples that have power or
+    energy (None -> NaN). One list per column: ~0.2 us a sample, where a tuple per sample cost
+    ~1 us (every reading passes here)."""
     samples = samples if isinstance(samples, list) else list(samples)
     if not samples:
-        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+        return np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool)
     t = np.array([s.time_ns for s in samples], dtype=np.int64)
     p = np.array([s.power_w for s in samples], dtype=float)  # None -> nan
     c = np.array([s.energy_j for s in samples], dtype=float)
+    a = np.array([s.power_from_avg for s in samples], dtype=bool)
     keep = ~(np.isnan(p) & np.isnan(c))
     if not keep.all():
-        t, p, c = t[keep], p[keep], c[keep]
-    return t, p, c
+        t, p, c, a = t[keep], p[keep], c[keep], a[keep]
+    return t, p, c, a
+
+
+def effective_power(p: np.ndarray, from_avg: np.ndarray, spec: CounterSpec):
+    """(power, spec) for the energy model. Readings whose power is the driver's average
+    (power_from_avg: instant power failed) are smoothed over ~1 s: among instant readings they
+    would draw a false shape inside a counter window, so their power is left out (the counter
+    still counts); when no reading held has instant power, power is a lagging average and the
+    spec says so (power_avg_s: wider shape terms, no lag shift)."""
+    if spec.power_avg_s > 0 or not from_avg.any():
+        return p, spec
+    if (np.isfinite(p) & ~from_avg).any():
+        return np.where(from_avg, np.nan, p), spec
+    return p, dataclasses.replace(spec, power_avg_s=spec.avg_window_s)
 
 
 class DeviceTimeline:
@@ -102,27 +136,36 @@ class DeviceTimeline:
         self._t = np.empty(0, np.int64)
         self._p = np.empty(0)
         self._c = np.empty(0)
+        self._a = np.empty(0, bool)  # power_w is the driver's average
         self._origin_ns: int | None = None
         self._offset_j = 0.0  # keeps energy_at() continuous when trim() drops history
         self._model: Model | None = None
+        self._spec = spec  # as the model uses it (effective_power)
 
     def __len__(self) -> int:
         return len(self._t)
 
+    def set_spec(self, spec: CounterSpec) -> None:
+        """New sensor facts (a daemon measured them afresh): the curve is rebuilt with them.
+        energy_at() values may shift by what the facts change; intervals stay consistent."""
+        if spec != self.spec:
+            self.spec, self._spec, self._model = spec, spec, None
+
     def extend(self, samples: Iterable[Sample]) -> None:
-        t, p, c = _arrays(samples)
+        t, p, c, a = _arrays(samples)
         if not len(t):
             return
         if self._origin_ns is None:
             self._origin_ns = int(t.min())
         in_order = bool(np.all(np.diff(t) > 0)) and (not len(self._t) or t[0] > self._t[-1])
-        t, p, c = (np.concatenate(pair) for pair in ((self._t, t), (self._p, p), (self._c, c)))
+        old = (self._t, self._p, self._c, self._a)
+        t, p, c, a = (np.concatenate(pair) for pair in zip(old, (t, p, c, a), strict=True))
         if not in_order:
             order = np.argsort(t, kind="stable")  # earlier readings first among equal times
-            t, p, c = t[order], p[order], c[order]
+            t, p, c, a = t[order], p[order], c[order], a[order]
             keep = np.concatenate(([True], t[1:] != t[:-1]))
-            t, p, c = t[keep], p[keep], c[keep]
-        self._t, self._p, self._c = t, p, c
+            t, p, c, a = t[keep], p[keep], c[keep], a[keep]
+        self._t, self._p, self._c, self._a = t, p, c, a
         self._model = None
 
     def trim(self, before_ns: int) -> None:
@@ -136,6 +179,7 @@ class DeviceTimeline:
         x = self._s(min(max(before_ns, int(self._t[cut])), int(self._t[-1])))
         old = energy_at(model, x)
         self._t, self._p, self._c = self._t[cut:], self._p[cut:], self._c[cut:]
+        self._a = self._a[cut:]
         self._model = None
         self._offset_j += old - energy_at(self._ensure(), x)
 
@@ -169,7 +213,7 @@ class DeviceTimeline:
                 frozenset({"incomplete"}),
             )  # fmt: skip
         model = self._ensure()
-        return measure(model, self.spec, self._s(start_ns), self._s(end_ns), start_ns, end_ns)
+        return measure(model, self._spec, self._s(start_ns), self._s(end_ns), start_ns, end_ns)
 
     def _s(self, t_ns: int) -> float:
         return (t_ns - self._origin_ns) / 1e9  # exact int difference first: ns stay ns
@@ -178,7 +222,8 @@ class DeviceTimeline:
         if self._model is None:
             ts = (self._t - self._origin_ns) / 1e9
             gap = None if self.max_gap_ns is None else self.max_gap_ns / 1e9
-            self._model = build_model(ts, self._p, self._c, self.spec, gap)
+            p, self._spec = effective_power(self._p, self._a, self.spec)
+            self._model = build_model(ts, p, self._c, self._spec, gap)
         return self._model
 
     def _cut_index(self, model: Model, before_ns: int) -> int:

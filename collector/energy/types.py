@@ -11,11 +11,13 @@ FLAGS = frozenset({"gap", "counter_reset", "disagree", "incomplete", "no_counter
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One reading of one device. power_w: instantaneous power where the driver has it (NVML
-    POWER_INSTANT), else its average; energy_j: the total-energy counter, None without one."""
+    POWER_INSTANT), else its average; energy_j: the total-energy counter, None without one;
+    power_from_avg: this power_w is the driver's average (instant power failed or is absent)."""
 
     time_ns: int
     power_w: float | None
     energy_j: float | None
+    power_from_avg: bool = False
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,11 @@ class CounterSpec:
     resolution_j: float = 0.001  # counter quantum (NVML: 1 mJ)
     update_jitter_s: float = 0.001  # how far an update may come late or early
     power_avg_s: float = 0.0  # window the reported power is averaged over (0 = instantaneous)
+    # Window of the driver's average, for readings flagged power_from_avg (NVML: ~1 s).
+    avg_window_s: float = 1.0
+    # How far instant power lags the counter (measured by the daemon: DeviceInfo
+    # instant_power_lag_s): power read at t describes t - lag.
+    instant_power_lag_s: float = 0.0
     # Share of each counter window the power sensor observes (1 = all of it; A100/H100/H200
     # sample about a quarter, Yang et al. SC24): adds the unobserved-window term.
     coverage_fraction: float = 1.0

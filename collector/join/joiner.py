@@ -30,7 +30,7 @@ from collector.join.state import (
     interval_record,
 )
 from collector.records import IdleUpdate, RankUpdate
-from parawatt_proto.records import NodeRec, ReadingRec
+from parawatt_proto.records import DeviceRec, NodeRec, ReadingRec
 
 __all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
 
@@ -39,6 +39,24 @@ _RECENT_KEYS = 100_000
 # Share of each 100 ms window a partial-coverage sensor observes: ~25 ms (Yang et al., SC24
 # "Part-time Power Measurements", A100/H100). The daemon says whether a device is one.
 PARTIAL_COVERAGE_FRACTION = 0.25
+MAX_LAG_S = 0.5  # an instant-power lag beyond this is a mismeasurement: ignored
+
+
+def device_spec(d: DeviceRec) -> CounterSpec:
+    """What energy attribution needs to know of a device's sensors (DeviceRec: the daemon's
+    measured figures where it could measure them)."""
+    lag = d.instant_power_lag_s
+    return CounterSpec(
+        update_s=d.counter_update_s or 0.1,
+        resolution_j=d.counter_resolution_j or 0.001,
+        # power_w is the driver's average where there is no instantaneous power
+        power_avg_s=0.0
+        if d.has_instant_power or d.power_avg_window_s == 0
+        else (d.power_avg_window_s or 1.0),
+        avg_window_s=d.power_avg_window_s or 1.0,
+        instant_power_lag_s=lag if lag is not None and 0.0 <= lag <= MAX_LAG_S else 0.0,
+        coverage_fraction=PARTIAL_COVERAGE_FRACTION if d.partial_coverage else 1.0,
+    )
 
 
 class Joiner(MarkerIntake):
@@ -62,19 +80,15 @@ class Joiner(MarkerIntake):
 
     # -- input -------------------------------------------------------------------------------
     def add_node(self, node: NodeRec) -> None:
+        """A node's devices; a device already known takes the sensor facts of the newest
+        NodeRec (a daemon measures them at every start; the database's copy may lack some)."""
         n = self._nodes.setdefault(node.hostname, NodeState(node.hostname))
         for d in node.devices:
-            if d.uuid in n.devices:
+            spec = device_spec(d)
+            if (dev := n.devices.get(d.uuid)) is not None:
+                if node.boot_id:  # a live daemon's word, not the database's
+                    dev.set_spec(spec)
                 continue
-            spec = CounterSpec(
-                update_s=d.counter_update_s or 0.1,
-                resolution_j=d.counter_resolution_j or 0.001,
-                # power_w is the driver's average where there is no instantaneous power
-                power_avg_s=0.0
-                if d.has_instant_power or d.power_avg_window_s == 0
-                else (d.power_avg_window_s or 1.0),
-                coverage_fraction=PARTIAL_COVERAGE_FRACTION if d.partial_coverage else 1.0,
-            )
             dev = DeviceState(node.hostname, d.uuid, d.kind, spec, self.cfg)
             n.devices[d.uuid] = self._devices[d.uuid] = dev
 

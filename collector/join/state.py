@@ -65,6 +65,11 @@ class DeviceState:
         self.buffer: list[ReadingRec] = []
         self.last_ns: int | None = None
 
+    def set_spec(self, spec: CounterSpec) -> None:
+        self.spec = spec
+        self.margin_ns = int(2 * spec.update_s * 1e9)
+        self._timeline.set_spec(spec)
+
     @property
     def timeline(self) -> DeviceTimeline:
         if self.buffer:

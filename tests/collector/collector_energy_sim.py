@@ -141,11 +141,15 @@ def readings(
     resolution_j: float = 0.001,
     reload_s: float | None = None,
     coverage: float = 1.0,
+    power_lag_s: float = 0.0,
+    avg_every: int = 0,
 ) -> list[Sample]:
     """Readings of `truth`. reload_s: a driver reload then, after which the counter restarts
     from 0 and counts the energy since the reload (the grid of ticks goes on). coverage < 1: a
     part-time sensor (A100/H100, Yang et al. SC24) that observes only the first `coverage` of
-    each counter window and scales it up; instant power is then that window's scaled mean."""
+    each counter window and scales it up; instant power is then that window's scaled mean.
+    power_lag_s: instant power shows the device that much late. avg_every k: every k-th
+    reading's instant power fails and the 1 s average stands in (flagged power_from_avg)."""
     rng = np.random.default_rng(seed)
     nominal = np.arange(0.0, truth.duration_s - 0.01, period_s)
     t_ns = [to_ns(t) for t in nominal + rng.uniform(0.0, jitter_s, len(nominal))]
@@ -169,16 +173,21 @@ def readings(
         window_s = np.diff(np.concatenate(([0.0], ticks)))
         pw = np.where(k >= 0, (window_e / window_s)[np.maximum(k, 0)], truth.power(t_s))
     elif power == "instant":
-        pw = truth.power(t_s)
-    elif power == "avg1s":
-        window = np.minimum(1.0, tick_s)
-        avg = (tick_e - truth.energy_to(tick_s - window)) / np.where(window > 0, window, 1.0)
-        pw = np.where(window > 0, avg, truth.power(tick_s))
-    else:
+        pw = truth.power(np.maximum(t_s - power_lag_s, 0.0))
+    window = np.minimum(1.0, tick_s)
+    avg = (tick_e - truth.energy_to(tick_s - window)) / np.where(window > 0, window, 1.0)
+    avg = np.where(window > 0, avg, truth.power(tick_s))
+    from_avg = np.zeros(len(t_ns), dtype=bool)
+    if power == "avg1s":  # as NVML reads a GPU without instant power: every reading flagged
+        pw, from_avg[:] = avg, True
+    elif power is None:
         pw = [None] * len(t_ns)
+    elif avg_every:
+        from_avg[::avg_every] = True
+        pw = np.where(from_avg, avg, pw)
     return [
-        Sample(t, None if p is None else float(p), float(c) if counter else None)
-        for t, p, c in zip(t_ns, pw, quantized, strict=True)
+        Sample(t, None if p is None else float(p), float(c) if counter else None, bool(a))
+        for t, p, c, a in zip(t_ns, pw, quantized, from_avg, strict=True)
     ]
 
 

@@ -129,7 +129,7 @@ def test_counter_without_power(workload):
         assert iv.source == "counter" and iv.power_integral_j is None
         assert abs(iv.energy_j - true_j) < 0.005 * true_j
     err, unc, _ = _errors(_timeline(samples), workload.truth, workload.steps).T
-    assert np.mean(np.abs(err) <= unc) >= 0.98
+    assert np.mean(np.abs(err) <= unc) >= 0.9  # a 95 % interval (the bench: 91-99 %)
 
 
 def test_one_second_average_power(workload):
@@ -142,7 +142,7 @@ def test_one_second_average_power(workload):
         assert abs(iv.energy_j - true_j) < 0.005 * true_j
         assert "disagree" not in iv.flags
     err, unc, _ = _errors(tl, workload.truth, workload.steps).T
-    assert np.mean(np.abs(err) <= unc) >= 0.98
+    assert np.mean(np.abs(err) <= unc) >= 0.9  # a 95 % interval (the bench: 91-99 %)
 
 
 def test_slow_sampling(workload):

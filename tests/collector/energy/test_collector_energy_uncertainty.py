@@ -69,7 +69,9 @@ def test_partial_coverage_adds_the_unobserved_window_term():
     samples = readings(workload.truth, seed=3, coverage=0.25)
     a, b = workload.epochs[0]
     told, untold = _timeline(samples, PART).interval(a, b), _timeline(samples).interval(a, b)
-    assert told.energy_j == pytest.approx(untold.energy_j)
+    # told, the share inside a window is linear in time (a part-time sensor's instant power
+    # is the last window's mean, no shape): the epoch barely moves
+    assert told.energy_j == pytest.approx(untold.energy_j, rel=1e-3)
     assert told.uncertainty_j > 5 * untold.uncertainty_j
     assert abs(told.energy_j - workload.truth.energy(a, b)) <= told.uncertainty_j
 

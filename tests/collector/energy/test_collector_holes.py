@@ -76,3 +76,24 @@ def test_sampler_without_permission_keeps_sampling(caplog):
         assert done.wait(10)
         sampler.close()
     assert "CAP_SYS_NICE" in caplog.text
+
+
+def test_sampler_realtime_policy_or_a_clear_fallback(caplog):
+    """SCHED_FIFO where allowed (root, CAP_SYS_NICE); else it says so and keeps sampling."""
+    policies = []
+    done = threading.Event()
+
+    def tick():
+        policies.append(os.sched_getscheduler(threading.get_native_id()))
+        done.set()
+
+    sampler = Sampler(10 * MS, tick, realtime=True)
+    with caplog.at_level("INFO"):
+        sampler.start()
+        assert done.wait(10)
+        sampler.close()
+    if sampler.policy == "fifo":
+        assert policies[0] == os.SCHED_FIFO
+        assert os.sched_getscheduler(0) != os.SCHED_FIFO  # the process (main thread) unchanged
+    else:
+        assert policies[0] != os.SCHED_FIFO and "CAP_SYS_NICE" in caplog.text
