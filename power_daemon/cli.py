@@ -143,7 +143,8 @@ def main(log_level: str) -> None:
     "--sampler-realtime/--no-sampler-realtime",
     default=True,
     show_default=True,
-    help="sampler thread under SCHED_FIFO priority 1 (needs CAP_SYS_NICE; else --sampler-nice)",
+    help="sampler thread under SCHED_FIFO priority 1 (needs an RLIMIT_RTPRIO of 1, e.g. systemd "
+    "LimitRTPRIO=1, or CAP_SYS_NICE; else --sampler-nice)",
 )
 @click.option(
     "--gil-switch-ms",

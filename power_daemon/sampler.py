@@ -71,7 +71,8 @@ class Sampler:
                 log.info("sampler thread runs under SCHED_FIFO (priority 1)")
                 return
             except OSError as e:
-                log.info("sampler not real-time (%s; grant CAP_SYS_NICE); trying nice",
+                log.info("sampler not real-time (%s; allow it with an RLIMIT_RTPRIO of 1, e.g. "
+                         "systemd LimitRTPRIO=1, or CAP_SYS_NICE); trying nice",
                          e.strerror or e)  # fmt: skip
         if not self.nice or not hasattr(os, "setpriority"):
             return

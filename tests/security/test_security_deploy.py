@@ -99,6 +99,8 @@ def test_systemd_unit_runs_with_least_privilege():
         assert unit.get(key) == [value], key
     assert not any("CAP_" in v for values in unit.values() for v in values)  # no capability
     assert unit.get("AmbientCapabilities") in (None, [""])
+    # real-time scheduling for the sampler by rlimit, capped at priority 1, not by capability
+    assert unit.get("LimitRTPRIO") == ["1"] and "RestrictRealtime" not in unit
     start = unit["ExecStart"][0]
     for flag in ("--tls-cert", "--tls-key", "--tls-client-ca", "--marker-socket /run/parawatt/"):
         assert flag in start
