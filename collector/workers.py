@@ -4,7 +4,7 @@
 Why processes: a collector is CPU-bound in Python (decode, join, SQL rows: ~15 us a reading) and
 threads share one core under the GIL. The join is per node and run-level results are sums in
 SQL, so a node's daemon can be read by any process: the parent routes each daemon to a worker by
-the same rendezvous hash as --shard (a daemon always lands on the same worker), watches the
+rendezvous hashing with bounded loads (even shares however few daemons; a change moves few), watches the
 inventory, and serves one /metrics that merges the workers' (counters and histograms add up, so
 a run spread over workers shows its total). Workers are started with "spawn" (gRPC is not
 fork-safe), stop when told or when the parent goes away, and flush before they exit.
@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import CollectorConfig
 from collector.errors import CollectorError, ConfigError, StoreError
-from collector.ingest.discovery import InventoryWatcher, Shard, open_inventory, shard_of
+from collector.ingest.discovery import InventoryWatcher, Shard, balanced_shards, open_inventory
 from collector.store.db import create_db_engine, describe, migrate_when_ready
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,10 @@ class WorkerPool:
 
     def _route(self, addresses: list[str]) -> list[list[str]]:
         routed: list[list[str]] = [[] for _ in range(self.n)]
-        for a in dict.fromkeys(addresses):
-            if self.shard.owns(a):
-                routed[shard_of(a, self.n)].append(a)
+        owned = [a for a in dict.fromkeys(addresses) if self.shard.owns(a)]
+        worker_of = balanced_shards(owned, self.n)
+        for a in owned:
+            routed[worker_of[a]].append(a)
         return routed
 
     def set_daemons(self, addresses: list[str]) -> None:

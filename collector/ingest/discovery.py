@@ -57,10 +57,30 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(m.group(1)), int(m.group(2)))
 
 
+def _weight(k: int, address: str) -> bytes:
+    return hashlib.blake2b(f"{k}\0{address}".encode(), digest_size=8).digest()
+
+
 def shard_of(address: str, count: int) -> int:
     """0-based shard of `address` among `count` (rendezvous hashing)."""
-    return max(range(count), key=lambda k: hashlib.blake2b(f"{k}\0{address}".encode(),
-                                                            digest_size=8).digest())  # fmt: skip
+    return max(range(count), key=lambda k: _weight(k, address))
+
+
+def balanced_shards(addresses: list[str], count: int) -> dict[str, int]:
+    """Rendezvous hashing with bounded loads (for a collector's own workers, which see the
+    whole list): each address goes to its highest-ranked shard holding fewer than
+    ceil(n / count), so a few daemons still spread evenly (plain rendezvous put 3 or 4 of 4
+    daemons on one of 2 workers) and a change of the list moves few of them."""
+    unique = sorted(set(addresses))
+    cap = -(-len(unique) // count) if unique else 0
+    load, out = [0] * count, {}
+    for a in unique:
+        for k in sorted(range(count), key=lambda k: _weight(k, a), reverse=True):
+            if load[k] < cap:
+                load[k] += 1
+                out[a] = k
+                break
+    return out
 
 
 def parse_groups(text: str, source: str) -> list[str]:

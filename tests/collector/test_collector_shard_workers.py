@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from collector.config import CollectorConfig
-from collector.ingest.discovery import shard_of
+from collector.ingest.discovery import balanced_shards
 from collector.store import queries
 from collector.store.db import create_db_engine
 from collector.store.models import Boot, Node, Reading
@@ -52,8 +52,9 @@ def scrape(port: int) -> str:
 def test_workers_share_the_daemons_and_one_metrics(start_sim_daemon, tmp_path):
     # Six nodes; the job's two ranks sit on nodes that go to different workers.
     daemons = [start_sim_daemon(hostname=f"node-{i}") for i in range(6)]  # rank r: GPU r
-    by_worker = {k: [d for d in daemons if shard_of(d.address, 2) == k] for k in (0, 1)}
-    assert by_worker[0] and by_worker[1], "six targets over two workers: both get some"
+    worker_of = balanced_shards([d.address for d in daemons], 2)
+    by_worker = {k: [d for d in daemons if worker_of[d.address] == k] for k in (0, 1)}
+    assert len(by_worker[0]) == len(by_worker[1]) == 3  # six targets, two workers: 3 each
     inventory = tmp_path / "sd.json"
     inventory.write_text(json.dumps([{"targets": [d.address for d in daemons]}]))
     db = f"sqlite:///{tmp_path / 'p.db'}"

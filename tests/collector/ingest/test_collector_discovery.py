@@ -16,6 +16,7 @@ from collector.errors import ConfigError
 from collector.ingest.discovery import (
     InventoryError,
     Shard,
+    balanced_shards,
     parse_groups,
     parse_shard,
     read_inventory,
@@ -170,3 +171,16 @@ def test_cli_errors_are_one_line(tmp_path):
     assert res.exit_code == 1 and "--shard K/N" in res.output
     res = runner.invoke(main, ["serve", "--db", f"sqlite:///{tmp_path / 'p.db'}"], env={})
     assert res.exit_code == 1 and "--daemons-file" in res.output
+
+
+def test_workers_get_even_shares_and_a_change_moves_few():
+    for n, count in [(4, 2), (6, 2), (10, 3), (7, 4), (1, 3), (0, 2), (300, 8)]:
+        targets = [f"10.0.{i // 250}.{i % 250}:50051" for i in range(n)]
+        got = balanced_shards(targets, count)
+        assert sorted(got) == sorted(targets)
+        loads = [list(got.values()).count(k) for k in range(count)]
+        assert max(loads) <= -(-n // count), (n, count, loads)  # plain rendezvous: 4-0 happens
+        assert got == balanced_shards(list(reversed(targets)), count)  # order does not matter
+    targets = [f"gpu{i:03d}:50051" for i in range(64)]
+    before, after = balanced_shards(targets, 4), balanced_shards([*targets, "gpu999:50051"], 4)
+    assert sum(before[t] != after[t] for t in targets) <= 8  # one node more: few move
