@@ -4,8 +4,8 @@
 Why processes: a collector is CPU-bound in Python (decode, join, SQL rows: ~15 us a reading) and
 threads share one core under the GIL. The join is per node and run-level results are sums in
 SQL, so a node's daemon can be read by any process: the parent routes each daemon to a worker by
-rendezvous hashing with bounded loads (even shares however few daemons; a change moves few), watches the
-inventory, and serves one /metrics that merges the workers' (counters and histograms add up, so
+rendezvous hashing with bounded loads (even shares however few daemons; a change moves few),
+watches the inventory, and serves one /metrics that merges the workers' (counters and histograms add up, so
 a run spread over workers shows its total). Workers are started with "spawn" (gRPC is not
 fork-safe), stop when told or when the parent goes away, and flush before they exit.
 """
