@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -256,6 +257,7 @@ def run(args) -> None:
         child.wait(10)
         if cluster:
             cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # a 10-minute run leaves gigabytes of SQLite
     report(args, samples, latencies, drained, t_start_ns)
 
 
