@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collector.energy.counter import counter_anchors
+from collector.energy.counter import counter_anchors, refine_phase
 from collector.energy.power import cumulative_trapezoid, edge_budget, integral_at, integral_scalar
 
 CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
@@ -72,6 +72,13 @@ class CounterPart:
     # change_w2; else from the power segments' edges.
     shape_by_window: bool = False
     edges_tau: np.ndarray | None = None  # the power's edge budget (PowerPart.edges) at tau
+    # The update moments' error (counter.refine_phase): per anchor, whether the counter's
+    # periodicity pinned it, the variance that is its own and that of the grid estimate
+    # (shared with the anchors near it; for anchors not pinned: the part timing_indep says is
+    # common to all of them).
+    refined: np.ndarray | None = None
+    var_own: np.ndarray | None = None
+    var_grid: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,9 @@ def build_model(
 
 def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec) -> CounterPart:
     a = counter_anchors(tc, cc, spec.update_s, spec.update_jitter_s)
-    tau = a.tau_s
+    indep = _timing_independence(a, spec.update_s)
+    phase = refine_phase(a, spec.update_s, spec.update_jitter_s, indep)
+    tau = phase.tau_s
     i_tau = power.integral(tau) if power is not None else None
     step = np.diff(a.value_j)
     jumps = a.reset[1:].copy()  # window r ends at the reset anchor r + 1
@@ -153,11 +162,12 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
     # counter's own rate in the windows on both sides does
     p_tau = _power_at_anchors(tau, step, None if by_window else power)
     return CounterPart(
-        float(tc[0]), float(tc[-1]), tau, value, a.half_width_s, resets, i_tau,
+        float(tc[0]), float(tc[-1]), tau, value, phase.half_width_s, resets, i_tau,
         window_max, window_shape, head, tail, pc_var, pc_sum,
-        p_tau, _timing_independence(a, spec.update_s),
+        p_tau, indep,
         change_w2, by_window,
         np.interp(tau, power.ts, power.edges) if power is not None else None,
+        phase.refined, phase.var_own_s2, phase.var_grid_s2,
     )  # fmt: skip
 
 
