@@ -202,9 +202,11 @@ def _timing_independence(a, update_s: float) -> float:
 
 
 def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None:
-    """Per window: the larger squared change of mean power (counter increment over window
-    length) to the window before and the window after it. Where power cannot show what
-    happened inside a window, a change seen on either side of it may have happened inside."""
+    """Per window: the largest squared change of mean power (counter increment over window
+    length) to the window before, to the window after, and between those two. Where power
+    cannot show what happened inside a window, a change seen on either side of it may have
+    happened inside; and one change of dL inside a window at share t shows to its neighbours
+    only as t dL and (1 - t) dL, in full only between them."""
     if len(tau) < 2:
         return None
     dt = np.diff(tau)
@@ -212,7 +214,10 @@ def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None
     if len(mean_w) == 1:
         return mean_w**2  # nothing to compare with: as if it changed by all of it
     sq = np.diff(mean_w) ** 2  # sq[k]: between windows k and k + 1
-    return np.maximum(np.concatenate((sq[:1], sq)), np.concatenate((sq, sq[-1:])))
+    out = np.maximum(np.concatenate((sq[:1], sq)), np.concatenate((sq, sq[-1:])))
+    if len(mean_w) > 2:
+        out[1:-1] = np.maximum(out[1:-1], (mean_w[2:] - mean_w[:-2]) ** 2)
+    return out
 
 
 def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float, change_w2):
@@ -227,7 +232,7 @@ def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float, change
     part, by t (1/f - 1) dL T when inside it: mean square (1 - f)^2 (dL T)^2 / 3 (pc_var).
     Windows are taken as independent: a change reported late in one window is not counted as
     made up for in the next (it partly is, so long intervals are conservative). The bound
-    (pc_sum) takes the larger neighbour change whole."""
+    (pc_sum) takes that change (change_w2) whole."""
     if fraction >= 1.0 or len(tau) < 3:
         return None, None
     dt = np.diff(tau)

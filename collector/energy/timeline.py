@@ -43,8 +43,9 @@ readings show; no constant fitted to a benchmark), terms independent, added in q
   it, and two bounds in one window share their segments;
 - power shape, where power cannot shape a window (no power, a 1 s average, a part-time
   sensor; the share inside a window is then linear in time): power changed inside the window
-  by the larger change to a neighbouring window, at the bound (markers sit where the loop
-  changes phase): a bound at share s errs by T dL s (1 - s);
+  by dL, the largest change of mean power to a neighbouring window or between the two
+  neighbours (one change inside a window shows in full only there), at the bound (markers
+  sit where the loop changes phase): a bound at share s errs by T dL s (1 - s);
 - part-time sensor (CounterSpec.coverage_fraction f < 1): per window, a change at a uniformly
   random moment makes the seen part misstate the window by mean square (1 - f)^2 (dL T)^2 / 3;
   windows independent (conservative over many windows: a change reported late in one window
