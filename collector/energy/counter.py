@@ -90,9 +90,11 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     (jitter, irregular updates) keeps the per-bracket model, as does an update with fewer
     than MIN_PHASE_BRACKETS narrow brackets (< T / 2, of updates numbered unambiguously:
     readings closer than ~0.35 T) behind it, or with less than CLEAN_S of brackets before
-    it. The refined moment is the middle of what is left of its own bracket,
-    its half-width that range's: never tighter than the brackets allow. indep: the share of a
-    bracket's error that is its own (model._timing_independence), for the updates not pinned.
+    it. The refined moment is the middle of what is left of its own bracket, its half-width
+    that range's (never tighter than the brackets allow); its variance the grid's (uniform in
+    the intersection widened by J) plus its own jitter's (uniform +- J), at most uniform over
+    the range. indep: the share of a bracket's error that is its own
+    (model._timing_independence), for the updates not pinned.
     """
     tau, hw = a.tau_s, a.half_width_s
     own = hw * hw / 3.0  # uniform in the bracket
@@ -146,10 +148,13 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     hw[idx] = 0.5 * (b_s[good] - a_s[good])
     refined = np.zeros(len(tau), bool)
     refined[idx] = True
+    # the update = grid (uniform where the brackets leave it) + its own jitter (uniform
+    # +- J): variances add, and together never more than uniform over what is left
     var_own, var_grid = fallback.var_own_s2.copy(), fallback.var_grid_s2.copy()
     total = hw[idx] ** 2 / 3.0
+    grid = np.minimum(high - low + 2.0 * jit, b_s - a_s)[good]
     var_own[idx] = np.minimum(jit[good] ** 2 / 3.0, total)
-    var_grid[idx] = total - var_own[idx]
+    var_grid[idx] = np.minimum(grid**2 / 12.0, total - var_own[idx])
     return Phase(tau, hw, refined, var_own, var_grid)
 
 
