@@ -115,17 +115,19 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     ok = (link >= 1) & (np.abs(span - link) * update_s <= slack) & (slack < 0.4 * update_s)
     n = np.concatenate(([0.0], np.cumsum(np.where(ok, link, 0.0))))
     chain = np.concatenate(([0], np.cumsum(~ok)))
-    # k - M .. k for every usable update k (a (K, M + 1) table)
-    back = np.arange(m_max, -1, -1)
-    j = np.arange(len(usable))[:, None] - back[None, :]
-    jc = np.maximum(j, 0)
-    m = n[:, None] - n[jc]
-    inside = (j >= 0) & (chain[jc] == chain[:, None]) & (m * update_s <= PHASE_WINDOW_S)
-    reach = m * update_s
-    widen = np.abs(reach) * PERIOD_TOLERANCE
-    low = np.where(inside, ulo[jc] - widen + reach, -np.inf).max(axis=1)
-    high = np.where(inside, uhi[jc] + widen + reach, np.inf).min(axis=1)
-    full = inside.sum(axis=1) >= MIN_PHASE_BRACKETS
+    # intersect, for every usable update k, the brackets of k - 1 .. k - M moved on to it
+    low, high = ulo.copy(), uhi.copy()
+    count = np.ones(len(usable), dtype=np.int64)
+    for back in range(1, min(m_max, len(usable) - 1) + 1):
+        reach = (n[back:] - n[:-back]) * update_s
+        same = (chain[back:] == chain[:-back]) & (reach <= PHASE_WINDOW_S)
+        widen = reach * PERIOD_TOLERANCE
+        np.maximum(low[back:], np.where(same, ulo[:-back] + reach - widen, -np.inf),
+                   out=low[back:])  # fmt: skip
+        np.minimum(high[back:], np.where(same, uhi[:-back] + reach + widen, np.inf),
+                   out=high[back:])  # fmt: skip
+        count[back:] += same
+    full = count >= MIN_PHASE_BRACKETS
     if not full.any():
         return fallback
     # How far the updates stray from the grid, from the data: where no grid passes through
@@ -133,7 +135,7 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     # the jitter); J is twice the most missed within the last CLEAN_S, jitter_s at least
     miss = np.where(full, np.maximum(low - high, 0.0), 0.0)
     first = np.searchsorted(uhi, uhi - CLEAN_S, side="left")
-    worst = _window_max(miss, first)
+    worst = _window_max(miss, first) if miss.any() else miss
     jit = np.maximum(2.0 * worst, jitter_s)
     # ... and only after CLEAN_S of brackets, enough to have seen it, and never where the
     # jitter seen comes near the sensor fact (a sampler locked to the counter sees only part
