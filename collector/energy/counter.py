@@ -69,6 +69,14 @@ class Phase:
     var_grid_s2: np.ndarray  # ... and that of the grid estimate, shared with its neighbours
 
 
+def unpinned(a: Anchors, indep: float) -> Phase:
+    """Every update uniform in its own bracket, indep of its error its own."""
+    own = a.half_width_s**2 / 3.0
+    return Phase(
+        a.tau_s, a.half_width_s, np.zeros(len(a.tau_s), bool), indep * own, (1.0 - indep) * own
+    )
+
+
 def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> Phase:
     """Narrow each update's bracket with those of the updates before it (pure numpy).
 
@@ -97,8 +105,7 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     (model._timing_independence), for the updates not pinned.
     """
     tau, hw = a.tau_s, a.half_width_s
-    own = hw * hw / 3.0  # uniform in the bracket
-    fallback = Phase(tau, hw, np.zeros(len(tau), bool), indep * own, (1.0 - indep) * own)
+    fallback = unpinned(a, indep)
     lo, hi = tau - hw, tau + hw
     usable = np.flatnonzero((2.0 * hw < 0.5 * update_s) & ~a.reset)
     m_max = min(int(PHASE_WINDOW_S / update_s), MAX_PHASE_BRACKETS)

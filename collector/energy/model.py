@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collector.energy.counter import counter_anchors, refine_phase
+from collector.energy.counter import counter_anchors, refine_phase, unpinned
 from collector.energy.power import cumulative_trapezoid, edge_budget, integral_at, integral_scalar
 
 CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
@@ -128,7 +128,10 @@ def build_model(
 def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec) -> CounterPart:
     a = counter_anchors(tc, cc, spec.update_s, spec.update_jitter_s)
     indep = _timing_independence(a, spec.update_s)
-    phase = refine_phase(a, spec.update_s, spec.update_jitter_s, indep)
+    if spec.pin_update_phase:
+        phase = refine_phase(a, spec.update_s, spec.update_jitter_s, indep)
+    else:
+        phase = unpinned(a, indep)
     tau = phase.tau_s
     i_tau = power.integral(tau) if power is not None else None
     step = np.diff(a.value_j)

@@ -234,13 +234,14 @@ class DeviceTimeline:
     def _cut_index(self, model: Model, before_ns: int) -> int:
         """Keep the reading before before_ns and, with a counter, the previous run's last
         reading too: it bounds the bracket of the update that anchors before_ns; and the
-        brackets that pin the update phase there (counter.refine_phase: PHASE_HISTORY_S)."""
+        brackets that pin the update phase there, where it is pinned (PHASE_HISTORY_S)."""
         k = int(np.searchsorted(self._t, before_ns, side="right")) - 1
         if model.counter is None:
             return k
-        k = int(np.searchsorted(self._t, before_ns - PHASE_HISTORY_NS, side="right")) - 1
-        if k < 0:
-            return 0
+        if self._spec.pin_update_phase:
+            k = int(np.searchsorted(self._t, before_ns - PHASE_HISTORY_NS, side="right")) - 1
+            if k < 0:
+                return 0
         counter_rows = np.flatnonzero(np.isfinite(self._c))
         starts = counter_rows[run_starts(self._c[counter_rows])]
         run = int(np.searchsorted(starts, k, side="right")) - 1

@@ -12,6 +12,7 @@ from collector.energy.timeline import CounterSpec, DeviceTimeline
 from tests.collector.collector_energy_sim import make_workload, readings, windows
 
 JITTER_S = CounterSpec().update_jitter_s
+PINNED = CounterSpec(pin_update_phase=True)
 
 
 def _counter(
@@ -130,7 +131,7 @@ def test_coverage_on_the_sim_holds(kw):
     for seed in range(2):
         workload = make_workload(seed=seed, epochs=3, steps_per_epoch=40)
         phase = float(np.random.default_rng(seed + 99).uniform(0, 0.1))
-        tl = DeviceTimeline(CounterSpec())
+        tl = DeviceTimeline(PINNED)
         tl.extend(readings(workload.truth, seed=seed + 7, tick_phase_s=phase, **kw))
         tl.settled_until_ns()
         pinned.append(tl._ensure().counter.refined.mean())
@@ -141,3 +142,15 @@ def test_coverage_on_the_sim_holds(kw):
     assert np.mean(covered) >= 0.95
     if kw:  # free-running: most updates pinned
         assert min(pinned) > 0.6, pinned
+
+
+def test_pinning_is_off_by_default():
+    """A pinned moment depends on the readings before it, which a collector replaying stored
+    readings after a restart lacks: off unless CounterSpec.pin_update_phase."""
+    workload = make_workload(seed=1, epochs=2, steps_per_epoch=40)
+    samples = readings(workload.truth, seed=3, period_s=0.0217)
+    off, on = DeviceTimeline(CounterSpec()), DeviceTimeline(PINNED)
+    off.extend(samples)
+    on.extend(samples)
+    assert not off._ensure().counter.refined.any()
+    assert on._ensure().counter.refined.mean() > 0.5

@@ -99,13 +99,14 @@ def test_streaming_matches_batch_once_settled(workload, samples):
         _same(iv, reference.interval(a, b))
 
 
-def test_trim_keeps_later_intervals_and_the_energy_scale():
-    """trim() keeps what later intervals need: the readings whose brackets pin the update
-    phase there (PHASE_HISTORY_NS before the cut), so they come out exactly the same."""
+@pytest.mark.parametrize("spec", [DEFAULT_SPEC, CounterSpec(pin_update_phase=True)])
+def test_trim_keeps_later_intervals_and_the_energy_scale(spec):
+    """trim() keeps what later intervals need (with the update phase pinned: the readings
+    whose brackets pin it, PHASE_HISTORY_NS before the cut), so they come out the same."""
     workload = make_workload(seed=31, epochs=5, steps_per_epoch=20)
     samples = readings(workload.truth, seed=32)
-    tl = _timeline(samples)
-    reference = _timeline(samples)
+    tl = _timeline(samples, spec)
+    reference = _timeline(samples, spec)
     cut = workload.epochs[-1][0]
     before = {t: tl.energy_at(t) for t in (cut, cut + 10**9, samples[-1].time_ns)}
     tl.trim(cut)
