@@ -51,8 +51,8 @@ MODES = {
     "random load (partial)": ("random", {"coverage": 0.25}, PART),
     "21.7 ms free-running": ("ddp", {"period_s": 0.0217}, CounterSpec()),
     # the counter's update moments pinned by its periodicity (off by default: see CounterSpec)
-    "full, phase pinned": ("ddp", {}, CounterSpec(pin_update_phase=True)),
-    "21.7 ms, phase pinned": ("ddp", {"period_s": 0.0217}, CounterSpec(pin_update_phase=True)),
+    "full (phase pinned)": ("ddp", {}, CounterSpec(pin_update_phase=True)),
+    "21.7 ms (phase pinned)": ("ddp", {"period_s": 0.0217}, CounterSpec(pin_update_phase=True)),
     # a counter whose updates stray +-5 ms from their grid (more than the 1 ms the collector
     # assumes): the phase must not be pinned on it
     "21.7 ms + counter jitter 5 ms (pinned)": (
