@@ -9,7 +9,9 @@ first reading (this is what bounds it when readings are slower than the counter)
 yields one *anchor*: (estimated update moment, value), the moment being the middle of that
 bracket and known to +- half its width. Anchors, not readings, are what E(t) is pinned to.
 
-Narrowing the brackets by the counter's periodicity (refine_phase): updates of a stable period
+Narrowing the brackets by the counter's periodicity (refine_phase; opt-in,
+CounterSpec.pin_update_phase, as it needs the 12 s of readings before an update, which a
+collector replaying stored readings may lack): updates of a stable period
 sit on a grid, so the brackets of the updates before one pin where it can be. Locally (clocks
 drift), only from the past (a settled update never moves), and only where the brackets agree
 with a stable period; else each update keeps its own bracket. It gains most where sampling
