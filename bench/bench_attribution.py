@@ -10,6 +10,9 @@ Simulated GPUs (tests/collector/collector_energy_sim.py: exact power, counter up
 - square, phase-locked: a 100 ms square wave locked to the windows on that part-time sensor
   (the case no software can see: the sensor never observes the low half);
 - random load (full and partial): random levels held for random times (mean 60 ms);
+- readings every 21.7 ms, free-running against the counter; with the counter's update phase
+  pinned by its periodicity (CounterSpec.pin_update_phase, off by default) on it and on the
+  full sensor, and on a counter whose updates stray +-5 ms from their grid (it must not be);
 - 1 s-average power, no counter: the fallbacks; instant power that fails on some reads (the
   1 s average flagged power_from_avg stands in); instant power 30 ms late with the lag the
   daemon measures given to the collector (CounterSpec.instant_power_lag_s), and not given.
@@ -47,6 +50,16 @@ MODES = {
     "random load": ("random", {}, CounterSpec()),
     "random load (partial)": ("random", {"coverage": 0.25}, PART),
     "21.7 ms free-running": ("ddp", {"period_s": 0.0217}, CounterSpec()),
+    # the counter's update moments pinned by its periodicity (off by default: see CounterSpec)
+    "full (phase pinned)": ("ddp", {}, CounterSpec(pin_update_phase=True)),
+    "21.7 ms (phase pinned)": ("ddp", {"period_s": 0.0217}, CounterSpec(pin_update_phase=True)),
+    # a counter whose updates stray +-5 ms from their grid (more than the 1 ms the collector
+    # assumes): the phase must not be pinned on it
+    "21.7 ms + counter jitter 5 ms (pinned)": (
+        "ddp",
+        {"period_s": 0.0217, "tick_jitter_s": 0.005},
+        CounterSpec(pin_update_phase=True),
+    ),
     "1 s-average power": ("ddp", {"power": "avg1s"}, CounterSpec(power_avg_s=1.0)),
     # readings flagged power_from_avg on a device said to have instant power (the collector
     # finds out from the flags)

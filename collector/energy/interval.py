@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
+from collector.energy.counter import PHASE_WINDOW_S
 from collector.energy.model import EXTRAPOLATION_REL, Model, energy_at, gap_overlap
 from collector.energy.types import CounterSpec, IntervalEnergy, calibrated_u
-
-SQRT3 = math.sqrt(3.0)
 
 
 def measure(m: Model, spec: CounterSpec, a: float, b: float, a_ns: int, b_ns: int):
@@ -214,18 +213,35 @@ def _edges_at(m: Model, x: float) -> float:
 
 
 def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> float:
-    """Variance of E(b) - E(a) from the update moments: each is uniform in its bracket; the
-    part of that error common to all anchors (phase-locked sampling) cancels between bounds."""
+    """Variance of E(b) - E(a) from the update moments (counter.refine_phase). Each anchor's
+    error has a part of its own and a part shared with others: for anchors the brackets
+    alone place (uniform in the bracket), what timing_indep says is common to all of them
+    (phase-locked sampling); for anchors the counter's periodicity pinned, the grid estimate,
+    shared with anchors whose windows of brackets overlap (correlation: the overlap, or the
+    common share timing_indep measured, whichever is larger). Shared errors cancel between
+    the two bounds."""
     c = m.counter
     coef = dict(at_b)
     for k, v in at_a.items():
         coef[k] = coef.get(k, 0.0) - v
     if not coef:
         return 0.0
-    hw = c.half_width
-    terms = [v * float(hw[k]) / SQRT3 for k, v in coef.items()]
-    indep = c.timing_indep
-    return indep * sum(t * t for t in terms) + (1.0 - indep) * sum(terms) ** 2
+    var = common = 0.0
+    pinned = []
+    for k, v in coef.items():
+        var += v * v * float(c.var_own[k])
+        s = v * math.sqrt(float(c.var_grid[k]))
+        if c.refined[k]:
+            pinned.append((float(c.tau[k]), s))
+        else:
+            common += s
+    floor = 1.0 - c.timing_indep
+    for i, (ti, si) in enumerate(pinned):
+        var += si * si
+        for tj, sj in pinned[i + 1 :]:
+            rho = max(floor, 1.0 - abs(ti - tj) / PHASE_WINDOW_S)
+            var += 2.0 * rho * si * sj
+    return var + common * common
 
 
 def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:

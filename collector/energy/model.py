@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collector.energy.counter import counter_anchors
+from collector.energy.counter import counter_anchors, refine_phase, unpinned
 from collector.energy.power import cumulative_trapezoid, edge_budget, integral_at, integral_scalar
 
 CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio beyond the anchors
@@ -72,6 +72,13 @@ class CounterPart:
     # change_w2; else from the power segments' edges.
     shape_by_window: bool = False
     edges_tau: np.ndarray | None = None  # the power's edge budget (PowerPart.edges) at tau
+    # The update moments' error (counter.refine_phase): per anchor, whether the counter's
+    # periodicity pinned it, the variance that is its own and that of the grid estimate
+    # (shared with the anchors near it; for anchors not pinned: the part timing_indep says is
+    # common to all of them).
+    refined: np.ndarray | None = None
+    var_own: np.ndarray | None = None
+    var_grid: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,12 @@ def build_model(
 
 def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec) -> CounterPart:
     a = counter_anchors(tc, cc, spec.update_s, spec.update_jitter_s)
-    tau = a.tau_s
+    indep = _timing_independence(a, spec.update_s)
+    if spec.pin_update_phase:
+        phase = refine_phase(a, spec.update_s, spec.update_jitter_s, indep)
+    else:
+        phase = unpinned(a, indep)
+    tau = phase.tau_s
     i_tau = power.integral(tau) if power is not None else None
     step = np.diff(a.value_j)
     jumps = a.reset[1:].copy()  # window r ends at the reset anchor r + 1
@@ -153,11 +165,12 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
     # counter's own rate in the windows on both sides does
     p_tau = _power_at_anchors(tau, step, None if by_window else power)
     return CounterPart(
-        float(tc[0]), float(tc[-1]), tau, value, a.half_width_s, resets, i_tau,
+        float(tc[0]), float(tc[-1]), tau, value, phase.half_width_s, resets, i_tau,
         window_max, window_shape, head, tail, pc_var, pc_sum,
-        p_tau, _timing_independence(a, spec.update_s),
+        p_tau, indep,
         change_w2, by_window,
         np.interp(tau, power.ts, power.edges) if power is not None else None,
+        phase.refined, phase.var_own_s2, phase.var_grid_s2,
     )  # fmt: skip
 
 
@@ -192,9 +205,11 @@ def _timing_independence(a, update_s: float) -> float:
 
 
 def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None:
-    """Per window: the larger squared change of mean power (counter increment over window
-    length) to the window before and the window after it. Where power cannot show what
-    happened inside a window, a change seen on either side of it may have happened inside."""
+    """Per window: the largest squared change of mean power (counter increment over window
+    length) to the window before, to the window after, and between those two. Where power
+    cannot show what happened inside a window, a change seen on either side of it may have
+    happened inside; and one change of dL inside a window at share t shows to its neighbours
+    only as t dL and (1 - t) dL, in full only between them."""
     if len(tau) < 2:
         return None
     dt = np.diff(tau)
@@ -202,7 +217,10 @@ def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None
     if len(mean_w) == 1:
         return mean_w**2  # nothing to compare with: as if it changed by all of it
     sq = np.diff(mean_w) ** 2  # sq[k]: between windows k and k + 1
-    return np.maximum(np.concatenate((sq[:1], sq)), np.concatenate((sq, sq[-1:])))
+    out = np.maximum(np.concatenate((sq[:1], sq)), np.concatenate((sq, sq[-1:])))
+    if len(mean_w) > 2:
+        out[1:-1] = np.maximum(out[1:-1], (mean_w[2:] - mean_w[:-2]) ** 2)
+    return out
 
 
 def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float, change_w2):
@@ -217,7 +235,7 @@ def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float, change
     part, by t (1/f - 1) dL T when inside it: mean square (1 - f)^2 (dL T)^2 / 3 (pc_var).
     Windows are taken as independent: a change reported late in one window is not counted as
     made up for in the next (it partly is, so long intervals are conservative). The bound
-    (pc_sum) takes the larger neighbour change whole."""
+    (pc_sum) takes that change (change_w2) whole."""
     if fraction >= 1.0 or len(tau) < 3:
         return None, None
     dt = np.diff(tau)

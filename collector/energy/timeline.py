@@ -30,18 +30,22 @@ bound is kept whole). The bound, for source "counter", is the sum over both boun
   S is at least half the window's increment (as without power).
 The error model behind sigma (each term derived from what the sensor is and what the
 readings show; no constant fitted to a benchmark), terms independent, added in quadrature:
-- update moments: each is uniform in its bracket (var h^2 / 3); E(x) moves by
-  -(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the window, P: power at the anchors), with
-  the part of d common to all anchors (phase-locked sampling, measured from how regularly the
-  updates show up) cancelling between the two bounds;
+- update moments: each is uniform in its bracket (var h^2 / 3); with
+  CounterSpec.pin_update_phase the bracket is narrowed by the counter's periodicity where the
+  brackets before it agree with a stable period (counter.refine_phase); E(x) moves by -(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the
+  window, P: power at the anchors). The part of d common to anchors cancels between the two
+  bounds: for anchors their own bracket places, the part common to all (phase-locked
+  sampling, measured from how regularly the updates show up); for pinned anchors, their grid
+  estimate, shared as far as their windows of brackets overlap;
 - power shape, where instant power shapes the windows: between two readings power changed
   once, at a uniformly random moment, so a segment misplaces energy with variance
   (dP dt)^2 / 12; E(x) errs by (1 - s) x the misplaced energy before x minus s x that after
   it, and two bounds in one window share their segments;
 - power shape, where power cannot shape a window (no power, a 1 s average, a part-time
   sensor; the share inside a window is then linear in time): power changed inside the window
-  by the larger change to a neighbouring window, at the bound (markers sit where the loop
-  changes phase): a bound at share s errs by T dL s (1 - s);
+  by dL, the largest change of mean power to a neighbouring window or between the two
+  neighbours (one change inside a window shows in full only there), at the bound (markers
+  sit where the loop changes phase): a bound at share s errs by T dL s (1 - s);
 - part-time sensor (CounterSpec.coverage_fraction f < 1): per window, a change at a uniformly
   random moment makes the seen part misstate the window by mean square (1 - f)^2 (dL T)^2 / 3;
   windows independent (conservative over many windows: a change reported late in one window
@@ -70,13 +74,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from collector.energy.counter import run_starts
+from collector.energy.counter import PHASE_HISTORY_S, run_starts
 from collector.energy.interval import measure
 from collector.energy.model import Model, build_model, energy_at
 from collector.energy.power import trapezoid
 from collector.energy.types import FLAGS, CounterSpec, IntervalEnergy, Sample
 
 DEFAULT_SPEC = CounterSpec()
+PHASE_HISTORY_NS = round(PHASE_HISTORY_S * 1e9)
 
 __all__ = [
     "FLAGS",
@@ -228,10 +233,15 @@ class DeviceTimeline:
 
     def _cut_index(self, model: Model, before_ns: int) -> int:
         """Keep the reading before before_ns and, with a counter, the previous run's last
-        reading too: it bounds the bracket of the update that anchors before_ns."""
+        reading too: it bounds the bracket of the update that anchors before_ns; and the
+        brackets that pin the update phase there, where it is pinned (PHASE_HISTORY_S)."""
         k = int(np.searchsorted(self._t, before_ns, side="right")) - 1
         if model.counter is None:
             return k
+        if self._spec.pin_update_phase:
+            k = int(np.searchsorted(self._t, before_ns - PHASE_HISTORY_NS, side="right")) - 1
+            if k < 0:
+                return 0
         counter_rows = np.flatnonzero(np.isfinite(self._c))
         starts = counter_rows[run_starts(self._c[counter_rows])]
         run = int(np.searchsorted(starts, k, side="right")) - 1

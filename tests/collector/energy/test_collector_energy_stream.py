@@ -5,7 +5,12 @@ import random
 import numpy as np
 import pytest
 
-from collector.energy.timeline import DEFAULT_SPEC, CounterSpec, DeviceTimeline
+from collector.energy.timeline import (
+    DEFAULT_SPEC,
+    PHASE_HISTORY_NS,
+    CounterSpec,
+    DeviceTimeline,
+)
 from tests.collector.collector_energy_sim import make_workload, readings, to_ns, to_s
 
 
@@ -94,14 +99,20 @@ def test_streaming_matches_batch_once_settled(workload, samples):
         _same(iv, reference.interval(a, b))
 
 
-def test_trim_keeps_later_intervals_and_the_energy_scale(workload, samples):
-    tl = _timeline(samples)
-    reference = _timeline(samples)
-    cut = workload.epochs[1][0]
+@pytest.mark.parametrize("spec", [DEFAULT_SPEC, CounterSpec(pin_update_phase=True)])
+def test_trim_keeps_later_intervals_and_the_energy_scale(spec):
+    """trim() keeps what later intervals need (with the update phase pinned: the readings
+    whose brackets pin it, PHASE_HISTORY_NS before the cut), so they come out the same."""
+    workload = make_workload(seed=31, epochs=5, steps_per_epoch=20)
+    samples = readings(workload.truth, seed=32)
+    tl = _timeline(samples, spec)
+    reference = _timeline(samples, spec)
+    cut = workload.epochs[-1][0]
     before = {t: tl.energy_at(t) for t in (cut, cut + 10**9, samples[-1].time_ns)}
     tl.trim(cut)
-    assert len(tl) < len(samples) * 0.7
-    later = [s for s in workload.steps if s[0] >= cut] + [workload.epochs[1]]
+    kept = [s for s in samples if s.time_ns >= cut - PHASE_HISTORY_NS - 250_000_000]
+    assert len(tl) <= len(kept) < len(samples) * 0.7
+    later = [s for s in workload.steps if s[0] >= cut] + [workload.epochs[-1]]
     for a, b in later:
         _same(tl.interval(a, b), reference.interval(a, b))
     for t, e in before.items():
