@@ -115,7 +115,6 @@ def check_database(engine, backend, name: str) -> None:
         # loads the machine): a hole (> 5x the median spacing) is flagged "gap" and lowers the
         # coverage; the counter still bridges it (the energy is checked above)
         assert e.coverage > 0.8 and set(e.flags.split(",")) <= {"", "gap"}, name
-        assert e.coverage == 1.0 or "gap" in e.flags, name
 
     # each epoch = its steps + the gaps between them, within the counter's resolution
     for e in epochs:
