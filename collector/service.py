@@ -183,7 +183,8 @@ class Collector:
         try:
             cursor = store_reads.cursor_for(self.engine, sub.address)
             hosts = store_reads.hostnames_of(self.engine, [sub.address])
-            hosts = [h for h in hosts if h not in self.joiner.node_names()]
+            known = set(self.joiner.node_names())
+            hosts = [h for h in hosts if h not in known]
 
             def emit(out, aggregates) -> None:
                 pipeline.apply(out, batch)
