@@ -46,10 +46,10 @@ SERVICE = "parawatt.v1.PowerDaemon"
 # -- the synthetic daemon (runs in a child process) ----------------------------------------------
 class SynthDaemon:
     def __init__(self, host: str, devices: int, rate_hz: float, ranks: int, step_s: float,
-                 paced: bool, total_ticks: int) -> None:  # fmt: skip
+                 paced: bool, total_ticks: int, columnar: bool = True) -> None:  # fmt: skip
         self.host, self.devices, self.period_ns = host, devices, int(1e9 / rate_hz)
         self.ranks, self.step_ticks = ranks, max(1, round(step_s * rate_hz))
-        self.paced, self.total_ticks = paced, total_ticks
+        self.paced, self.total_ticks, self.columnar = paced, total_ticks, columnar
         self.boot_id = f"bench-{host}-{os.getpid()}"
         self.prebuilt: list[bytes] | None = None
         self.uuids = [f"bench-GPU-{host}-{i:04d}" for i in range(devices)]
@@ -101,17 +101,38 @@ class SynthDaemon:
                 batch.markers.append(m)
                 seq += 1
             update = tick % ticks_per_update == 0
+            rows = []
             for d in range(self.devices):
                 busy = d < self.ranks and (tick // self.step_ticks) % 2 == 0
                 p = (300.0 if busy else 90.0) + 5.0 * math.sin(tick / 7 + d)
                 energy[d] += p * self.period_ns / 1e9
-                r = batch.readings.add(seq=seq, device=d, time_ns=t, power_w=p, power_avg_w=p,
-                                       gpu_util_pct=97.0 if busy else 3.0, temperature_c=55.0,
-                                       sm_clock_mhz=1980.0, memory_used_bytes=2e10)  # fmt: skip
                 if update:
                     counter[d] = math.floor(energy[d] * 1000) / 1000
-                r.energy_j = counter[d]
+                rows.append((seq, d, t, p, busy))
                 seq += 1
+            if self.columnar:  # what the daemon sends a collector (SubscribeRequest.columnar)
+                n, nan = len(rows), math.nan
+                c = batch.columns
+                c.seq.extend(r[0] for r in rows)
+                c.device.extend(r[1] for r in rows)
+                c.time_ns.extend([t] * n)
+                c.status.extend([0] * n)
+                c.power_w.extend(r[3] for r in rows)
+                c.power_avg_w.extend(r[3] for r in rows)
+                c.energy_j.extend(counter)
+                c.gpu_util_pct.extend(97.0 if r[4] else 3.0 for r in rows)
+                c.mem_util_pct.extend([nan] * n)
+                c.memory_used_bytes.extend([2e10] * n)
+                c.temperature_c.extend([55.0] * n)
+                c.sm_clock_mhz.extend([1980.0] * n)
+                c.mem_clock_mhz.extend([nan] * n)
+                c.power_from_avg.extend([False] * n)
+            else:
+                for sq, d, _, p, busy in rows:
+                    batch.readings.add(seq=sq, device=d, time_ns=t, power_w=p, power_avg_w=p,
+                                       gpu_util_pct=97.0 if busy else 3.0, temperature_c=55.0,
+                                       sm_clock_mhz=1980.0, memory_used_bytes=2e10,
+                                       energy_j=counter[d])  # fmt: skip
             batch.next_seq = seq
             yield batch.SerializeToString()
 
@@ -145,7 +166,8 @@ def serve_synthetic(args) -> None:
     servers = []
     for i in range(args.daemons):
         d = SynthDaemon(f"bench{i}", args.devices, args.rate_hz, args.ranks, args.step_s,
-                        not args.max, int(args.seconds * args.rate_hz))  # fmt: skip
+                        not args.max, int(args.seconds * args.rate_hz),
+                        not args.rows)  # fmt: skip
         if args.max:
             d.prebuild()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -332,6 +354,8 @@ def main() -> None:
         default=0.0,
         help="print RSS and progress every this many seconds",
     )
+    p.add_argument("--rows", action="store_true",
+                   help="daemons send Reading messages (the row form) instead of columns")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--serve-synthetic", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

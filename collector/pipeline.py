@@ -20,6 +20,7 @@ from collector.records import StreamChunk
 from collector.store.aggregate import SecondAggregator
 from collector.store.writebatch import GapRec, WriteBatch
 from collector.store.writer import Writer
+from parawatt_proto.block import ReadingBlock
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class Pipeline:
         self._max_unwritten = max_unwritten
         self._poll_interval_s = poll_interval_s
         self._hand_on_s = 0.25
+        self._blocks: list[ReadingBlock] = []  # readings not yet aggregated (_fold)
         self._grace_ns = int(run_grace_s * 1e9)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="join", daemon=True)
@@ -155,7 +157,18 @@ class Pipeline:
                 log.exception("join failed on a stream chunk; continuing")
             self._hand_on(batch)
 
+    def _fold(self, batch: WriteBatch) -> None:
+        """The per-second aggregates and the newest reading per device, of every message since
+        the last hand-on at once (a message often holds one reading per device: per-device
+        work per message would cost more than the readings)."""
+        if self._blocks:
+            block = ReadingBlock.concat(self._blocks)
+            self._blocks = []
+            batch.aggregates.extend(self.aggregator.add(block))
+            self.live.add_readings(block)
+
     def _hand_on(self, batch: WriteBatch, final: bool = False) -> None:
+        self._fold(batch)
         if final:
             self._poll(batch)
         if batch:
@@ -171,6 +184,7 @@ class Pipeline:
 
     def _process(self, c: StreamChunk | JoinTask, batch: WriteBatch) -> None:
         if isinstance(c, JoinTask):
+            self._fold(batch)  # what came before the task is the state it acts on
             c.fn(batch)
             return
         if c.node is not None:
@@ -202,11 +216,10 @@ class Pipeline:
                 )
             )
         readings = c.take_readings()
-        if readings:
+        if len(readings):
             batch.add_readings(c.boot_id, readings)
             self.joiner.add_readings(c.hostname, readings)
-            batch.aggregates.extend(self.aggregator.add(readings))
-            self.live.add_readings(readings)
+            self._blocks.append(readings)
         markers = self.gate.filter(c.markers) if self.gate and c.markers else c.markers
         if markers:
             batch.markers.extend((c.boot_id, m) for m in markers)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from parawatt_proto.block import ReadingBlock, as_block
 from parawatt_proto.records import MarkerRec, NodeRec, ReadingRec
 
 START_OF = {"run_end": "run_start", "epoch_end": "epoch_start", "step_end": "step_start"}
@@ -36,11 +37,11 @@ class StreamChunk:
     previous_boot: str | None = None
     node: NodeRec | None = None  # first message of every stream
     received_ns: int = 0
-    decode: Callable[[], list[ReadingRec]] | None = None  # the readings, still encoded
+    decode: Callable[[], ReadingBlock] | None = None  # the readings, still encoded
     pending: int = 0  # how many readings `decode` returns at most
 
-    def take_readings(self) -> list[ReadingRec]:
-        return self.decode() if self.decode is not None else self.readings
+    def take_readings(self) -> ReadingBlock:
+        return self.decode() if self.decode is not None else as_block(self.readings)
 
     @property
     def weight(self) -> int:

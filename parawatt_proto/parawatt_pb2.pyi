@@ -151,6 +151,38 @@ class Reading(_message.Message):
     power_from_avg: bool
     def __init__(self, seq: _Optional[int] = ..., device: _Optional[int] = ..., time_ns: _Optional[int] = ..., status: _Optional[_Union[DeviceStatus, str]] = ..., power_w: _Optional[float] = ..., power_avg_w: _Optional[float] = ..., energy_j: _Optional[float] = ..., gpu_util_pct: _Optional[float] = ..., mem_util_pct: _Optional[float] = ..., memory_used_bytes: _Optional[float] = ..., temperature_c: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., mem_clock_mhz: _Optional[float] = ..., power_from_avg: _Optional[bool] = ...) -> None: ...
 
+class ReadingColumns(_message.Message):
+    __slots__ = ("seq", "device", "time_ns", "status", "power_w", "power_avg_w", "energy_j", "gpu_util_pct", "mem_util_pct", "memory_used_bytes", "temperature_c", "sm_clock_mhz", "mem_clock_mhz", "power_from_avg")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    POWER_AVG_W_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTIL_PCT_FIELD_NUMBER: _ClassVar[int]
+    MEM_UTIL_PCT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    MEM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    POWER_FROM_AVG_FIELD_NUMBER: _ClassVar[int]
+    seq: _containers.RepeatedScalarFieldContainer[int]
+    device: _containers.RepeatedScalarFieldContainer[int]
+    time_ns: _containers.RepeatedScalarFieldContainer[int]
+    status: _containers.RepeatedScalarFieldContainer[DeviceStatus]
+    power_w: _containers.RepeatedScalarFieldContainer[float]
+    power_avg_w: _containers.RepeatedScalarFieldContainer[float]
+    energy_j: _containers.RepeatedScalarFieldContainer[float]
+    gpu_util_pct: _containers.RepeatedScalarFieldContainer[float]
+    mem_util_pct: _containers.RepeatedScalarFieldContainer[float]
+    memory_used_bytes: _containers.RepeatedScalarFieldContainer[float]
+    temperature_c: _containers.RepeatedScalarFieldContainer[float]
+    sm_clock_mhz: _containers.RepeatedScalarFieldContainer[float]
+    mem_clock_mhz: _containers.RepeatedScalarFieldContainer[float]
+    power_from_avg: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, seq: _Optional[_Iterable[int]] = ..., device: _Optional[_Iterable[int]] = ..., time_ns: _Optional[_Iterable[int]] = ..., status: _Optional[_Iterable[_Union[DeviceStatus, str]]] = ..., power_w: _Optional[_Iterable[float]] = ..., power_avg_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., gpu_util_pct: _Optional[_Iterable[float]] = ..., mem_util_pct: _Optional[_Iterable[float]] = ..., memory_used_bytes: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., mem_clock_mhz: _Optional[_Iterable[float]] = ..., power_from_avg: _Optional[_Iterable[bool]] = ...) -> None: ...
+
 class RunConfig(_message.Message):
     __slots__ = ("world_size", "nodes", "local_rank", "local_world_size", "device_name", "device_uuid", "global_batch_size", "local_batch_size", "accumulation_steps", "model", "parameter_count", "dataset", "dataset_size", "epochs", "steps_per_epoch", "seed", "torch_version", "cuda_version", "driver_version", "hostname", "amp", "recipe", "tags", "backend")
     class RecipeEntry(_message.Message):
@@ -277,19 +309,21 @@ class LatestReadings(_message.Message):
     def __init__(self, info: _Optional[_Union[NodeInfo, _Mapping]] = ..., readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("from_seq", "boot_id", "max_batch", "no_follow")
+    __slots__ = ("from_seq", "boot_id", "max_batch", "no_follow", "columnar")
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     NO_FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    COLUMNAR_FIELD_NUMBER: _ClassVar[int]
     from_seq: int
     boot_id: str
     max_batch: int
     no_follow: bool
-    def __init__(self, from_seq: _Optional[int] = ..., boot_id: _Optional[str] = ..., max_batch: _Optional[int] = ..., no_follow: _Optional[bool] = ...) -> None: ...
+    columnar: bool
+    def __init__(self, from_seq: _Optional[int] = ..., boot_id: _Optional[str] = ..., max_batch: _Optional[int] = ..., no_follow: _Optional[bool] = ..., columnar: _Optional[bool] = ...) -> None: ...
 
 class StreamBatch(_message.Message):
-    __slots__ = ("boot_id", "first_seq", "next_seq", "readings", "markers", "missed", "info", "boot_changed")
+    __slots__ = ("boot_id", "first_seq", "next_seq", "readings", "markers", "missed", "info", "boot_changed", "columns")
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +332,7 @@ class StreamBatch(_message.Message):
     MISSED_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
     BOOT_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     boot_id: str
     first_seq: int
     next_seq: int
@@ -306,7 +341,8 @@ class StreamBatch(_message.Message):
     missed: int
     info: NodeInfo
     boot_changed: bool
-    def __init__(self, boot_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., next_seq: _Optional[int] = ..., readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ..., markers: _Optional[_Iterable[_Union[Marker, _Mapping]]] = ..., missed: _Optional[int] = ..., info: _Optional[_Union[NodeInfo, _Mapping]] = ..., boot_changed: _Optional[bool] = ...) -> None: ...
+    columns: ReadingColumns
+    def __init__(self, boot_id: _Optional[str] = ..., first_seq: _Optional[int] = ..., next_seq: _Optional[int] = ..., readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ..., markers: _Optional[_Iterable[_Union[Marker, _Mapping]]] = ..., missed: _Optional[int] = ..., info: _Optional[_Union[NodeInfo, _Mapping]] = ..., boot_changed: _Optional[bool] = ..., columns: _Optional[_Union[ReadingColumns, _Mapping]] = ...) -> None: ...
 
 class MarkerBatch(_message.Message):
     __slots__ = ("markers",)

@@ -6,6 +6,9 @@ of the repeated `readings` (4) / `markers` (5) field followed by the message byt
 the wire is then a small header message concatenated with fragments (protobuf merges
 concatenated messages and keeps repeated fields in order), so streaming costs no per-reading
 Python work: the difference between ~40k and several hundred thousand readings per second.
+A subscriber that asks for columns (SubscribeRequest.columnar, what the collector does) gets the
+batch's reading fragments parsed back (in C) and re-packed as one ReadingColumns: a few us a
+reading here, on the node, so that the collector reading hundreds of nodes decodes in C.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from parawatt_proto import parawatt_pb2 as pb
-from parawatt_proto.convert import device_pb, reading_pb, stored_marker
+from parawatt_proto.convert import device_pb, reading_columns_pb, reading_pb, stored_marker
 from parawatt_proto.records import MarkerRec
 from power_daemon import __version__
 from power_daemon.model import Sample
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 _READING_TAG = bytes([(4 << 3) | 2])
 _MARKER_TAG = bytes([(5 << 3) | 2])
+_READING_BYTE = _READING_TAG[0]
 
 
 def _varint(n: int) -> bytes:
@@ -71,6 +75,7 @@ def batch_bytes(
     missed: int = 0,
     info: pb.NodeInfo | None = None,
     boot_changed: bool = False,
+    columnar: bool = False,
 ) -> bytes:
     header = pb.StreamBatch(
         boot_id=boot_id,
@@ -80,4 +85,10 @@ def batch_bytes(
         info=info,
         boot_changed=boot_changed,
     )
+    if columnar:
+        readings = [p for p in payloads if p[0] == _READING_BYTE]
+        if readings:
+            parsed = pb.StreamBatch.FromString(b"".join(readings)).readings
+            header.columns.CopyFrom(reading_columns_pb(parsed))
+            payloads = [p for p in payloads if p[0] != _READING_BYTE]
     return header.SerializeToString() + b"".join(payloads)

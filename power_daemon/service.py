@@ -198,6 +198,7 @@ class PowerDaemonService:
             missed=plan.missed + start - plan.start_seq,
             info=codec.node_info(daemon),
             boot_changed=plan.boot_changed,
+            columnar=request.columnar,
         )
         cursor = start + len(payloads)
         while context.is_active():
@@ -220,7 +221,7 @@ class PowerDaemonService:
                     f"resubscribe from_seq={cursor} to learn how much was missed",
                 )
             if payloads:
-                yield codec.batch_bytes(daemon.boot_id, start, payloads)
+                yield codec.batch_bytes(daemon.boot_id, start, payloads, columnar=request.columnar)
                 cursor = start + len(payloads)
 
 

@@ -20,6 +20,7 @@ from collector.records import StreamChunk
 from parawatt_proto import convert
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
+from parawatt_proto.block import ReadingBlock
 from parawatt_proto.transport import (
     AddressError,
     ClientTLS,
@@ -53,6 +54,11 @@ class DaemonHealth:
     reconnects_total: int = 0
     boot_changes_total: int = 0
     last_error: str = ""
+
+
+class MalformedBatch(Exception):
+    """A stream message that breaks the contract (e.g. columns of different lengths): nothing of
+    it is used, the stream is dropped and resumed from the last cursor."""
 
 
 class Subscriber:
@@ -104,6 +110,8 @@ class Subscriber:
                 self._note_error(rpc_error_reason(self.address, exc, self._tls))
             except (TLSConfigError, AddressError) as exc:  # e.g. a certificate being replaced
                 self._note_error(str(exc))
+            except MalformedBatch as exc:
+                self._note_error(f"malformed stream message: {exc}")
             except Exception as exc:  # a bug must not kill ingestion for good
                 log.exception("ingest from %s failed", self.address)
                 self._note_error(repr(exc))
@@ -123,7 +131,10 @@ class Subscriber:
         with open_channel(self.address, self._tls, _CHANNEL_OPTIONS) as channel:
             stub = pb_grpc.PowerDaemonStub(channel)
             request = pb.SubscribeRequest(
-                from_seq=self.next_seq, boot_id=self.boot_id, max_batch=self._max_batch
+                from_seq=self.next_seq,
+                boot_id=self.boot_id,
+                max_batch=self._max_batch,
+                columnar=True,
             )
             self._call = call = stub.Subscribe(request)
             if self._stop.is_set():
@@ -154,14 +165,22 @@ class Subscriber:
             h.up, h.hostname, h.boot_id, h.last_error = True, hostname, batch.boot_id, ""
             if batch.missed:
                 log.warning("daemon %s: %d items lost before resuming", self.address, batch.missed)
-        encoded = batch.readings
-        n = len(encoded)
+        if batch.HasField("columns"):  # what this collector asks for
+            try:
+                n = convert.column_count(batch.columns)
+            except ValueError as exc:
+                raise MalformedBatch(str(exc)) from None
+            decode = functools.partial(convert.reading_block, batch.columns, uuids)
+            newest = max(batch.columns.time_ns) if n else 0
+        else:  # a daemon that streams Reading messages
+            n = len(batch.readings)
+            decode = functools.partial(_rows_block, batch, uuids)
+            newest = max(r.time_ns for r in batch.readings) if n else 0
         markers = [convert.marker_rec(m) for m in batch.markers]
         h.readings_total += n
         h.markers_total += len(markers)
         h.missed_total += batch.missed
-        if n:
-            h.last_reading_ns = max(h.last_reading_ns, encoded[n - 1].time_ns)
+        h.last_reading_ns = max(h.last_reading_ns, newest)
         chunk = StreamChunk(
             address=self.address,
             hostname=hostname,
@@ -175,7 +194,11 @@ class Subscriber:
             previous_boot=previous,
             node=node,
             received_ns=time.time_ns(),
-            decode=functools.partial(convert.readings, batch, uuids) if n else None,
+            decode=decode if n else None,
             pending=n,
         )
         return chunk, uuids, hostname
+
+
+def _rows_block(batch: pb.StreamBatch, uuids: dict[int, str]) -> ReadingBlock:
+    return ReadingBlock.from_rows(convert.readings(batch, uuids))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -43,6 +43,19 @@ class IdleSample(Protocol):
     temperature_c: float | None
     gpu_util_pct: float | None
     sm_clock_mhz: float | None
+
+
+class IdleRow(NamedTuple):
+    """An IdleSample cut from a block of readings (IdleTracker.add_columns)."""
+
+    time_ns: int
+    power_w: float | None
+    temperature_c: float | None
+    gpu_util_pct: float | None
+    sm_clock_mhz: float | None
+
+
+IDLE_COLUMNS = ("power_w", "temperature_c", "gpu_util_pct", "sm_clock_mhz")  # IdleRow's order
 
 
 class BusyIndex:
@@ -170,6 +183,18 @@ class IdleTracker:
         self.new_buckets: list[IdleBucket] = []  # closed since the last take_buckets()
 
     # -- input -------------------------------------------------------------------------------
+    def add_columns(self, times: list[int], values: np.ndarray) -> None:
+        """Readings of this device as columns: their times and values[i] = IDLE_COLUMNS (NaN:
+        none). Thinned as add() does before any record is built (~1 reading in 4 at 100 Hz)."""
+        kept, pick = self._kept_ns, []
+        for i, t_ns in enumerate(times):
+            if t_ns - kept >= IDLE_EVERY_NS:
+                kept = t_ns
+                pick.append(i)
+        if pick:
+            for i, row in zip(pick, values[pick].tolist(), strict=True):
+                self.add(IdleRow(times[i], *[None if v != v else v for v in row]))
+
     def add(self, sample: IdleSample) -> None:
         if sample.time_ns - self._kept_ns < IDLE_EVERY_NS:
             return  # a 1 s average needs no more than ~20 readings: thin them

@@ -16,8 +16,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+import numpy as np
+
 from collector.energy.timeline import CounterSpec
 from collector.join.accum import Accumulator
+from collector.join.idle import IDLE_COLUMNS
 from collector.join.markers import MarkerIntake
 from collector.join.state import (
     BUFFER_SAMPLES,
@@ -30,7 +33,11 @@ from collector.join.state import (
     interval_record,
 )
 from collector.records import IdleUpdate, RankUpdate
+from parawatt_proto.block import FLOAT_INDEX, ReadingBlock, as_block
 from parawatt_proto.records import DeviceRec, NodeRec, ReadingRec
+
+_POWER, _ENERGY = FLOAT_INDEX["power_w"], FLOAT_INDEX["energy_j"]
+_IDLE = [FLOAT_INDEX[name] for name in IDLE_COLUMNS]
 
 __all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
 
@@ -83,6 +90,7 @@ class Joiner(MarkerIntake):
         """A node's devices; a device already known takes the sensor facts of the newest
         NodeRec (a daemon measures them at every start; the database's copy may lack some)."""
         n = self._nodes.setdefault(node.hostname, NodeState(node.hostname))
+        self._flush(n)
         for d in node.devices:
             spec = device_spec(d)
             if (dev := n.devices.get(d.uuid)) is not None:
@@ -109,29 +117,48 @@ class Joiner(MarkerIntake):
         self._run_idle[(run_id, rank, uuid)] = idle_power_w
         self._facts_at[(run_id, rank)] = start_ns
 
-    def add_readings(self, hostname: str, readings: Sequence[ReadingRec]) -> None:
+    def add_readings(self, hostname: str, readings: ReadingBlock | Sequence[ReadingRec]) -> None:
+        """Hot path (~50,000 readings/s, often one reading per device per message): the block
+        waits at its node, and is shared out to the devices in one pass per poll (_flush),
+        so the per-device Python work is per poll, not per message."""
         node = self._nodes.get(hostname)
         if node is None:
             return
-        newest = node.watermark_ns
+        block = as_block(readings)
+        keep = ~block.lost
         devices = node.devices
-        touched = set()
-        for r in readings:  # hot path: ~50,000 readings/s, typically one per device per call
-            if r.lost:
+        known = [u in devices for u in block.uuids]
+        if not all(known):
+            keep &= np.array(known, bool)[block.dev]
+        if not keep.all():
+            block = block.take(keep)
+        if not len(block):
+            return
+        node.watermark_ns = max(node.watermark_ns, int(block.time_ns.max()))
+        node.incoming.append(block)
+        node.incoming_n += len(block)
+        if node.incoming_n >= BUFFER_SAMPLES * max(1, len(devices)):
+            self._flush(node)
+
+    def _flush(self, node: NodeState) -> None:
+        """Share the node's waiting readings out to its devices (timeline columns, the idle
+        tracker's thinned samples, the newest time)."""
+        if not node.incoming:
+            return
+        block = ReadingBlock.concat(node.incoming)
+        node.incoming, node.incoming_n = [], 0
+        values, t_all, avg = block.values, block.time_ns, block.power_from_avg
+        for uuid, idx in block.by_device():
+            dev = node.devices.get(uuid)
+            if dev is None:  # its node's device table changed meanwhile
                 continue
-            dev = devices.get(r.device_uuid)
-            if dev is None:
-                continue
-            dev.buffer.append(r)
-            dev.idle.add(r)
-            touched.add(dev)
-            if r.time_ns > newest:
-                newest = r.time_ns
-        for dev in touched:
-            dev.last_ns = max(dev.last_ns or 0, dev.buffer[-1].time_ns)
-            if len(dev.buffer) >= BUFFER_SAMPLES:
+            t = t_all[idx]
+            dev.buffer.append((t, values[idx, _POWER], values[idx, _ENERGY], avg[idx]))
+            dev.buffered += len(idx)
+            dev.idle.add_columns(t.tolist(), values[np.ix_(idx, _IDLE)])
+            dev.last_ns = max(dev.last_ns or 0, int(t.max()))
+            if dev.buffered >= BUFFER_SAMPLES:
                 dev.timeline  # noqa: B018 - flushes the buffer
-        node.watermark_ns = newest
 
     # -- output ------------------------------------------------------------------------------
     def poll(self) -> JoinOutput:
@@ -142,6 +169,7 @@ class Joiner(MarkerIntake):
                          open_overflow=self._open_overflow)  # fmt: skip
         self._dropped = self._unmeasured = self._open_overflow = 0
         for node in self._nodes.values():
+            self._flush(node)
             for key in list(node.new_runs):
                 p = node.pending[key]
                 if p.start is not None and p.devices and self._run_facts(node, p, out):
@@ -276,6 +304,7 @@ class Joiner(MarkerIntake):
         energy: dict[str, float] = {}
         at_cov: dict[str, float | None] = {}  # per device: E at its newest reading
         for node in self._nodes.values():
+            self._flush(node)
             for p in node.pending.values():
                 if (
                     p.key[2] != "run"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from collector.energy.timeline import CounterSpec, DeviceTimeline, IntervalEnergy
 from collector.join.accum import Accumulator
 from collector.join.idle import IdleTracker
 from collector.records import IdleUpdate, IntervalRec, RankUpdate
-from parawatt_proto.records import MarkerRec, ReadingRec
+from parawatt_proto.records import MarkerRec
 
 BUFFER_SAMPLES = 512
 
@@ -59,10 +61,11 @@ class DeviceState:
         )
         self.margin_ns = int(2 * spec.update_s * 1e9)  # settled lags the readings about this much
         self.trimmed_ns = 0  # watermark at the last trim (trimming rebuilds the energy model)
-        # Readings wait here until the timeline is asked something: one extend per batch of a
-        # device's readings instead of one per stream message (extend copies its arrays). They
-        # go in as they are: a ReadingRec has Sample's time_ns, power_w and energy_j.
-        self.buffer: list[ReadingRec] = []
+        # Readings wait here, as column arrays (time_ns, power_w, energy_j, power_from_avg),
+        # until the timeline is asked something: one extend per batch of a device's readings
+        # instead of one per stream message (extend copies its arrays).
+        self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.buffered = 0  # readings in self.buffer
         self.last_ns: int | None = None
 
     def set_spec(self, spec: CounterSpec) -> None:
@@ -73,8 +76,13 @@ class DeviceState:
     @property
     def timeline(self) -> DeviceTimeline:
         if self.buffer:
-            self._timeline.extend(self.buffer)
-            self.buffer = []
+            if len(self.buffer) == 1:
+                self._timeline.extend_columns(*self.buffer[0])
+            else:
+                self._timeline.extend_columns(
+                    *(np.concatenate(c) for c in zip(*self.buffer, strict=True))
+                )
+            self.buffer, self.buffered = [], 0
         return self._timeline
 
     def covered(self) -> int | None:
@@ -119,6 +127,9 @@ class NodeState:
     new_runs: dict[tuple, None] = field(default_factory=dict)
     by_rank: dict[tuple[str, int], dict[tuple, None]] = field(default_factory=dict)
     advanced_ns: int = 0  # watermark when open intervals were last integrated ahead
+    # Readings not yet shared out to the devices (Joiner._flush, at every poll)
+    incoming: list = field(default_factory=list)
+    incoming_n: int = 0
 
     def open(self, key: tuple) -> Pending:
         p = self.pending[key] = Pending(key)

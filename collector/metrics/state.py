@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from collector.records import IntervalRec
+from parawatt_proto.block import ReadingBlock, as_block
 from parawatt_proto.records import NodeRec, ReadingRec
 
 STEP_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -109,11 +110,12 @@ class LiveState:
                 self.latest.pop(uuid, None)
                 self.idle_w.pop(uuid, None)
 
-    def add_readings(self, readings: list[ReadingRec]) -> None:
+    def add_readings(self, readings: ReadingBlock | list[ReadingRec]) -> None:
+        """The newest reading of each device (a record each: a few per stream message)."""
+        block = as_block(readings)
         latest = self.latest
-        for r in readings:  # dict stores are atomic under the GIL: no lock on the hot path
-            if not r.lost:
-                latest[r.device_uuid] = r
+        for uuid, i in block.last_per_device(~block.lost).items():
+            latest[uuid] = block.row(i)  # dict stores are atomic under the GIL: no lock here
 
     def add_intervals(self, intervals: list[IntervalRec]) -> None:
         with self.lock:

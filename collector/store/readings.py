@@ -10,39 +10,48 @@ after a restart) COPY into a temp table and INSERT ... ON CONFLICT DO NOTHING fr
 from __future__ import annotations
 
 import functools
-import operator
+from itertools import chain, repeat
 
+import numpy as np
 import psycopg
 from sqlalchemy import Connection
 
 from collector.store.models import Reading
-from parawatt_proto.records import ReadingRec
+from parawatt_proto.block import ReadingBlock
+from parawatt_proto.fields import READING_FIELDS
 
-# boot and device first, then the reading's own fields in ReadingRec order (one C call a row)
-_FIELDS = ("seq", "time_ns", "lost", "power_w", "power_avg_w", "energy_j", "gpu_util_pct",
-           "mem_util_pct", "memory_used_bytes", "temperature_c", "sm_clock_mhz", "mem_clock_mhz")  # fmt: skip
+# boot and device first, then the reading's own fields (the block's columns in this order)
+_FIELDS = ("seq", "time_ns", "lost", *READING_FIELDS)
 COLUMNS = ["boot_id", "device_id", *_FIELDS]
 assert sorted(COLUMNS) == sorted(c.name for c in Reading.__table__.columns)
 SQLITE_ROWS = 500  # x 14 columns: well under SQLite's 32,766 bound parameters
-_get = operator.attrgetter(*_FIELDS)
 
 
 def insert_readings(
-    conn: Connection, boot_pk: int, device_pk: dict[str, int], rows: list[ReadingRec],
-    postgres: bool,
-) -> None:  # fmt: skip
-    dev = device_pk
+    conn: Connection, boot_pk: int, device_pk: list[int], block: ReadingBlock, postgres: bool
+) -> None:
+    """device_pk[k]: the database id of block.uuids[k]. Rows are built column by column in C
+    (tolist, zip); only a column that has NaNs pays a Python pass to turn them into NULL."""
+    rows = list(zip(repeat(boot_pk), *_columns(block, device_pk), strict=False))
     if postgres:
-        _copy_readings(conn, [(boot_pk, dev[r.device_uuid], *_get(r)) for r in rows])
+        _copy_readings(conn, rows)
         return
+    flat = chain.from_iterable
     for i in range(0, len(rows), SQLITE_ROWS):
         part = rows[i : i + SQLITE_ROWS]
-        flat: list = []
-        extend = flat.extend
-        for r in part:
-            extend((boot_pk, dev[r.device_uuid]))
-            extend(_get(r))
-        conn.exec_driver_sql(_sqlite_insert(len(part)), tuple(flat))
+        conn.exec_driver_sql(_sqlite_insert(len(part)), tuple(flat(part)))
+
+
+def _columns(block: ReadingBlock, device_pk: list[int]) -> list[list]:
+    dev = np.asarray(device_pk, dtype=np.int64)[block.dev].tolist()
+    out = [dev, block.seq.tolist(), block.time_ns.tolist(), block.lost.tolist()]
+    for k in range(block.values.shape[1]):
+        col = block.values[:, k]
+        values = col.tolist()
+        if np.isnan(col).any():
+            values = [None if v != v else v for v in values]
+        out.append(values)
+    return out
 
 
 @functools.cache

@@ -179,12 +179,10 @@ class Store:
         return pk
 
     # -- readings --------------------------------------------------------------------------------
-    def _insert_readings(self, conn: Connection, boot_pk: int, rows: list) -> None:
-        dev = {}
-        for r in rows:
-            if r.device_uuid not in dev:
-                dev[r.device_uuid] = self._device(conn, r.device_uuid)
-        insert_readings(conn, boot_pk, dev, rows, postgres=self._pg)
+    def _insert_readings(self, conn: Connection, boot_pk: int, blocks: list) -> None:
+        for block in blocks:
+            device_pk = [self._device(conn, uuid) for uuid in block.uuids]
+            insert_readings(conn, boot_pk, device_pk, block, postgres=self._pg)
 
     # -- markers and runs --------------------------------------------------------------------
     def _insert_markers(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from collector.records import IdleUpdate, IntervalRec, RankUpdate, SecondAggregate
+from parawatt_proto.block import ReadingBlock, as_block
 from parawatt_proto.records import MarkerRec, NodeRec, ReadingRec
 
 
@@ -26,7 +27,8 @@ class GapRec:
 @dataclass
 class WriteBatch:
     nodes: dict[str, NodeRec] = field(default_factory=dict)  # by boot_id
-    readings: dict[str, list[ReadingRec]] = field(default_factory=dict)  # by boot_id
+    # by boot_id, as they came (columns: no object per reading on the hot path)
+    readings: dict[str, list[ReadingBlock]] = field(default_factory=dict)
     markers: list[tuple[str | None, MarkerRec]] = field(default_factory=list)  # (boot_id, m)
     intervals: list[IntervalRec] = field(default_factory=list)
     rank_updates: list[RankUpdate] = field(default_factory=list)
@@ -36,15 +38,20 @@ class WriteBatch:
     cursors: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # boot -> addr, seq, ns
     reading_count: int = 0
 
-    def add_readings(self, boot_id: str, readings: list[ReadingRec]) -> None:
-        if readings:
-            self.readings.setdefault(boot_id, []).extend(readings)
+    def add_readings(self, boot_id: str, readings: ReadingBlock | list[ReadingRec]) -> None:
+        if len(readings):
+            self.readings.setdefault(boot_id, []).append(as_block(readings))
             self.reading_count += len(readings)
+
+    def reading_rows(self) -> list[ReadingRec]:
+        """Every reading as a record (tests, diagnostics: not the hot path)."""
+        return [r for blocks in self.readings.values() for b in blocks for r in b.rows()]
 
     def extend(self, other: WriteBatch) -> None:
         self.nodes.update(other.nodes)
-        for boot_id, rows in other.readings.items():
-            self.add_readings(boot_id, rows)
+        for boot_id, blocks in other.readings.items():
+            self.readings.setdefault(boot_id, []).extend(blocks)
+        self.reading_count += other.reading_count
         self.markers.extend(other.markers)
         self.intervals.extend(other.intervals)
         self.rank_updates.extend(other.rank_updates)
@@ -66,10 +73,16 @@ class WriteBatch:
     def reading_parts(self, rows: int) -> list[WriteBatch]:
         """The readings in batches of at most `rows` (aggregates and cursors stay)."""
         parts: list[WriteBatch] = []
-        for boot_id, readings in self.readings.items():
-            for i in range(0, len(readings), rows):
-                part = WriteBatch()
-                part.add_readings(boot_id, readings[i : i + rows])
+        for boot_id, blocks in self.readings.items():
+            part = WriteBatch()
+            for block in blocks:
+                for i in range(0, len(block), rows):
+                    piece = block.take(slice(i, i + rows)) if len(block) > rows else block
+                    if part.reading_count + len(piece) > rows and part.reading_count:
+                        parts.append(part)
+                        part = WriteBatch()
+                    part.add_readings(boot_id, piece)
+            if part.reading_count:
                 parts.append(part)
         return parts
 
@@ -80,7 +93,9 @@ class WriteBatch:
         out += [("markers", m) for m in self.markers]
         for kind in ("intervals", "rank_updates", "idle_updates", "gaps"):
             out += [(kind, x) for x in getattr(self, kind)]
-        out += [("readings", (b, r)) for b, rows in self.readings.items() for r in rows]
+        out += [("readings", (b, block.take(slice(i, i + 1))))
+                for b, blocks in self.readings.items() for block in blocks
+                for i in range(len(block))]  # fmt: skip
         out += [("aggregates", a) for a in self.aggregates]
         out += [("cursors", kv) for kv in self.cursors.items()]
         return out
@@ -95,7 +110,7 @@ class WriteBatch:
             elif kind == "cursors":
                 b.cursors[x[0]] = x[1]
             elif kind == "readings":
-                b.add_readings(x[0], [x[1]])
+                b.add_readings(x[0], x[1])
             else:
                 getattr(b, kind).append(x)
         return b
@@ -105,12 +120,19 @@ class WriteBatch:
         as (boot_id, first_seq, count) so they can be recorded as gaps."""
         lost: list[tuple[str, int, int]] = []
         while self.reading_count > keep:
-            boot_id, rows = max(self.readings.items(), key=lambda kv: len(kv[1]))
-            n = min(len(rows), self.reading_count - keep, max(1, len(rows) // 2))
-            lost.append((boot_id, rows[0].seq, n))
-            del rows[:n]
+            boot_id, blocks = max(self.readings.items(), key=lambda kv: sum(map(len, kv[1])))
+            held = sum(map(len, blocks))
+            n = min(held, self.reading_count - keep, max(1, held // 2))
+            lost.append((boot_id, int(blocks[0].seq[0]), n))
+            left = n
+            while left:
+                if len(blocks[0]) <= left:
+                    left -= len(blocks.pop(0))
+                else:
+                    blocks[0] = blocks[0].take(slice(left, None))
+                    left = 0
             self.reading_count -= n
-            if not rows:
+            if not blocks:
                 del self.readings[boot_id]
         return lost
 

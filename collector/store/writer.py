@@ -53,9 +53,10 @@ class Writer:
         return self
 
     def submit(self, batch: WriteBatch) -> None:
-        for rows in batch.readings.values():
-            if rows:
-                self._newest_ns = max(self._newest_ns, rows[-1].time_ns)
+        for blocks in batch.readings.values():
+            for block in blocks:
+                if len(block):
+                    self._newest_ns = max(self._newest_ns, int(block.time_ns.max()))
         with self._cond:
             self._backlog.extend(batch)
             self._bound()

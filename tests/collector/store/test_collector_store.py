@@ -155,7 +155,7 @@ def test_writer_applies_retention_relative_to_the_newest_reading(engine):
     from collector.store.writer import Writer
 
     b = sample_batch()
-    newest = max(r.time_ns for rows in b.readings.values() for r in rows)
+    newest = max(r.time_ns for r in b.reading_rows())
     w = Writer(Store(engine), LiveState(), 0.05, retention_s=1.0, retention_check_s=0.0).start()
     w.submit(b)
     deadline = time.monotonic() + 10
