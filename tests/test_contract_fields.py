@@ -159,3 +159,37 @@ def test_a_zero_reading_is_zero_and_an_unset_one_is_none():
     assert all(getattr(a, f) == 0.0 for f in READING_FIELDS)
     assert all(getattr(b, f) is None for f in READING_FIELDS)
     assert (c.power_w, c.energy_j, c.gpu_util_pct, c.temperature_c) == (0.0, 12.5, 0.0, None)
+
+
+def _one_column_row(**changed) -> pb.ReadingColumns:
+    """A ReadingColumns of one reading, every float 1.0, with `changed` put in."""
+    values = {f.name: [1.0] for f in pb.ReadingColumns.DESCRIPTOR.fields}
+    values.update(seq=[3], device=[0], time_ns=[5], status=[0], power_from_avg=[False])
+    return pb.ReadingColumns(**{**values, **changed})
+
+
+def test_every_reading_column_is_decoded_and_encoded():
+    """ReadingColumns (the collector's hot path) maps every field, both ways, and holds the same
+    fields as Reading, so a field added to one and not the other fails here."""
+    assert [f.name for f in pb.ReadingColumns.DESCRIPTOR.fields] == [
+        f.name for f in pb.Reading.DESCRIPTOR.fields
+    ]
+    uuids = {0: "gpu-0", 7: "gpu-7"}
+    base = convert.reading_block(_one_column_row(), uuids).rows()
+    for f in pb.ReadingColumns.DESCRIPTOR.fields:
+        value = _value(f)
+        changed = convert.reading_block(_one_column_row(**{f.name: [value]}), uuids).rows()
+        assert changed != base, f.name
+    full = convert.reading_pb(9, 7, _full(Sample))
+    cols = convert.reading_columns_pb([full])
+    assert {f.name for f, _ in cols.ListFields()} == set(pb.ReadingColumns.DESCRIPTOR.fields_by_name)
+    (rec,) = convert.reading_block(cols, uuids).rows()
+    (row,) = convert.readings(pb.StreamBatch(readings=[full]), uuids)
+    assert rec == row
+
+
+def test_a_column_value_that_is_unset_in_a_row_is_nan_and_decodes_to_none():
+    unset = pb.Reading(seq=2, device=0, time_ns=6, power_w=0.0)
+    cols = convert.reading_columns_pb([unset])
+    (rec,) = convert.reading_block(cols, {0: "g"}).rows()
+    assert rec.power_w == 0.0 and all(getattr(rec, f) is None for f in contract.READING_FIELDS[1:])
