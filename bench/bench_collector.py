@@ -354,8 +354,11 @@ def main() -> None:
         default=0.0,
         help="print RSS and progress every this many seconds",
     )
-    p.add_argument("--rows", action="store_true",
-                   help="daemons send Reading messages (the row form) instead of columns")
+    p.add_argument(
+        "--rows",
+        action="store_true",
+        help="daemons send Reading messages (the row form) instead of columns",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--serve-synthetic", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -182,7 +182,9 @@ def test_every_reading_column_is_decoded_and_encoded():
         assert changed != base, f.name
     full = convert.reading_pb(9, 7, _full(Sample))
     cols = convert.reading_columns_pb([full])
-    assert {f.name for f, _ in cols.ListFields()} == set(pb.ReadingColumns.DESCRIPTOR.fields_by_name)
+    assert {f.name for f, _ in cols.ListFields()} == set(
+        pb.ReadingColumns.DESCRIPTOR.fields_by_name
+    )
     (rec,) = convert.reading_block(cols, uuids).rows()
     (row,) = convert.readings(pb.StreamBatch(readings=[full]), uuids)
     assert rec == row
