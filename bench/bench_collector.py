@@ -46,10 +46,16 @@ SERVICE = "parawatt.v1.PowerDaemon"
 # -- the synthetic daemon (runs in a child process) ----------------------------------------------
 class SynthDaemon:
     def __init__(self, host: str, devices: int, rate_hz: float, ranks: int, step_s: float,
-                 paced: bool, total_ticks: int, columnar: bool = True) -> None:  # fmt: skip
+                 paced: bool, total_ticks: int, columnar: bool = True,
+                 linger_ms: float = 100.0, max_batch: int = 2000) -> None:  # fmt: skip
         self.host, self.devices, self.period_ns = host, devices, int(1e9 / rate_hz)
         self.ranks, self.step_ticks = ranks, max(1, round(step_s * rate_hz))
         self.paced, self.total_ticks, self.columnar = paced, total_ticks, columnar
+        # a daemon waits up to its stream linger (100 ms by default) to fill a message
+        # or until the message holds the max_batch readings the subscriber asked for
+        self.ticks_per_message = max(
+            1, min(round(linger_ms * 1e6 / self.period_ns), max_batch // devices)
+        )
         self.boot_id = f"bench-{host}-{os.getpid()}"
         self.prebuilt: list[bytes] | None = None
         self.uuids = [f"bench-GPU-{host}-{i:04d}" for i in range(devices)]
@@ -73,7 +79,8 @@ class SynthDaemon:
                 yield message
         else:
             t0 = time.time_ns()
-            for tick, message in enumerate(self.batches(t0)):
+            for k, message in enumerate(self.batches(t0)):
+                tick = (k + 1) * self.ticks_per_message - 1  # sent once its last tick is read
                 wait = (t0 + tick * self.period_ns - time.time_ns()) / 1e9
                 if wait > 0:
                     time.sleep(wait)
@@ -95,7 +102,8 @@ class SynthDaemon:
         ticks_per_update = max(1, round(1e8 / self.period_ns))
         for tick in range(self.total_ticks):
             t = t0 + tick * self.period_ns
-            batch = pb.StreamBatch(boot_id=self.boot_id, first_seq=seq)
+            if tick % self.ticks_per_message == 0:
+                batch = pb.StreamBatch(boot_id=self.boot_id, first_seq=seq)
             for m in self._markers(tick, t):
                 m.seq = seq
                 batch.markers.append(m)
@@ -134,7 +142,8 @@ class SynthDaemon:
                                        sm_clock_mhz=1980.0, memory_used_bytes=2e10,
                                        energy_j=counter[d])  # fmt: skip
             batch.next_seq = seq
-            yield batch.SerializeToString()
+            if (tick + 1) % self.ticks_per_message == 0 or tick == self.total_ticks - 1:
+                yield batch.SerializeToString()
 
     def _markers(self, tick: int, t: int) -> list[pb.Marker]:
         """A job on the first `ranks` GPUs: RUN_START at tick 0, steps of step_ticks, run end."""
@@ -167,7 +176,7 @@ def serve_synthetic(args) -> None:
     for i in range(args.daemons):
         d = SynthDaemon(f"bench{i}", args.devices, args.rate_hz, args.ranks, args.step_s,
                         not args.max, int(args.seconds * args.rate_hz),
-                        not args.rows)  # fmt: skip
+                        not args.rows, args.linger_ms, args.batch)  # fmt: skip
         if args.max:
             d.prebuild()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -353,6 +362,13 @@ def main() -> None:
         type=float,
         default=0.0,
         help="print RSS and progress every this many seconds",
+    )
+    p.add_argument(
+        "--linger-ms",
+        type=float,
+        default=100.0,
+        help="a message holds this long of readings, as a daemon's --stream-linger-ms (at most "
+        "--batch readings); 0: one tick a message",
     )
     p.add_argument(
         "--rows",

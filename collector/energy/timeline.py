@@ -142,6 +142,7 @@ class DeviceTimeline:
         self._offset_j = 0.0  # keeps energy_at() continuous when trim() drops history
         self._model: Model | None = None
         self._spec = spec  # as the model uses it (effective_power)
+        self.built_ns = -(1 << 62)  # newest reading at the last model build
 
     def __len__(self) -> int:
         return len(self._t)
@@ -201,10 +202,29 @@ class DeviceTimeline:
         Compute intervals ending before it for final figures."""
         if not len(self._t):
             return None
+        if self._model is None and (quick := self._settled_quick()) is not None:
+            return quick
         model = self._ensure()
         if model.counter is None:
             return int(self._t[-1])  # a power integral is final up to the last reading
         return self._origin_ns + round(model.settled * 1e9)
+
+    def _settled_quick(self, tail: int = 64) -> int | None:
+        """settled_until_ns without rebuilding the model (asked at every poll for every device
+        with an interval ending: a rebuild each time cost a collector most of its CPU with
+        hundreds of GPUs): the reading before the counter's last change among the newest
+        `tail` readings. The last update moment lies after that reading, so this is never
+        later than the model's answer (at most one reading spacing earlier). None when the
+        tail holds fewer than two changes (the model decides: few anchors, no counter)."""
+        c = self._c[-tail:]
+        t = self._t[-tail:]
+        ok = np.flatnonzero(~np.isnan(c))
+        if len(ok) < 3:
+            return None
+        changed = np.flatnonzero(c[ok][1:] != c[ok][:-1])
+        if len(changed) < 2:
+            return None
+        return int(t[ok[changed[-1]]])
 
     def energy_at(self, t_ns: int) -> float | None:
         """E(t) in J (counter scale where there is one), None outside the readings."""
@@ -226,8 +246,14 @@ class DeviceTimeline:
     def _s(self, t_ns: int) -> float:
         return (t_ns - self._origin_ns) / 1e9  # exact int difference first: ns stay ns
 
+    @property
+    def model_current(self) -> bool:
+        """The energy model holds every reading (queries need no rebuild)."""
+        return self._model is not None
+
     def _ensure(self) -> Model:
         if self._model is None:
+            self.built_ns = int(self._t[-1]) if len(self._t) else self.built_ns
             ts = (self._t - self._origin_ns) / 1e9
             gap = None if self.max_gap_ns is None else self.max_gap_ns / 1e9
             p, self._spec = effective_power(self._p, self._a, self.spec)

@@ -199,6 +199,10 @@ class Joiner(MarkerIntake):
                 if node.watermark_ns < end + self.cfg.late_bound_ns:
                     return None
                 late.add(uuid)
+        if not late and node.watermark_ns < end + self.cfg.late_bound_ns:
+            every = self.cfg.rebuild_every_ns
+            if not all(self._devices[uuid].model_due(every) for uuid in p.devices):
+                return None  # the next rebuild computes it, with the others ending meanwhile
         return late
 
     def _emit(self, node: NodeState, p: Pending, late: set[str], out: JoinOutput) -> None:

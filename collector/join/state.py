@@ -21,6 +21,11 @@ class JoinConfig:
     max_gap_ns: int | None = None  # None: 5x the median spacing of each device's readings
     chunk_ns: int = 5_000_000_000
     keep_ns: int = 30_000_000_000  # raw samples kept behind the watermark (late markers)
+    # A device's energy model is rebuilt for new figures at most once per this much reading
+    # time (a rebuild costs ~0.2 us per reading held): intervals ending meanwhile wait a
+    # little and share one rebuild (with hundreds of GPUs stepping every 0.2 s, a rebuild per
+    # poll per device was most of a collector's CPU).
+    rebuild_every_ns: int = 500_000_000
     idle_window_ns: int = 30_000_000_000  # raw readings kept for the idle judgement
     idle_guard_ns: int = 2_000_000_000
     idle_update_ns: int = 10_000_000_000  # (unused: idle power changes as buckets close)
@@ -84,6 +89,12 @@ class DeviceState:
                 )
             self.buffer, self.buffered = [], 0
         return self._timeline
+
+    def model_due(self, every_ns: int) -> bool:
+        """Whether an interval may be computed now: the energy model is current, or its last
+        rebuild is at least every_ns of readings old."""
+        tl = self.timeline
+        return tl.model_current or (self.last_ns or 0) - tl.built_ns >= every_ns
 
     def covered(self) -> int | None:
         return self.last_ns

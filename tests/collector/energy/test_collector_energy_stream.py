@@ -157,3 +157,25 @@ def test_unsettled_tail_is_extrapolated_within_its_uncertainty(workload, samples
         a = settled - 500_000_000
         iv = tl.interval(a, covered)
         assert abs(iv.energy_j - truth.energy(a, covered)) <= iv.uncertainty_j
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"period_s": 0.0217}, {"power": None}, {"update_s": 0.05}])
+def test_the_quick_settled_answer_is_never_later_than_the_models(workload, kwargs):
+    """settled_until_ns() answers from the counter's last change without a model rebuild (the
+    join asks it at every poll): it must never be later than the model's answer (a figure would
+    be final before it is) and at most one reading spacing earlier."""
+    samples = readings(workload.truth, seed=33, **kwargs)
+    tl = DeviceTimeline(DEFAULT_SPEC, max_gap_ns=100_000_000)
+    quick_used = 0
+    for i in range(0, len(samples), 7):
+        tl.extend(samples[i : i + 7])
+        quick = tl._settled_quick()
+        tl._model = None
+        model = tl._ensure()
+        exact = tl._origin_ns + round(model.settled * 1e9) if model.counter else None
+        if quick is None or exact is None:
+            continue
+        quick_used += 1
+        spacing = max(np.diff(tl._t[-66:]))
+        assert exact - spacing <= quick <= exact
+    assert quick_used > len(samples) // 7 // 2
