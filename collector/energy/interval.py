@@ -246,8 +246,13 @@ def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> flo
 
 def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
     """The unobserved-window term of [a, b] (bound, variance; see model._partial_coverage).
-    The bound takes every window touched whole; in the variance a window [a, b] holds only
-    part of weighs that part squared (its error is shared out with its increment)."""
+    The bound takes every window touched whole. The variance: a window at either end of
+    [a, b], holding only part of it, weighs its whole mean square times that part squared
+    (its error is shared out with its increment); the windows wholly between them add the
+    spread of their errors about the mean, and the mean part once: (1 - f) T / 2 x the net
+    change of level across them, which is what the window before them and their first
+    window read against their last and the window after (the larger difference of the
+    four: either may hold a change of its own)."""
     c = m.counter
     if c.pc_var is None:
         return 0.0, 0.0
@@ -256,7 +261,17 @@ def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
     hi = min(max(int(c.tau.searchsorted(b, side="left")), lo), n)
     var = float(c.pc_var[hi] - c.pc_var[lo])
     for r, part in _partial_windows(c, a, b, lo, hi):
-        var -= (1.0 - part * part) * float(c.pc_var[r + 1] - c.pc_var[r])
+        var += (4.0 * part * part - 1.0) * float(c.pc_var[r + 1] - c.pc_var[r])
+    if hi - lo >= 3:  # windows lo + 1 .. hi - 2 wholly inside, between the end windows
+        tau, value = c.tau, c.value
+        mean = [
+            float(value[r + 1] - value[r]) / max(float(tau[r + 1] - tau[r]), 1e-9)
+            for r in (lo, lo + 1, hi - 2, hi - 1)
+        ]
+        change = max(abs(mean[2] - mean[0]), abs(mean[2] - mean[1]),
+                     abs(mean[3] - mean[0]), abs(mean[3] - mean[1]))  # fmt: skip
+        window = float(tau[hi - 1] - tau[lo + 1]) / (hi - lo - 2)
+        var += (c.pc_lag * window * change) ** 2
     return float(c.pc_sum[hi] - c.pc_sum[lo]), max(var, 0.0)
 
 

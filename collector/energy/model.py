@@ -57,9 +57,11 @@ class CounterPart:
     head_scale: float  # J of counter per J of power integral (or per s without power)
     tail_scale: float
     # Unobserved-window term of a partial-coverage sensor, cumulative over windows: pc_var[r]
-    # = sum of the per-window error variances before window r (pc_sum: of the bounds).
+    # = sum of the per-window error variances about their mean before window r (pc_sum: of
+    # the bounds); pc_lag = (1 - f) / 2, the mean error per W of change and s of window.
     pc_var: np.ndarray | None = None
     pc_sum: np.ndarray | None = None
+    pc_lag: float = 0.0
     # For the calibrated interval: power at each anchor (what misplacing it costs per second)
     # and the share of the update-time error that differs between anchors (timing_indep).
     p_tau: np.ndarray | None = None
@@ -167,7 +169,7 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
     return CounterPart(
         float(tc[0]), float(tc[-1]), tau, value, phase.half_width_s, resets, i_tau,
         window_max, window_shape, head, tail, pc_var, pc_sum,
-        p_tau, indep,
+        0.5 * (1.0 - spec.coverage_fraction), p_tau, indep,
         change_w2, by_window,
         np.interp(tau, power.ts, power.edges) if power is not None else None,
         phase.refined, phase.var_own_s2, phase.var_grid_s2,
@@ -231,16 +233,20 @@ def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float, change
 
     Error model (as for a power edge between two readings): power changes once inside the
     window, by dL, at a uniformly random moment t (in window lengths T). A sensor that sees
-    the first fraction f is then off by (1 - t) dL T when the change comes after the seen
-    part, by t (1/f - 1) dL T when inside it: mean square (1 - f)^2 (dL T)^2 / 3 (pc_var).
-    Windows are taken as independent: a change reported late in one window is not counted as
-    made up for in the next (it partly is, so long intervals are conservative). The bound
-    (pc_sum) takes that change (change_w2) whole."""
+    the first fraction f is then off by g(t) dL T: g = -(1 - t) when the change comes after
+    the seen part, -t (1/f - 1) when inside it. Always the same sign (the reported level
+    lags the change): mean -(1 - f) / 2, mean square (1 - f)^2 / 3, so variance about the
+    mean (1 - f)^2 / 12. Over windows wholly inside an interval the mean parts add up to
+    -(1 - f) T / 2 x the sum of the changes, which telescopes to the net change of level
+    across them (interval._partial_coverage charges that once); only the spread about the
+    mean adds up window by window: pc_var[r] is the cumulative sum of (1 - f)^2 (dL T)^2 /
+    12, a window at an interval's end is charged its whole mean square (4x that). The bound
+    (pc_sum) takes that change (change_w2) whole in every window."""
     if fraction >= 1.0 or len(tau) < 3:
         return None, None
     dt = np.diff(tau)
     bound = (1.0 - fraction) * dt * np.sqrt(change_w2)
-    var = ((1.0 - fraction) * dt) ** 2 * change_w2 / 3.0
+    var = ((1.0 - fraction) * dt) ** 2 * change_w2 / 12.0
     return (
         np.concatenate(([0.0], np.cumsum(var))),
         np.concatenate(([0.0], np.cumsum(bound))),

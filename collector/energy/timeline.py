@@ -47,9 +47,11 @@ readings show; no constant fitted to a benchmark), terms independent, added in q
   neighbours (one change inside a window shows in full only there), at the bound (markers
   sit where the loop changes phase): a bound at share s errs by T dL s (1 - s);
 - part-time sensor (CounterSpec.coverage_fraction f < 1): per window, a change at a uniformly
-  random moment makes the seen part misstate the window by mean square (1 - f)^2 (dL T)^2 / 3;
-  windows independent (conservative over many windows: a change reported late in one window
-  is partly made up in the next), a window [a, b] holds part of weighted by that part squared;
+  random moment makes the seen part misstate the window by g dL T, g always lagging: mean
+  -(1 - f) / 2, mean square (1 - f)^2 / 3; a window at either end of [a, b] weighs that mean
+  square times the part of it inside squared; over the windows wholly between them the mean
+  parts telescope to (1 - f) T / 2 x the net change of level across them (charged once), and
+  only the spread about the mean, (1 - f)^2 (dL T)^2 / 12, adds up window by window;
 - counter quantum: resolution_j, uniform.
 uncertainty_j = 1.96 sigma, capped by the bound. For source "power": (dP dt)^2 / 12 per
 segment inside, plus per bound 0.5 * dP * dt of the segment holding it and

@@ -5,7 +5,8 @@ and only the two outer bounds carry interpolation error, so the merged uncertain
 the first and last piece (half of each: a piece's uncertainty covers both its bounds). Without a
 counter, errors of power integration accumulate: bounds add, variances add (independent
 pieces). Neither telescopes either: energy bridged across a counter reset (bridged_j) and the
-unobserved-window term of a partial-coverage sensor (var_windows_j2) are kept from every piece.
+unobserved-window term of a partial-coverage sensor (var_windows_j2) are kept from every piece
+(each piece's windows at its ends carry their whole mean square: conservative when added).
 """
 
 from __future__ import annotations
