@@ -1,5 +1,7 @@
 """Decode micro-benchmark: a StreamBatch of 10,000 readings into ReadingRecs through the
-contract's hot path (parawatt_proto.convert.readings), the collector's per-reading cost.
+contract's row decoder (parawatt_proto.convert.readings), and the same readings as
+ReadingColumns into a ReadingBlock (convert.reading_block, what the collector asks daemons for),
+plus the daemon's cost of re-packing rows as columns (convert.reading_columns_pb).
 
     .venv/bin/python bench/bench_convert.py             # best and median of 25 rounds
     .venv/bin/python bench/bench_convert.py --rounds 100
@@ -40,15 +42,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=25)
     args = parser.parse_args()
     msg, uuids = batch(), {i: f"GPU-{i}" for i in range(DEVICES)}
-    times = []
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        convert.readings(msg, uuids)
-        times.append((time.perf_counter() - start) / READINGS * 1e6)
-    print(
-        f"decode {READINGS} readings: best {min(times):.3f} us/reading, "
-        f"median {statistics.median(times):.3f} us/reading ({args.rounds} rounds)"
+    cols = pb.ReadingColumns.FromString(
+        convert.reading_columns_pb(msg.readings).SerializeToString()
     )
+    for name, fn in (
+        ("rows -> ReadingRec", lambda: convert.readings(msg, uuids)),
+        ("columns -> ReadingBlock", lambda: convert.reading_block(cols, uuids)),
+        ("daemon: rows -> columns", lambda: convert.reading_columns_pb(msg.readings)),
+    ):
+        times = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) / READINGS * 1e6)
+        print(
+            f"{name:24} {READINGS} readings: best {min(times):.3f} us/reading, "
+            f"median {statistics.median(times):.3f} us/reading ({args.rounds} rounds)"
+        )
 
 
 if __name__ == "__main__":

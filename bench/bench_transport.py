@@ -51,14 +51,17 @@ def daemon(n_readings: int, tls: dict, sock: str | None):
     return server.start(), f"127.0.0.1:{port}"
 
 
-def throughput(address: str, tls: ClientTLS | None, n: int) -> float:
+def throughput(address: str, tls: ClientTLS | None, n: int, columnar: bool = False) -> float:
+    """Readings/s one subscriber receives; columnar: as the collector asks (the daemon re-packs
+    each message's readings into ReadingColumns, its per-reading cost)."""
     rates = []
     with open_channel(address, tls, [("grpc.max_receive_message_length", 64 << 20)]) as ch:
         stub = pb_grpc.PowerDaemonStub(ch)
         for _ in range(3):
             t, got = time.perf_counter(), 0
-            for batch in stub.Subscribe(pb.SubscribeRequest(no_follow=True, max_batch=500)):
-                got += len(batch.readings)
+            request = pb.SubscribeRequest(no_follow=True, max_batch=500, columnar=columnar)
+            for batch in stub.Subscribe(request):
+                got += len(batch.columns.seq) if columnar else len(batch.readings)
             rates.append(got / (time.perf_counter() - t))
     return statistics.median(rates)
 
@@ -121,6 +124,8 @@ def main() -> None:
             for name, addr, tls in (("plaintext", plain_addr, None), ("mTLS", tls_addr, client)):
                 rate = throughput(addr, tls, args.readings)
                 print(f"stream {name:9}: {rate:,.0f} readings/s (batches of 500, median of 3)")
+            rate = throughput(plain_addr, None, args.readings, columnar=True)
+            print(f"stream columns  : {rate:,.0f} readings/s (plaintext, what a collector asks)")
             for name, addr, tls in (("TCP plaintext", plain_addr, None),
                                     ("TCP mTLS", tls_addr, client), ("unix socket", f"unix:{sock}", None)):  # fmt: skip
                 p50, p99 = marker_rtt(addr, tls)
