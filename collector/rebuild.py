@@ -24,6 +24,7 @@ from collector.records import SecondAggregate
 from collector.store import reads as store_reads
 from collector.store.aggregate import NS, SecondAggregator
 from collector.store.writebatch import WriteBatch
+from parawatt_proto.block import ReadingBlock
 
 
 @dataclass
@@ -93,8 +94,9 @@ def _replay(joiner: Joiner, aggregator: SecondAggregator, chunk, emit) -> None:
         by_host.setdefault(hostname, []).append(r)
     aggregates: list[SecondAggregate] = []
     for hostname, readings in by_host.items():
-        joiner.add_readings(hostname, readings)
-        aggregates.extend(aggregator.add(readings))
+        block = ReadingBlock.from_rows(readings)  # once, for the join and the aggregation
+        joiner.add_readings(hostname, block)
+        aggregates.extend(aggregator.add(block))
     emit(joiner.poll(), aggregates)
 
 
