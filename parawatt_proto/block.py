@@ -50,10 +50,9 @@ class ReadingBlock:
                             self.lost[idx], self.values[idx], self.power_from_avg[idx])  # fmt: skip
 
     def row(self, i: int) -> ReadingRec:
-        vals = self.values[i].tolist()
         return ReadingRec(
             int(self.seq[i]), self.uuids[self.dev[i]], int(self.time_ns[i]), bool(self.lost[i]),
-            *[None if v != v else v for v in vals], bool(self.power_from_avg[i]),
+            *none_for_nan(self.values[i].tolist()), bool(self.power_from_avg[i]),
         )  # fmt: skip
 
     def rows(self) -> list[ReadingRec]:
@@ -117,6 +116,11 @@ class ReadingBlock:
 
 EMPTY = ReadingBlock((), np.empty(0, np.intp), _EMPTY_I, _EMPTY_I, np.empty(0, bool),
                      np.empty((0, len(READING_FIELDS))), np.empty(0, bool))  # fmt: skip
+
+
+def none_for_nan(values: list[float]) -> list[float | None]:
+    """A column's or a row's values with NaN (a value the reading does not have) as None."""
+    return [None if v != v else v for v in values]
 
 
 def as_block(readings: ReadingBlock | Sequence[ReadingRec]) -> ReadingBlock:

@@ -28,6 +28,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from collector.records import IdleBucket
+from parawatt_proto.block import none_for_nan
 
 SECOND_NS = 1_000_000_000
 IDLE_UTIL_MAX_PCT = 10.0  # a 1 s average above this utilisation is not idle
@@ -186,19 +187,23 @@ class IdleTracker:
     def add_columns(self, times: list[int], values: np.ndarray) -> None:
         """Readings of this device as columns: their times and values[i] = IDLE_COLUMNS (NaN:
         none). Thinned as add() does before any record is built (~1 reading in 4 at 100 Hz)."""
-        kept, pick = self._kept_ns, []
-        for i, t_ns in enumerate(times):
-            if t_ns - kept >= IDLE_EVERY_NS:
-                kept = t_ns
-                pick.append(i)
-        if pick:
-            for i, row in zip(pick, values[pick].tolist(), strict=True):
-                self.add(IdleRow(times[i], *[None if v != v else v for v in row]))
+        pick = [i for i, t_ns in enumerate(times) if self._thin(t_ns)]
+        for i, row in zip(pick, values[pick].tolist(), strict=True):
+            self._keep(IdleRow(times[i], *none_for_nan(row)))
 
     def add(self, sample: IdleSample) -> None:
-        if sample.time_ns - self._kept_ns < IDLE_EVERY_NS:
-            return  # a 1 s average needs no more than ~20 readings: thin them
-        self._kept_ns = sample.time_ns
+        if self._thin(sample.time_ns):
+            self._keep(sample)
+
+    def _thin(self, time_ns: int) -> bool:
+        """Whether a reading at time_ns is judged (and counts as the last one kept): a 1 s
+        average needs no more than ~20 readings."""
+        if time_ns - self._kept_ns < IDLE_EVERY_NS:
+            return False
+        self._kept_ns = time_ns
+        return True
+
+    def _keep(self, sample: IdleSample) -> None:
         self._pending.append(sample)
         temps = self._temps  # temperature moves over seconds: one value per 250 ms is plenty
         if sample.temperature_c is not None and (

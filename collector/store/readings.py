@@ -18,7 +18,7 @@ import psycopg
 from sqlalchemy import Connection
 
 from collector.store.models import Reading
-from parawatt_proto.block import ReadingBlock
+from parawatt_proto.block import ReadingBlock, none_for_nan
 from parawatt_proto.fields import READING_FIELDS
 
 # boot and device first, then the reading's own fields (the block's columns in this order)
@@ -50,7 +50,7 @@ def _columns(block: ReadingBlock, device_pk: list[int]) -> list[list]:
         col = block.values[:, k]
         values = col.tolist()
         if np.isnan(col).any():
-            values = [None if v != v else v for v in values]
+            values = none_for_nan(values)
         out.append(values)
     return out
 
