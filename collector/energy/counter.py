@@ -9,13 +9,14 @@ first reading (this is what bounds it when readings are slower than the counter)
 yields one *anchor*: (estimated update moment, value), the moment being the middle of that
 bracket and known to +- half its width. Anchors, not readings, are what E(t) is pinned to.
 
-Narrowing the brackets by the counter's periodicity (refine_phase; opt-in,
-CounterSpec.pin_update_phase, as it needs the 12 s of readings before an update, which a
-collector replaying stored readings may lack): updates of a stable period
-sit on a grid, so the brackets of the updates before one pin where it can be. Locally (clocks
-drift), only from the past (a settled update never moves), and only where the brackets agree
-with a stable period; else each update keeps its own bracket. It gains most where sampling
-runs free against the counter; a sampler phase-locked to it gains only its own jitter.
+Narrowing the brackets by the counter's periodicity (refine_phase; CounterSpec.
+pin_update_phase, on by default; it needs the PHASE_HISTORY_S of readings before an update,
+which the join keeps and a collector replaying stored readings starts with): updates of a
+stable period sit on a grid, so the brackets of the updates before one pin where it can be.
+Locally (clocks drift), only from the past (a settled update never moves), and only where the
+brackets agree with a stable period; else each update keeps its own bracket. It gains most
+where sampling runs free against the counter (the daemon's default 21.7 ms against ~100 ms);
+a sampler phase-locked to it (20 ms) gains only its own jitter.
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
 
     A counter that updates with a stable period T puts update k at g_k + e_k, g on a grid
     (g_k = g_j + (k - j) T) and |e| <= J; every bracket [lo_j, hi_j] then holds g_j +- J, so
-    g_k lies in the intersection over j of [lo_j - J + m T, hi_j + J + m T] (m = k - j; T is
-    known to +- PERIOD_TOLERANCE, which widens each by m T tol), and update k within J of
-    that. The brackets of a free-running sampler fall at every phase of the grid and their
+    g_k lies in the intersection over j of [lo_j - J + m T, hi_j + J + m T] (m = k - j; T as
+    the brackets of the last CLEAN_S show it, to a tolerance tol that widens each by m T tol:
+    local_period), and update k within J of that. The brackets of a free-running sampler fall at every phase of the grid and their
     intersection is far narrower than one sampling interval; a sampler phase-locked to the
     counter gains only its own jitter. Only past brackets within PHASE_WINDOW_S are used (the
     host's and the GPU's clocks drift, so the grid holds only locally; and an update, once
@@ -101,9 +102,11 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     than MIN_PHASE_BRACKETS narrow brackets (< T / 2, of updates numbered unambiguously:
     readings closer than ~0.35 T) behind it, or with less than CLEAN_S of brackets before
     it. The refined moment is the middle of what is left of its own bracket, its half-width
-    that range's (never tighter than the brackets allow); its variance the grid's (uniform in
-    the intersection widened by J) plus its own jitter's (uniform +- J), at most uniform over
-    the range. indep: the share of a bracket's error that is its own
+    that range's (never tighter than the brackets allow). Its variance: the grid's, uniform
+    over the intersection itself (each bracket holds g_j + e_j, so the jitters of the ~10
+    brackets shift it by J / sqrt(10) at most, well inside it: widening it by J as the bound
+    does counted J again), plus its own jitter's (uniform +- J), at most uniform over the
+    range. indep: the share of a bracket's error that is its own
     (model._timing_independence), for the updates not pinned.
     """
     tau, hw = a.tau_s, a.half_width_s
@@ -124,13 +127,14 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     ok = (link >= 1) & (np.abs(span - link) * update_s <= slack) & (slack < 0.4 * update_s)
     n = np.concatenate(([0.0], np.cumsum(np.where(ok, link, 0.0))))
     chain = np.concatenate(([0], np.cumsum(~ok)))
+    period, tol = local_period(mid, w, n, chain, update_s, jitter_s)
     # intersect, for every usable update k, the brackets of k - 1 .. k - M moved on to it
     low, high = ulo.copy(), uhi.copy()
     count = np.ones(len(usable), dtype=np.int64)
     for back in range(1, min(m_max, len(usable) - 1) + 1):
-        reach = (n[back:] - n[:-back]) * update_s
+        reach = (n[back:] - n[:-back]) * period[back:]
         same = (chain[back:] == chain[:-back]) & (reach <= PHASE_WINDOW_S)
-        widen = reach * PERIOD_TOLERANCE
+        widen = reach * tol[back:]
         np.maximum(low[back:], np.where(same, ulo[:-back] + reach - widen, -np.inf),
                    out=low[back:])  # fmt: skip
         np.minimum(high[back:], np.where(same, uhi[:-back] + reach + widen, np.inf),
@@ -159,14 +163,59 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     hw[idx] = 0.5 * (b_s[good] - a_s[good])
     refined = np.zeros(len(tau), bool)
     refined[idx] = True
-    # the update = grid (uniform where the brackets leave it) + its own jitter (uniform
+    # the update = grid (uniform in the brackets' intersection) + its own jitter (uniform
     # +- J): variances add, and together never more than uniform over what is left
     var_own, var_grid = fallback.var_own_s2.copy(), fallback.var_grid_s2.copy()
     total = hw[idx] ** 2 / 3.0
-    grid = np.minimum(high - low + 2.0 * jit, b_s - a_s)[good]
+    grid = np.minimum(high - low, b_s - a_s)[good]
     var_own[idx] = np.minimum(jit[good] ** 2 / 3.0, total)
     var_grid[idx] = np.minimum(grid**2 / 12.0, total - var_own[idx])
     return Phase(tau, hw, refined, var_own, var_grid)
+
+
+PERIOD_MIN_UPDATES = 20  # updates behind a period fitted from the brackets (else: nominal)
+PERIOD_MAX_OFF = 0.01  # a fitted period further than this from the nominal is not trusted
+PERIOD_SIGMAS = 3.0  # the fitted period's tolerance, in standard errors
+
+
+def local_period(mid, w, n, chain, update_s: float, jitter_s: float):
+    """Per usable bracket k: (period, relative tolerance) for moving earlier brackets on to k.
+
+    The nominal period (the daemon measured it in a second or two, or assumed it) is known to
+    PERIOD_TOLERANCE; over the brackets of the last CLEAN_S the counter shows its own period
+    far better: a least-squares line through the bracket middles against the update numbers
+    (the same chain only, the brackets up to k only: causal, so a pinned moment never moves).
+    Each middle errs by its bracket (uniform, w^2 / 12) and the update's jitter (J^2 / 3), so
+    the slope's standard error is sqrt(mean of those / sum (n - mean n)^2); the tolerance is
+    PERIOD_SIGMAS of it. Where fewer than PERIOD_MIN_UPDATES brackets are behind k, or the
+    fit strays more than PERIOD_MAX_OFF from the nominal, the nominal and its tolerance stay."""
+    size = len(mid)
+    period = np.full(size, update_s)
+    tol = np.full(size, PERIOD_TOLERANCE)
+    if size < PERIOD_MIN_UPDATES:
+        return period, tol
+    idx = np.arange(size)
+    new_chain = np.concatenate(([True], chain[1:] != chain[:-1]))
+    chain_start = np.maximum.accumulate(np.where(new_chain, idx, 0))
+    start = np.maximum(np.searchsorted(mid, mid - CLEAN_S, side="left"), chain_start)
+    x, y = n - n[0], mid - mid[0]  # small numbers: the sums below difference well
+
+    def window_sum(v):
+        c = np.concatenate(([0.0], np.cumsum(v)))
+        return c[idx + 1] - c[start]
+
+    count = (idx - start + 1).astype(float)
+    sx, sy = window_sum(x), window_sum(y)
+    cxx = window_sum(x * x) - sx * sx / count
+    cxy = window_sum(x * y) - sx * sy / count
+    noise = window_sum(w * w / 12.0) / count + jitter_s**2 / 3.0
+    fit = (count >= PERIOD_MIN_UPDATES) & (cxx > 0)
+    slope = np.where(fit, cxy / np.where(fit, cxx, 1.0), update_s)
+    fit &= np.abs(slope / update_s - 1.0) <= PERIOD_MAX_OFF
+    err = PERIOD_SIGMAS * np.sqrt(noise / np.where(fit, cxx, 1.0)) / np.where(fit, slope, 1.0)
+    period[fit] = slope[fit]
+    tol[fit] = np.minimum(err[fit], PERIOD_MAX_OFF)
+    return period, tol
 
 
 def _window_max(x: np.ndarray, first: np.ndarray) -> np.ndarray:

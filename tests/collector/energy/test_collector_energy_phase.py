@@ -7,7 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from collector.energy.counter import CLEAN_S, counter_anchors, refine_phase
+from collector.energy.counter import (
+    CLEAN_S,
+    PERIOD_TOLERANCE,
+    PHASE_HISTORY_S,
+    counter_anchors,
+    local_period,
+    refine_phase,
+)
 from collector.energy.timeline import CounterSpec, DeviceTimeline
 from tests.collector.collector_energy_sim import make_workload, readings, windows
 
@@ -144,13 +151,62 @@ def test_coverage_on_the_sim_holds(kw):
         assert min(pinned) > 0.6, pinned
 
 
-def test_pinning_is_off_by_default():
-    """A pinned moment depends on the readings before it, which a collector replaying stored
-    readings after a restart lacks: off unless CounterSpec.pin_update_phase."""
+def test_pinning_is_on_by_default_and_can_be_turned_off():
+    """The collector pins update moments unless told not to (CounterSpec.pin_update_phase)."""
     workload = make_workload(seed=1, epochs=2, steps_per_epoch=40)
     samples = readings(workload.truth, seed=3, period_s=0.0217)
-    off, on = DeviceTimeline(CounterSpec()), DeviceTimeline(PINNED)
-    off.extend(samples)
+    on, off = DeviceTimeline(CounterSpec()), DeviceTimeline(CounterSpec(pin_update_phase=False))
     on.extend(samples)
-    assert not off._ensure().counter.refined.any()
+    off.extend(samples)
     assert on._ensure().counter.refined.mean() > 0.5
+    assert not off._ensure().counter.refined.any()
+
+
+@pytest.mark.parametrize("true_s", [0.1005, 0.0996])
+def test_period_fitted_from_the_brackets(true_s):
+    """A counter 0.4-0.5 % off its nominal period (beyond the nominal's PERIOD_TOLERANCE):
+    the period the brackets show (local_period) moves them on, its tolerance holds the truth,
+    the updates are still pinned, and every true moment stays inside its refined bracket."""
+    for seed in range(3):
+        t, c, ticks = _counter(seed, period_s=0.0217, jitter_s=0.004, update_s=true_s)
+        a = counter_anchors(t, c, 0.1, JITTER_S)
+        p = refine_phase(a, 0.1, JITTER_S, 1.0)
+        assert _holds(ticks, a, p).all()
+        late = a.tau_s > a.tau_s[0] + CLEAN_S + 1.5
+        assert p.refined[late].mean() > 0.8
+        hw = a.half_width_s
+        usable = (2.0 * hw < 0.05) & ~a.reset
+        mid, w = a.tau_s[usable], 2.0 * hw[usable]
+        n = np.rint((mid - mid[0]) / true_s)
+        period, tol = local_period(mid, w, n, np.zeros(len(mid), int), 0.1, JITTER_S)
+        fitted = mid > mid[0] + CLEAN_S
+        assert (np.abs(period[fitted] / true_s - 1.0) <= tol[fitted]).all()
+        assert np.median(tol[fitted]) < 0.5 * PERIOD_TOLERANCE
+
+
+def test_local_period_keeps_the_nominal_without_enough_brackets():
+    mid = 0.1 * np.arange(10) + 0.003
+    period, tol = local_period(mid, np.full(10, 0.02), np.arange(10.0), np.zeros(10, int), 0.1,
+                               JITTER_S)  # fmt: skip
+    assert (period == 0.1).all() and (tol == PERIOD_TOLERANCE).all()
+
+
+def test_a_pinned_moment_depends_only_on_the_history_before_it():
+    """What a collector replaying stored readings after a restart computes: a model of the
+    readings from some moment on pins every update PHASE_HISTORY_S past that moment exactly as
+    the model of all readings does, and a model of the readings up to some moment pins the
+    updates before it as the later model does (settled energy stays settled)."""
+    t, c, _ = _counter(4, period_s=0.0217, jitter_s=0.004, seconds=40.0)
+    whole = refine_phase(counter_anchors(t, c, 0.1, JITTER_S), 0.1, JITTER_S, 1.0)
+    cut = 7.3
+    late = t >= cut
+    later = refine_phase(counter_anchors(t[late], c[late], 0.1, JITTER_S), 0.1, JITTER_S, 1.0)
+    mine = whole.tau_s > cut + PHASE_HISTORY_S
+    theirs = later.tau_s > cut + PHASE_HISTORY_S
+    assert mine.sum() > 100 and mine.sum() == theirs.sum()
+    np.testing.assert_allclose(later.tau_s[theirs], whole.tau_s[mine], rtol=0, atol=1e-9)
+    assert whole.refined[mine].mean() > 0.8
+    early = t < 30.0
+    before = refine_phase(counter_anchors(t[early], c[early], 0.1, JITTER_S), 0.1, JITTER_S, 1.0)
+    k = len(before.tau_s) - 1  # the last run may still grow: its bracket is not final
+    np.testing.assert_allclose(before.tau_s[:k], whole.tau_s[:k], rtol=0, atol=1e-9)
