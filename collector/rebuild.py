@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from collector.config import CollectorConfig
+from collector.energy.timeline import PHASE_HISTORY_NS
 from collector.join.joiner import Joiner, JoinOutput
 from collector.metrics.state import LiveState
 from collector.records import SecondAggregate
@@ -78,7 +79,9 @@ def restore_nodes(
         joiner.set_run_idle(run_id, rank, uuid, watts, start_ns)
     candidates = [(s + 1) * NS for s in stored.values()] or [newest - cfg.keep_ns]
     if markers:
-        lead = cfg.idle_window_ns + cfg.idle_guard_ns + NS
+        # the idle judgement's window before the oldest open marker, and the readings whose
+        # brackets pin the counter's update moments there (as the live join kept them)
+        lead = max(cfg.idle_window_ns + cfg.idle_guard_ns, PHASE_HISTORY_NS) + NS
         candidates.append(min(m.time_ns for m in markers) - lead)
     since = max(horizon, min(candidates))
     for chunk in store_reads.readings_since(engine, since, hosts, stop_at=stop_at):

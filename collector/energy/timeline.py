@@ -30,9 +30,9 @@ bound is kept whole). The bound, for source "counter", is the sum over both boun
   S is at least half the window's increment (as without power).
 The error model behind sigma (each term derived from what the sensor is and what the
 readings show; no constant fitted to a benchmark), terms independent, added in quadrature:
-- update moments: each is uniform in its bracket (var h^2 / 3); with
-  CounterSpec.pin_update_phase the bracket is narrowed by the counter's periodicity where the
-  brackets before it agree with a stable period (counter.refine_phase); E(x) moves by -(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the
+- update moments: each is uniform in its bracket (var h^2 / 3), narrowed by the counter's
+  periodicity where the brackets before it agree with a stable period (counter.refine_phase,
+  CounterSpec.pin_update_phase, on by default); E(x) moves by -(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the
   window, P: power at the anchors). The part of d common to anchors cancels between the two
   bounds: for anchors their own bracket places, the part common to all (phase-locked
   sampling, measured from how regularly the updates show up); for pinned anchors, their grid

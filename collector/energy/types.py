@@ -36,11 +36,11 @@ class CounterSpec:
     # Share of each counter window the power sensor observes (1 = all of it; A100/H100/H200
     # sample about a quarter, Yang et al. SC24): adds the unobserved-window term.
     coverage_fraction: float = 1.0
-    # Pin the counter's update moments by its periodicity (counter.refine_phase). Off by
-    # default: a pinned moment depends on the 12 s of readings before it, and a collector
-    # that replays stored readings after a restart starts without them, so its intervals
-    # would not add up exactly with those computed before (tests/collector/test_collector_e2e).
-    pin_update_phase: bool = False
+    # Pin the counter's update moments by its periodicity (counter.refine_phase). A pinned
+    # moment depends on the PHASE_HISTORY_S of readings before it: the join keeps them when it
+    # trims, and a collector replaying stored readings (collector/rebuild.py) starts that much
+    # earlier, so intervals computed before and after a restart add up.
+    pin_update_phase: bool = True
     disagree_rel: float = 0.05  # counter vs power integral: relative tolerance ...
     disagree_abs_j: float = 1.0  # ... plus this, plus both estimates' uncertainties
 

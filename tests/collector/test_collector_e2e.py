@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from collector.config import CollectorConfig
+from collector.energy.counter import PHASE_HISTORY_S
 from collector.energy.timeline import DeviceTimeline, Sample
 from collector.service import create_collector
 from collector.store.models import Device, Interval, Marker, Reading, Run
@@ -117,10 +118,12 @@ def check_database(engine, backend, name: str) -> None:
         # checked above); the coverage bound only says readings came most of the time
         assert e.coverage > 0.3 and set(e.flags.split(",")) <= {"", "gap"}, name
 
-    # each epoch = its steps + the gaps between them, within the counter's resolution
+    # each epoch = its steps + the gaps between them, within the counter's resolution; the
+    # gaps from a model of the same readings, the update phase pinned from the same history
+    history_ns = round((PHASE_HISTORY_S + 2.0) * 1e9)
     for e in epochs:
         readings = fetch(engine, Reading, Reading.device_id == e.device_id,
-                         Reading.time_ns >= e.start_ns - 2_000_000_000,
+                         Reading.time_ns >= e.start_ns - history_ns,
                          Reading.time_ns <= e.end_ns + 2_000_000_000)  # fmt: skip
         timeline = DeviceTimeline()
         timeline.extend(Sample(r.time_ns, r.power_w, r.energy_j) for r in readings)

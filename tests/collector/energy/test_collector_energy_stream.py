@@ -99,10 +99,11 @@ def test_streaming_matches_batch_once_settled(workload, samples):
         _same(iv, reference.interval(a, b))
 
 
-@pytest.mark.parametrize("spec", [DEFAULT_SPEC, CounterSpec(pin_update_phase=True)])
+@pytest.mark.parametrize("spec", [DEFAULT_SPEC, CounterSpec(pin_update_phase=False)])
 def test_trim_keeps_later_intervals_and_the_energy_scale(spec):
-    """trim() keeps what later intervals need (with the update phase pinned: the readings
-    whose brackets pin it, PHASE_HISTORY_NS before the cut), so they come out the same."""
+    """trim() keeps what later intervals need (with the update phase pinned, the default: the
+    readings whose brackets pin it, PHASE_HISTORY_NS before the cut), so they come out the
+    same."""
     workload = make_workload(seed=31, epochs=5, steps_per_epoch=20)
     samples = readings(workload.truth, seed=32)
     tl = _timeline(samples, spec)
