@@ -3,16 +3,18 @@
     .venv/bin/python bench/bench_attribution.py [--seed 0] [--seeds 4] [--epochs 6]
 
 Simulated GPUs (tests/collector/collector_energy_sim.py: exact power, counter updating every
-100 ms floored to 1 mJ, instant power sampled every ~20 ms) run, per sensor mode:
+100 ms floored to 1 mJ, instant power read every ~21.7 ms as the daemon does by default, the
+counter's update moments pinned by its periodicity as the collector does by default) run, per
+sensor mode:
 - full: DDP-like epochs of steps, a sensor that sees all of the time;
 - partial coverage: the same on a part-time sensor (first 25 % of each 100 ms window, scaled:
   A100/H100/H200, Yang et al. SC24), the collector told so (CounterSpec.coverage_fraction);
 - square, phase-locked: a 100 ms square wave locked to the windows on that part-time sensor
   (the case no software can see: the sensor never observes the low half);
 - random load (full and partial): random levels held for random times (mean 60 ms);
-- readings every 21.7 ms, free-running against the counter; with the counter's update phase
-  pinned by its periodicity (CounterSpec.pin_update_phase, off by default) on it and on the
-  full sensor, and on a counter whose updates stray +-5 ms from their grid (it must not be);
+- readings every 20 ms, locked to the counter (the daemon's default before 21.7 ms); the
+  update phase not pinned (CounterSpec.pin_update_phase=False); counters whose updates stray
+  +-1 ms and +-5 ms from their grid (the latter must not be pinned);
 - 1 s-average power, no counter: the fallbacks; instant power that fails on some reads (the
   1 s average flagged power_from_avg stands in); instant power 30 ms late with the lag the
   daemon measures given to the collector (CounterSpec.instant_power_lag_s), and not given.
@@ -42,36 +44,36 @@ from tests.collector.collector_energy_sim import (  # noqa: E402
 )
 
 PART = CounterSpec(coverage_fraction=0.25)
+# The daemon's default interval (power_daemon.config): not a divisor of the counter's 100 ms,
+# so successive updates fall at every phase of the readings and their moments can be pinned
+READ = {"period_s": 0.0217}
 MODES = {
     # name: (workload kind, readings() keyword arguments, CounterSpec)
-    "full": ("ddp", {}, CounterSpec()),
-    "partial coverage": ("ddp", {"coverage": 0.25}, PART),
-    "square, phase-locked (partial)": ("square", {"coverage": 0.25}, PART),
-    "random load": ("random", {}, CounterSpec()),
-    "random load (partial)": ("random", {"coverage": 0.25}, PART),
-    "21.7 ms free-running": ("ddp", {"period_s": 0.0217}, CounterSpec()),
-    # the counter's update moments pinned by its periodicity (off by default: see CounterSpec)
-    "full (phase pinned)": ("ddp", {}, CounterSpec(pin_update_phase=True)),
-    "21.7 ms (phase pinned)": ("ddp", {"period_s": 0.0217}, CounterSpec(pin_update_phase=True)),
-    # a counter whose updates stray +-5 ms from their grid (more than the 1 ms the collector
-    # assumes): the phase must not be pinned on it
-    "21.7 ms + counter jitter 5 ms (pinned)": (
-        "ddp",
-        {"period_s": 0.0217, "tick_jitter_s": 0.005},
-        CounterSpec(pin_update_phase=True),
-    ),
-    "1 s-average power": ("ddp", {"power": "avg1s"}, CounterSpec(power_avg_s=1.0)),
+    "full": ("ddp", READ, CounterSpec()),
+    "partial coverage": ("ddp", {**READ, "coverage": 0.25}, PART),
+    "square, phase-locked (partial)": ("square", {**READ, "coverage": 0.25}, PART),
+    "random load": ("random", READ, CounterSpec()),
+    "random load (partial)": ("random", {**READ, "coverage": 0.25}, PART),
+    # readings every 20 ms, locked to the 100 ms counter (the daemon's default before 21.7 ms):
+    # every update at one phase of the readings, which nothing reveals
+    "20 ms locked to the counter": ("ddp", {"period_s": 0.02}, CounterSpec()),
+    "update phase not pinned": ("ddp", READ, CounterSpec(pin_update_phase=False)),
+    # counters whose updates stray from their grid (the collector assumes +-1 ms): 1 ms is
+    # within what it assumes; at 5 ms the phase must not be pinned
+    "counter jitter 1 ms": ("ddp", {**READ, "tick_jitter_s": 0.001}, CounterSpec()),
+    "counter jitter 5 ms": ("ddp", {**READ, "tick_jitter_s": 0.005}, CounterSpec()),
+    "1 s-average power": ("ddp", {**READ, "power": "avg1s"}, CounterSpec(power_avg_s=1.0)),
     # readings flagged power_from_avg on a device said to have instant power (the collector
     # finds out from the flags)
-    "1 s-average power (flags only)": ("ddp", {"power": "avg1s"}, CounterSpec()),
-    "instant fails 1 read in 3": ("ddp", {"avg_every": 3}, CounterSpec()),
+    "1 s-average power (flags only)": ("ddp", {**READ, "power": "avg1s"}, CounterSpec()),
+    "instant fails 1 read in 3": ("ddp", {**READ, "avg_every": 3}, CounterSpec()),
     "instant 30 ms late (lag known)": (
         "ddp",
-        {"power_lag_s": 0.03},
+        {**READ, "power_lag_s": 0.03},
         CounterSpec(instant_power_lag_s=0.03),
     ),
-    "instant 30 ms late (lag ignored)": ("ddp", {"power_lag_s": 0.03}, CounterSpec()),
-    "no counter": ("ddp", {"counter": False}, CounterSpec()),
+    "instant 30 ms late (lag ignored)": ("ddp", {**READ, "power_lag_s": 0.03}, CounterSpec()),
+    "no counter": ("ddp", {**READ, "counter": False}, CounterSpec()),
 }
 LENGTHS_S = (0.05, 0.2, 1.0, 3.0, 10.0, 30.0)
 # The counter's update moments sit at a phase of the sampling grid no reading reveals (the
@@ -136,7 +138,7 @@ def accuracy(seeds: list[int], epochs: int) -> None:
 
 
 def throughput(workload, seed: int) -> None:
-    samples = readings(workload.truth, seed=seed + 9)
+    samples = readings(workload.truth, seed=seed + 9, **READ)
     tl = DeviceTimeline(max_gap_ns=1_000_000_000)
     t0 = time.perf_counter()
     tl.extend(samples)
@@ -196,7 +198,7 @@ def main() -> None:
             del MODES[name]
     print(
         f"{args.seeds} workloads per mode; DDP: {args.epochs} epochs x 40 steps of 0.15-0.57 s; "
-        "loads: 150 s; counter every 100 ms, 1 mJ; readings every ~20 ms"
+        "loads: 150 s; counter every 100 ms, 1 mJ; readings every ~21.7 ms unless named"
     )
     accuracy(list(range(args.seed, args.seed + args.seeds)), args.epochs)
     workload = make_workload(seed=args.seed, epochs=args.epochs, steps_per_epoch=40)
