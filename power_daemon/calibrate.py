@@ -4,8 +4,8 @@ The figures energy attribution leans on (how often the counter advances, by how 
 instant power lags it, whether the sensor sees all of the time) differ by architecture and
 driver; assumed constants are wrong somewhere. So the daemon polls every GPU fast (every few
 ms, for a second or two) before it starts sampling and measures:
-- the counter's update period: the span of the moments its value changes over the number of
-  updates between them (each moment known to within one poll);
+- the counter's update period: the slope of a line through the moments its value changes
+  (each between two polls) against the updates' numbers;
 - its resolution: the smallest increment seen (an upper bound when every step is large);
 - instant power's lag behind the counter: the shift that best matches the mean instant power
   over each counter window to the window's counter increment (only when the power varies
@@ -65,11 +65,15 @@ def measure(t_ns: Sequence[int], energy_j: Sequence[float], power_w: Sequence[fl
     resolution = _quantum(e[np.concatenate(([0], changes))])
     period = None
     if len(changes) >= MIN_UPDATES:
-        # each change is seen up to one poll late: the span over the updates it holds (a gap
-        # of two periods where an update showed no change) beats any single gap's median
-        gaps = np.diff(t[changes])
-        count = np.maximum(np.round(gaps / np.median(gaps)), 1.0)
-        period = float(gaps.sum() / count.sum())
+        # each update lies between the poll before its change and the poll showing it: a
+        # line through those middles over the updates' numbers (a gap of two periods where an
+        # update showed no change) beats the span of the first and last change, which is off
+        # by a whole poll gap when polls come late (a busy GIL: 16 ms, the span then misses
+        # by up to 10 % in 0.5 s), and the sampling-phase verdict needs the period to ~1 %
+        mids = 0.5 * (t[changes - 1] + t[changes])
+        gaps = np.diff(mids)
+        count = np.concatenate(([0.0], np.cumsum(np.maximum(np.round(gaps / np.median(gaps)), 1))))
+        period = float(np.polyfit(count, mids, 1)[0])
     lag = _instant_lag(t, e, power_w, changes)
     return SensorFacts(period, resolution, lag, len(changes), len(t))
 
