@@ -4,8 +4,8 @@ The figures energy attribution leans on (how often the counter advances, by how 
 instant power lags it, whether the sensor sees all of the time) differ by architecture and
 driver; assumed constants are wrong somewhere. So the daemon polls every GPU fast (every few
 ms, for a second or two) before it starts sampling and measures:
-- the counter's update period: the span of the moments its value changes over the number of
-  updates between them (each moment known to within one poll);
+- the counter's update period: the slope of a line through the moments its value changes
+  (each between two polls) against the updates' numbers;
 - its resolution: the smallest increment seen (an upper bound when every step is large);
 - instant power's lag behind the counter: the shift that best matches the mean instant power
   over each counter window to the window's counter increment (only when the power varies
@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from power_daemon.config import DEFAULT_INTERVAL_MS
 from power_daemon.model import DeviceKind, DeviceSpec
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,15 @@ def measure(t_ns: Sequence[int], energy_j: Sequence[float], power_w: Sequence[fl
     resolution = _quantum(e[np.concatenate(([0], changes))])
     period = None
     if len(changes) >= MIN_UPDATES:
-        # each change is seen up to one poll late: the span over the updates it holds (a gap
-        # of two periods where an update showed no change) beats any single gap's median
-        gaps = np.diff(t[changes])
-        count = np.maximum(np.round(gaps / np.median(gaps)), 1.0)
-        period = float(gaps.sum() / count.sum())
+        # each update lies between the poll before its change and the poll showing it: a
+        # line through those middles over the updates' numbers (a gap of two periods where an
+        # update showed no change) beats the span of the first and last change, which is off
+        # by a whole poll gap when polls come late (a busy GIL: 16 ms, the span then misses
+        # by up to 10 % in 0.5 s), and the sampling-phase verdict needs the period to ~1 %
+        mids = 0.5 * (t[changes - 1] + t[changes])
+        gaps = np.diff(mids)
+        count = np.concatenate(([0.0], np.cumsum(np.maximum(np.round(gaps / np.median(gaps)), 1))))
+        period = float(np.polyfit(count, mids, 1)[0])
     lag = _instant_lag(t, e, power_w, changes)
     return SensorFacts(period, resolution, lag, len(changes), len(t))
 
@@ -182,3 +187,100 @@ def describe(d: DeviceSpec) -> str:
     ) + (f", instant power lags {lag * 1e3:.0f} ms" if lag is not None else "") + (
         ", partial coverage" if d.partial_coverage else ""
     ) + f" ({d.sensor_method})"  # fmt: skip
+
+
+# Sampling phase. The collector finds each counter update only within the bracket of the two
+# readings around it, one interval wide. Update k of a counter advancing every P comes k P
+# after update 0, so its bracket, moved back by k P, also holds update 0: the intersection of
+# the brackets of the updates of the last ~1 s (collector/energy/counter.py refine_phase) is
+# as narrow as the updates' phases on the reading grid, (k P) mod T, are spread. An interval
+# that divides P (20 ms, 100 ms) puts every update at the same phase and nothing narrows; one
+# that runs free (21.7 ms) puts them at every phase. refine_phase uses only brackets narrower
+# than half the counter period, so slower readings pin nothing at all.
+ASSUMED_COUNTER_PERIOD_S = 0.1  # NVML's total-energy counter where none was measured
+MAX_PHASE_GAP = 0.25  # largest phase gap (share of the interval) that still pins the updates
+PHASE_EPS = 1e-6  # phases this close (share of the interval) are one: float round-off
+
+
+def phase_spread(interval_s: float, counter_period_s: float, window_s: float = 1.0) -> float:
+    """The largest circular gap between the phases, on a grid of readings every interval_s,
+    of the updates of a counter advancing every counter_period_s within one window_s, as a
+    share of the interval: 1.0 when all updates fall at one phase (the interval divides the
+    period: the collector knows each update only to +- half an interval), small when they
+    spread (it pins each update to about gap x interval). A period/interval ratio within
+    PHASE_EPS of a whole number counts as locked, whatever the round-off."""
+    ratio = counter_period_s / interval_s
+    n = max(1, int(window_s / counter_period_s + PHASE_EPS))
+    if n == 1 or abs(ratio - round(ratio)) < PHASE_EPS * max(1.0, ratio):
+        return 1.0
+    phases = np.mod(np.arange(n) * ratio, 1.0)
+    ticks = np.unique(np.mod(np.round(phases / PHASE_EPS), round(1 / PHASE_EPS))) * PHASE_EPS
+    if len(ticks) == 1:
+        return 1.0
+    return float(np.max(np.diff(np.append(ticks, ticks[0] + 1.0))))
+
+
+def phase_problem(interval_s: float, counter_period_s: float) -> str | None:
+    """None when readings every interval_s pin the updates of this counter; else what goes
+    wrong and the fix (doctor's fix and the daemon's start-up warning say the same)."""
+    ms, period_ms = interval_s * 1e3, counter_period_s * 1e3
+    if interval_s >= counter_period_s / 2:
+        return (
+            f"readings every {ms:g} ms are more than half the {period_ms:g} ms counter period: "
+            "update moments cannot be pinned; "
+            f"use --interval-ms {free_interval_ms(counter_period_s):g} or less"
+        )
+    gap = phase_spread(interval_s, counter_period_s)
+    if gap <= MAX_PHASE_GAP:
+        return None
+    where = (
+        f"the same phase of each {period_ms:g} ms counter update" if gap >= 1.0
+        else f"nearly the same phase of each {period_ms:g} ms counter update" if gap >= 0.75
+        else f"too few phases of successive {period_ms:g} ms counter updates"
+    )  # fmt: skip
+    return (
+        f"readings every {ms:g} ms fall at {where}: "
+        f"update moments known only to +-{gap * ms / 2:.3g} ms; "
+        f"use --interval-ms {free_interval_ms(counter_period_s):g}"
+    )
+
+
+def free_interval_ms(counter_period_s: float) -> float:
+    """The interval to suggest: the default where it pins this counter's updates (NVML's
+    ~100 ms counters, 50 ms ones), else the longest one in 0.1 ms steps below it that does."""
+    for tenths in range(round(DEFAULT_INTERVAL_MS * 10), 0, -1):
+        s = tenths / 1e4
+        if s < counter_period_s / 2 and phase_spread(s, counter_period_s) <= MAX_PHASE_GAP:
+            return tenths / 10
+    return DEFAULT_INTERVAL_MS
+
+
+def counter_periods(devices: Sequence[DeviceSpec]) -> dict[tuple[float, str], list[int]]:
+    """The GPUs with an energy counter by (update period, to 0.1 ms, and its source:
+    "measured", "backend's figure" or "assumed" ASSUMED_COUNTER_PERIOD_S where neither knew).
+    GPUs whose periods round to the same whole ms share one sampling-phase verdict, at their
+    mean period: calibration measures each to a fraction of a ms."""
+    groups: dict[tuple[int, str], list[tuple[int, float]]] = {}
+    for d in devices:
+        if d.kind != DeviceKind.GPU or not d.has_energy_counter:
+            continue
+        period = d.energy_counter_update_s or ASSUMED_COUNTER_PERIOD_S
+        source = (
+            "measured" if d.sensor_method.startswith("measured")
+            else "backend's figure" if d.energy_counter_update_s else "assumed"
+        )  # fmt: skip
+        groups.setdefault((round(period * 1e3), source), []).append((d.vendor_index, period))
+    return {
+        (max(round(float(np.mean([p for _, p in g])), 4), 1e-4), source): [i for i, _ in g]
+        for (_, source), g in groups.items()
+    }
+
+
+def phase_warnings(interval_s: float, devices: Sequence[DeviceSpec]) -> list[str]:
+    """One line per counter period that readings every interval_s cannot pin (the daemon logs
+    them at start, after calibration); none for the default against NVML's counters."""
+    out = []
+    for (period, _), gpus in counter_periods(devices).items():
+        if problem := phase_problem(interval_s, period):
+            out.append(f"gpu {', '.join(map(str, gpus))}: {problem}")
+    return out

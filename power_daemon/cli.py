@@ -15,7 +15,13 @@ import click
 from parawatt_proto.cli_args import Utf8Group
 from parawatt_proto.limits import DEFAULT_MAX_CLOCK_SKEW_S
 from power_daemon import __version__
-from power_daemon.config import BACKENDS, MARKERS_FROM, DaemonConfig, SimParams
+from power_daemon.config import (
+    BACKENDS,
+    DEFAULT_INTERVAL_MS,
+    MARKERS_FROM,
+    DaemonConfig,
+    SimParams,
+)
 from power_daemon.errors import ConfigError, DaemonError
 
 log = logging.getLogger("power_daemon")
@@ -91,7 +97,16 @@ def main(log_level: str) -> None:
     "--listen", default="127.0.0.1:50051", show_default=True, help="HOST:PORT; port 0 = free"
 )
 @_backend_options
-@click.option("--interval-ms", type=float, default=20.0, show_default=True)
+@click.option(
+    "--interval-ms",
+    type=float,
+    default=DEFAULT_INTERVAL_MS,
+    show_default=True,
+    help="time between readings; not a divisor of the GPU energy counter's ~100 ms period, so "
+    "readings fall at every phase of its updates and the collector pins each update moment to "
+    "~1 ms (every 20 ms: +-10 ms); any interval whose phases spread works, `power-daemon "
+    "doctor` checks",
+)
 @click.option("--buffer-capacity", type=int, default=300_000, show_default=True)
 @click.option(
     "--stream-linger-ms",
@@ -360,9 +375,11 @@ def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
 @click.option(
     "--interval-ms",
     type=float,
-    default=20.0,
+    default=DEFAULT_INTERVAL_MS,
     show_default=True,
-    help="sampling period whose jitter is measured (as serve's)",
+    help="sampling period (as serve's) whose jitter is measured and whose phase against each "
+    "GPU's counter updates is checked: not a divisor of the counter period, so readings fall "
+    "at every phase of its updates",
 )
 @click.option(
     "--calibrate-s",
@@ -374,7 +391,8 @@ def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)  # fmt: skip
 def doctor(calibrate_s: float, fmt: str, **options) -> None:
-    """Check this node: NVML, driver, each GPU's sensor, RAPL, sampling jitter, clock source.
+    """Check this node: NVML, driver, each GPU's sensor, sampling phase and jitter, RAPL, clock
+    source.
 
     Exit status 1 when an item is missing."""
     from power_daemon.doctor import MISSING, overall, render, run_checks

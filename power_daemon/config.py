@@ -15,6 +15,14 @@ MAX_SIM_DEVICES = 256  # a node has a handful of GPUs; thousands would only stal
 
 MARKERS_FROM = ("local", "socket", "any")
 
+# Time between readings. Not a divisor of NVML's ~100 ms energy-counter period: readings every
+# 20 ms fall at the same phase of every counter update, which the collector then knows only to
+# +-10 ms; readings every 21.7 ms fall at every phase of successive updates, and the collector
+# (collector/energy/counter.py refine_phase) intersects their brackets to pin each update to
+# ~1 ms. Any interval whose phases spread works (calibrate.phase_spread; `power-daemon doctor`
+# checks it against each GPU's measured counter).
+DEFAULT_INTERVAL_MS = 21.7
+
 
 @dataclass(frozen=True)
 class SimParams:
@@ -64,10 +72,10 @@ class DaemonConfig:
     listen: str = "127.0.0.1:50051"  # loopback by default: markers and readings stay on the node
     backend: str = "auto"
     sim_devices: int = 2
-    interval_ms: float = 20.0
+    interval_ms: float = DEFAULT_INTERVAL_MS
     rapl: str = "auto"
     rapl_root: str = "/sys/class/powercap"
-    # 10 min of 8 devices at 50 Hz is 240,000 readings; the rest is room for markers.
+    # 10 min of 8 devices at the default ~46 Hz is 221,000 readings; the rest is room for markers.
     buffer_capacity: int = 300_000
     hostname: str = ""  # empty: the machine's hostname; set it to simulate several nodes
     seed: int = 0

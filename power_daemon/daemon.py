@@ -18,7 +18,7 @@ from parawatt_proto.ownership import RunLedger, RunOwner
 from parawatt_proto.records import MarkerRec
 from power_daemon.backends.base import Backend
 from power_daemon.buffer import RingBuffer, StartPlan, plan_start
-from power_daemon.calibrate import calibrate_devices
+from power_daemon.calibrate import calibrate_devices, phase_warnings
 from power_daemon.config import DaemonConfig
 from power_daemon.markers import resolve
 from power_daemon.model import DeviceKind, DeviceSpec, Sample
@@ -48,6 +48,8 @@ class Daemon:
         self.devices: list[DeviceSpec] = backend.devices()
         if config.calibrate_s > 0:  # measured sensor facts instead of the backend's constants
             self.devices = calibrate_devices(backend, self.devices, config.calibrate_s)
+        for line in phase_warnings(config.interval_ms / 1e3, self.devices):
+            log.warning("sampling phase: %s", line)  # the collector cannot pin the updates
         self.gpu_uuids = [d.uuid for d in self.devices if d.kind == DeviceKind.GPU]
         self.buffer = RingBuffer(config.buffer_capacity)
         self._encode_reading = encode_reading

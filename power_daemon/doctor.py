@@ -17,10 +17,17 @@ import numpy as np
 
 from power_daemon.backends.base import Backend
 from power_daemon.backends.factory import build_backend, node_hostname
-from power_daemon.calibrate import calibrate_devices, describe, partial_coverage_arch
+from power_daemon.calibrate import (
+    calibrate_devices,
+    counter_periods,
+    describe,
+    partial_coverage_arch,
+    phase_problem,
+    phase_spread,
+)
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import BackendUnavailable
-from power_daemon.model import DeviceKind
+from power_daemon.model import DeviceKind, DeviceSpec
 from power_daemon.sampler import Sampler
 
 OK, DEGRADED, MISSING = "ok", "degraded", "missing"
@@ -46,7 +53,9 @@ def run_checks(
         return [*checks, Check("backend", MISSING, str(e), "use --backend sim to try it")]
     try:
         checks.append(Check("driver", OK, f"{backend.name} {backend.driver_version or '-'}"))
-        checks += _gpus(backend, calibrate_s)
+        devices = calibrate_devices(backend, backend.devices(), calibrate_s)
+        checks += _gpus(backend, devices)
+        checks += _phase(config.interval_ms, devices)
         checks.append(_jitter(backend, config.interval_ns, jitter_s))
     finally:
         backend.close()
@@ -73,9 +82,7 @@ def _nvml() -> Check:
         nvml.close()
 
 
-def _gpus(backend: Backend, calibrate_s: float) -> list[Check]:
-    specs = backend.devices()
-    measured = calibrate_devices(backend, specs, calibrate_s)
+def _gpus(backend: Backend, measured: list[DeviceSpec]) -> list[Check]:
     out = []
     for d in measured:
         if d.kind != DeviceKind.GPU:
@@ -117,6 +124,26 @@ def _gpus(backend: Backend, calibrate_s: float) -> list[Check]:
         out.append(
             Check("gpus", MISSING, "no GPU found", "check the driver and CUDA_VISIBLE_DEVICES")
         )
+    return out
+
+
+def _phase(interval_ms: float, devices: list[DeviceSpec]) -> list[Check]:
+    """Whether readings fall at every phase of each GPU's counter updates (calibrate.
+    phase_spread): with an interval that divides the counter period, or one over half of it,
+    the collector knows each update moment only to within an interval, and the energy of
+    short steps blurs by as much. One line per counter period."""
+    groups = counter_periods(devices)
+    out = []
+    for (period, source), gpus in groups.items():
+        on = ", ".join(map(str, gpus))
+        item = "sampling phase" if len(groups) == 1 else f"sampling phase (gpu {on})"
+        gap = phase_spread(interval_ms / 1e3, period)
+        how = "assumed, not measured" if source == "assumed" else source
+        detail = (f"readings every {interval_ms:g} ms, counter every {period * 1e3:g} ms ({how}; "
+                  f"gpu {on}): largest phase gap {gap * interval_ms:.1f} ms ({gap:.0%} of the "
+                  "interval)")  # fmt: skip
+        fix = phase_problem(interval_ms / 1e3, period)
+        out.append(Check(item, OK if fix is None else DEGRADED, detail, fix or ""))
     return out
 
 

@@ -3,7 +3,7 @@
 Power daemon (in-process, real gRPC server on 127.0.0.1 with a free port, sim backend):
 
 - ``sim_daemon`` (function scope): a started daemon with 2 simulated GPUs, rapl off, sampling
-  every 20 ms, hostname = this machine's. Yields a ``SimDaemon``:
+  every 21.7 ms (the default), hostname = this machine's. Yields a ``SimDaemon``:
     .address  "127.0.0.1:PORT"          .port     the bound port
     .backend  the SimBackend: true_energy_j(uuid, start_ns, end_ns) is the exact energy of an
               interval; counter_tick_ns(t) the last energy-counter update at or before t

@@ -40,7 +40,7 @@ def test_checks_of_a_part_time_sim_with_a_50_ms_counter(tmp_path):
     assert checks["gpu 0: instant power"].verdict == OK
     assert checks["rapl"].verdict == MISSING and checks["rapl"].fix
     assert checks["sampling jitter"].verdict in (OK, DEGRADED)
-    assert "ticks at 20 ms" in checks["sampling jitter"].detail
+    assert "ticks at 21.7 ms" in checks["sampling jitter"].detail
     text = render(list(checks.values()))
     assert text.splitlines()[-1].startswith("overall: ")
     assert "fix: " in text
@@ -61,8 +61,19 @@ def test_cli_json_against_the_sim():
     items = by_item(out["checks"])
     assert proc.returncode == (1 if out["verdict"] == MISSING else 0)
     assert items["gpu 0: sensor coverage"]["verdict"] == OK
+    assert items["sampling phase"]["verdict"] == OK  # the default interval runs free
+    assert "readings every 21.7 ms, counter every " in items["sampling phase"]["detail"]
     assert all(c["verdict"] in (OK, DEGRADED, MISSING) for c in out["checks"])
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_says_a_20_ms_interval_is_phase_locked():
+    proc = doctor("--backend", "sim", "--sim-devices", "1", "--interval-ms", "20")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "sampling phase" in x)
+    assert line.startswith("degraded")
+    assert "largest phase gap" in line
+    assert "same phase of each" in proc.stdout and "use --interval-ms 21.7" in proc.stdout
 
 
 def test_cli_refuses_bad_options_in_one_line():
@@ -85,3 +96,5 @@ def test_cli_against_the_fake_nvml(fake_nvml_lib, fake):
     instant = items["gpu 0: instant power"]["verdict"]
     assert instant == (DEGRADED if "no_instant" in fake else OK)
     assert items["gpu 1: instant power"]["verdict"] == OK
+    phase = items["sampling phase"]  # both GPUs' measured 50 ms counters: one line
+    assert phase["verdict"] == OK and "(measured; gpu 0, 1)" in phase["detail"]

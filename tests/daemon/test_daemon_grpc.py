@@ -10,6 +10,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from parawatt_proto import parawatt_pb2 as pb
+from power_daemon.config import DEFAULT_INTERVAL_MS
 from tests.daemon.daemon_helpers import catch_up, daemon_stub, seqs
 
 SLOW = 60_000  # ms: the sampler ticks once at start; tests add readings with core.sample_once()
@@ -22,7 +23,8 @@ def test_get_info_and_latest_describe_the_sim_node(sim_daemon):
     assert info.backend == "sim" and info.boot_id == sim_daemon.daemon.boot_id
     assert [d.uuid for d in info.devices] == sim_daemon.uuids
     assert info.devices[1].index == 1 and info.devices[0].has_energy_counter
-    assert info.interval_ns == 20_000_000 and info.capacity >= 8 * 50 * 600
+    assert info.interval_ns == 21_700_000  # the default: runs free against a 100 ms counter
+    assert info.capacity >= 10 * 60 * 8 * 1000 / DEFAULT_INTERVAL_MS  # 10 min of 8 GPUs
     assert {r.device for r in latest.readings} == {0, 1}
     assert all(r.HasField("power_w") and r.HasField("energy_j") for r in latest.readings)
 
