@@ -188,7 +188,8 @@ def _summary(r, energy, steps, epochs, last_seen, ranks, metrics, names) -> RunS
     duration_s -= _between_sessions_s(energy, lead)
     world = r.world_size or len(ranks) or 1
     gpu = cpu = active = None
-    u, flags = 0.0, frozenset()
+    # no run or epoch interval written yet (steps may be): the energy is not known yet
+    u, flags = 0.0, frozenset({"partial"})
     if energy is not None:
         gpu, cpu = _sum(energy["gpu"]), _sum(energy["cpu"]) if energy["cpu"] else None
         active, u = _sum(energy["active"]), energy["u"]

@@ -98,6 +98,32 @@ def test_run_summary(engine):
         queries.run_summary(engine, "nope")
 
 
+def test_a_run_whose_run_and_epoch_intervals_are_not_written_yet_is_partial(db_url):
+    """The collector writes a run's steps before its epochs and run interval (they settle
+    later): until one is stored the run's energy is unknown and flagged partial, so
+    parawatt.results() waits instead of calling the run complete with no energy."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    b = WriteBatch()
+    b.nodes["b1"] = NodeRec("n1", "b1", devices=(DeviceRec(0, "gpu-0", "H100", "gpu"),))
+    kw = dict(rank=0, device_uuid="gpu-0", local_rank=0)
+    b.markers = [("b1", m) for m in (
+        marker("run_start", T0, config=RunConfigRec(world_size=1), **kw),
+        marker("step_start", T0 + S, epoch=0, step=0, **kw),
+        marker("step_end", T0 + 2 * S, epoch=0, step=0, **kw),
+        marker("run_end", T0 + 3 * S, status="completed", **kw),
+    )]  # fmt: skip
+    b.intervals = [interval("step", 0, "gpu-0", 0, 0, T0 + S, T0 + 2 * S, 300.0)]
+    Store(engine).write(b)
+    (r,) = queries.run_summaries(engine)
+    assert r.status == "completed" and r.energy_j is None and "partial" in r.flags
+    b = WriteBatch(intervals=[interval("run", 0, "gpu-0", 0, 0, T0, T0 + 3 * S, 900.0)])
+    Store(engine).write(b)
+    (r,) = queries.run_summaries(engine)
+    assert r.energy_j == 900.0 and "partial" not in r.flags
+    engine.dispose()
+
+
 def test_epoch_summaries(engine):
     e0, e1 = queries.epoch_summaries(engine, "r1")
     assert (e0.epoch, e0.steps, e0.duration_s) == (0, 3, 4.0)
