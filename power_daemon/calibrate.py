@@ -228,7 +228,7 @@ def phase_problem(interval_s: float, counter_period_s: float) -> str | None:
         return (
             f"readings every {ms:g} ms are more than half the {period_ms:g} ms counter period: "
             "update moments cannot be pinned; "
-            f"use --interval-ms {free_interval_ms(counter_period_s):g} or less"
+            f"use --interval-ms {suggested_interval_ms(counter_period_s):g} {LEAVE_OUT}"
         )
     gap = phase_spread(interval_s, counter_period_s)
     if gap <= MAX_PHASE_GAP:
@@ -241,18 +241,54 @@ def phase_problem(interval_s: float, counter_period_s: float) -> str | None:
     return (
         f"readings every {ms:g} ms fall at {where}: "
         f"update moments known only to +-{gap * ms / 2:.3g} ms; "
-        f"use --interval-ms {free_interval_ms(counter_period_s):g}"
+        f"use --interval-ms {suggested_interval_ms(counter_period_s):g} {LEAVE_OUT}"
     )
 
 
-def free_interval_ms(counter_period_s: float) -> float:
-    """The interval to suggest: the default where it pins this counter's updates (NVML's
-    ~100 ms counters, 50 ms ones), else the longest one in 0.1 ms steps below it that does."""
-    for tenths in range(round(DEFAULT_INTERVAL_MS * 10), 0, -1):
-        s = tenths / 1e4
-        if s < counter_period_s / 2 and phase_spread(s, counter_period_s) <= MAX_PHASE_GAP:
-            return tenths / 10
-    return DEFAULT_INTERVAL_MS
+LEAVE_OUT = "(or leave --interval-ms out: serve picks it)"
+# Updates of a counter period of n + SPREAD intervals step by SPREAD of an interval: 0.59
+# keeps clear of the 1/2 and 2/3 steps that cycle through two or three phases even when the
+# period is measured 1 ms off (searched over 97-102 ms periods, +-1 ms: every second's updates
+# then leave no phase gap over 0.20 of the interval; the golden 0.618 is 1 ms from 2/3).
+SPREAD = 0.59
+
+
+def spread_interval_ms(counter_period_s: float, near_ms: float = DEFAULT_INTERVAL_MS) -> float:
+    """The interval near near_ms (0.01 ms steps) that puts a counter period of counter_period_s
+    at n + SPREAD intervals (n >= 2: under half the period), so that the updates of every
+    second fall at well-spread phases of the readings. 21.7 ms does that for a 100 ms counter;
+    for one of 97-98 or 101-102 ms it puts them near half a reading apart (two phases in turn)."""
+    n = max(2, round(counter_period_s * 1e3 / near_ms - SPREAD))
+    return round(counter_period_s * 1e3 / (n + SPREAD), 2)
+
+
+def suggested_interval_ms(counter_period_s: float) -> float:
+    """What a fix names: the default where it spreads this counter's updates, else
+    spread_interval_ms."""
+    default_s = DEFAULT_INTERVAL_MS / 1e3
+    if (
+        default_s < counter_period_s / 2
+        and phase_spread(default_s, counter_period_s) <= MAX_PHASE_GAP
+    ):
+        return DEFAULT_INTERVAL_MS
+    return spread_interval_ms(counter_period_s)
+
+
+def tuned_interval_ms(interval_ms: float, devices: Sequence[DeviceSpec]) -> float:
+    """The interval the daemon samples at when the user did not choose one
+    (DaemonConfig.tune_interval): interval_ms, unless it cannot pin the updates of the counter
+    period calibration measured (the GPUs' median); then spread_interval_ms for that period."""
+    measured = [
+        d.energy_counter_update_s for d in devices
+        if d.kind == DeviceKind.GPU and d.has_energy_counter and d.energy_counter_update_s
+        and d.sensor_method.startswith("measured")
+    ]  # fmt: skip
+    if not measured:
+        return interval_ms
+    period = float(np.median(measured))
+    if phase_problem(interval_ms / 1e3, period) is None:
+        return interval_ms
+    return spread_interval_ms(period, interval_ms)
 
 
 def counter_periods(devices: Sequence[DeviceSpec]) -> dict[tuple[float, str], list[int]]:

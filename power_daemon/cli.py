@@ -29,6 +29,8 @@ log = logging.getLogger("power_daemon")
 
 def _config(**kwargs) -> DaemonConfig:
     rapl = kwargs.pop("rapl")
+    if "interval_ms" in kwargs and kwargs["interval_ms"] is None:  # not chosen: tuned at start
+        kwargs["interval_ms"], kwargs["tune_interval"] = DEFAULT_INTERVAL_MS, True
     if "marker_socket" in kwargs and not kwargs["marker_socket"]:
         kwargs["marker_socket"] = None  # --marker-socket '' disables it
     kwargs["rapl"] = "auto" if rapl is None else ("on" if rapl else "off")
@@ -100,12 +102,13 @@ def main(log_level: str) -> None:
 @click.option(
     "--interval-ms",
     type=float,
-    default=DEFAULT_INTERVAL_MS,
-    show_default=True,
+    default=None,
+    show_default=f"{DEFAULT_INTERVAL_MS:g}, tuned to the measured counter",
     help="time between readings; not a divisor of the GPU energy counter's ~100 ms period, so "
     "readings fall at every phase of its updates and the collector pins each update moment to "
-    "~1 ms (every 20 ms: +-10 ms); any interval whose phases spread works, `power-daemon "
-    "doctor` checks",
+    "~1 ms (every 20 ms: +-10 ms). Not given: where calibration measures a counter period "
+    f"{DEFAULT_INTERVAL_MS:g} ms does not spread, the daemon picks an interval "
+    "near it; `power-daemon doctor` checks",
 )
 @click.option("--buffer-capacity", type=int, default=300_000, show_default=True)
 @click.option(
@@ -375,8 +378,8 @@ def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
 @click.option(
     "--interval-ms",
     type=float,
-    default=DEFAULT_INTERVAL_MS,
-    show_default=True,
+    default=None,
+    show_default=f"{DEFAULT_INTERVAL_MS:g}, tuned to the measured counter",
     help="sampling period (as serve's) whose jitter is measured and whose phase against each "
     "GPU's counter updates is checked: not a divisor of the counter period, so readings fall "
     "at every phase of its updates",

@@ -73,6 +73,10 @@ class DaemonConfig:
     backend: str = "auto"
     sim_devices: int = 2
     interval_ms: float = DEFAULT_INTERVAL_MS
+    # The interval was not chosen (serve without --interval-ms): where, against a GPU counter
+    # period calibration measured, it would not pin the updates (calibrate.phase_problem), the
+    # daemon moves it to the interval near it that spreads them (calibrate.spread_interval_ms).
+    tune_interval: bool = False
     rapl: str = "auto"
     rapl_root: str = "/sys/class/powercap"
     # 10 min of 8 devices at the default ~46 Hz is 221,000 readings; the rest is room for markers.

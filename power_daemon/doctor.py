@@ -24,6 +24,7 @@ from power_daemon.calibrate import (
     partial_coverage_arch,
     phase_problem,
     phase_spread,
+    tuned_interval_ms,
 )
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import BackendUnavailable
@@ -55,8 +56,11 @@ def run_checks(
         checks.append(Check("driver", OK, f"{backend.name} {backend.driver_version or '-'}"))
         devices = calibrate_devices(backend, backend.devices(), calibrate_s)
         checks += _gpus(backend, devices)
-        checks += _phase(config.interval_ms, devices)
-        checks.append(_jitter(backend, config.interval_ns, jitter_s))
+        interval_ms = config.interval_ms
+        if config.tune_interval:  # what serve without --interval-ms would sample at
+            interval_ms = tuned_interval_ms(interval_ms, devices)
+        checks += _phase(interval_ms, devices, config.interval_ms)
+        checks.append(_jitter(backend, round(interval_ms * 1e6), jitter_s))
     finally:
         backend.close()
     checks.append(_rapl(config))
@@ -127,11 +131,12 @@ def _gpus(backend: Backend, measured: list[DeviceSpec]) -> list[Check]:
     return out
 
 
-def _phase(interval_ms: float, devices: list[DeviceSpec]) -> list[Check]:
+def _phase(interval_ms: float, devices: list[DeviceSpec], asked_ms: float) -> list[Check]:
     """Whether readings fall at every phase of each GPU's counter updates (calibrate.
     phase_spread): with an interval that divides the counter period, or one over half of it,
     the collector knows each update moment only to within an interval, and the energy of
-    short steps blurs by as much. One line per counter period."""
+    short steps blurs by as much. One line per counter period. asked_ms: the interval before
+    serve's tuning (calibrate.tuned_interval_ms), named where it differs."""
     groups = counter_periods(devices)
     out = []
     for (period, source), gpus in groups.items():
@@ -142,6 +147,8 @@ def _phase(interval_ms: float, devices: list[DeviceSpec]) -> list[Check]:
         detail = (f"readings every {interval_ms:g} ms, counter every {period * 1e3:g} ms ({how}; "
                   f"gpu {on}): largest phase gap {gap * interval_ms:.1f} ms ({gap:.0%} of the "
                   "interval)")  # fmt: skip
+        if interval_ms != asked_ms:
+            detail += f"; serve tunes {asked_ms:g} ms to {interval_ms:g} ms for this counter"
         fix = phase_problem(interval_ms / 1e3, period)
         out.append(Check(item, OK if fix is None else DEGRADED, detail, fix or ""))
     return out
