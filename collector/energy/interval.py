@@ -140,34 +140,32 @@ def _shape_var(m: Model, a: float, b: float, ea: float, eb: float) -> float:
 
     One error model throughout: between two observations power changes once, at a uniformly
     random moment. Where instant power shapes the window the observations are its readings:
-    a segment whose power changed by dP over dt misplaces up to dP dt / 2 of energy, with
-    variance (dP dt)^2 / 12, and E(x) errs by (1 - s) x the error before x minus s x the error
-    after it (s: x's share of the window; the increment itself is exact), so a segment weighs
-    (1 - s)^2 or s^2, and (1 - ds)^2 or ds^2 when both bounds share the window. Where power
-    cannot shape the window, the observations are the windows: see _window_share_var."""
+    a segment whose power changed by dP over dt misplaces dP dt (1/2 - a) of energy (a: the
+    moment, a share of the segment), variance (dP dt)^2 / 12, and E(x) errs by (1 - s) x the
+    misplaced energy before x minus s x that after it (s: x's share of the window; the
+    increment itself is exact): a segment wholly before x weighs (1 - s)^2, one after it s^2,
+    and the segment x falls in as _segment_var says. Where power cannot shape the window, the
+    observations are the windows: see _window_share_var."""
     c = m.counter
     last = len(c.tau) - 1
     ra = int(c.tau.searchsorted(a, side="right")) - 1
     rb = int(c.tau.searchsorted(b, side="right")) - 1
     in_a = 0 <= ra < last and not _in_gap(m, a)
     in_b = 0 <= rb < last and not _in_gap(m, b)
-    by_edges = m.power is not None and not c.shape_by_window
-    qa = _edges_at(m, a) if in_a and by_edges else 0.0
-    qb = _edges_at(m, b) if in_b and by_edges else 0.0
     if in_a and in_b and ra == rb:
-        return _within_var(m, ra, (a, b), (ea, eb), (qa, qb))
+        return _within_var(m, ra, (a, b), (ea, eb), (True, True))
     var = 0.0
     if in_a:
         r = ra + 1
-        var += _within_var(m, ra, (a, float(c.tau[r])), (ea, float(c.value[r])), (qa, None))
+        var += _within_var(m, ra, (a, float(c.tau[r])), (ea, float(c.value[r])), (True, False))
     if in_b:
-        var += _within_var(m, rb, (float(c.tau[rb]), b), (float(c.value[rb]), eb), (None, qb))
+        var += _within_var(m, rb, (float(c.tau[rb]), b), (float(c.value[rb]), eb), (False, True))
     return var
 
 
-def _within_var(m: Model, r: int, x: tuple, e: tuple, q: tuple) -> float:
-    """Variance of the energy the curve puts in [x0, x1], a part of window r (E there: e,
-    the power's edge budget there: q, None at the window's own ends)."""
+def _within_var(m: Model, r: int, x: tuple, e: tuple, bound: tuple) -> float:
+    """Variance of the energy the curve puts in [x0, x1], a part of window r (E there: e;
+    bound: whether each end is an interval's bound, else the window's own end)."""
     c = m.counter
     t0, t1 = float(c.tau[r]), float(c.tau[r + 1])
     if t1 <= t0:
@@ -180,11 +178,52 @@ def _within_var(m: Model, r: int, x: tuple, e: tuple, q: tuple) -> float:
     step = float(c.value[r + 1] - c.value[r])
     ds = (e[1] - e[0]) / step if step > 0 else (x[1] - x[0]) / (t1 - t0)
     ds = min(max(ds, 0.0), 1.0)
+    cum = m.power.edges
     q0, q1 = float(c.edges_tau[r]), float(c.edges_tau[r + 1])
-    qa = q0 if q[0] is None else q[0]
-    qb = q1 if q[1] is None else q[1]
-    outside, inside = max(qa - q0, 0.0) + max(q1 - qb, 0.0), max(qb - qa, 0.0)
-    return (outside * ds * ds + inside * (1.0 - ds) ** 2) / 12.0
+    j0, u0, b0 = _segment_at(m, x[0]) if bound[0] else (None, 0.0, 0.0)
+    j1, u1, b1 = _segment_at(m, x[1]) if bound[1] else (None, 1.0, 0.0)
+    if j0 is not None and j0 == j1:  # both bounds in one segment
+        return (b0 * _segment_var(u0, u1, ds)
+                + (max(float(cum[j0]) - q0, 0.0) + max(q1 - float(cum[j0 + 1]), 0.0))
+                * ds * ds / 12.0)  # fmt: skip
+    var, inside_from, inside_to, outside = 0.0, q0, q1, 0.0
+    if j0 is not None:
+        var += b0 * _segment_var(u0, 1.0, ds)
+        inside_from, outside = float(cum[j0 + 1]), max(float(cum[j0]) - q0, 0.0)
+    if j1 is not None:
+        var += b1 * _segment_var(0.0, u1, ds)
+        inside_to, outside = float(cum[j1]), outside + max(q1 - float(cum[j1 + 1]), 0.0)
+    inside = max(inside_to - inside_from, 0.0)
+    return var + (inside * (1.0 - ds) ** 2 + outside * ds * ds) / 12.0
+
+
+def _segment_at(m: Model, x: float) -> tuple[int, float, float]:
+    """The power segment x falls in: (index j of its first reading, x's share of it, its edge
+    budget (dP dt)^2)."""
+    ts, cum = m.power.ts, m.power.edges
+    j = min(max(int(ts.searchsorted(x, side="right")) - 1, 0), max(len(ts) - 2, 0))
+    if len(ts) < 2:
+        return j, 0.0, 0.0
+    u = (x - float(ts[j])) / (float(ts[j + 1]) - float(ts[j]))
+    return j, min(max(u, 0.0), 1.0), float(cum[j + 1] - cum[j])
+
+
+def _segment_var(lo: float, hi: float, k: float) -> float:
+    """Variance, per (dP dt)^2, of what one segment adds to the error of the energy the curve
+    puts in a part of its window that covers [lo, hi] of the segment (shares of it) and the
+    share k of the window's increment, when power changed once inside the segment at a uniform
+    moment a. The trapezoid misplaces (v - a)+ - v^2 / 2 of energy before v and 1/2 - a in
+    all, so the part errs by (hi - a)+ - (lo - a)+ - k (1/2 - a) - (hi^2 - lo^2) / 2: its
+    variance in closed form. A segment wholly inside the part gives (1 - k)^2 / 12, one wholly
+    outside k^2 / 12; for the segment a bound cuts, splitting its (dP dt)^2 / 12 by the time on
+    either side (as before) overstated it up to 4x (the bound's own segment matters most when a
+    marker sits on a power edge)."""
+    w = hi - lo
+    e_g = w * lo + w * w / 2.0
+    e_g2 = w * w * lo + w**3 / 3.0
+    e_ga = w * lo * lo / 2.0 + hi * (hi * hi - lo * lo) / 2.0 - (hi**3 - lo**3) / 3.0
+    mean = e_g + k / 2.0
+    return max(e_g2 + 2.0 * k * e_ga + k * k / 3.0 - mean * mean, 0.0)
 
 
 def _window_share_var(s0: float, s1: float) -> float:
@@ -198,18 +237,6 @@ def _window_share_var(s0: float, s1: float) -> float:
     s0, s1 = min(max(s0, 0.0), 1.0), min(max(s1, 0.0), 1.0)
     ds = max(s1 - s0, 0.0)
     return (ds * max(s0, 1.0 - s1)) ** 2
-
-
-def _edges_at(m: Model, x: float) -> float:
-    """The power's cumulative edge budget sum (dP dt)^2 up to x (linear inside a segment)."""
-    ts, q = m.power.ts, m.power.edges
-    if len(ts) < 2 or x <= ts[0]:
-        return 0.0
-    if x >= ts[-1]:
-        return float(q[-1])
-    j = int(ts.searchsorted(x, side="right")) - 1
-    t0 = float(ts[j])
-    return float(q[j]) + (float(q[j + 1]) - float(q[j])) * (x - t0) / (float(ts[j + 1]) - t0)
 
 
 def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> float:

@@ -40,7 +40,8 @@ readings show; no constant fitted to a benchmark), terms independent, added in q
 - power shape, where instant power shapes the windows: between two readings power changed
   once, at a uniformly random moment, so a segment misplaces energy with variance
   (dP dt)^2 / 12; E(x) errs by (1 - s) x the misplaced energy before x minus s x that after
-  it, and two bounds in one window share their segments;
+  it (the segment x cuts in closed form, interval._segment_var), and two bounds in one window
+  share their segments;
 - power shape, where power cannot shape a window (no power, a 1 s average, a part-time
   sensor; the share inside a window is then linear in time): power changed inside the window
   by dL, the largest change of mean power to a neighbouring window or between the two
