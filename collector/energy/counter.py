@@ -70,6 +70,11 @@ class Phase:
     refined: np.ndarray  # bool: pinned by the brackets before it
     var_own_s2: np.ndarray  # error variance that is this update's own (its jitter)
     var_grid_s2: np.ndarray  # ... and that of the grid estimate, shared with its neighbours
+    # Per pinned update: the brackets that set the low and the high end of its intersection
+    # (indices of anchors; -1 where not pinned): two pinned updates whose ends come from the
+    # same brackets share their grid errors (model: _timing_var)
+    src_lo: np.ndarray | None = None
+    src_hi: np.ndarray | None = None
 
 
 def unpinned(a: Anchors, indep: float) -> Phase:
@@ -130,15 +135,18 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     period, tol = local_period(mid, w, n, chain, update_s, jitter_s)
     # intersect, for every usable update k, the brackets of k - 1 .. k - M moved on to it
     low, high = ulo.copy(), uhi.copy()
+    src_lo, src_hi = np.arange(len(usable)), np.arange(len(usable))  # which bracket set each
     count = np.ones(len(usable), dtype=np.int64)
     for back in range(1, min(m_max, len(usable) - 1) + 1):
         reach = (n[back:] - n[:-back]) * period[back:]
         same = (chain[back:] == chain[:-back]) & (reach <= PHASE_WINDOW_S)
         widen = reach * tol[back:]
-        np.maximum(low[back:], np.where(same, ulo[:-back] + reach - widen, -np.inf),
-                   out=low[back:])  # fmt: skip
-        np.minimum(high[back:], np.where(same, uhi[:-back] + reach + widen, np.inf),
-                   out=high[back:])  # fmt: skip
+        up = same & (ulo[:-back] + reach - widen > low[back:])
+        low[back:] = np.where(up, ulo[:-back] + reach - widen, low[back:])
+        src_lo[back:] = np.where(up, np.arange(len(up)), src_lo[back:])
+        down = same & (uhi[:-back] + reach + widen < high[back:])
+        high[back:] = np.where(down, uhi[:-back] + reach + widen, high[back:])
+        src_hi[back:] = np.where(down, np.arange(len(down)), src_hi[back:])
         count[back:] += same
     full = count >= MIN_PHASE_BRACKETS
     if not full.any():
@@ -170,7 +178,9 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     grid = np.minimum(high - low, b_s - a_s)[good]
     var_own[idx] = np.minimum(jit[good] ** 2 / 3.0, total)
     var_grid[idx] = np.minimum(grid**2 / 12.0, total - var_own[idx])
-    return Phase(tau, hw, refined, var_own, var_grid)
+    lo_of, hi_of = np.full(len(tau), -1), np.full(len(tau), -1)
+    lo_of[idx], hi_of[idx] = usable[src_lo[good]], usable[src_hi[good]]
+    return Phase(tau, hw, refined, var_own, var_grid, lo_of, hi_of)
 
 
 PERIOD_MIN_UPDATES = 20  # updates behind a period fitted from the brackets (else: nominal)

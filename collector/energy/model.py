@@ -81,6 +81,8 @@ class CounterPart:
     refined: np.ndarray | None = None
     var_own: np.ndarray | None = None
     var_grid: np.ndarray | None = None
+    src_lo: np.ndarray | None = None  # the brackets that set each pinned anchor's intersection
+    src_hi: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,7 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
         0.5 * (1.0 - spec.coverage_fraction), p_tau, indep,
         change_w2, by_window,
         np.interp(tau, power.ts, power.edges) if power is not None else None,
-        phase.refined, phase.var_own_s2, phase.var_grid_s2,
+        phase.refined, phase.var_own_s2, phase.var_grid_s2, phase.src_lo, phase.src_hi,
     )  # fmt: skip
 
 

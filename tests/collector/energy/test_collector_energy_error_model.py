@@ -73,23 +73,36 @@ def test_window_share_of_a_change_at_the_bound():
 
 
 @pytest.mark.parametrize(
-    ("lo", "hi", "k"), [(0.0, 1.0, 0.3), (0.4, 0.4, 0.3), (0.0, 0.5, 0.5), (0.2, 0.7, 0.1),
-                        (0.9, 1.0, 0.95), (0.0, 0.05, 0.8)],
+    ("lo", "hi", "k", "t0", "t1"),
+    [(0.0, 1.0, 0.3, -1.0, 2.0), (0.4, 0.4, 0.3, -1.0, 2.0), (0.0, 0.5, 0.5, -1.0, 2.0),
+     (0.2, 0.7, 0.1, -1.0, 2.0), (0.9, 1.0, 0.95, -1.0, 2.0), (0.0, 0.05, 0.8, -1.0, 2.0),
+     (0.6, 2.0, 0.7, 0.3, 2.0), (-1.0, 0.5, 0.2, -1.0, 0.8), (0.35, 0.6, 0.4, 0.3, 0.9)],
 )  # fmt: skip
-def test_segment_var_is_the_variance_of_one_change_at_a_uniform_moment(lo, hi, k):
-    """The segment a bound cuts: power steps by 1 over a segment of length 1 at a uniform moment
-    a; the trapezoid puts the step's energy linearly; the part [lo, hi] of the segment, sharing
-    k of the window, errs by its misplaced energy minus k x the segment's. Numerically."""
+def test_segment_var_is_the_variance_of_one_change_at_a_uniform_moment(lo, hi, k, t0, t1):
+    """A segment [0, 1] whose power steps by 1 at a uniform moment a; the trapezoid puts the
+    step's energy linearly. The part [lo, hi] of the window [t0, t1], sharing k of it, errs by
+    its misplaced energy minus k x the window's: M(hi) - M(lo) - k (M(t1) - M(t0)), M the
+    misplaced energy up to a point (bounds and window ends inside the segment or beyond it).
+    The closed form against numerical integration."""
     a = (np.arange(200_000) + 0.5) / 200_000
 
     def misplaced(v):  # true minus trapezoid energy in [0, v]
+        v = min(max(v, 0.0), 1.0)
         return np.maximum(v - a, 0.0) - v * v / 2.0
 
-    err = misplaced(hi) - misplaced(lo) - k * misplaced(1.0)
-    assert _segment_var(lo, hi, k) == pytest.approx(np.var(err), rel=1e-4, abs=1e-9)
-    # a segment wholly inside the part, or wholly outside it: (1 - k)^2 / 12 and k^2 / 12
-    assert _segment_var(0.0, 1.0, k) == pytest.approx((1 - k) ** 2 / 12)
-    assert _segment_var(hi, hi, k) == pytest.approx(k * k / 12)
+    err = misplaced(hi) - misplaced(lo) - k * (misplaced(t1) - misplaced(t0))
+    points = sorted(((lo, -1.0), (hi, 1.0), (t0, k), (t1, -k)))
+    got = _segment_var(np.array([0.0, 1.0]), 0, points)
+    assert got == pytest.approx(np.var(err), rel=1e-4, abs=1e-9)
+
+
+def test_segment_wholly_inside_or_outside_a_part():
+    """(1 - k)^2 / 12 and k^2 / 12: what the edge budget of the other segments weighs."""
+    ts = np.array([0.0, 1.0])
+    inside = sorted(((-1.0, -1.0), (2.0, 1.0), (-2.0, 0.3), (3.0, -0.3)))
+    outside = sorted(((1.5, -1.0), (2.0, 1.0), (-2.0, 0.3), (3.0, -0.3)))
+    assert _segment_var(ts, 0, inside) == pytest.approx(0.7**2 / 12)
+    assert _segment_var(ts, 0, outside) == pytest.approx(0.3**2 / 12)
 
 
 def test_constant_power_has_no_shape_term():
