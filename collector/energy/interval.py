@@ -181,12 +181,15 @@ def _within_var(m: Model, r: int, x: tuple, e: tuple) -> float:
     ds = min(max(ds, 0.0), 1.0)
     # the part's error: M(x1) - M(x0) - ds (M(t1) - M(t0)), M the trapezoid's cumulative
     # misplaced energy; each segment adds its own, independent of the others
-    points = sorted(((x[0], -1.0), (x[1], 1.0), (t0, ds), (t1, -ds)))
     ts, cum = m.power.ts, m.power.edges
-    top = max(len(ts) - 2, 0)
-    cut = [min(max(int(ts.searchsorted(p, side="right")) - 1, 0), top) for p, _ in points]
     if len(ts) < 2:
         return 0.0
+    top, seg_r, seg_r1 = len(ts) - 2, int(c.tau_seg[r]), int(c.tau_seg[r + 1])
+    j0 = seg_r if x[0] == t0 else min(max(int(ts.searchsorted(x[0], side="right")) - 1, 0), top)
+    j1 = seg_r1 if x[1] == t1 else min(max(int(ts.searchsorted(x[1], side="right")) - 1, 0), top)
+    order = sorted(((x[0], -1.0, j0), (x[1], 1.0, j1), (t0, ds, seg_r), (t1, -ds, seg_r1)))
+    points = [(p, coef) for p, coef, _ in order]
+    cut = [j for _, _, j in order]
     var = passed = 0.0  # passed: the points' coefficients so far (minus those of the segments
     for k, (j, (_, coef)) in enumerate(zip(cut, points, strict=True)):  # between two points)
         if k and j > cut[k - 1] + 1:  # segments wholly between the previous cut and this one
@@ -209,12 +212,22 @@ def _segment_var(ts: np.ndarray, j: int, points) -> float:
     as before, overstated it up to 4x (the bound's own segment matters most where a marker
     sits on a power edge)."""
     t0, t1 = float(ts[j]), float(ts[j + 1])
-    vs = [min(max((p - t0) / (t1 - t0), 0.0), 1.0) for p, _ in points]
+    # points before the segment add nothing; those after it add c (1 - a): one point at v = 1
+    terms, whole = [], 0.0
+    for p, coef in points:
+        v = (p - t0) / (t1 - t0)
+        if v >= 1.0:
+            whole += coef
+        elif v > 0.0:
+            terms.append((v, coef))
+    if whole:
+        terms.append((1.0, whole))
     var = 0.0
-    for v, cv in zip(vs, points, strict=True):
-        for w, cw in zip(vs, points, strict=True):
+    for i, (v, cv) in enumerate(terms):
+        var += cv * cv * (v**3 / 3.0 - v**4 / 4.0)  # var((v - a)+)
+        for w, cw in terms[i + 1 :]:
             lo, hi = min(v, w), max(v, w)
-            var += cv[1] * cw[1] * (lo * lo * hi / 2.0 - lo**3 / 6.0 - v * v * w * w / 4.0)
+            var += 2.0 * cv * cw * (lo * lo * hi / 2.0 - lo**3 / 6.0 - v * v * w * w / 4.0)
     return max(var, 0.0)
 
 

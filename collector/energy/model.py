@@ -83,6 +83,7 @@ class CounterPart:
     var_grid: np.ndarray | None = None
     src_lo: np.ndarray | None = None  # the brackets that set each pinned anchor's intersection
     src_hi: np.ndarray | None = None
+    tau_seg: np.ndarray | None = None  # the power segment each anchor falls in
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,8 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
         change_w2, by_window,
         np.interp(tau, power.ts, power.edges) if power is not None else None,
         phase.refined, phase.var_own_s2, phase.var_grid_s2, phase.src_lo, phase.src_hi,
+        None if power is None else np.clip(
+            np.searchsorted(power.ts, tau, side="right") - 1, 0, max(len(power.ts) - 2, 0)),
     )  # fmt: skip
 
 
