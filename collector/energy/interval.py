@@ -175,7 +175,11 @@ def _within_var(m: Model, r: int, x: tuple, e: tuple) -> float:
         if c.change_w2 is None:
             return 0.0
         s0, s1 = (x[0] - t0) / (t1 - t0), (x[1] - t0) / (t1 - t0)
-        return (t1 - t0) ** 2 * float(c.change_w2[r]) * _window_share_var(s0, s1)
+        var = float(c.change_w2[r]) * _window_share_var(s0, s1)
+        if c.dip_w2 is not None:  # a dip's energy at a uniform place (model._dip_w2)
+            ds = min(max(s1, 0.0), 1.0) - min(max(s0, 0.0), 1.0)
+            var += float(c.dip_w2[r]) * max(ds, 0.0) * (1.0 - max(ds, 0.0))
+        return (t1 - t0) ** 2 * var
     step = float(c.value[r + 1] - c.value[r])
     ds = (e[1] - e[0]) / step if step > 0 else (x[1] - x[0]) / (t1 - t0)
     ds = min(max(ds, 0.0), 1.0)

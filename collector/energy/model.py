@@ -25,6 +25,11 @@ CALIBRATION_WINDOWS = 10  # counter updates used for the counter/power ratio bey
 EXTRAPOLATION_REL = 0.05  # relative uncertainty of energy extrapolated beyond the last anchor
 JUMP_FACTOR = 3.0  # a window's increment above this x the highest power x its length is a restart
 MAX_DEVICE_W = 5000.0
+# Sampling locked to the counter (every update at one phase of the readings: their scatter
+# under this share of a bracket's) leaves every bracket alike: refine_phase cannot narrow one,
+# and is skipped (a collector with hundreds of GPUs read on a locked schedule spent ~8 % of
+# its time on it for nothing). Free-running readings scatter ~1.
+LOCKED_INDEP = 0.2
 NEIGHBOURS = 1  # windows each side whose changes size a window's own (change_w2)  # ... and above this (no GPU module draws that): a counter restart
 
 
@@ -84,6 +89,10 @@ class CounterPart:
     src_lo: np.ndarray | None = None  # the brackets that set each pinned anchor's intersection
     src_hi: np.ndarray | None = None
     tau_seg: np.ndarray | None = None  # the power segment each anchor falls in
+    # Per window where power cannot shape it on a sensor that sees all of the time: how far
+    # its mean power lies beyond both neighbours' (W, squared; 0 where between them): a dip
+    # or a peak inside it, two changes the neighbours' change does not show (_dip_w2).
+    dip_w2: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +142,7 @@ def build_model(
 def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec) -> CounterPart:
     a = counter_anchors(tc, cc, spec.update_s, spec.update_jitter_s)
     indep = _timing_independence(a, spec.update_s)
-    if spec.pin_update_phase:
+    if spec.pin_update_phase and indep > LOCKED_INDEP:
         phase = refine_phase(a, spec.update_s, spec.update_jitter_s, indep)
     else:
         phase = unpinned(a, indep)
@@ -178,6 +187,7 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
         phase.refined, phase.var_own_s2, phase.var_grid_s2, phase.src_lo, phase.src_hi,
         None if power is None else np.clip(
             np.searchsorted(power.ts, tau, side="right") - 1, 0, max(len(power.ts) - 2, 0)),
+        _dip_w2(tau, step) if by_window and pc_var is None else None,
     )  # fmt: skip
 
 
@@ -228,6 +238,25 @@ def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None
     if len(mean_w) > 2:
         out[1:-1] = np.maximum(out[1:-1], (mean_w[2:] - mean_w[:-2]) ** 2)
     return out
+
+
+def _dip_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None:
+    """Per window: the squared distance of its mean power beyond both neighbours' means (0 where
+    it lies between them, or at the ends). One change inside a window leaves its mean between
+    the levels before and after it; a mean below (above) both holds a dip (a peak), at least
+    two changes, e.g. the all-reduce between two steps, which change_w2 does not show. Its
+    energy, that distance x the window's length, sits somewhere inside the window: linearly
+    shared, a part [s0, s1] of the window errs by at most that x max(ds, 1 - ds), and by that
+    x (1[inside] - ds) for a short dip at a uniform place, variance x ds (1 - ds)."""
+    if len(tau) < 4:
+        return None
+    dt = np.diff(tau)
+    mean_w = step / np.where(dt > 0, dt, np.inf)
+    before, here, after = mean_w[:-2], mean_w[1:-1], mean_w[2:]
+    beyond = np.maximum(
+        np.maximum(np.minimum(before, after) - here, here - np.maximum(before, after)), 0.0
+    )
+    return np.concatenate(([0.0], beyond, [0.0])) ** 2
 
 
 def _partial_coverage(tau: np.ndarray, step: np.ndarray, fraction: float, change_w2):
