@@ -92,11 +92,12 @@ def refine_phase(a: Anchors, update_s: float, jitter_s: float, indep: float) -> 
     (g_k = g_j + (k - j) T) and |e| <= J; every bracket [lo_j, hi_j] then holds g_j +- J, so
     g_k lies in the intersection over j of [lo_j - J + m T, hi_j + J + m T] (m = k - j; T as
     the brackets of the last CLEAN_S show it, to a tolerance tol that widens each by m T tol:
-    local_period), and update k within J of that. The brackets of a free-running sampler fall at every phase of the grid and their
-    intersection is far narrower than one sampling interval; a sampler phase-locked to the
-    counter gains only its own jitter. Only past brackets within PHASE_WINDOW_S are used (the
-    host's and the GPU's clocks drift, so the grid holds only locally; and an update, once
-    seen, never moves when later readings arrive: settled energy stays settled).
+    local_period), and update k within J of that. The brackets of a free-running sampler
+    fall at every phase of the grid and their intersection is far narrower than one sampling
+    interval; a sampler phase-locked to the counter gains only its own jitter. Only past
+    brackets within PHASE_WINDOW_S are used (the host's and the GPU's clocks drift, so the
+    grid holds only locally; and an update, once seen, never moves when later readings
+    arrive: settled energy stays settled).
 
     J is checked against the data: where no grid passes through a window's brackets, half
     the overlap they miss is a lower bound on the jitter. With a sampler locked to the

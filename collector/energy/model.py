@@ -78,7 +78,6 @@ class CounterPart:
     # the share inside a window is then about linear in time, and its error is sized from
     # change_w2; else from the power segments' edges.
     shape_by_window: bool = False
-    edges_tau: np.ndarray | None = None  # the power's edge budget (PowerPart.edges) at tau
     # The update moments' error (counter.refine_phase): per anchor, whether the counter's
     # periodicity pinned it, the variance that is its own and that of the grid estimate
     # (shared with the anchors near it; for anchors not pinned: the part timing_indep says is
@@ -183,7 +182,6 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
         window_max, window_shape, head, tail, pc_var, pc_sum,
         0.5 * (1.0 - spec.coverage_fraction), p_tau, indep,
         change_w2, by_window,
-        np.interp(tau, power.ts, power.edges) if power is not None else None,
         phase.refined, phase.var_own_s2, phase.var_grid_s2, phase.src_lo, phase.src_hi,
         None if power is None else np.clip(
             np.searchsorted(power.ts, tau, side="right") - 1, 0, max(len(power.ts) - 2, 0)),
@@ -221,6 +219,13 @@ def _timing_independence(a, update_s: float) -> float:
     return float(np.clip(scatter / bracket_var, 0.05, 1.0))
 
 
+def _window_means(tau: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Mean power per window: the counter's increment over the window's length (0 for a window
+    of no length)."""
+    dt = np.diff(tau)
+    return step / np.where(dt > 0, dt, np.inf)
+
+
 def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None:
     """Per window: the largest squared change of mean power (counter increment over window
     length) to the window before, to the window after, and between those two. Where power
@@ -229,8 +234,7 @@ def _neighbour_change_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None
     only as t dL and (1 - t) dL, in full only between them."""
     if len(tau) < 2:
         return None
-    dt = np.diff(tau)
-    mean_w = step / np.where(dt > 0, dt, np.inf)
+    mean_w = _window_means(tau, step)
     if len(mean_w) == 1:
         return mean_w**2  # nothing to compare with: as if it changed by all of it
     sq = np.diff(mean_w) ** 2  # sq[k]: between windows k and k + 1
@@ -250,8 +254,7 @@ def _dip_w2(tau: np.ndarray, step: np.ndarray) -> np.ndarray | None:
     x (1[inside] - ds) for a short dip at a uniform place, variance x ds (1 - ds)."""
     if len(tau) < 4:
         return None
-    dt = np.diff(tau)
-    mean_w = step / np.where(dt > 0, dt, np.inf)
+    mean_w = _window_means(tau, step)
     before, here, after = mean_w[:-2], mean_w[1:-1], mean_w[2:]
     beyond = np.maximum(
         np.maximum(np.minimum(before, after) - here, here - np.maximum(before, after)), 0.0

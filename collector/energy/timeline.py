@@ -32,8 +32,8 @@ The error model behind sigma (each term derived from what the sensor is and what
 readings show; no constant fitted to a benchmark), terms independent, added in quadrature:
 - update moments: each is uniform in its bracket (var h^2 / 3), narrowed by the counter's
   periodicity where the brackets before it agree with a stable period (counter.refine_phase,
-  CounterSpec.pin_update_phase, on by default); E(x) moves by -(1 - s) P_r d_r - s P_r+1 d_r+1 (s: x's share of the
-  window, P: power at the anchors). The part of d common to anchors cancels between the two
+  CounterSpec.pin_update_phase, on by default); E(x) moves by -(1 - s) P_r d_r - s P_r+1
+  d_r+1 (s: x's share of the window, P: power at the anchors). The part of d common to anchors cancels between the two
   bounds: for anchors their own bracket places, the part common to all (phase-locked
   sampling, measured from how regularly the updates show up); for pinned anchors, their grid
   estimate, shared as far as their windows of brackets overlap;
@@ -100,8 +100,9 @@ __all__ = [
 
 
 def _arrays(samples: Iterable[Sample]):
-    """Columns (time, power, counter, power-is-an-average) of the samples (None -> NaN). One list per column: ~0.2 us a sample, where a tuple per sample cost
-    ~1 us (every reading passes here)."""
+    """Columns (time, power, counter, power-is-an-average) of the samples (None -> NaN). One
+    list per column: ~0.2 us a sample, where a tuple per sample cost ~1 us (every reading
+    passes here)."""
     samples = samples if isinstance(samples, list) else list(samples)
     if not samples:
         return np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool)
