@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from power_daemon.config import DEFAULT_INTERVAL_MS
+from power_daemon.config import DEFAULT_INTERVAL_MS, DaemonConfig
 from power_daemon.model import DeviceKind, DeviceSpec
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,15 @@ def suggested_interval_ms(counter_period_s: float) -> float:
     ):
         return DEFAULT_INTERVAL_MS
     return spread_interval_ms(counter_period_s)
+
+
+def sampling_config(config: DaemonConfig, devices: Sequence[DeviceSpec]) -> DaemonConfig:
+    """The config the daemon samples with once its GPUs are calibrated: the interval tuned to
+    their counter (tuned_interval_ms) where the user did not choose one (tune_interval)."""
+    if not config.tune_interval:
+        return config
+    tuned = tuned_interval_ms(config.interval_ms, devices)
+    return config if tuned == config.interval_ms else dataclasses.replace(config, interval_ms=tuned)
 
 
 def tuned_interval_ms(interval_ms: float, devices: Sequence[DeviceSpec]) -> float:

@@ -6,7 +6,6 @@ nothing of the wire format.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -19,7 +18,7 @@ from parawatt_proto.ownership import RunLedger, RunOwner
 from parawatt_proto.records import MarkerRec
 from power_daemon.backends.base import Backend
 from power_daemon.buffer import RingBuffer, StartPlan, plan_start
-from power_daemon.calibrate import calibrate_devices, phase_warnings, tuned_interval_ms
+from power_daemon.calibrate import calibrate_devices, phase_warnings, sampling_config
 from power_daemon.config import DaemonConfig
 from power_daemon.markers import resolve
 from power_daemon.model import DeviceKind, DeviceSpec, Sample
@@ -49,14 +48,13 @@ class Daemon:
         self.devices: list[DeviceSpec] = backend.devices()
         if config.calibrate_s > 0:  # measured sensor facts instead of the backend's constants
             self.devices = calibrate_devices(backend, self.devices, config.calibrate_s)
-        if config.tune_interval:
-            tuned = tuned_interval_ms(config.interval_ms, self.devices)
-            if tuned != config.interval_ms:
-                log.info(
-                    "sampling every %g ms, not %g: the measured counter period would put its "
-                    "updates at too few phases of the readings", tuned, config.interval_ms,
-                )  # fmt: skip
-                config = self.config = dataclasses.replace(config, interval_ms=tuned)
+        tuned = sampling_config(config, self.devices)
+        if tuned is not config:
+            log.info(
+                "sampling every %g ms, not %g: the measured counter period would put its "
+                "updates at too few phases of the readings", tuned.interval_ms, config.interval_ms,
+            )  # fmt: skip
+            config = self.config = tuned
         for line in phase_warnings(config.interval_ms / 1e3, self.devices):
             log.warning("sampling phase: %s", line)  # the collector cannot pin the updates
         self.gpu_uuids = [d.uuid for d in self.devices if d.kind == DeviceKind.GPU]

@@ -24,7 +24,7 @@ from power_daemon.calibrate import (
     partial_coverage_arch,
     phase_problem,
     phase_spread,
-    tuned_interval_ms,
+    sampling_config,
 )
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import BackendUnavailable
@@ -56,11 +56,9 @@ def run_checks(
         checks.append(Check("driver", OK, f"{backend.name} {backend.driver_version or '-'}"))
         devices = calibrate_devices(backend, backend.devices(), calibrate_s)
         checks += _gpus(backend, devices)
-        interval_ms = config.interval_ms
-        if config.tune_interval:  # what serve without --interval-ms would sample at
-            interval_ms = tuned_interval_ms(interval_ms, devices)
-        checks += _phase(interval_ms, devices, config.interval_ms)
-        checks.append(_jitter(backend, round(interval_ms * 1e6), jitter_s))
+        sampled = sampling_config(config, devices)  # what serve would sample at
+        checks += _phase(sampled.interval_ms, devices, config.interval_ms)
+        checks.append(_jitter(backend, sampled.interval_ns, jitter_s))
     finally:
         backend.close()
     checks.append(_rapl(config))
