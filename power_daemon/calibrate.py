@@ -274,6 +274,9 @@ def suggested_interval_ms(counter_period_s: float) -> float:
     return spread_interval_ms(counter_period_s)
 
 
+MAX_TUNE = 1.5  # serve moves an interval it was not given at most this factor either way
+
+
 def sampling_config(config: DaemonConfig, devices: Sequence[DeviceSpec]) -> DaemonConfig:
     """The config the daemon samples with once its GPUs are calibrated: the interval tuned to
     their counter (tuned_interval_ms) where the user did not choose one (tune_interval)."""
@@ -286,7 +289,10 @@ def sampling_config(config: DaemonConfig, devices: Sequence[DeviceSpec]) -> Daem
 def tuned_interval_ms(interval_ms: float, devices: Sequence[DeviceSpec]) -> float:
     """The interval the daemon samples at when the user did not choose one
     (DaemonConfig.tune_interval): interval_ms, unless it cannot pin the updates of the counter
-    period calibration measured (the GPUs' median); then spread_interval_ms for that period."""
+    period calibration measured (the GPUs' median); then spread_interval_ms for that period,
+    if within MAX_TUNE of interval_ms (a counter measured to advance every few ms, e.g. a
+    driver or stand-in library that updates it on every read, would otherwise have the daemon
+    sample at a kHz; it keeps the interval and the start-up warning says why)."""
     measured = [
         d.energy_counter_update_s for d in devices
         if d.kind == DeviceKind.GPU and d.has_energy_counter and d.energy_counter_update_s
@@ -297,7 +303,8 @@ def tuned_interval_ms(interval_ms: float, devices: Sequence[DeviceSpec]) -> floa
     period = float(np.median(measured))
     if phase_problem(interval_ms / 1e3, period) is None:
         return interval_ms
-    return spread_interval_ms(period, interval_ms)
+    tuned = spread_interval_ms(period, interval_ms)
+    return tuned if interval_ms / MAX_TUNE <= tuned <= interval_ms * MAX_TUNE else interval_ms
 
 
 def counter_periods(devices: Sequence[DeviceSpec]) -> dict[tuple[float, str], list[int]]:

@@ -140,6 +140,9 @@ def test_tuned_interval_keeps_the_default_where_it_spreads_and_moves_where_not()
     assert phase_problem(tuned / 1e3, 0.098) is None
     # periods nobody measured are not tuned to
     assert tuned_interval_ms(21.7, [gpu(0, 0.098, "sim: configured"), gpu(1, None)]) == 21.7
+    # a counter measured to advance every 2 ms (updated on every read): no kHz sampling
+    assert tuned_interval_ms(21.7, [gpu(0, 0.002, measured)]) == 21.7
+    assert phase_warnings(0.0217, [gpu(0, 0.002, measured)])  # ... and the warning says so
 
 
 def test_serve_without_an_interval_tunes_it_to_the_measured_counter(caplog):
