@@ -71,7 +71,7 @@ def _local_power(m: Model, x: float) -> tuple[float, float, float]:
     ts, pw = m.power.ts, m.power.pw
     if len(ts) == 1:
         return float(pw[0]), 0.0, 0.0
-    j = min(max(int(ts.searchsorted(x, side="right")) - 1, 0), len(ts) - 2)
+    j = _segment_of(ts, x)
     p0, p1 = float(pw[j]), float(pw[j + 1])
     return max(p0, p1), abs(p1 - p0), float(ts[j + 1] - ts[j])
 
@@ -188,9 +188,9 @@ def _within_var(m: Model, r: int, x: tuple, e: tuple) -> float:
     ts, cum = m.power.ts, m.power.edges
     if len(ts) < 2:
         return 0.0
-    top, seg_r, seg_r1 = len(ts) - 2, int(c.tau_seg[r]), int(c.tau_seg[r + 1])
-    j0 = seg_r if x[0] == t0 else min(max(int(ts.searchsorted(x[0], side="right")) - 1, 0), top)
-    j1 = seg_r1 if x[1] == t1 else min(max(int(ts.searchsorted(x[1], side="right")) - 1, 0), top)
+    seg_r, seg_r1 = int(c.tau_seg[r]), int(c.tau_seg[r + 1])
+    j0 = seg_r if x[0] == t0 else _segment_of(ts, x[0])
+    j1 = seg_r1 if x[1] == t1 else _segment_of(ts, x[1])
     order = sorted(((x[0], -1.0, j0), (x[1], 1.0, j1), (t0, ds, seg_r), (t1, -ds, seg_r1)))
     points = [(p, coef) for p, coef, _ in order]
     cut = [j for _, _, j in order]
@@ -202,6 +202,12 @@ def _within_var(m: Model, r: int, x: tuple, e: tuple) -> float:
             var += float(cum[j + 1] - cum[j]) * _segment_var(ts, j, points)
         passed += coef
     return var
+
+
+def _segment_of(ts: np.ndarray, x: float) -> int:
+    """The power segment [ts[j], ts[j + 1]] x falls in (the first or last beyond the readings;
+    model.CounterPart.tau_seg holds the anchors')."""
+    return min(max(int(ts.searchsorted(x, side="right")) - 1, 0), len(ts) - 2)
 
 
 def _segment_var(ts: np.ndarray, j: int, points) -> float:
