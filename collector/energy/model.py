@@ -30,7 +30,6 @@ MAX_DEVICE_W = 5000.0
 # and is skipped (a collector with hundreds of GPUs read on a locked schedule spent ~8 % of
 # its time on it for nothing). Free-running readings scatter ~1.
 LOCKED_INDEP = 0.2
-NEIGHBOURS = 1  # windows each side whose changes size a window's own (change_w2)  # ... and above this (no GPU module draws that): a counter restart
 
 
 @dataclass(frozen=True, slots=True)
