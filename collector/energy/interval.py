@@ -293,13 +293,14 @@ def _timing_var(m: Model, at_a: dict[int, float], at_b: dict[int, float]) -> flo
 
 def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
     """The unobserved-window term of [a, b] (bound, variance; see model._partial_coverage).
-    The bound takes every window touched whole. The variance: a window at either end of
-    [a, b], holding only part of it, weighs its whole mean square times that part squared
-    (its error is shared out with its increment); the windows wholly between them add the
-    spread of their errors about the mean, and the mean part once: (1 - f) T / 2 x the net
-    change of level across them, which is what the window before them and their first
-    window read against their last and the window after (the larger difference of the
-    four: either may hold a change of its own)."""
+    The bound takes every window touched whole. The variance: each window's error about its
+    lag-corrected share (model._part_time_lag), a window at either end of [a, b] times the
+    part of it inside squared (its error is shared out with its increment); and the
+    correction's own error once: it takes each change to be in an unseen part, and for one in
+    a seen part it is off by up to its own size, which over the windows wholly between the
+    ends telescopes to (1 - f) T / 2 x the net change of level across them: what the window
+    before them and their first window read against their last and the window after (the
+    larger difference of the four: either may hold a change of its own)."""
     c = m.counter
     if c.pc_var is None:
         return 0.0, 0.0
@@ -308,7 +309,7 @@ def _partial_coverage(m: Model, a: float, b: float) -> tuple[float, float]:
     hi = min(max(int(c.tau.searchsorted(b, side="left")), lo), n)
     var = float(c.pc_var[hi] - c.pc_var[lo])
     for r, part in _partial_windows(c, a, b, lo, hi):
-        var += (4.0 * part * part - 1.0) * float(c.pc_var[r + 1] - c.pc_var[r])
+        var += (part * part - 1.0) * float(c.pc_var[r + 1] - c.pc_var[r])
     if hi - lo >= 3:  # windows lo + 1 .. hi - 2 wholly inside, between the end windows
         tau, value = c.tau, c.value
         mean = [

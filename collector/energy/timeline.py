@@ -49,10 +49,11 @@ readings show; no constant fitted to a benchmark), terms independent, added in q
   sit where the loop changes phase): a bound at share s errs by T dL s (1 - s);
 - part-time sensor (CounterSpec.coverage_fraction f < 1): per window, a change at a uniformly
   random moment makes the seen part misstate the window by g dL T, g always lagging: mean
-  -(1 - f) / 2, mean square (1 - f)^2 / 3; a window at either end of [a, b] weighs that mean
-  square times the part of it inside squared; over the windows wholly between them the mean
-  parts telescope to (1 - f) T / 2 x the net change of level across them (charged once), and
-  only the spread about the mean, (1 - f)^2 (dL T)^2 / 12, adds up window by window;
+  -(1 - f) / 2, which the curve takes back (the next window's seen level shows the change:
+  model._part_time_lag), variance about it (1 - f)^2 / 12, per window, a window at either end
+  of [a, b] times the part of it inside squared; the correction's own error (a change in a
+  seen part was half seen) telescopes over the windows wholly inside to (1 - f) T / 2 x the
+  net change of level across them, charged once;
 - counter quantum: resolution_j, uniform.
 uncertainty_j = 1.96 sigma, capped by the bound. For source "power": (dP dt)^2 / 12 per
 segment inside, plus per bound 0.5 * dP * dt of the segment holding it and
@@ -217,18 +218,20 @@ class DeviceTimeline:
         """settled_until_ns without rebuilding the model (asked at every poll for every device
         with an interval ending: a rebuild each time cost a collector most of its CPU with
         hundreds of GPUs): the reading before the counter's last change among the newest
-        `tail` readings. The last update moment lies after that reading, so this is never
-        later than the model's answer (at most one reading spacing earlier). None when the
-        tail holds fewer than two changes (the model decides: few anchors, no counter)."""
+        `tail` readings (on a part-time sensor the change before it: model._part_time_lag).
+        The update moment lies after that reading, so this is never later than the model's
+        answer (at most one reading spacing earlier). None when the tail holds too few
+        changes (the model decides: few anchors, no counter)."""
         c = self._c[-tail:]
         t = self._t[-tail:]
         ok = np.flatnonzero(~np.isnan(c))
         if len(ok) < 3:
             return None
         changed = np.flatnonzero(c[ok][1:] != c[ok][:-1])
-        if len(changed) < 2:
+        back = 2 if self._spec.coverage_fraction < 1.0 else 1
+        if len(changed) < back + 1:
             return None
-        return int(t[ok[changed[-1]]])
+        return int(t[ok[changed[-back]]])
 
     def energy_at(self, t_ns: int) -> float | None:
         """E(t) in J (counter scale where there is one), None outside the readings."""

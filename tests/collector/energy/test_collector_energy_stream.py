@@ -82,9 +82,16 @@ def test_out_of_order_and_duplicates_give_the_same_answer(workload, samples):
         assert _fields(tl.interval(a, b)) == _fields(reference.interval(a, b))
 
 
-def test_streaming_matches_batch_once_settled(workload, samples):
-    reference = _timeline(samples)
-    tl = DeviceTimeline(max_gap_ns=100_000_000)
+@pytest.mark.parametrize("coverage", [1.0, 0.25])
+def test_streaming_matches_batch_once_settled(workload, samples, coverage):
+    """A part-time sensor's last window waits for the next one's level (its lag correction,
+    model._part_time_lag): settled stays one update further back, and what is settled is
+    still final."""
+    spec = CounterSpec(coverage_fraction=coverage)
+    if coverage < 1.0:
+        samples = readings(workload.truth, seed=32, coverage=coverage)
+    reference = _timeline(samples, spec)
+    tl = DeviceTimeline(spec, max_gap_ns=100_000_000)
     done = {}
     pending = list(workload.steps)
     for i in range(0, len(samples), 25):  # 0.5 s batches, as a daemon stream delivers them
@@ -160,13 +167,17 @@ def test_unsettled_tail_is_extrapolated_within_its_uncertainty(workload, samples
         assert abs(iv.energy_j - truth.energy(a, covered)) <= iv.uncertainty_j
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"period_s": 0.0217}, {"power": None}, {"update_s": 0.05}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"period_s": 0.0217}, {"power": None}, {"update_s": 0.05}, {"coverage": 0.25}],
+)
 def test_the_quick_settled_answer_is_never_later_than_the_models(workload, kwargs):
     """settled_until_ns() answers from the counter's last change without a model rebuild (the
     join asks it at every poll): it must never be later than the model's answer (a figure would
     be final before it is) and at most one reading spacing earlier."""
     samples = readings(workload.truth, seed=33, **kwargs)
-    tl = DeviceTimeline(DEFAULT_SPEC, max_gap_ns=100_000_000)
+    spec = CounterSpec(coverage_fraction=kwargs.get("coverage", 1.0))
+    tl = DeviceTimeline(spec, max_gap_ns=100_000_000)
     quick_used = 0
     for i in range(0, len(samples), 7):
         tl.extend(samples[i : i + 7])
