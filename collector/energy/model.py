@@ -6,7 +6,9 @@ integral of the sampled power. The counter keeps long sums exact; power only say
 inside one update the energy was used. Without power the share is linear in time between
 anchors (still far better than between readings, since anchors sit at the update moments), and
 so it is where power cannot say when inside a window (shape_by_window: a lagging 1 s average,
-or a part-time sensor whose instant power is the last window's mean).
+or a part-time sensor whose instant power is the last window's mean; there the energy its
+increment lacked for an unseen change of level is taken back, in the unseen part:
+_part_time_lag).
 Outside the first/last anchor the curve follows the power integral scaled by the counter's
 recent counter/power ratio. A counter reset is bridged with the power integral so E stays one
 increasing function. Without a counter E is the power integral itself.
@@ -91,6 +93,9 @@ class CounterPart:
     # its mean power lies beyond both neighbours' (W, squared; 0 where between them): a dip
     # or a peak inside it, two changes the neighbours' change does not show (_dip_w2).
     dip_w2: np.ndarray | None = None
+    # Per window on a part-time sensor: the energy its increment lacked for a change in the
+    # unseen part, taken back (_part_time_lag); where it goes inside the window: energy_at.
+    lag_j: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +193,7 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
         None if power is None else np.clip(
             np.searchsorted(power.ts, tau, side="right") - 1, 0, max(len(power.ts) - 2, 0)),
         _dip_w2(tau, step) if by_window and pc_var is None else None,
+        lagged if spec.coverage_fraction < 1.0 else None,
     )  # fmt: skip
 
 
@@ -370,7 +376,15 @@ def energy_at(m: Model, x: float) -> float:
         den = float(c.i_tau[r + 1]) - i0
         if den > 0:
             return v0 + (v1 - v0) * ((ix - i0) / den)
-    return v0 + (v1 - v0) * ((x - t0) / (float(tau[r + 1]) - t0))
+    share = (x - t0) / (float(tau[r + 1]) - t0)
+    if c.lag_j is not None and c.lag_j[r]:
+        # a part-time sensor's window: the seen part at its seen level, the unseen part moving
+        # to the next window's (one change at a uniform moment in it: the expected power
+        # rises linearly, so the energy taken back comes in with the square of the share)
+        lag, seen = float(c.lag_j[r]), 1.0 - 2.0 * c.pc_lag
+        late = max(share - seen, 0.0) / (1.0 - seen)
+        return v0 + (v1 - v0 - lag) * share + lag * late * late
+    return v0 + (v1 - v0) * share
 
 
 def gap_overlap(m: Model, a: float, b: float) -> tuple[float, bool]:

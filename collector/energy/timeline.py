@@ -43,7 +43,8 @@ readings show; no constant fitted to a benchmark), terms independent, added in q
   it (the segment x cuts in closed form, interval._segment_var), and two bounds in one window
   share their segments;
 - power shape, where power cannot shape a window (no power, a 1 s average, a part-time
-  sensor; the share inside a window is then linear in time): power changed inside the window
+  sensor; the share inside a window is then linear in time, on a part-time sensor but for the
+  lag taken back, which goes to the unseen part): power changed inside the window
   by dL, the largest change of mean power to a neighbouring window or between the two
   neighbours (one change inside a window shows in full only there), at the bound (markers
   sit where the loop changes phase): a bound at share s errs by T dL s (1 - s);

@@ -233,3 +233,19 @@ def test_part_time_sensor_lag_is_taken_back():
     assert np.max(np.abs(errs)) <= 7.5 + 0.5
     assert abs(np.mean(errs)) <= 1.0  # about zero, where the sensor is 7.5 J short on average
     assert np.mean(np.abs(errs)) <= 0.6 * np.mean(np.abs(raw))
+
+
+def test_part_time_window_keeps_its_seen_level_where_it_was_seen():
+    """Inside the window of that step (halfway through its unseen part, 100 -> 300 W): the
+    seen first 25 ms at the seen 100 W, the unseen rest rising towards the next window's
+    300 W (one change at a uniform moment), not the corrected window's mean (175 W) spread
+    evenly: 2.1 J where that said 3.7 J, 13.6 J where it said 11.7 J."""
+    at = 15.0371 + 0.0625
+    truth = _one_step(at)
+    tl = DeviceTimeline(PART)
+    tl.extend(readings(truth, seed=5, period_s=0.0217, coverage=0.25))
+    window = 15.0371
+    for lo, hi, expect in ((0.002, 0.023, 2.1), (0.03, 0.097, 13.6)):
+        a, b = to_ns(window + lo), to_ns(window + hi)
+        assert truth.energy(a, b) == pytest.approx(expect, abs=0.05)
+        assert tl.interval(a, b).energy_j == pytest.approx(expect, abs=0.4)
