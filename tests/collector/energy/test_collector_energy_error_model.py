@@ -249,3 +249,21 @@ def test_part_time_window_keeps_its_seen_level_where_it_was_seen():
         a, b = to_ns(window + lo), to_ns(window + hi)
         assert truth.energy(a, b) == pytest.approx(expect, abs=0.05)
         assert tl.interval(a, b).energy_j == pytest.approx(expect, abs=0.4)
+
+
+def test_part_time_lag_across_a_gap_in_the_readings_is_one_windows():
+    """Readings missing for 2 s (a stalled host) leave one window 2 s long, its increment the
+    sum of 20 of the sensor's: only the last of them lags behind the next level, so what is
+    taken back is one sensor window's (at most 7.5 J for this 200 W step), not 2 s worth
+    (150 J). The interval across the gap holds the truth within its bound and is flagged."""
+    truth = _one_step(15.5)
+    kept = [s for s in readings(truth, seed=5, period_s=0.0217, coverage=0.25)
+            if not to_ns(14.6) < s.time_ns < to_ns(16.6)]  # fmt: skip
+    tl = DeviceTimeline(PART)
+    tl.extend(kept)
+    a, b = to_ns(14.0), to_ns(17.5)
+    iv = tl.interval(a, b)
+    err = iv.energy_j - truth.energy(a, b)
+    assert "gap" in iv.flags
+    assert abs(err) <= 10.0, err
+    assert abs(err) <= iv.bound_j
