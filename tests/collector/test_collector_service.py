@@ -36,33 +36,42 @@ def rows(engine, model, *where):
         return conn.execute(select(model).where(*where)).all()
 
 
-def test_intervals_match_the_sims_truth(sim_daemon, tmp_path):
-    cfg = config([sim_daemon.address], f"sqlite:///{tmp_path / 'p.db'}")
+def measured_job(daemon, tmp_path, run_id: str, steps: int):
+    """One 2-epoch job on `daemon` through a collector, once PHASE_HISTORY_S of readings lie
+    behind the daemon's start (the counter's update moments are pinned from then on; in a
+    daemon's first seconds, unpinned at 21.7 ms, sub-second epochs err up to ~2 %):
+    (steps, epochs, run, devices) as stored, and the true energy of an interval."""
+    cfg = config([daemon.address], f"sqlite:///{tmp_path / 'p.db'}")
     with create_collector(cfg) as c:
         # idle readings before the run give the idle power (1 s averages): wait for it, not
         # for a fixed time (a loaded machine starts the daemon's sampling late)
-        assert wait_for_idle(c, len(sim_daemon.backend.devices()))
-        # the counter's update moments are pinned once PHASE_HISTORY_S of readings lie behind
-        # them; the sub-second epochs below are checked at 2 % against that steady state (in
-        # the first seconds of a daemon's life, unpinned at 21.7 ms, they err up to ~2 %)
-        started = sim_daemon.daemon.core.started_ns
+        assert wait_for_idle(c, len(daemon.backend.devices()))
+        started = daemon.daemon.core.started_ns
         while time.time_ns() - started < (PHASE_HISTORY_S + 1.0) * 1e9:
             time.sleep(0.1)
-        run_job(sim_daemon.address, "run-a", epochs=2, steps=3)
-        assert wait_for_intervals(c.engine, "run-a", "run", 1) == 1
+        run_job(daemon.address, run_id, epochs=2, steps=steps)
+        assert wait_for_intervals(c.engine, run_id, "run", 1) == 1
         c.flush()
-        steps = rows(c.engine, Interval, Interval.kind == "step")
+        step_rows = rows(c.engine, Interval, Interval.kind == "step")
         epochs = rows(c.engine, Interval, Interval.kind == "epoch")
         (run,) = rows(c.engine, Interval, Interval.kind == "run")
-        gpu = {d.id: d.uuid for d in rows(c.engine, Device)}
-    assert sorted(s.step for s in steps) == list(range(6))
+        devices = rows(c.engine, Device)
+    uuid = {d.id: d.uuid for d in devices}
+    assert sorted(s.step for s in step_rows) == list(range(2 * steps))
+
+    def truth(i) -> float:
+        return daemon.backend.true_energy_j(uuid[i.device_id], i.start_ns, i.end_ns)
+
+    return step_rows, epochs, run, devices, truth
+
+
+def test_intervals_match_the_sims_truth(sim_daemon, tmp_path):
+    steps, epochs, run, _, truth = measured_job(sim_daemon, tmp_path, "run-a", steps=3)
     for i in steps + epochs + [run]:
-        truth = sim_daemon.backend.true_energy_j(gpu[i.device_id], i.start_ns, i.end_ns)
-        assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.01, i.kind
+        assert abs(i.energy_j - truth(i)) <= i.uncertainty_bound_j + 0.01, i.kind
         assert i.coverage == 1.0 and i.flags == ""
     for e in epochs:  # sub-second epochs here; the 0.5 % bound is checked on real training
-        truth = sim_daemon.backend.true_energy_j(gpu[e.device_id], e.start_ns, e.end_ns)
-        assert e.energy_j == pytest.approx(truth, rel=0.02)
+        assert e.energy_j == pytest.approx(truth(e), rel=0.02)
     assert run.active_energy_j == pytest.approx(run.energy_j - 60.0 * run.duration_s, rel=0.05)
 
 
@@ -72,29 +81,14 @@ def test_part_time_sensor_intervals_hold_the_sims_truth(start_sim_daemon, tmp_pa
     an interval one counter update later; every interval holds the truth within its bound, the
     epochs and the run well within their 95 % interval."""
     daemon = start_sim_daemon(sim=SimParams(coverage_fraction=0.25))
-    cfg = config([daemon.address], f"sqlite:///{tmp_path / 'p.db'}")
-    with create_collector(cfg) as c:
-        assert wait_for_idle(c, len(daemon.backend.devices()))
-        started = daemon.daemon.core.started_ns
-        while time.time_ns() - started < (PHASE_HISTORY_S + 1.0) * 1e9:
-            time.sleep(0.1)
-        run_job(daemon.address, "run-p", epochs=2, steps=4)
-        assert wait_for_intervals(c.engine, "run-p", "run", 1) == 1
-        c.flush()
-        steps = rows(c.engine, Interval, Interval.kind == "step")
-        epochs = rows(c.engine, Interval, Interval.kind == "epoch")
-        (run,) = rows(c.engine, Interval, Interval.kind == "run")
-        gpu = {d.id: d.uuid for d in rows(c.engine, Device)}
-        assert {d.partial_coverage for d in rows(c.engine, Device)} == {True}
-    assert sorted(s.step for s in steps) == list(range(8))
+    steps, epochs, run, devices, truth = measured_job(daemon, tmp_path, "run-p", steps=4)
+    assert {d.partial_coverage for d in devices} == {True}
     for i in steps + epochs + [run]:
-        truth = daemon.backend.true_energy_j(gpu[i.device_id], i.start_ns, i.end_ns)
-        assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.01, i.kind
+        assert abs(i.energy_j - truth(i)) <= i.uncertainty_bound_j + 0.01, i.kind
     for e in epochs + [run]:
-        truth = daemon.backend.true_energy_j(gpu[e.device_id], e.start_ns, e.end_ns)
         # sub-second epochs err 1-7 % here, at 0.13-0.67 of their 95 % interval (9 of them);
         # twice it (~4 sigma) cannot fail by chance
-        assert abs(e.energy_j - truth) <= 2.0 * e.uncertainty_j, (e.kind, e.energy_j, truth)
+        assert abs(e.energy_j - truth(e)) <= 2.0 * e.uncertainty_j, (e.kind, e.energy_j)
 
 
 @pytest.mark.slow
