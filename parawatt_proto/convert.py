@@ -33,6 +33,26 @@ def _opt(msg, name: str):
     return getattr(msg, name) if msg.HasField(name) else None
 
 
+# What a device's measured sensor facts can be (DeviceInfo). A value outside its range (NaN,
+# infinite, negative: a failing sensor, a calibration gone wrong, a hostile daemon) decodes as
+# not measured, and the reader falls back to its default: a NaN counter period raised in the
+# collector's energy model, a negative one gave 22 % wrong energy and a negative uncertainty.
+_FACT_RANGES = {
+    "power_limit_w": (0.0, 1e5),
+    "memory_total_bytes": (0.0, 2.0**60),
+    "energy_counter_update_s": (1e-4, 60.0),
+    "energy_counter_resolution_j": (1e-9, 1e6),
+    "power_avg_window_s": (0.0, 3600.0),
+    "instant_power_lag_s": (0.0, 10.0),
+}
+
+
+def _fact(msg, name: str) -> float | None:
+    v = _opt(msg, name)
+    lo, hi = _FACT_RANGES[name]
+    return v if v is not None and lo <= v <= hi else None  # NaN fails both comparisons
+
+
 # -- encode --------------------------------------------------------------------------------
 
 
@@ -120,16 +140,16 @@ def device_rec(d: pb.DeviceInfo) -> DeviceRec:
         name=d.name,
         kind=DEVICE_KIND_NAMES.get(d.kind, "gpu"),
         vendor_index=d.vendor_index,
-        power_limit_w=_opt(d, "power_limit_w"),
-        memory_total_bytes=_opt(d, "memory_total_bytes"),
+        power_limit_w=_fact(d, "power_limit_w"),
+        memory_total_bytes=_fact(d, "memory_total_bytes"),
         has_energy_counter=d.has_energy_counter,
         has_instant_power=d.has_instant_power,
-        counter_update_s=_opt(d, "energy_counter_update_s"),
-        counter_resolution_j=_opt(d, "energy_counter_resolution_j"),
-        power_avg_window_s=_opt(d, "power_avg_window_s"),
+        counter_update_s=_fact(d, "energy_counter_update_s"),
+        counter_resolution_j=_fact(d, "energy_counter_resolution_j"),
+        power_avg_window_s=_fact(d, "power_avg_window_s"),
         partial_coverage=d.partial_coverage,
         sensor_method=d.sensor_method,
-        instant_power_lag_s=_opt(d, "instant_power_lag_s"),
+        instant_power_lag_s=_fact(d, "instant_power_lag_s"),
     )
 
 
