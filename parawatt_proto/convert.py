@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from parawatt_proto import limits as L
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.block import ReadingBlock
 from parawatt_proto.fields import (
@@ -134,10 +135,11 @@ def stored_marker(m: pb.Marker, seq: int, resolved: MarkerRec) -> pb.Marker:
 
 
 def device_rec(d: pb.DeviceInfo) -> DeviceRec:
+    """A daemon's device (its strings made storable: limits.clean_key / clean_text)."""
     return DeviceRec(
         index=d.index,
-        uuid=d.uuid,
-        name=d.name,
+        uuid=L.clean_key(d.uuid, L.DEVICE_UUID_MAX),
+        name=L.clean_text(d.name, L.DEVICE_NAME_MAX),
         kind=DEVICE_KIND_NAMES.get(d.kind, "gpu"),
         vendor_index=d.vendor_index,
         power_limit_w=_fact(d, "power_limit_w"),
@@ -148,19 +150,28 @@ def device_rec(d: pb.DeviceInfo) -> DeviceRec:
         counter_resolution_j=_fact(d, "energy_counter_resolution_j"),
         power_avg_window_s=_fact(d, "power_avg_window_s"),
         partial_coverage=d.partial_coverage,
-        sensor_method=d.sensor_method,
+        sensor_method=L.clean_text(d.sensor_method, L.SENSOR_METHOD_MAX),
         instant_power_lag_s=_fact(d, "instant_power_lag_s"),
     )
 
 
+def boot_id_problem(boot_id: str) -> str | None:
+    """Why a stream's boot id cannot be stored (None when it can)."""
+    reason = L.text_problem(boot_id, L.BOOT_ID_MAX)
+    return f"boot_id {reason}" if reason else None
+
+
 def node_rec(info: pb.NodeInfo) -> NodeRec:
-    """The node and its device table; the buffer's bounds and clock are per answer, read there."""
+    """The node and its device table; the buffer's bounds and clock are per answer, read there.
+    Its strings are made storable (limits.clean_key / clean_text), but for the boot id, which
+    the daemon is asked to resume from as it sent it: the collector refuses a stream whose boot
+    id is not acceptable (boot_id_problem)."""
     return NodeRec(
-        hostname=info.hostname,
+        hostname=L.clean_key(info.hostname, L.HOSTNAME_MAX),
         boot_id=info.boot_id,
-        backend=info.backend,
-        driver_version=info.driver_version,
-        daemon_version=info.daemon_version,
+        backend=L.clean_text(info.backend, L.VERSION_MAX),
+        driver_version=L.clean_text(info.driver_version, L.VERSION_MAX),
+        daemon_version=L.clean_text(info.daemon_version, L.VERSION_MAX),
         interval_ns=info.interval_ns,
         started_ns=info.started_ns,
         devices=tuple(device_rec(d) for d in info.devices),

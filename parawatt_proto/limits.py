@@ -13,6 +13,7 @@ hide text in a log line or a terminal.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 # -- strings (characters) -------------------------------------------------------------------
@@ -23,6 +24,8 @@ DEVICE_NAME_MAX = 255  # device.name, run.device_name
 MODEL_MAX = 64  # run.model
 DATASET_MAX = 255  # run.dataset
 VERSION_MAX = 64  # torch / CUDA / driver versions and the torch.distributed backend name
+BOOT_ID_MAX = 64  # boot.boot_id, stream_gap.previous_boot: a daemon's boot id
+SENSOR_METHOD_MAX = 255  # device.sensor_method
 METRIC_NAME_MAX = 128  # keys of Marker.metrics
 MAP_KEY_MAX = 64  # keys of RunConfig.tags and RunConfig.recipe
 MAP_VALUE_MAX = 256  # values of RunConfig.tags and RunConfig.recipe
@@ -83,3 +86,19 @@ def map_problem(entries: dict[str, str], what: str) -> str | None:
 def tag_problem(key: str, value: str) -> str | None:
     """One KEY=VALUE tag (the trainer's `--tag`): None when acceptable."""
     return map_problem({key: value}, "tag")
+
+
+def clean_text(value: str, max_chars: int) -> str:
+    """A string from a daemon that is only shown (a driver version, a device name): forbidden
+    characters replaced by "?" and cut to max_chars, so that it is stored and printed whole."""
+    return _FORBIDDEN.sub("?", value[: max_chars * 4])[:max_chars]
+
+
+def clean_key(value: str, max_chars: int) -> str:
+    """A string from a daemon that names something (a hostname, a device uuid): kept as it is
+    when acceptable; else its cleaned start and a digest of the whole, so that two different
+    values stay two (and each maps to one name every time)."""
+    if text_problem(value, max_chars) is None:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return clean_text(value, max_chars - 17) + "~" + digest

@@ -152,6 +152,8 @@ class Subscriber:
             return got
 
     def _convert(self, batch: pb.StreamBatch, uuids: dict[int, str], hostname: str):
+        if reason := convert.boot_id_problem(batch.boot_id):
+            raise MalformedBatch(reason)
         node = None
         previous = None
         h = self.health

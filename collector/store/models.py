@@ -55,11 +55,11 @@ class Boot(Base):
 
     __tablename__ = "boot"
     id: Mapped[int] = mapped_column(PkInt, primary_key=True)
-    boot_id: Mapped[str] = mapped_column(String(64), unique=True)
+    boot_id: Mapped[str] = mapped_column(String(L.BOOT_ID_MAX), unique=True)
     node_id: Mapped[int] = mapped_column(ForeignKey("node.id"), index=True)
-    backend: Mapped[str] = mapped_column(String(64))
-    driver_version: Mapped[str] = mapped_column(String(64))
-    daemon_version: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(L.VERSION_MAX))
+    driver_version: Mapped[str] = mapped_column(String(L.VERSION_MAX))
+    daemon_version: Mapped[str] = mapped_column(String(L.VERSION_MAX))
     interval_ns: Mapped[int]
     started_ns: Mapped[int]
 
@@ -92,7 +92,8 @@ class Device(Base):
     idle_power_w: Mapped[float | None] = mapped_column(Float)  # latest measurement
     idle_measured_ns: Mapped[int | None]
     partial_coverage: Mapped[bool | None] = mapped_column(Boolean)  # sensor sees part of windows
-    sensor_method: Mapped[str | None] = mapped_column(String(255))  # how its facts were found
+    # how its facts were found
+    sensor_method: Mapped[str | None] = mapped_column(String(L.SENSOR_METHOD_MAX))
 
 
 class IdleBucket(Base):
@@ -163,7 +164,7 @@ class StreamGap(Base):
     address: Mapped[str] = mapped_column(String(255))
     first_seq: Mapped[int]
     items: Mapped[int]
-    previous_boot: Mapped[str | None] = mapped_column(String(64))
+    previous_boot: Mapped[str | None] = mapped_column(String(L.BOOT_ID_MAX))
     detected_ns: Mapped[int]
 
 

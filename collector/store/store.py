@@ -152,7 +152,7 @@ class Store:
                  memory_total_bytes=d.memory_total_bytes, has_energy_counter=d.has_energy_counter,
                  has_instant_power=d.has_instant_power, power_avg_window_s=d.power_avg_window_s,
                  counter_update_s=d.counter_update_s, counter_resolution_j=d.counter_resolution_j,
-                 partial_coverage=d.partial_coverage, sensor_method=d.sensor_method[:255])
+                 partial_coverage=d.partial_coverage, sensor_method=d.sensor_method)
             for d in n.devices
         ]  # fmt: skip
         if rows:

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select
 from collector.config import CollectorConfig
 from collector.service import create_collector
 from collector.store.db import create_db_engine, migrate
-from collector.store.models import Device, Interval, Marker, Node, Run, RunRank
+from collector.store.models import Boot, Device, Interval, Marker, Node, Run, RunRank, StreamGap
 from parawatt_proto import limits as L
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.validate import marker_problem
@@ -28,6 +28,9 @@ COLUMNS = [
     (Device, "name", L.DEVICE_NAME_MAX), (Run, "device_name", L.DEVICE_NAME_MAX),
     (Run, "model", L.MODEL_MAX), (Run, "dataset", L.DATASET_MAX),
     (Run, "run_token_sha256", L.RUN_TOKEN_SHA256_BYTES),
+    (Boot, "boot_id", L.BOOT_ID_MAX), (StreamGap, "previous_boot", L.BOOT_ID_MAX),
+    (Boot, "backend", L.VERSION_MAX), (Boot, "driver_version", L.VERSION_MAX),
+    (Boot, "daemon_version", L.VERSION_MAX), (Device, "sensor_method", L.SENSOR_METHOD_MAX),
 ]  # fmt: skip
 
 

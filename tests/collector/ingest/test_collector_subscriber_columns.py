@@ -116,3 +116,27 @@ def test_columns_of_different_lengths_are_refused_whole(serve, caplog):
     text = caplog.text
     assert "malformed stream message" in text and "seq has 2 entries" in text
     assert "Traceback" not in text
+
+
+def test_a_boot_id_that_cannot_be_stored_is_refused(serve, caplog):
+    """A boot id the database cannot hold (too long, control characters) cannot be resumed from
+    or stored: the stream is refused with the reason, and the collector keeps asking."""
+
+    def script(request):
+        yield pb.StreamBatch(boot_id="b" * 65, first_seq=1, next_seq=2, info=_info(),
+                             readings=[pb.Reading(seq=1, device=0, time_ns=T0, power_w=1.0)])  # fmt: skip
+
+    daemon = StandIn(script)
+    got: queue.Queue = queue.Queue()
+    with caplog.at_level(logging.WARNING):
+        sub = Subscriber(serve(daemon), lambda c: got.put(c) or True, backoff_s=(0.05, 0.2))
+        sub.start()
+        try:
+            deadline = threading.Event()
+            while len(daemon.requests) < 2 and not deadline.wait(0.05):
+                pass
+        finally:
+            sub.close()
+    assert got.empty()
+    assert "malformed stream message: boot_id is longer than 64 characters" in caplog.text
+    assert sub.health.last_error.startswith("malformed stream message: boot_id")
