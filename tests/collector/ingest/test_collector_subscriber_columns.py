@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -132,11 +133,12 @@ def test_a_boot_id_that_cannot_be_stored_is_refused(serve, caplog):
         sub = Subscriber(serve(daemon), lambda c: got.put(c) or True, backoff_s=(0.05, 0.2))
         sub.start()
         try:
-            deadline = threading.Event()
-            while len(daemon.requests) < 2 and not deadline.wait(0.05):
-                pass
+            deadline = time.monotonic() + 20.0
+            while len(daemon.requests) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             sub.close()
+    assert len(daemon.requests) >= 2  # refused, and asked again
     assert got.empty()
     assert "malformed stream message: boot_id is longer than 64 characters" in caplog.text
     assert sub.health.last_error.startswith("malformed stream message: boot_id")
