@@ -16,10 +16,15 @@ from collector.errors import StoreError
 from collector.metrics.state import LiveState
 from collector.store.store import Store
 from collector.store.writebatch import GapRec, WriteBatch
+from parawatt_proto.limits import DEFAULT_MAX_CLOCK_SKEW_S
 
 log = logging.getLogger(__name__)
 
 _LOG_ROWS = 10  # refused rows logged per batch; the rest are only counted
+# Retention counts back from the newest reading (a replay of old readings keeps its own week),
+# but never from beyond the collector's own clock by more than the skew a marker may have: one
+# reading stamped a year ahead (a node's clock stepped wrong) had it delete every raw reading
+_FUTURE_NS = round(DEFAULT_MAX_CLOCK_SKEW_S * 1e9)
 
 
 class Writer:
@@ -53,10 +58,12 @@ class Writer:
         return self
 
     def submit(self, batch: WriteBatch) -> None:
+        latest = time.time_ns() + _FUTURE_NS
         for blocks in batch.readings.values():
             for block in blocks:
                 if len(block):
-                    self._newest_ns = max(self._newest_ns, int(block.time_ns.max()))
+                    newest = min(int(block.time_ns.max()), latest)
+                    self._newest_ns = max(self._newest_ns, newest)
         with self._cond:
             self._backlog.extend(batch)
             self._bound()

@@ -170,6 +170,31 @@ def test_writer_applies_retention_relative_to_the_newest_reading(engine):
     assert count(engine, Reading1s) == 1 and count(engine, Interval) == 3  # kept for good
 
 
+def test_a_reading_stamped_far_ahead_does_not_move_retention(engine):
+    """A node whose clock stepped a year ahead for one reading: retention (a week) still counts
+    from the collector's own clock at most a day ahead, and the readings of the last hour stay
+    (counted from that one reading, every one of them was deleted)."""
+    from collector.metrics.state import LiveState
+    from collector.store.writer import Writer
+
+    dev = SynthDevice("gpu-0")
+    n = node("n1", [dev])
+    now = time.time_ns()
+    b = WriteBatch()
+    b.nodes[n.boot_id] = n
+    b.add_readings(n.boot_id, dev.readings(now - 3600 * S, now - 3600 * S + 10 * S, 100 * MS))
+    b.add_readings(n.boot_id, dev.readings(now + 365 * 86400 * S, now + 365 * 86400 * S + 1, 1,
+                                           seq0=1000))  # fmt: skip
+    w = Writer(Store(engine), LiveState(), 0.05, retention_s=7 * 86400.0)
+    w.start().submit(b)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and count(engine, Reading) < 101:
+        time.sleep(0.05)
+    w._trim()  # what the writer does every retention_check_s, once the rows are in
+    w.close()
+    assert count(engine, Reading) == 101
+
+
 def test_readings_come_back_exactly_whatever_is_missing(engine):
     """Every NULL pattern, zeros, negative zero, huge and tiny values, lost readings: stored
     (binary COPY on PostgreSQL, multi-row INSERT on SQLite) and read back exactly, twice
