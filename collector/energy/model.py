@@ -139,11 +139,17 @@ def build_model(
     gap_cum = np.concatenate(([0.0], np.cumsum(gap_end - gap_start)))
     settled = float(ts[-1])
     if counter is not None:
-        # an anchor is final once its run has started; beyond the last one E is extrapolated
-        # (a part-time sensor's last anchor waits for the next window: _part_time_lag)
-        back = 2 if spec.coverage_fraction < 1.0 else 1
+        back = settling_updates(spec)
         settled = float(counter.tau[-back]) if len(counter.tau) > back else float(ts[0])
     return Model(float(ts[0]), float(ts[-1]), power, counter, gap_start, gap_end, gap_cum, settled)
+
+
+def settling_updates(spec) -> int:
+    """How many of the newest counter updates E may still move at as readings arrive: the last
+    (an anchor is final once its run has started; beyond it E is extrapolated), and on a
+    part-time sensor the one before it too (its window waits for the next one's level:
+    _part_time_lag)."""
+    return 2 if spec.coverage_fraction < 1.0 else 1
 
 
 def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec) -> CounterPart:
@@ -195,7 +201,7 @@ def _build_counter(tc: np.ndarray, cc: np.ndarray, power: PowerPart | None, spec
         None if power is None else np.clip(
             np.searchsorted(power.ts, tau, side="right") - 1, 0, max(len(power.ts) - 2, 0)),
         _dip_w2(tau, step) if by_window and pc_var is None else None,
-        lagged if spec.coverage_fraction < 1.0 else None, lag_from,
+        None if lag_from is None else lagged, lag_from,
     )  # fmt: skip
 
 

@@ -33,10 +33,11 @@ readings show; no constant fitted to a benchmark), terms independent, added in q
 - update moments: each is uniform in its bracket (var h^2 / 3), narrowed by the counter's
   periodicity where the brackets before it agree with a stable period (counter.refine_phase,
   CounterSpec.pin_update_phase, on by default); E(x) moves by -(1 - s) P_r d_r - s P_r+1
-  d_r+1 (s: x's share of the window, P: power at the anchors). The part of d common to anchors cancels between the two
-  bounds: for anchors their own bracket places, the part common to all (phase-locked
-  sampling, measured from how regularly the updates show up); for pinned anchors, their grid
-  estimate, shared as far as their windows of brackets overlap;
+  d_r+1 (s: x's share of the window, P: power at the anchors). The part of d common to
+  anchors cancels between the two bounds: for anchors their own bracket places, the part
+  common to all (phase-locked sampling, measured from how regularly the updates show up);
+  for pinned anchors, their grid estimate, shared with pinned anchors whose bracket
+  intersections end at the same brackets (interval._timing_var);
 - power shape, where instant power shapes the windows: between two readings power changed
   once, at a uniformly random moment, so a segment misplaces energy with variance
   (dP dt)^2 / 12; E(x) errs by (1 - s) x the misplaced energy before x minus s x that after
@@ -81,7 +82,7 @@ import numpy as np
 
 from collector.energy.counter import PHASE_HISTORY_S, run_starts
 from collector.energy.interval import measure
-from collector.energy.model import Model, build_model, energy_at
+from collector.energy.model import Model, build_model, energy_at, settling_updates
 from collector.energy.power import trapezoid
 from collector.energy.types import FLAGS, CounterSpec, IntervalEnergy, Sample
 
@@ -229,7 +230,7 @@ class DeviceTimeline:
         if len(ok) < 3:
             return None
         changed = np.flatnonzero(c[ok][1:] != c[ok][:-1])
-        back = 2 if self._spec.coverage_fraction < 1.0 else 1
+        back = settling_updates(self._spec)
         if len(changed) < back + 1:
             return None
         return int(t[ok[changed[-back]]])
