@@ -91,7 +91,7 @@ def tag_problem(key: str, value: str) -> str | None:
 def clean_text(value: str, max_chars: int) -> str:
     """A string from a daemon that is only shown (a driver version, a device name): forbidden
     characters replaced by "?" and cut to max_chars, so that it is stored and printed whole."""
-    return _FORBIDDEN.sub("?", value[: max_chars * 4])[:max_chars]
+    return _FORBIDDEN.sub("?", value[:max_chars])
 
 
 def clean_key(value: str, max_chars: int) -> str:
