@@ -6,19 +6,22 @@ is computed once its device's energy is settled past its end (readings a counter
 beyond it); if a device lags, it is computed anyway when the node's watermark is `late_bound`
 past the end, with what is there, and flagged "late".
 Long open intervals are integrated in pieces (accumulators) so readings need not stay in memory
-for a whole run. Energies come from collector.energy.timeline (counter-anchored, power-shaped).
+for a whole run, but only up to keep_ns behind the watermark: an end marker up to keep_ns late
+still finds the readings around it (later than that, the interval gets no energy and says so). Energies come from collector.energy.timeline (counter-anchored, power-shaped).
 
 Markers come in through join_markers (pairing, sessions of a resumed run).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
 
-from collector.energy.timeline import CounterSpec
+from collector.energy.timeline import CounterSpec, IntervalEnergy
 from collector.join.accum import Accumulator
 from collector.join.idle import IDLE_COLUMNS
 from collector.join.markers import MarkerIntake
@@ -38,6 +41,8 @@ from parawatt_proto.records import DeviceRec, NodeRec, ReadingRec
 
 _POWER, _ENERGY = FLOAT_INDEX["power_w"], FLOAT_INDEX["energy_j"]
 _IDLE = [FLOAT_INDEX[name] for name in IDLE_COLUMNS]
+
+log = logging.getLogger(__name__)
 
 __all__ = ["JoinConfig", "JoinOutput", "Joiner", "RunProgress"]
 
@@ -84,6 +89,7 @@ class Joiner(MarkerIntake):
         self._open_overflow = 0  # markers refused: too many open intervals (JoinConfig.max_open)
         self._overflow_logged = -60.0
         self._runs_forgotten = 0
+        self._too_late_logged = -60.0
 
     # -- input -------------------------------------------------------------------------------
     def add_node(self, node: NodeRec) -> None:
@@ -183,9 +189,10 @@ class Joiner(MarkerIntake):
                     self._emit(node, p, late, out)
             if node.watermark_ns - node.advanced_ns >= self.cfg.chunk_ns:
                 node.advanced_ns = node.watermark_ns
+                limit = node.watermark_ns - self.cfg.keep_ns
                 for p in node.pending.values():
                     if p.start is not None and p.devices:
-                        self._advance(p)
+                        self._advance(p, limit)
             self._trim(node)
             self._refresh_idle(node, out)
         return out
@@ -211,10 +218,17 @@ class Joiner(MarkerIntake):
         for uuid in p.devices:
             dev = self._devices[uuid]
             acc = p.accs.get(uuid) or Accumulator(start)
-            acc.add(dev.timeline.interval(acc.cut_ns, max(end, acc.cut_ns)))
-            e = acc.result(start, end)
-            idle_w = self._run_idle.get((run_id, rank, uuid))
             flags = p.flags | ({"late"} if uuid in late else set())
+            if end < acc.cut_ns:  # the end came later than keep_ns: its readings are gone
+                e = IntervalEnergy(
+                    start, end, None, "none", None, 0.0, None, None, 0.0, frozenset()
+                )
+                flags |= {"late", "incomplete"}
+                self._marker_too_late(p, end)
+            else:
+                acc.add(dev.timeline.interval(acc.cut_ns, end))
+                e = acc.result(start, end)
+            idle_w = self._run_idle.get((run_id, rank, uuid))
             out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags))
         node.close(p.key)
         self._remember(p.key, end)
@@ -228,15 +242,27 @@ class Joiner(MarkerIntake):
         for m in node.deferred.pop(p.key, ()):
             self._add(node, m)
 
-    def _advance(self, p: Pending) -> None:
-        """Integrate a long open interval up to where readings are final, to free memory."""
+    def _marker_too_late(self, p: Pending, end_ns: int) -> None:
+        now = time.monotonic()
+        if now - self._too_late_logged >= 60.0:  # at most once a minute
+            self._too_late_logged = now
+            log.warning(
+                "run %r rank %d: the end marker of %s came more than %.0f s after the readings "
+                "past it (keep_ns): no energy for it (flagged late, incomplete)",
+                p.key[0], p.key[1], p.key[2], self.cfg.keep_ns / 1e9,
+            )  # fmt: skip
+
+    def _advance(self, p: Pending, limit_ns: int) -> None:
+        """Integrate a long open interval up to where readings are final, to free memory, but
+        never past limit_ns (keep_ns behind the watermark): its end marker may yet come that
+        late, and a piece past the end would carry energy from beyond it."""
         for uuid in p.devices:
             dev = self._devices[uuid]
             acc = p.accs.get(uuid)
             cut = acc.cut_ns if acc is not None else p.start.time_ns
-            if not dev.settled_past(cut + self.cfg.chunk_ns):
+            if cut + self.cfg.chunk_ns > limit_ns or not dev.settled_past(cut + self.cfg.chunk_ns):
                 continue
-            safe = dev.settled()
+            safe = min(dev.settled(), limit_ns)
             if p.end is not None:
                 safe = min(safe, p.end.time_ns)
             if safe - cut >= self.cfg.chunk_ns:

@@ -125,6 +125,58 @@ def test_out_of_order_markers_give_the_same_intervals(one_run):
         assert results[1][k].energy_j == pytest.approx(i.energy_j, abs=1e-6)
 
 
+def delayed(joiner: Joiner, host: str, readings, markers, delay_ns: int, ends_only=False):
+    """Readings in stream-sized chunks; each marker arrives once readings delay_ns past it
+    have (the trainer's client retrying while its daemon restarts, a stalled sender); with
+    ends_only, start markers arrive on time."""
+    waiting, out = sorted(markers, key=lambda m: m.time_ns), []
+    for i in range(0, len(readings), 25):
+        chunk = readings[i : i + 25]
+        joiner.add_readings(host, chunk)
+        now = chunk[-1].time_ns
+        late = lambda m: delay_ns if m.kind.endswith("_end") or not ends_only else 0  # noqa: E731
+        due = [m for m in waiting if m.time_ns + late(m) <= now]
+        waiting = [m for m in waiting if m.time_ns + late(m) > now]
+        joiner.add_markers(host, due)
+        out.extend(joiner.poll().intervals)
+    joiner.add_markers(host, waiting)
+    return out + joiner.poll().intervals
+
+
+@pytest.mark.parametrize("delay_s", [3, 6, 9])
+def test_end_markers_late_by_less_than_keep_give_exact_energy(one_run, delay_s):
+    """Open intervals are integrated ahead in pieces (to free readings), but never into the
+    keep_ns behind the watermark: an end marker that arrives later than the pieces went
+    would have taken their energy past its end (a 0.3 s step measured 1,325 J for 90 J)."""
+    dev, ms, spans, readings, (start, end) = one_run
+    for ends_only in (False, True):
+        j = Joiner(CFG)
+        j.add_node(node("n1", [dev]))
+        got = by_key(delayed(j, "n1", readings, ms, delay_s * S, ends_only))
+        assert len(got) == 24 + 2 + 1 and not j.pending_keys()
+        for i in got.values():
+            truth = dev.true_energy(i.start_ns, i.end_ns)
+            assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002, (i.kind, i.step)
+        run = got[("r1", 0, "run", 0, 0, "gpu-0")]
+        assert run.energy_j == pytest.approx(dev.true_energy(start, end), rel=1e-3)
+
+
+def test_end_marker_later_than_keep_gets_no_energy_rather_than_a_wrong_one(one_run):
+    """Past keep_ns the readings an end needs may be gone: such an interval says so (no
+    energy, flagged late and incomplete) instead of carrying energy from beyond its end."""
+    dev, ms, spans, readings, _ = one_run
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    got = delayed(j, "n1", readings, ms, CFG.keep_ns + 5 * S, ends_only=True)
+    assert len(got) == 24 + 2 + 1 and not j.pending_keys()
+    unknown = [i for i in got if i.energy_j is None]
+    assert unknown and all({"late", "incomplete"} <= i.flags for i in unknown)
+    for i in got:
+        if i.energy_j is not None:
+            truth = dev.true_energy(i.start_ns, i.end_ns)
+            assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002, (i.kind, i.step)
+
+
 def test_lagging_device_is_computed_after_the_late_bound_and_flagged():
     a_dev, b_dev = SynthDevice("gpu-0"), SynthDevice("gpu-1")
     j = Joiner(CFG)
