@@ -252,13 +252,15 @@ class Pipeline:
                     del self._run_energy_done[next(iter(self._run_energy_done))]
                 self.live.add_run_energy(i.run_id, i.energy_j, i.device_uuid)
         self.live.add_intervals(out.intervals)
-        if out.idle_updates or out.dropped_markers or out.unmeasured_markers or out.open_overflow:
+        if (out.idle_updates or out.dropped_markers or out.unmeasured_markers
+                or out.open_overflow or out.readings_ahead):  # fmt: skip
             with self.live.lock:
                 for u in out.idle_updates:
                     self.live.idle_w[u.device_uuid] = u.idle_power_w
                 self.live.unpaired_markers_total += out.dropped_markers
                 self.live.unmeasured_markers_total += out.unmeasured_markers
                 self.live.open_overflow_total += out.open_overflow
+                self.live.readings_ahead_total += out.readings_ahead
 
     def _update_runs(self, now_ns: int) -> None:
         open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}

@@ -52,6 +52,7 @@ _RECENT_KEYS = 100_000
 # "Part-time Power Measurements", A100/H100). The daemon says whether a device is one.
 PARTIAL_COVERAGE_FRACTION = 0.25
 MAX_LAG_S = 0.5  # an instant-power lag beyond this is a mismeasurement: ignored
+AHEAD_CONFIRM = 3  # blocks in a row wholly too far ahead before the join follows them
 
 
 def device_spec(d: DeviceRec) -> CounterSpec:
@@ -90,6 +91,8 @@ class Joiner(MarkerIntake):
         self._overflow_logged = -60.0
         self._runs_forgotten = 0
         self._too_late_logged = -60.0
+        self._ahead = 0  # readings set aside since the last poll (JoinOutput.readings_ahead)
+        self._ahead_logged = -60.0
 
     # -- input -------------------------------------------------------------------------------
     def add_node(self, node: NodeRec) -> None:
@@ -140,11 +143,48 @@ class Joiner(MarkerIntake):
             block = block.take(keep)
         if not len(block):
             return
+        block = self._not_ahead(node, block)
+        if not len(block):
+            return
         node.watermark_ns = max(node.watermark_ns, int(block.time_ns.max()))
         node.incoming.append(block)
         node.incoming_n += len(block)
         if node.incoming_n >= BUFFER_SAMPLES * max(1, len(devices)):
             self._flush(node)
+
+    def _not_ahead(self, node: NodeState, block: ReadingBlock) -> ReadingBlock:
+        """The block without readings stamped more than max_ahead_ns beyond both the node's
+        watermark (its first block's median before there is one) and the collector's clock:
+        one stray stamp (a clock stepped and stepped back, a hostile daemon) would move the
+        watermark on by as much. A clock that really moved on sends whole blocks that far
+        ahead: the AHEAD_CONFIRM-th in a row is taken, and the watermark follows."""
+        t = block.time_ns
+        base = node.watermark_ns or int(np.median(t))
+        limit = max(base, time.time_ns()) + self.cfg.max_ahead_ns
+        ahead = t > limit
+        if not ahead.any():
+            node.ahead_blocks = 0
+            return block
+        if ahead.all():
+            node.ahead_blocks += 1
+            if node.ahead_blocks >= AHEAD_CONFIRM:
+                node.ahead_blocks = 0
+                log.warning(
+                    "node %r: readings now come %.0f s ahead of its previous ones and of this "
+                    "collector's clock; following them (a clock stepped?)",
+                    node.hostname, (int(t.min()) - max(base, time.time_ns())) / 1e9,
+                )  # fmt: skip
+                return block
+        self._ahead += int(ahead.sum())
+        now = time.monotonic()
+        if now - self._ahead_logged >= 60.0:  # at most once a minute
+            self._ahead_logged = now
+            log.warning(
+                "node %r: %d reading(s) stamped more than %.0f s ahead of its newest and of "
+                "this collector's clock are stored but not joined (its clock, or ours?)",
+                node.hostname, int(ahead.sum()), self.cfg.max_ahead_ns / 1e9,
+            )  # fmt: skip
+        return block.take(~ahead)
 
     def _flush(self, node: NodeState) -> None:
         """Share the node's waiting readings out to its devices (timeline columns, the idle
@@ -172,8 +212,9 @@ class Joiner(MarkerIntake):
         start facts are due; open intervals are integrated ahead once per chunk of readings:
         a poll costs what changed, not what is open (10,000 open runs must not stall it)."""
         out = JoinOutput(dropped_markers=self._dropped, unmeasured_markers=self._unmeasured,
-                         open_overflow=self._open_overflow)  # fmt: skip
-        self._dropped = self._unmeasured = self._open_overflow = 0
+                         open_overflow=self._open_overflow,
+                         readings_ahead=self._ahead)  # fmt: skip
+        self._dropped = self._unmeasured = self._open_overflow = self._ahead = 0
         for node in self._nodes.values():
             self._flush(node)
             for key in list(node.new_runs):

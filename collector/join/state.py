@@ -35,6 +35,11 @@ class JoinConfig:
     # Bounds on what hostile or runaway senders can make the join hold (counted when hit):
     max_open: int = 200_000  # open intervals per node
     max_runs: int = 100_000  # runs whose progress is tracked (the oldest is forgotten)
+    # A reading stamped further than this beyond both its node's newest and the collector's
+    # clock is set aside (stored, not joined) unless whole blocks keep coming that far ahead
+    # (the node's clock really moved on): one stray stamp would otherwise move the node's
+    # watermark on by as much, and its trims stop until that time comes.
+    max_ahead_ns: int = 600_000_000_000
 
 
 @dataclass
@@ -45,6 +50,7 @@ class JoinOutput:
     dropped_markers: int = 0  # starts/ends that never found their partner before the run ended
     unmeasured_markers: int = 0  # markers of a rank on a device the node's daemon does not measure
     open_overflow: int = 0  # markers refused because too many intervals were open
+    readings_ahead: int = 0  # readings set aside: stamped too far ahead (JoinConfig.max_ahead_ns)
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class NodeState:
     new_runs: dict[tuple, None] = field(default_factory=dict)
     by_rank: dict[tuple[str, int], dict[tuple, None]] = field(default_factory=dict)
     advanced_ns: int = 0  # watermark when open intervals were last integrated ahead
+    ahead_blocks: int = 0  # blocks in a row wholly beyond max_ahead_ns (AHEAD_CONFIRM: followed)
     # Readings not yet shared out to the devices (Joiner._flush, at every poll)
     incoming: list = field(default_factory=list)
     incoming_n: int = 0

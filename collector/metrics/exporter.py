@@ -180,6 +180,12 @@ class ParawattCollector:
                 s.open_overflow_total,
             )
             yield _counter(
+                "parawatt_join_readings_ahead",
+                "Readings stored but not joined: stamped over 10 min beyond their node's newest "
+                "and the collector's clock.",
+                s.readings_ahead_total,
+            )
+            yield _counter(
                 "parawatt_run_series_overflow",
                 "Runs given no per-run series: the most that are shown were live.",
                 s.runs_overflow_total,

@@ -83,6 +83,7 @@ class LiveState:
         self.unpaired_markers_total = 0
         self.unmeasured_markers_total = 0
         self.open_overflow_total = 0  # markers refused: too many open intervals in the join
+        self.readings_ahead_total = 0  # readings the join set aside: stamped too far ahead
         self.runs_overflow_total = 0  # runs given no series: max_run_series were live
         self.rows_refused_total = 0  # rows the database refused, dropped alone (writer)
         self.markers_refused_total = 0  # run ownership: another owner's run, or a finished one

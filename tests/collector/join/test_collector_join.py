@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 
 import pytest
 
@@ -175,6 +176,53 @@ def test_end_marker_later_than_keep_gets_no_energy_rather_than_a_wrong_one(one_r
         if i.energy_j is not None:
             truth = dev.true_energy(i.start_ns, i.end_ns)
             assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002, (i.kind, i.step)
+
+
+def test_one_reading_stamped_a_year_ahead_is_set_aside(one_run):
+    """A stray stamp (a clock stepped ahead and back, a hostile daemon) is stored but not
+    joined: it would move the node's watermark a year on, and trimming, which waits for the
+    watermark to move on by keep_ns / 2, would stop for that year (readings held without
+    bound). Every interval stays exact and the readings held stay bounded."""
+    dev, ms, spans, readings, _ = one_run
+    ahead = time.time_ns() - T0 + 365 * 24 * 3600 * S  # a year past the collector's clock too
+    k = len(readings) // 2
+    stray = dataclasses.replace(readings[k], time_ns=readings[k].time_ns + ahead, seq=10**9)
+    more = dev.readings(readings[-1].time_ns + 20 * MS, readings[-1].time_ns + 60 * S, seq0=10**6)
+    held = []
+    for strays in ([], [stray]):
+        j = Joiner(CFG)
+        j.add_node(node("n1", [dev]))
+        j.add_markers("n1", ms)
+        j.add_readings("n1", readings[:k])
+        j.add_readings("n1", strays)
+        assert j.poll().readings_ahead == len(strays)
+        got = by_key(feed(j, "n1", readings[k:] + more))
+        assert j.watermark_ns("n1") == more[-1].time_ns
+        assert len(got) == 24 + 2 + 1 and not j.pending_keys()
+        for i in got.values():
+            truth = dev.true_energy(i.start_ns, i.end_ns)
+            assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002 and not i.flags
+        held.append(len(j._devices["gpu-0"].timeline._t))
+    assert held[1] == held[0] < len(more)  # 60 s of readings after the run: trimmed as ever
+
+
+def test_a_node_whose_clock_really_moved_on_is_followed(one_run):
+    """Whole blocks stamped far ahead, one after another, are the node's clock: after
+    AHEAD_CONFIRM of them the join takes them and the watermark follows."""
+    from collector.join.joiner import AHEAD_CONFIRM
+
+    dev, ms, spans, readings, _ = one_run
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    j.add_readings("n1", readings[:100])
+    ahead = time.time_ns() - T0 + 365 * 24 * 3600 * S
+    later = [dataclasses.replace(r, time_ns=r.time_ns + ahead) for r in readings[100:200]]
+    set_aside = 0
+    for i in range(0, len(later), 10):
+        j.add_readings("n1", later[i : i + 10])
+        set_aside += j.poll().readings_ahead
+    assert set_aside == 10 * (AHEAD_CONFIRM - 1)
+    assert j.watermark_ns("n1") == later[-1].time_ns
 
 
 def test_lagging_device_is_computed_after_the_late_bound_and_flagged():
