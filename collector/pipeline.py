@@ -217,9 +217,8 @@ class Pipeline:
             )
         readings = c.take_readings()
         if len(readings):
-            batch.add_readings(c.boot_id, readings)
-            self.joiner.add_readings(c.hostname, readings)
-            self._blocks.append(readings)
+            batch.add_readings(c.boot_id, readings)  # stored as they came
+            self._blocks.append(self.joiner.add_readings(c.hostname, readings))
         markers = self.gate.filter(c.markers) if self.gate and c.markers else c.markers
         if markers:
             batch.markers.extend((c.boot_id, m) for m in markers)

@@ -98,8 +98,7 @@ def _replay(joiner: Joiner, aggregator: SecondAggregator, chunk, emit) -> None:
     aggregates: list[SecondAggregate] = []
     for hostname, readings in by_host.items():
         block = ReadingBlock.from_rows(readings)  # once, for the join and the aggregation
-        joiner.add_readings(hostname, block)
-        aggregates.extend(aggregator.add(block))
+        aggregates.extend(aggregator.add(joiner.add_readings(hostname, block)))
     emit(joiner.poll(), aggregates)
 
 

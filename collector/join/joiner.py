@@ -126,14 +126,20 @@ class Joiner(MarkerIntake):
         self._run_idle[(run_id, rank, uuid)] = idle_power_w
         self._facts_at[(run_id, rank)] = start_ns
 
-    def add_readings(self, hostname: str, readings: ReadingBlock | Sequence[ReadingRec]) -> None:
+    def add_readings(
+        self, hostname: str, readings: ReadingBlock | Sequence[ReadingRec]
+    ) -> ReadingBlock:
         """Hot path (~50,000 readings/s, often one reading per device per message): the block
         waits at its node, and is shared out to the devices in one pass per poll (_flush),
-        so the per-device Python work is per poll, not per message."""
+        so the per-device Python work is per poll, not per message. Returns the readings
+        less those set aside as stamped too far ahead (_not_ahead): what the per-second
+        aggregation and the live gauges take too (one stray stamp would close their seconds
+        for as long)."""
         node = self._nodes.get(hostname)
-        if node is None:
-            return
-        block = as_block(readings)
+        admitted = as_block(readings)
+        if node is None or not len(admitted):
+            return admitted
+        block = admitted = self._not_ahead(node, admitted)
         keep = ~block.lost
         devices = node.devices
         known = [u in devices for u in block.uuids]
@@ -142,15 +148,13 @@ class Joiner(MarkerIntake):
         if not keep.all():
             block = block.take(keep)
         if not len(block):
-            return
-        block = self._not_ahead(node, block)
-        if not len(block):
-            return
+            return admitted
         node.watermark_ns = max(node.watermark_ns, int(block.time_ns.max()))
         node.incoming.append(block)
         node.incoming_n += len(block)
         if node.incoming_n >= BUFFER_SAMPLES * max(1, len(devices)):
             self._flush(node)
+        return admitted
 
     def _not_ahead(self, node: NodeState, block: ReadingBlock) -> ReadingBlock:
         """The block without readings stamped more than max_ahead_ns beyond both the node's
@@ -159,20 +163,23 @@ class Joiner(MarkerIntake):
         watermark on by as much. A clock that really moved on sends whole blocks that far
         ahead: the AHEAD_CONFIRM-th in a row is taken, and the watermark follows."""
         t = block.time_ns
-        base = node.watermark_ns or int(np.median(t))
+        if not node.watermark_ns and (~block.lost).any():
+            base = int(np.median(t[~block.lost]))
+        else:
+            base = node.watermark_ns
         limit = max(base, time.time_ns()) + self.cfg.max_ahead_ns
-        ahead = t > limit
+        ahead = (t > limit) & ~block.lost
         if not ahead.any():
             node.ahead_blocks = 0
             return block
-        if ahead.all():
+        if ahead.sum() == (~block.lost).sum():
             node.ahead_blocks += 1
             if node.ahead_blocks >= AHEAD_CONFIRM:
                 node.ahead_blocks = 0
                 log.warning(
                     "node %r: readings now come %.0f s ahead of its previous ones and of this "
                     "collector's clock; following them (a clock stepped?)",
-                    node.hostname, (int(t.min()) - max(base, time.time_ns())) / 1e9,
+                    node.hostname, (int(t[ahead].min()) - max(base, time.time_ns())) / 1e9,
                 )  # fmt: skip
                 return block
         self._ahead += int(ahead.sum())

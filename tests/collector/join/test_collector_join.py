@@ -10,6 +10,7 @@ import pytest
 
 from collector.energy.timeline import DeviceTimeline, Sample
 from collector.join.joiner import JoinConfig, Joiner
+from collector.store.aggregate import SecondAggregator
 from parawatt_proto.records import NodeRec
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
 
@@ -188,15 +189,16 @@ def test_one_reading_stamped_a_year_ahead_is_set_aside(one_run):
     k = len(readings) // 2
     stray = dataclasses.replace(readings[k], time_ns=readings[k].time_ns + ahead, seq=10**9)
     more = dev.readings(readings[-1].time_ns + 20 * MS, readings[-1].time_ns + 60 * S, seq0=10**6)
-    held = []
+    held, seconds = [], []
     for strays in ([], [stray]):
-        j = Joiner(CFG)
+        j, agg = Joiner(CFG), SecondAggregator()
         j.add_node(node("n1", [dev]))
         j.add_markers("n1", ms)
-        j.add_readings("n1", readings[:k])
-        j.add_readings("n1", strays)
+        agg.add(j.add_readings("n1", readings[:k]))
+        assert not len(j.add_readings("n1", strays))  # nor aggregated (rebuild, pipeline)
         assert j.poll().readings_ahead == len(strays)
-        got = by_key(feed(j, "n1", readings[k:] + more))
+        seconds.append(len(agg.add(j.add_readings("n1", readings[k:] + more))))
+        got = by_key(j.poll().intervals)
         assert j.watermark_ns("n1") == more[-1].time_ns
         assert len(got) == 24 + 2 + 1 and not j.pending_keys()
         for i in got.values():
@@ -204,6 +206,7 @@ def test_one_reading_stamped_a_year_ahead_is_set_aside(one_run):
             assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002 and not i.flags
         held.append(len(j._devices["gpu-0"].timeline._t))
     assert held[1] == held[0] < len(more)  # 60 s of readings after the run: trimmed as ever
+    assert seconds[1] == seconds[0] > 60
 
 
 def test_a_node_whose_clock_really_moved_on_is_followed(one_run):
