@@ -21,6 +21,7 @@ from collector.store.aggregate import SecondAggregator
 from collector.store.writebatch import GapRec, WriteBatch
 from collector.store.writer import Writer
 from parawatt_proto.block import ReadingBlock
+from parawatt_proto.records import NodeRec
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,10 @@ class Pipeline:
         self._poll_interval_s = poll_interval_s
         self._hand_on_s = 0.25
         self._blocks: list[ReadingBlock] = []  # readings not yet aggregated (_fold)
+        # Called in the join thread with a node the join has not seen before it takes it (the
+        # service loads its devices' idle history: a daemon back on a new address is a node
+        # no rebuild restored)
+        self.on_new_node: Callable[[NodeRec], None] | None = None
         self._grace_ns = int(run_grace_s * 1e9)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="join", daemon=True)
@@ -188,7 +193,10 @@ class Pipeline:
             c.fn(batch)
             return
         if c.node is not None:
+            new = not self.joiner.knows_node(c.node.hostname)
             self.joiner.add_node(c.node)
+            if new and self.on_new_node is not None:
+                self.on_new_node(c.node)
             self.live.add_node(c.node)
             batch.nodes[c.boot_id] = c.node
         if c.missed:

@@ -56,14 +56,7 @@ def restore_nodes(
         joiner.add_node(node)
         live.add_node(node)
         uuids.update(d.uuid for d in node.devices)
-    for uuid, watts, measured_ns in store_reads.device_idle(engine):
-        if uuid in uuids:
-            joiner.set_idle(uuid, watts, measured_ns)
-            live.idle_w[uuid] = watts
-    history_from = time.time_ns() - int(config.idle_history_s * 1e9)
-    for uuid, buckets in store_reads.idle_history(engine, history_from).items():
-        if uuid in uuids:
-            joiner.load_idle_history(uuid, buckets)
+    load_idle(engine, config, joiner, live, sorted(uuids))
     stored = {u: s for u, s in store_reads.aggregated_until(engine).items() if u in uuids}
     aggregator.set_done(stored)
     newest = store_reads.newest_reading_ns(engine)
@@ -89,6 +82,22 @@ def restore_nodes(
         _replay(joiner, aggregator, chunk, emit)
     done.markers, done.seconds = len(markers), time.monotonic() - started
     return done
+
+
+def load_idle(
+    engine: Engine, config: CollectorConfig, joiner: Joiner, live: LiveState, uuids: list[str]
+) -> None:
+    """These devices' idle power and idle history from the database, into the join (and the
+    gauges): a device seen again, after a collector restart or on a daemon's new address,
+    needs no new minute of idle before its runs get active energy."""
+    if not uuids:
+        return
+    for uuid, watts, measured_ns in store_reads.device_idle(engine, uuids):
+        joiner.set_idle(uuid, watts, measured_ns)
+        live.idle_w[uuid] = watts
+    history_from = time.time_ns() - int(config.idle_history_s * 1e9)
+    for uuid, buckets in store_reads.idle_history(engine, history_from, uuids).items():
+        joiner.load_idle_history(uuid, buckets)
 
 
 def _replay(joiner: Joiner, aggregator: SecondAggregator, chunk, emit) -> None:

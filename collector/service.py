@@ -23,13 +23,14 @@ from collector.metrics.exporter import MetricsServer, create_metrics_server
 from collector.metrics.state import LiveState
 from collector.ownership import OwnershipGate
 from collector.pipeline import Pipeline
-from collector.rebuild import restore_nodes, write_to
+from collector.rebuild import load_idle, restore_nodes, write_to
 from collector.store import reads as store_reads
 from collector.store.aggregate import SecondAggregator
 from collector.store.db import create_db_engine, migrate_when_ready
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
 from collector.store.writer import Writer
+from parawatt_proto.records import NodeRec
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Collector:
                                  max_unwritten=c.max_unwritten_readings,
                                  gate=OwnershipGate(lambda ids: store_reads.run_owners(
                                      self.engine, ids), self.live))  # fmt: skip
+        self.pipeline.on_new_node = self._load_idle
         if c.metrics_listen is not None:
             self.metrics_server, self.metrics_port = create_metrics_server(
                 self.live, c.metrics_listen, web_config=c.metrics_web_config
@@ -171,6 +173,16 @@ class Collector:
             log.info("rebuilt join state: %d open markers, %d readings replayed in %.1f s",
                      done.markers, done.readings, done.seconds)  # fmt: skip
         return aggregator
+
+    def _load_idle(self, node: NodeRec) -> None:
+        """In the join thread, for a node first seen on its stream (not restored: its daemon
+        came back on another address): its devices' idle history from the database."""
+        try:
+            load_idle(self.engine, self.config, self.joiner, self.live,
+                      [d.uuid for d in node.devices])  # fmt: skip
+        except StoreError as exc:
+            log.warning("node %s: its idle history could not be read (%s); its idle power is "
+                        "learnt anew", node.hostname, exc)  # fmt: skip
 
     def _adopt(self, sub: Subscriber, batch: WriteBatch) -> None:
         """In the join thread, before the daemon's first chunk: take its node over from whoever

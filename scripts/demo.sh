@@ -35,14 +35,38 @@ rm -f "$DIR/daemon.port" "$DIR/metrics.port"
 pids+=($!)
 wait_file "$DIR/daemon.port" "${pids[-1]}" power-daemon "$DIR/daemon.log"
 DAEMON="127.0.0.1:$(cat "$DIR/daemon.port")"
-head -n 3 "$DIR/daemon.log"
+grep -m1 "listening on" "$DIR/daemon.log" || head -n 3 "$DIR/daemon.log"
 
 "$BIN/collector" serve --daemon "$DAEMON" --db "$DB" --metrics-listen 127.0.0.1:0 \
   --metrics-port-file "$DIR/metrics.port" >"$DIR/collector.log" 2>&1 &
 pids+=($!)
 wait_file "$DIR/metrics.port" "${pids[-1]}" collector "$DIR/collector.log"
-head -n 3 "$DIR/collector.log"
-echo "Prometheus metrics: http://127.0.0.1:$(cat "$DIR/metrics.port")/metrics"
+METRICS="http://127.0.0.1:$(cat "$DIR/metrics.port")/metrics"
+echo "Prometheus metrics: $METRICS"
+
+# Active energy needs each device's idle power, which the collector learns from a minute of idle
+# readings (its first idle bucket) and keeps in the database: the first demo waits for it, later
+# ones find it there.
+"$BIN/python" - "$METRICS" "$DAEMON" <<'PY'
+import sys, time, urllib.request
+import grpc
+from parawatt_proto import parawatt_pb2 as pb, parawatt_pb2_grpc as pb_grpc
+metrics, daemon = sys.argv[1:]
+with grpc.insecure_channel(daemon) as ch:
+    devices = len(pb_grpc.PowerDaemonStub(ch).GetInfo(pb.GetInfoRequest(), timeout=10).devices)
+said, deadline = False, time.monotonic() + 100
+while time.monotonic() < deadline:
+    text = urllib.request.urlopen(metrics, timeout=5).read().decode()
+    known = sum(line.startswith("parawatt_device_idle_power_watts{") for line in text.splitlines())
+    if known >= devices:
+        break
+    if not said:
+        print("waiting for the collector to learn each device's idle power (a minute, first run only)")
+        said = True
+    time.sleep(1)
+else:
+    print("idle power still unknown after 100 s: active energy will be flagged idle_unknown")
+PY
 
 train() {
   "$BIN/python" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m trainer train \

@@ -157,29 +157,33 @@ class Joiner(MarkerIntake):
         return admitted
 
     def _not_ahead(self, node: NodeState, block: ReadingBlock) -> ReadingBlock:
-        """The block without readings stamped more than max_ahead_ns beyond both the node's
-        watermark (its first block's median before there is one) and the collector's clock:
-        one stray stamp (a clock stepped and stepped back, a hostile daemon) would move the
-        watermark on by as much. A clock that really moved on sends whole blocks that far
-        ahead: the AHEAD_CONFIRM-th in a row is taken, and the watermark follows."""
-        t = block.time_ns
-        if not node.watermark_ns and (~block.lost).any():
-            base = int(np.median(t[~block.lost]))
-        else:
-            base = node.watermark_ns
-        limit = max(base, time.time_ns()) + self.cfg.max_ahead_ns
-        ahead = (t > limit) & ~block.lost
-        if not ahead.any():
+        """The block without readings stamped ahead of the node's stream: after the first
+        jump of more than max_ahead_ns, in time order, beyond the node's watermark (its first
+        block's median before there is one), the collector's clock and the readings before it.
+        One stray stamp (a clock stepped and stepped back, a hostile daemon) would move the
+        watermark and the device's settled energy on by as much; a backlog, however long, has
+        no such jump. A clock that really moved on sends whole blocks beyond the jump: the
+        AHEAD_CONFIRM-th in a row is taken, and the watermark follows."""
+        t, ok = block.time_ns, ~block.lost
+        if not ok.any():
+            return block
+        base = node.watermark_ns or int(np.median(t[ok]))
+        base = max(base, time.time_ns())
+        s = np.sort(t[ok])
+        prev = np.maximum(np.concatenate(([base], s[:-1])), base)
+        jump = s - prev > self.cfg.max_ahead_ns
+        if not jump.any():
             node.ahead_blocks = 0
             return block
-        if ahead.sum() == (~block.lost).sum():
+        ahead = ok & (t >= s[int(np.argmax(jump))])
+        if ahead.sum() == ok.sum():
             node.ahead_blocks += 1
             if node.ahead_blocks >= AHEAD_CONFIRM:
                 node.ahead_blocks = 0
                 log.warning(
                     "node %r: readings now come %.0f s ahead of its previous ones and of this "
                     "collector's clock; following them (a clock stepped?)",
-                    node.hostname, (int(t[ahead].min()) - max(base, time.time_ns())) / 1e9,
+                    node.hostname, (int(t[ahead].min()) - base) / 1e9,
                 )  # fmt: skip
                 return block
         self._ahead += int(ahead.sum())
@@ -187,8 +191,8 @@ class Joiner(MarkerIntake):
         if now - self._ahead_logged >= 60.0:  # at most once a minute
             self._ahead_logged = now
             log.warning(
-                "node %r: %d reading(s) stamped more than %.0f s ahead of its newest and of "
-                "this collector's clock are stored but not joined (its clock, or ours?)",
+                "node %r: %d reading(s) stamped over %.0f s ahead of its stream and of this "
+                "collector's clock are stored but not joined (its clock, or ours?)",
                 node.hostname, int(ahead.sum()), self.cfg.max_ahead_ns / 1e9,
             )  # fmt: skip
         return block.take(~ahead)
@@ -428,6 +432,9 @@ class Joiner(MarkerIntake):
         for uuid in node.devices:
             self._devices.pop(uuid, None)
         return list(node.devices)
+
+    def knows_node(self, hostname: str) -> bool:
+        return hostname in self._nodes
 
     def node_names(self) -> list[str]:
         return sorted(self._nodes)

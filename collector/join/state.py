@@ -35,11 +35,12 @@ class JoinConfig:
     # Bounds on what hostile or runaway senders can make the join hold (counted when hit):
     max_open: int = 200_000  # open intervals per node
     max_runs: int = 100_000  # runs whose progress is tracked (the oldest is forgotten)
-    # A reading stamped further than this beyond both its node's newest and the collector's
-    # clock is set aside (stored, not joined) unless whole blocks keep coming that far ahead
-    # (the node's clock really moved on): one stray stamp would otherwise move the node's
-    # watermark on by as much, and its trims stop until that time comes.
-    max_ahead_ns: int = 600_000_000_000
+    # Readings after a jump of more than this beyond their node's newest, the collector's
+    # clock and the readings before them are set aside (stored, not joined) unless whole
+    # blocks keep coming that far ahead (the node's clock really moved on): one stray stamp
+    # would otherwise move the node's watermark and settled energy on by as much (Joiner.
+    # _not_ahead). A backlog has no such jump; a daemon back after a pause is near our clock.
+    max_ahead_ns: int = 5_000_000_000
 
 
 @dataclass

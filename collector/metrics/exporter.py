@@ -181,7 +181,7 @@ class ParawattCollector:
             )
             yield _counter(
                 "parawatt_join_readings_ahead",
-                "Readings stored but not joined: stamped over 10 min beyond their node's newest "
+                "Readings stored but not joined: stamped over 5 s ahead of their node's stream "
                 "and the collector's clock.",
                 s.readings_ahead_total,
             )

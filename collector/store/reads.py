@@ -94,18 +94,22 @@ def nodes(engine: Engine, hostnames: list[str] | None = None) -> list[NodeRec]:
     return [NodeRec(hostname=h, boot_id="", devices=tuple(ds)) for h, ds in by_host.items()]
 
 
-def device_idle(engine: Engine) -> list[tuple[str, float, int]]:
+def device_idle(engine: Engine, uuids: list[str] | None = None) -> list[tuple[str, float, int]]:
+    """(uuid, idle power, when measured) of every device with one (of these devices only)."""
+    query = select(Device.uuid, Device.idle_power_w, Device.idle_measured_ns).where(
+        Device.idle_power_w.is_not(None)
+    )
+    if uuids is not None:
+        query = query.where(Device.uuid.in_(uuids))
     with translate_errors("reading devices", engine), engine.connect() as conn:
-        rows = conn.execute(
-            select(Device.uuid, Device.idle_power_w, Device.idle_measured_ns).where(
-                Device.idle_power_w.is_not(None)
-            )
-        )
-        return [(u, w, t or 0) for u, w, t in rows]
+        return [(u, w, t or 0) for u, w, t in conn.execute(query)]
 
 
-def idle_history(engine: Engine, since_ns: int) -> dict[str, list[IdleBucketRec]]:
-    """Per device uuid: its idle buckets from since_ns on (collector.join.idle's history)."""
+def idle_history(
+    engine: Engine, since_ns: int, uuids: list[str] | None = None
+) -> dict[str, list[IdleBucketRec]]:
+    """Per device uuid: its idle buckets from since_ns on (collector.join.idle's history), of
+    these devices only when given."""
     query = (
         select(Device.uuid, IdleBucket.start_ns, IdleBucket.seconds, IdleBucket.low_w,
                IdleBucket.median_w)
@@ -113,6 +117,8 @@ def idle_history(engine: Engine, since_ns: int) -> dict[str, list[IdleBucketRec]
         .where(IdleBucket.start_ns >= since_ns)
         .order_by(IdleBucket.start_ns)
     )  # fmt: skip
+    if uuids is not None:
+        query = query.where(Device.uuid.in_(uuids))
     out: dict[str, list[IdleBucketRec]] = {}
     with translate_errors("reading idle history", engine), engine.connect() as conn:
         for uuid, *rest in conn.execute(query):

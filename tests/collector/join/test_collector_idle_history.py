@@ -7,6 +7,7 @@ import random
 import time
 
 import pytest
+from sqlalchemy import delete
 
 from collector.energy.timeline import IntervalEnergy
 from collector.join.idle import BusyIndex, IdleTracker
@@ -14,8 +15,9 @@ from collector.join.joiner import Joiner
 from collector.join.state import interval_record
 from collector.records import IdleBucket, IdleUpdate
 from collector.service import create_collector
+from collector.store import reads as store_reads
 from collector.store.db import create_db_engine, migrate
-from collector.store.models import Interval, RunRank
+from collector.store.models import IngestCursor, Interval, RunRank
 from collector.store.reads import idle_history
 from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
@@ -134,6 +136,39 @@ def test_idle_history_survives_a_restart(db_url):
     tracker = j._devices["gpu-0"].idle
     assert tracker.idle_power_w == pytest.approx(59.0)  # median of 58, 59, 60, 58, 59
     engine.dispose()
+
+
+@pytest.mark.slow
+def test_idle_history_follows_a_daemon_onto_a_new_address(start_sim_daemon, tmp_path):
+    """A node whose daemon comes back on an address the database never saw (a new port, a
+    rescheduled pod) is no node a rebuild restores: its devices' idle history is read when its
+    stream first names it, so a run right away gets active energy (the stored idle power)
+    instead of idle_unknown for the minute a new history takes."""
+    daemon = start_sim_daemon()
+    db = f"sqlite:///{tmp_path / 'moved.db'}"
+    engine = create_db_engine(db)
+    migrate(engine)
+    cfg = config([daemon.address], db)
+    with create_collector(cfg) as c:  # learns the node and its devices, no idle yet
+        c.flush()
+        uuids = [d.uuid for d in store_reads.nodes(c.engine)[0].devices]
+        hostname = store_reads.nodes(c.engine)[0].hostname
+    batch = WriteBatch()
+    buckets = tuple(IdleBucket(time.time_ns() - (5 - k) * 60 * S, 60, 61.5, 62.0) for k in range(5))
+    for uuid in uuids:
+        batch.idle_updates.append(IdleUpdate(uuid, 61.5, time.time_ns(), buckets))
+    Store(engine).write(batch)
+    with engine.begin() as conn:  # as if the daemon had only ever been read elsewhere
+        conn.execute(delete(IngestCursor))
+    engine.dispose()
+    with create_collector(cfg) as c:
+        run_job(daemon.address, "r", epochs=1, steps=3)
+        assert wait_for_intervals(c.engine, "r", "run", 1) == 1
+        c.flush()
+        (run,) = rows(c.engine, Interval, Interval.kind == "run")
+        (rank,) = rows(c.engine, RunRank)
+    assert hostname and rank.idle_power_w == pytest.approx(61.5)
+    assert "idle_unknown" not in run.flags and run.active_energy_j is not None
 
 
 @pytest.mark.slow
