@@ -7,7 +7,8 @@ beyond it); if a device lags, it is computed anyway when the node's watermark is
 past the end, with what is there, and flagged "late".
 Long open intervals are integrated in pieces (accumulators) so readings need not stay in memory
 for a whole run, but only up to keep_ns behind the watermark: an end marker up to keep_ns late
-still finds the readings around it (later than that, the interval gets no energy and says so). Energies come from collector.energy.timeline (counter-anchored, power-shaped).
+still finds the readings around it (later than that, the interval gets no energy and says so).
+Energies come from collector.energy.timeline (counter-anchored, power-shaped).
 
 Markers come in through join_markers (pairing, sessions of a resumed run).
 """
@@ -88,11 +89,9 @@ class Joiner(MarkerIntake):
         self._unmeasured = 0  # markers of ranks on no device this node measures
         self._warned: dict[tuple[str, int], None] = {}
         self._open_overflow = 0  # markers refused: too many open intervals (JoinConfig.max_open)
-        self._overflow_logged = -60.0
+        self._logged: dict[str, float] = {}
         self._runs_forgotten = 0
-        self._too_late_logged = -60.0
         self._ahead = 0  # readings set aside since the last poll (JoinOutput.readings_ahead)
-        self._ahead_logged = -60.0
 
     # -- input -------------------------------------------------------------------------------
     def add_node(self, node: NodeRec) -> None:
@@ -169,14 +168,18 @@ class Joiner(MarkerIntake):
             return block
         base = node.watermark_ns or int(np.median(t[ok]))
         base = max(base, time.time_ns())
+        if int(t[ok].max()) <= base + self.cfg.max_ahead_ns:  # no jump possible (hot path)
+            node.ahead_blocks = 0
+            return block
         s = np.sort(t[ok])
         prev = np.maximum(np.concatenate(([base], s[:-1])), base)
         jump = s - prev > self.cfg.max_ahead_ns
-        if not jump.any():
+        if not jump.any():  # a backlog past base + max_ahead in steps: no jump in it
             node.ahead_blocks = 0
             return block
         ahead = ok & (t >= s[int(np.argmax(jump))])
-        if ahead.sum() == ok.sum():
+        count = int(ahead.sum())
+        if count == int(ok.sum()):
             node.ahead_blocks += 1
             if node.ahead_blocks >= AHEAD_CONFIRM:
                 node.ahead_blocks = 0
@@ -186,14 +189,12 @@ class Joiner(MarkerIntake):
                     node.hostname, (int(t[ahead].min()) - base) / 1e9,
                 )  # fmt: skip
                 return block
-        self._ahead += int(ahead.sum())
-        now = time.monotonic()
-        if now - self._ahead_logged >= 60.0:  # at most once a minute
-            self._ahead_logged = now
+        self._ahead += count
+        if self._minutely("ahead"):
             log.warning(
                 "node %r: %d reading(s) stamped over %.0f s ahead of its stream and of this "
                 "collector's clock are stored but not joined (its clock, or ours?)",
-                node.hostname, int(ahead.sum()), self.cfg.max_ahead_ns / 1e9,
+                node.hostname, count, self.cfg.max_ahead_ns / 1e9,
             )  # fmt: skip
         return block.take(~ahead)
 
@@ -276,7 +277,7 @@ class Joiner(MarkerIntake):
                     start, end, None, "none", None, 0.0, None, None, 0.0, frozenset()
                 )
                 flags |= {"late", "incomplete"}
-                self._marker_too_late(p, end)
+                self._marker_too_late(p)
             else:
                 acc.add(dev.timeline.interval(acc.cut_ns, end))
                 e = acc.result(start, end)
@@ -294,10 +295,8 @@ class Joiner(MarkerIntake):
         for m in node.deferred.pop(p.key, ()):
             self._add(node, m)
 
-    def _marker_too_late(self, p: Pending, end_ns: int) -> None:
-        now = time.monotonic()
-        if now - self._too_late_logged >= 60.0:  # at most once a minute
-            self._too_late_logged = now
+    def _marker_too_late(self, p: Pending) -> None:
+        if self._minutely("too_late"):
             log.warning(
                 "run %r rank %d: the end marker of %s came more than %.0f s after the readings "
                 "past it (keep_ns): no energy for it (flagged late, incomplete)",

@@ -33,7 +33,7 @@ class MarkerIntake:
     _unmeasured: int
     _warned: dict[tuple[str, int], None]
     _open_overflow: int
-    _overflow_logged: float
+    _logged: dict[str, float]  # what was last logged when (_minutely)
     _runs_forgotten: int
     cfg: JoinConfig
 
@@ -86,14 +86,20 @@ class MarkerIntake:
         """Open intervals are bounded (JoinConfig.max_open): past it a new one is refused,
         counted, and logged once a minute; the ones open already go on."""
         self._open_overflow += 1
-        now = time.monotonic()
-        if now - self._overflow_logged >= 60.0:
-            self._overflow_logged = now
+        if self._minutely("overflow"):
             log.error(
                 "%d intervals are open on %r (the join's limit): not opening one for run %r "
                 "rank %d (%d refused so far)",
                 len(node.pending), node.hostname, m.run_id, m.rank, self._open_overflow,
             )  # fmt: skip
+
+    def _minutely(self, what: str) -> bool:
+        """True at most once a minute per `what`: a log line a flood must not repeat."""
+        now = time.monotonic()
+        if now - self._logged.get(what, -60.0) < 60.0:
+            return False
+        self._logged[what] = now
+        return True
 
     def _track(self, node: NodeState, m: MarkerRec) -> None:
         if m.run_id not in self._progress and len(self._progress) >= self.cfg.max_runs:

@@ -209,6 +209,20 @@ def test_one_reading_stamped_a_year_ahead_is_set_aside(one_run):
     assert seconds[1] == seconds[0] > 60
 
 
+def test_a_long_backlog_ahead_of_our_clock_is_taken_whole(one_run):
+    """A node whose clock runs ahead of the collector's replays a backlog far longer than
+    max_ahead_ns in one block: no jump in it, nothing set aside."""
+    dev, ms, spans, readings, _ = one_run
+    ahead = time.time_ns() - T0 + 3600 * S  # the node's clock an hour ahead of ours
+    moved = [dataclasses.replace(r, time_ns=r.time_ns + ahead) for r in readings]
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    j.add_readings("n1", moved[:10])
+    taken = j.add_readings("n1", moved[10:])  # 40 s of readings in one block
+    assert len(taken) == len(moved) - 10 and j.poll().readings_ahead == 0
+    assert j.watermark_ns("n1") == moved[-1].time_ns
+
+
 def test_a_node_whose_clock_really_moved_on_is_followed(one_run):
     """Whole blocks stamped far ahead, one after another, are the node's clock: after
     AHEAD_CONFIRM of them the join takes them and the watermark follows."""
