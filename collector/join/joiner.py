@@ -171,9 +171,9 @@ class Joiner(MarkerIntake):
         if int(t[ok].max()) <= base + self.cfg.max_ahead_ns:  # no jump possible (hot path)
             node.ahead_blocks = 0
             return block
-        s = np.sort(t[ok])
-        prev = np.maximum(np.concatenate(([base], s[:-1])), base)
-        jump = s - prev > self.cfg.max_ahead_ns
+        # readings behind base make no jump (and int64 differences from them could wrap)
+        s = np.maximum(np.sort(t[ok]), base)
+        jump = np.diff(s, prepend=base) > self.cfg.max_ahead_ns
         if not jump.any():  # a backlog past base + max_ahead in steps: no jump in it
             node.ahead_blocks = 0
             return block

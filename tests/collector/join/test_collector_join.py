@@ -209,6 +209,23 @@ def test_one_reading_stamped_a_year_ahead_is_set_aside(one_run):
     assert seconds[1] == seconds[0] > 60
 
 
+def test_a_stamp_at_the_int64_ends_sets_aside_only_itself(one_run):
+    """A hostile daemon's stamps at the ends of int64 (differences from them would wrap):
+    the one far ahead is set aside, the one far behind is taken like any old reading, and
+    the readings around them are joined."""
+    dev, ms, spans, readings, _ = one_run
+    shift = time.time_ns() - T0
+    live = [dataclasses.replace(r, time_ns=r.time_ns + shift) for r in readings[:100]]
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    j.add_readings("n1", live[:5])
+    hostile = [dataclasses.replace(live[5], time_ns=-(2**63)),
+               dataclasses.replace(live[6], time_ns=2**63 - 1)]  # fmt: skip
+    taken = j.add_readings("n1", hostile + live[7:])
+    assert len(taken) == len(live) - 6 and j.poll().readings_ahead == 1
+    assert j.watermark_ns("n1") == live[-1].time_ns
+
+
 def test_a_long_backlog_ahead_of_our_clock_is_taken_whole(one_run):
     """A node whose clock runs ahead of the collector's replays a backlog far longer than
     max_ahead_ns in one block: no jump in it, nothing set aside."""
