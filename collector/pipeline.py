@@ -260,7 +260,8 @@ class Pipeline:
                 self.live.add_run_energy(i.run_id, i.energy_j, i.device_uuid)
         self.live.add_intervals(out.intervals)
         if (out.idle_updates or out.dropped_markers or out.unmeasured_markers
-                or out.open_overflow or out.readings_ahead):  # fmt: skip
+                or out.open_overflow or out.readings_ahead or out.readings_late
+                or out.clock_steps):  # fmt: skip
             with self.live.lock:
                 for u in out.idle_updates:
                     self.live.idle_w[u.device_uuid] = u.idle_power_w
@@ -268,6 +269,8 @@ class Pipeline:
                 self.live.unmeasured_markers_total += out.unmeasured_markers
                 self.live.open_overflow_total += out.open_overflow
                 self.live.readings_ahead_total += out.readings_ahead
+                self.live.readings_late_total += out.readings_late
+                self.live.clock_steps_total += out.clock_steps
 
     def _update_runs(self, now_ns: int) -> None:
         open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}

@@ -40,8 +40,8 @@ class RunSummary:
     final_metrics: dict[str, float] = field(default_factory=dict)  # top1_error, rmse, acc, loss..
     tags: dict[str, str] = field(default_factory=dict)  # sweep, point, repeat, scaling..
     # Union of every interval's flags: gap, counter_reset, disagree, incomplete, no_counter, late,
-    # resumed, restarted, mig_shared (energy of a whole GPU whose MIG slices other ranks may
-    # share); plus partial while the run is open.
+    # resumed, restarted, clock_step, mig_shared (energy of a whole GPU whose MIG slices other
+    # ranks may share); plus partial while the run is open.
     flags: frozenset[str] = frozenset()
     start_temperature_c: dict[str, float] = field(default_factory=dict)  # device uuid -> degC
 

@@ -235,6 +235,15 @@ class DeviceTimeline:
             return None
         return int(t[ok[changed[-back]]])
 
+    def recent_power(self, n: int) -> np.ndarray:
+        """power_w of the newest n readings (NaN: none)."""
+        return self._p[-n:]
+
+    def newest_counter(self) -> float:
+        """The counter of the newest reading that has one (NaN: none)."""
+        counted = np.flatnonzero(np.isfinite(self._c))
+        return float(self._c[counted[-1]]) if len(counted) else float("nan")
+
     def energy_at(self, t_ns: int) -> float | None:
         """E(t) in J (counter scale where there is one), None outside the readings."""
         if not len(self._t) or not self._t[0] <= t_ns <= self._t[-1]:

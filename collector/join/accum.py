@@ -33,6 +33,8 @@ class Accumulator:
         self.max_power_w: float | None = None
         self.flags: set[str] = set()
         self.sources: set[str] = set()
+        # Finished early, at its node's clock step, on the timeline before it (Joiner._clock_step)
+        self.sealed = False
 
     def add(self, e: IntervalEnergy) -> None:
         duration_ns = e.end_ns - e.start_ns

@@ -54,6 +54,9 @@ _RECENT_KEYS = 100_000
 PARTIAL_COVERAGE_FRACTION = 0.25
 MAX_LAG_S = 0.5  # an instant-power lag beyond this is a mismeasurement: ignored
 AHEAD_CONFIRM = 3  # blocks in a row wholly too far ahead before the join follows them
+I64_MIN = -(1 << 63)
+BEHIND_NS = 100_000_000  # a block with readings this far behind its node's newest may hold a
+# clock step back (shared out before markers are added: Joiner._flush)
 
 
 def device_spec(d: DeviceRec) -> CounterSpec:
@@ -92,6 +95,8 @@ class Joiner(MarkerIntake):
         self._logged: dict[str, float] = {}
         self._runs_forgotten = 0
         self._ahead = 0  # readings set aside since the last poll (JoinOutput.readings_ahead)
+        self._late = 0  # readings set aside as late (JoinOutput.readings_late)
+        self._clock_steps = 0  # backward steps of a node's clock (JoinOutput.clock_steps)
 
     # -- input -------------------------------------------------------------------------------
     def add_node(self, node: NodeRec) -> None:
@@ -148,6 +153,9 @@ class Joiner(MarkerIntake):
             block = block.take(keep)
         if not len(block):
             return admitted
+        if int(block.time_ns[0]) < node.watermark_ns - BEHIND_NS:
+            node.behind = True  # it may hold a clock step back (_flush looks): markers added
+            # before it is shared out would take the clock before it (add_markers flushes)
         node.watermark_ns = max(node.watermark_ns, int(block.time_ns.max()))
         node.incoming.append(block)
         node.incoming_n += len(block)
@@ -200,23 +208,157 @@ class Joiner(MarkerIntake):
 
     def _flush(self, node: NodeState) -> None:
         """Share the node's waiting readings out to its devices (timeline columns, the idle
-        tracker's thinned samples, the newest time)."""
+        tracker's thinned samples, the newest time), in each device's stream order: readings
+        behind the device's newest are a clock step back (_clock_step) or late (_in_order)."""
         if not node.incoming:
             return
         block = ReadingBlock.concat(node.incoming)
-        node.incoming, node.incoming_n = [], 0
-        values, t_all, avg = block.values, block.time_ns, block.power_from_avg
+        behind = node.behind
+        node.incoming, node.incoming_n, node.behind = [], 0, False
+        values, t_all = block.values, block.time_ns
+        # A reading behind its device's newest is behind the readings before it in the stream
+        # (this flush's blocks, in order) or starts a block behind its node's newest
+        # (add_readings: node.behind)
+        suspect = behind or (len(t_all) > 1 and bool(np.any(np.diff(t_all) < -BEHIND_NS)))
+        stepped: list[DeviceState] = []
         for uuid, idx in block.by_device():
             dev = node.devices.get(uuid)
             if dev is None:  # its node's device table changed meanwhile
                 continue
             t = t_all[idx]
-            dev.buffer.append((t, values[idx, _POWER], values[idx, _ENERGY], avg[idx]))
-            dev.buffered += len(idx)
-            dev.idle.add_columns(t.tolist(), values[np.ix_(idx, _IDLE)])
-            dev.last_ns = max(dev.last_ns or 0, int(t.max()))
-            if dev.buffered >= BUFFER_SAMPLES:
-                dev.timeline  # noqa: B018 - flushes the buffer
+            if not suspect:
+                self._take(dev, t, values, idx, block.power_from_avg)
+                continue
+            for lo, hi, what in self._in_order(dev, t, values[idx, _ENERGY]):
+                if what == "late":
+                    self._late += hi - lo
+                    self._log_late(node, dev, hi - lo)
+                    continue
+                if what == "step":
+                    self._clock_step(node, dev, t[lo:], values[idx[lo:]], new=not stepped)
+                    stepped.append(dev)
+                    continue
+                self._take(dev, t[lo:hi], values, idx[lo:hi], block.power_from_avg)
+        if stepped:  # the node's newest reading is now one of the new clock's
+            node.watermark_ns = node.advanced_ns = max(d.last_ns or 0 for d in stepped)
+
+    def _take(self, dev: DeviceState, t: np.ndarray, values, idx, avg) -> None:
+        dev.buffer.append((t, values[idx, _POWER], values[idx, _ENERGY], avg[idx]))
+        dev.buffered += len(idx)
+        dev.idle.add_columns(t.tolist(), values[np.ix_(idx, _IDLE)])
+        dev.last_ns = max(dev.last_ns or 0, int(t.max()))
+        if dev.buffered >= BUFFER_SAMPLES:
+            dev.timeline  # noqa: B018 - flushes the buffer
+
+    def _in_order(self, dev: DeviceState, t: np.ndarray, c: np.ndarray) -> list[tuple]:
+        """A device's new readings, in stream order, as (lo, hi, what) runs: "keep", "late"
+        (behind the newest reading by more than two counter updates, with a counter no newer
+        than the newest one's: readings delivered out of order or sent again; merged, they
+        would change energy already integrated ahead across their hole), "step" (behind, but
+        the counter went on: the node's clock stepped back; a new timeline from lo)."""
+        tol, top = dev.margin_ns, dev.last_ns
+        if top is None:
+            top = int(t[0])
+        floor = I64_MIN + tol  # stamps are anyone's int64: differences must not wrap
+        if int(t.min()) >= max(top, floor) - tol and (
+            len(t) < 2 or bool(np.all(t[1:] >= np.maximum(t[:-1], floor) - tol))
+        ):
+            return [(0, len(t), "keep")]  # hot path
+        runs, i, n, last_c = [], 0, len(t), dev.timeline.newest_counter()
+        while i < n:
+            prev = np.maximum(np.maximum.accumulate(t[i:]), top)
+            prev = np.maximum(np.concatenate(([top], prev[:-1])), floor)
+            behind = np.flatnonzero(t[i:] < prev - tol)
+            if not len(behind):
+                runs.append((i, n, "keep"))
+                break
+            j = i + int(behind[0])
+            if j > i:
+                runs.append((i, j, "keep"))
+                ok = c[i:j][~np.isnan(c[i:j])]
+                last_c = float(ok[-1]) if len(ok) else last_c
+            top = int(prev[behind[0]])
+            back = np.flatnonzero(t[j:] >= top - tol)
+            k = j + max(1, int(back[0])) if len(back) else n
+            counted = c[j:k][~np.isnan(c[j:k])]
+            # a step needs two readings behind whose counter went on: one stray stamp is late
+            if len(counted) >= 2 and not np.isnan(last_c) and float(counted.max()) > last_c:
+                runs.append((j, j, "step"))  # from j on, a new timeline
+                top, i, last_c = int(t[j]), j, float("nan")
+                continue
+            runs.append((j, k, "late"))
+            i = k
+        return runs
+
+    def _clock_step(
+        self, node: NodeState, dev: DeviceState, t: np.ndarray, rows: np.ndarray, new: bool
+    ) -> None:
+        """The node's clock stepped back before t[0] (an NTP step, a VM resumed): its stamps
+        from here overlap those before. The device goes on with a new timeline; intervals that
+        ended on the old one are computed now; those open across the step take the old
+        timeline up to its newest reading, the counter's energy from there to the first of
+        the new (bridged: its bound is kept whole) and the new one after, flagged clock_step
+        (their stamped duration is off by the step). new: the first device of the node to
+        step in this flush (the node's step is counted and its ambiguous stamps kept)."""
+        old = dev.new_era(self.cfg)
+        t_last = old.covered_until_ns() or int(t[0])
+        if new:
+            node.era += 1
+            node.clock_steps = [*node.clock_steps[-7:], (int(t[0]), t_last)]
+            self._clock_steps += 1
+            if self._minutely("clock_step"):
+                log.warning(
+                    "node %r: readings went %.3f s back in time while the counter went on: its "
+                    "clock stepped back; intervals open across it are flagged clock_step",
+                    node.hostname, (t_last - int(t[0])) / 1e9,
+                )  # fmt: skip
+        counted = np.flatnonzero(~np.isnan(rows[:, _ENERGY]))
+        t_first = int(t[counted[0]])
+        e_last = old.energy_at(t_last)  # the old timeline's estimate past its last update
+        watts = np.concatenate((old.recent_power(8), rows[:8, _POWER]))
+        watts = watts[np.isfinite(watts)]
+        p_max = float(watts.max()) if len(watts) else 0.0
+        p_first = float(rows[counted[0], _POWER])
+        p_first = p_first if np.isfinite(p_first) else p_max
+        spec = dev.spec
+        # The first new reading's counter misses what came since its last update: half an
+        # update's energy on average (the reading's phase in the update period is uniform);
+        # the bound takes a whole update, and the old side's extrapolation past its own.
+        energy = float(rows[counted[0], _ENERGY]) + p_first * spec.update_s / 2
+        energy -= e_last if e_last is not None else 0.0
+        bound = p_max * 2 * spec.update_s + 2 * spec.resolution_j
+        bridge = IntervalEnergy(
+            t_last, t_first, energy, "counter", energy, bound, None, p_max or None, 0.0,
+            frozenset({"clock_step"}), bound_j=bound, bridged_j=bound,
+        )  # fmt: skip
+        for p in node.pending.values():
+            if dev.uuid not in p.devices or p.start is None or p.era >= node.era:
+                continue
+            acc = p.accs.get(dev.uuid)
+            cut = acc.cut_ns if acc is not None else p.start.time_ns
+            end = p.end.time_ns if p.end is not None else None
+            if end is not None and end < cut:
+                continue  # its end came too late already (_emit says so)
+            acc = p.accs.setdefault(dev.uuid, Accumulator(p.start.time_ns))
+            if end is not None and end <= t_last:  # ended before the step: finished now
+                acc.add(old.interval(cut, end))
+                acc.sealed = True
+                continue
+            if e_last is None:
+                p.flags.add("clock_step")
+                continue  # nothing to bridge from: _emit finds the old part's hole flagged
+            if cut < t_last:
+                acc.add(old.interval(cut, t_last))
+            acc.add(bridge)
+            p.flags.add("clock_step")
+
+    def _log_late(self, node: NodeState, dev: DeviceState, count: int) -> None:
+        if self._minutely("late"):
+            log.warning(
+                "node %r device %s: %d reading(s) came behind newer ones with an older "
+                "counter (delivered late or sent again): stored, not joined",
+                node.hostname, dev.uuid, count,
+            )  # fmt: skip
 
     # -- output ------------------------------------------------------------------------------
     def poll(self) -> JoinOutput:
@@ -225,8 +367,10 @@ class Joiner(MarkerIntake):
         a poll costs what changed, not what is open (10,000 open runs must not stall it)."""
         out = JoinOutput(dropped_markers=self._dropped, unmeasured_markers=self._unmeasured,
                          open_overflow=self._open_overflow,
-                         readings_ahead=self._ahead)  # fmt: skip
+                         readings_ahead=self._ahead, readings_late=self._late,
+                         clock_steps=self._clock_steps)  # fmt: skip
         self._dropped = self._unmeasured = self._open_overflow = self._ahead = 0
+        self._late = self._clock_steps = 0
         for node in self._nodes.values():
             self._flush(node)
             for key in list(node.new_runs):
@@ -255,6 +399,9 @@ class Joiner(MarkerIntake):
         end = p.end.time_ns
         late = set()
         for uuid in p.devices:
+            acc = p.accs.get(uuid)
+            if acc is not None and acc.sealed:
+                continue  # computed at a clock step
             if not self._devices[uuid].settled_past(end):
                 if node.watermark_ns < end + self.cfg.late_bound_ns:
                     return None
@@ -272,7 +419,9 @@ class Joiner(MarkerIntake):
             dev = self._devices[uuid]
             acc = p.accs.get(uuid) or Accumulator(start)
             flags = p.flags | ({"late"} if uuid in late else set())
-            if end < acc.cut_ns:  # the end came later than keep_ns: its readings are gone
+            if acc.sealed:
+                e = acc.result(start, end)
+            elif end < acc.cut_ns:  # the end came later than keep_ns: its readings are gone
                 e = IntervalEnergy(
                     start, end, None, "none", None, 0.0, None, None, 0.0, frozenset()
                 )
@@ -281,6 +430,8 @@ class Joiner(MarkerIntake):
             else:
                 acc.add(dev.timeline.interval(acc.cut_ns, end))
                 e = acc.result(start, end)
+            if p.era == node.era and node.clock_steps and self._ambiguous(node, start, end):
+                flags.add("clock_step")
             idle_w = self._run_idle.get((run_id, rank, uuid))
             out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags))
         node.close(p.key)
@@ -294,6 +445,13 @@ class Joiner(MarkerIntake):
                 out.dropped_markers += 1 + len(node.deferred.pop(k, ()))
         for m in node.deferred.pop(p.key, ()):
             self._add(node, m)
+
+    @staticmethod
+    def _ambiguous(node: NodeState, start: int, end: int) -> bool:
+        """Whether a marker of an interval begun since the node's last clock step is stamped
+        where the clock's stamps before and after a step overlap: either clock may have
+        stamped it."""
+        return any(lo <= t <= hi for lo, hi in node.clock_steps for t in (start, end))
 
     def _marker_too_late(self, p: Pending) -> None:
         if self._minutely("too_late"):

@@ -37,8 +37,12 @@ class MarkerIntake:
     _runs_forgotten: int
     cfg: JoinConfig
 
+    def _flush(self, node: NodeState) -> None: ...
+
     def add_markers(self, hostname: str, markers: Iterable[MarkerRec]) -> None:
         node = self._nodes.setdefault(hostname, NodeState(hostname))
+        if node.behind:  # readings waiting may hold a clock step: the era these markers are in
+            self._flush(node)
         for m in markers:
             self._track(node, m)
             self._add(node, m)
@@ -70,7 +74,7 @@ class MarkerIntake:
                 p.accs.clear()
                 p.flags.add("restarted")
                 self._dropped += 1
-            p.start = m
+            p.start, p.era = m, node.era
             if key[2] == "run":
                 node.new_runs[key] = None
         else:

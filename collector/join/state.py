@@ -52,6 +52,9 @@ class JoinOutput:
     unmeasured_markers: int = 0  # markers of a rank on a device the node's daemon does not measure
     open_overflow: int = 0  # markers refused because too many intervals were open
     readings_ahead: int = 0  # readings set aside: stamped too far ahead (JoinConfig.max_ahead_ns)
+    # readings set aside: behind their device's newest, with an older counter (late or re-sent)
+    readings_late: int = 0
+    clock_steps: int = 0  # backward steps of a node's clock followed (Joiner._clock_step)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class DeviceState:
         # instead of one per stream message (extend copies its arrays).
         self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.buffered = 0  # readings in self.buffer
-        self.last_ns: int | None = None
+        self.last_ns: int | None = None  # newest reading (of the node's current clock era)
 
     def set_spec(self, spec: CounterSpec) -> None:
         self.spec = spec
@@ -96,6 +99,14 @@ class DeviceState:
                 )
             self.buffer, self.buffered = [], 0
         return self._timeline
+
+    def new_era(self, cfg: JoinConfig) -> DeviceTimeline:
+        """The node's clock stepped back: readings from here are on a new timeline (the old
+        one's stamps overlap theirs). Returns the old timeline, for what is still open on it."""
+        old = self.timeline
+        self._timeline = DeviceTimeline(self.spec, cfg.max_gap_ns)
+        self.last_ns, self.trimmed_ns = None, 0
+        return old
 
     def model_due(self, every_ns: int) -> bool:
         """Whether an interval may be computed now: the energy model is current, or its last
@@ -127,6 +138,7 @@ class Pending:
     devices: tuple[str, ...] = ()
     accs: dict[str, Accumulator] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
+    era: int = 0  # the node's clock era its start marker came in (NodeState.era)
 
 
 @dataclass
@@ -146,9 +158,14 @@ class NodeState:
     by_rank: dict[tuple[str, int], dict[tuple, None]] = field(default_factory=dict)
     advanced_ns: int = 0  # watermark when open intervals were last integrated ahead
     ahead_blocks: int = 0  # blocks in a row wholly beyond max_ahead_ns (AHEAD_CONFIRM: followed)
+    # Backward clock steps (Joiner._clock_step): how many so far, and the stamp ranges they made
+    # ambiguous, (first stamp after, newest stamp before), the latest few
+    era: int = 0
+    clock_steps: list[tuple[int, int]] = field(default_factory=list)
     # Readings not yet shared out to the devices (Joiner._flush, at every poll)
     incoming: list = field(default_factory=list)
     incoming_n: int = 0
+    behind: bool = False  # incoming holds readings behind the watermark (Joiner.add_readings)
 
     def open(self, key: tuple) -> Pending:
         p = self.pending[key] = Pending(key)

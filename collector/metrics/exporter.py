@@ -186,6 +186,18 @@ class ParawattCollector:
                 s.readings_ahead_total,
             )
             yield _counter(
+                "parawatt_join_readings_late",
+                "Readings stored but not joined: behind newer ones of their device with an "
+                "older counter (delivered late or sent again).",
+                s.readings_late_total,
+            )
+            yield _counter(
+                "parawatt_join_clock_steps",
+                "Backward steps of a node's clock seen in its readings (intervals open across "
+                "one are flagged clock_step).",
+                s.clock_steps_total,
+            )
+            yield _counter(
                 "parawatt_run_series_overflow",
                 "Runs given no per-run series: the most that are shown were live.",
                 s.runs_overflow_total,

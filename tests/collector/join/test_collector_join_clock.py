@@ -1,0 +1,165 @@
+"""The join when a node's clock steps back (an NTP step; a VM resumed) and when one device's
+readings come late, out of their stream's order: no interval may come out wrong without a
+flag, and what is not ambiguous stays exact."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from collector.join.joiner import Joiner
+from tests.collector.join.test_collector_join import CFG, busy_device
+from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
+
+STEP_AT = T0 + 30 * S  # real time of the step
+
+
+def stepped_run(step_s: float, every: int = 25):
+    """A 40-step run whose node's clock steps by step_s at STEP_AT: readings and markers are
+    stamped by the stepped clock and delivered in real order. Returns the intervals and, per
+    key, the real times of its two markers."""
+    start = T0 + 15 * S
+    ms, spans, end = run_markers(start, steps=40, step_ns=300 * MS, gap_ns=50 * MS, epochs=2,
+                                 device_uuid="gpu-0")  # fmt: skip
+    dev = busy_device("gpu-0", spans, run=(start, end))
+    readings = dev.readings(T0, end + 20 * S)
+    d = int(step_s * S)
+
+    def stamp(t: int) -> int:
+        return t + (d if t >= STEP_AT else 0)
+
+    real = {(m.key, m.kind.endswith("_end")): m.time_ns for m in ms}
+    pairs = sorted(((m, dataclasses.replace(m, time_ns=stamp(m.time_ns))) for m in ms),
+                   key=lambda p: p[0].time_ns)  # fmt: skip
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    out, mi, steps = [], 0, 0
+    for i in range(0, len(readings), every):
+        chunk = readings[i : i + every]
+        j.add_readings("n1", [dataclasses.replace(r, time_ns=stamp(r.time_ns)) for r in chunk])
+        due = [m2 for m, m2 in pairs[mi:] if m.time_ns <= chunk[-1].time_ns]
+        mi += len(due)
+        j.add_markers("n1", due)
+        res = j.poll()
+        out += res.intervals
+        steps += res.clock_steps
+    j.add_markers("n1", [m2 for _, m2 in pairs[mi:]])
+    out += j.poll().intervals
+    assert steps == 1  # counted once for the node (parawatt_join_clock_steps_total)
+    truth = {}
+    for i in out:
+        k = (i.run_id, i.rank, i.kind, i.epoch, i.step)
+        truth[k] = dev.true_energy(real[(k, False)], real[(k, True)])
+    return out, truth, j
+
+
+def _key(i):
+    return (i.run_id, i.rank, i.kind, i.epoch, i.step)
+
+
+def feed_in_stream_order(j: Joiner, stream, ms):
+    """Readings as the stream sends them (not in time order); each marker once the stream
+    has a reading past it. Returns the intervals and the readings set aside as late."""
+    out, late, mi = [], 0, 0
+    ms = sorted(ms, key=lambda m: m.time_ns)
+    for i in range(0, len(stream), 25):
+        chunk = stream[i : i + 25]
+        j.add_readings("n1", chunk)
+        due = [m for m in ms[mi:] if m.time_ns <= max(r.time_ns for r in chunk)]
+        mi += len(due)
+        j.add_markers("n1", due)
+        res = j.poll()
+        out += res.intervals
+        late += res.readings_late
+    return out, late
+
+
+@pytest.mark.parametrize("step_s", [-15.0, -3.0, -0.5])
+def test_clock_stepping_back_leaves_no_interval_wrong_without_a_flag(step_s):
+    out, truth, _ = stepped_run(step_s)
+    assert len(out) == 83  # 80 steps, 2 epochs, the run: none lost
+    unflagged_wrong = []
+    for i in out:
+        t = truth[_key(i)]
+        if i.energy_j is None:
+            assert i.flags & {"clock_step", "incomplete"}
+            continue
+        if abs(i.energy_j - t) > i.uncertainty_bound_j + 0.002 and "clock_step" not in i.flags:
+            unflagged_wrong.append((_key(i), i.energy_j, t, sorted(i.flags)))
+    assert not unflagged_wrong
+
+
+@pytest.mark.parametrize("step_s", [-15.0, -3.0])
+def test_a_run_across_a_clock_step_keeps_its_energy(step_s):
+    """The run and the epoch open across the step: what came before it, the step's own
+    reading spacing (bridged on the counter) and what came after, flagged clock_step."""
+    out, truth, _ = stepped_run(step_s)
+    run = next(i for i in out if i.kind == "run")
+    assert "clock_step" in run.flags
+    assert run.energy_j == pytest.approx(truth[_key(run)], abs=run.uncertainty_bound_j + 0.002)
+    assert run.uncertainty_bound_j < 0.01 * truth[_key(run)]
+    epoch1 = next(i for i in out if i.kind == "epoch" and i.epoch == 0)
+    assert epoch1.energy_j == pytest.approx(truth[_key(epoch1)],
+                                            abs=epoch1.uncertainty_bound_j + 0.002)  # fmt: skip
+
+
+def test_after_a_clock_step_unambiguous_intervals_are_exact_and_unflagged():
+    out, truth, _ = stepped_run(-3.0)
+    # steps stamped wholly before the step, or after the stamps the step made ambiguous
+    clean = [i for i in out if i.kind == "step"
+             and (i.end_ns < STEP_AT - 3 * S or i.start_ns > STEP_AT + 0.5 * S)]  # fmt: skip
+    assert len(clean) > 50
+    for i in clean:
+        assert "clock_step" not in i.flags and not i.flags - {"idle_unknown"}, (_key(i), i.flags)
+        assert abs(i.energy_j - truth[_key(i)]) <= i.uncertainty_bound_j + 0.002
+
+
+def test_a_late_batch_of_one_devices_readings_is_set_aside_not_merged():
+    """Readings of [25, 30) s delivered after those up to 38 s (out of their stream's order):
+    an open interval integrated ahead across the then-empty hole must not change its mind
+    when the hole fills; the late readings are stored, not joined, and counted."""
+    start, end = T0 + 15 * S, T0 + 95 * S
+    ms = [marker("run_start", start), marker("epoch_start", start + 50 * MS),
+          marker("epoch_end", end - 50 * MS), marker("run_end", end)]  # fmt: skip
+    dev = SynthDevice("gpu-0", idle_w=50.0,
+                      levels=[(start, 90.0), (T0 + 25 * S, 400.0), (T0 + 27 * S, 90.0),
+                              (end, 50.0)])  # fmt: skip
+    readings = dev.readings(T0, end + 40 * S)
+    a, b = T0 + 25 * S, T0 + 30 * S
+    hole = [r for r in readings if a <= r.time_ns < b]
+    rest = [r for r in readings if not a <= r.time_ns < b]
+    k = next(i for i, r in enumerate(rest) if r.time_ns >= b + 8 * S)
+    stream = rest[:k] + hole + rest[k:]
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    out, late = feed_in_stream_order(j, stream, ms)
+    assert late == len(hole)
+    assert len(out) == 2
+    for i in out:
+        truth = dev.true_energy(i.start_ns, i.end_ns)
+        assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002
+        assert "gap" in i.flags  # the hole is a hole in what the join used
+
+
+def test_readings_sent_again_with_their_own_stamps_are_not_a_clock_step():
+    """A daemon that re-sends readings already joined (a replay from an old cursor): the
+    duplicates are behind the newest by far, but their counters are too: not a step."""
+    start = T0 + 15 * S
+    ms, spans, end = run_markers(start, steps=20, step_ns=300 * MS, gap_ns=50 * MS, epochs=1,
+                                 device_uuid="gpu-0")  # fmt: skip
+    dev = busy_device("gpu-0", spans, run=(start, end))
+    readings = dev.readings(T0, end + 10 * S)
+    k = next(i for i, r in enumerate(readings) if r.time_ns >= start + 4 * S)
+    stream = readings[:k] + readings[k - 200 : k] + readings[k:]
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    out, late = feed_in_stream_order(j, stream, ms)
+    # set aside, not merged again; the newest ~0.2 s of them (two counter updates: within the
+    # tolerance) are merged, as duplicates of stamps held (the timeline keeps the first)
+    assert 180 <= late < 200
+    assert len(out) == 22
+    for i in out:
+        assert "clock_step" not in i.flags
+        truth = dev.true_energy(i.start_ns, i.end_ns)
+        assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002
