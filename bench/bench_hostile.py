@@ -4,7 +4,9 @@
 2. refusals: markers refused per second, for run ownership (another owner's token: the rest of
    the batch is taken) and for validation (an implausible marker refuses its whole batch);
 3. runs: a collector's ingest lag (now minus the newest reading the join has seen) while RUNS
-   runs start on one daemon within a minute; max and at the end.
+   runs start on one daemon within a minute; max and at the end;
+4. dead: the join's CPU for 100 s of one GPU's readings while DEAD runs killed without their
+   end (run and epoch intervals open for good) are held, against none held (pure join).
 
 The daemon is a real `power-daemon serve` process (sim backend); the collector runs in this
 process exactly as `collector serve` builds it, into SQLite.
@@ -150,13 +152,49 @@ def runs(workdir: Path, n_runs: int, within_s: float) -> None:
         d.kill()
 
 
+def dead(n_runs: int) -> None:
+    from collector.join.joiner import JoinConfig, Joiner
+    from tests.collector.synth import MS, T0, S, SynthDevice, marker, node
+
+    def feed(j: Joiner, readings, markers=()) -> None:
+        markers, mi = sorted(markers, key=lambda m: m.time_ns), 0
+        for i in range(0, len(readings), 50):
+            chunk = readings[i : i + 50]
+            j.add_readings("n1", chunk)
+            due = [m for m in markers[mi:] if m.time_ns <= chunk[-1].time_ns]
+            mi += len(due)
+            j.add_markers("n1", due)
+            j.poll()
+
+    dev = SynthDevice("gpu-0", idle_w=60.0)
+    t, ms = T0 + 5 * S, []
+    for k in range(n_runs):  # each killed 20 ms after its epoch began, 0.1 s apart
+        rid = f"job{k}"
+        ms += [marker("run_start", t, run_id=rid), marker("epoch_start", t + 10 * MS, run_id=rid)]
+        t += 100 * MS
+    more = dev.readings(t + 60 * S, t + 160 * S, seq0=10**7)
+    cpu = []
+    for markers in (ms, []):
+        j = Joiner(JoinConfig())
+        j.add_node(node("n1", [dev]))
+        feed(j, dev.readings(T0, t + 60 * S), markers)
+        held = len(j.pending_keys())
+        tic = time.process_time()
+        feed(j, more)
+        cpu.append((time.process_time() - tic, held))
+    (with_s, held), (none_s, _) = cpu
+    print(f"dead intervals held: {held:,} ({n_runs:,} runs killed without their end)")
+    print(f"  join CPU:          {with_s:.2f} s per 100 s of readings ({none_s:.2f} s with none)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--garbage", type=int, default=100_000, help="undecodable bodies to send")
     ap.add_argument("--refuse-s", type=float, default=3.0, help="seconds per refusal figure")
     ap.add_argument("--runs", type=int, default=10_000, help="runs started on one daemon")
     ap.add_argument("--within-s", type=float, default=60.0, help="...within this many seconds")
-    ap.add_argument("--only", choices=("garbage", "refusals", "runs"), default=None)
+    ap.add_argument("--dead", type=int, default=5_000, help="runs killed without their end")
+    ap.add_argument("--only", choices=("garbage", "refusals", "runs", "dead"), default=None)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         work = Path(tmp)
@@ -166,6 +204,8 @@ def main() -> None:
             refusals(work, a.refuse_s)
         if a.only in (None, "runs"):
             runs(work, a.runs, a.within_s)
+        if a.only in (None, "dead"):
+            dead(a.dead)
 
 
 if __name__ == "__main__":

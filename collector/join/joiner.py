@@ -387,9 +387,10 @@ class Joiner(MarkerIntake):
             if node.watermark_ns - node.advanced_ns >= self.cfg.chunk_ns:
                 node.advanced_ns = node.watermark_ns
                 limit = node.watermark_ns - self.cfg.keep_ns
+                shared: dict[tuple[str, int, int], IntervalEnergy] = {}
                 for p in node.pending.values():
                     if p.start is not None and p.devices:
-                        self._advance(p, limit)
+                        self._advance(p, limit, shared)
             self._trim(node)
             self._refresh_idle(node, out)
         return out
@@ -461,10 +462,13 @@ class Joiner(MarkerIntake):
                 p.key[0], p.key[1], p.key[2], self.cfg.keep_ns / 1e9,
             )  # fmt: skip
 
-    def _advance(self, p: Pending, limit_ns: int) -> None:
+    def _advance(self, p: Pending, limit_ns: int, shared: dict) -> None:
         """Integrate a long open interval up to where readings are final, to free memory, but
         never past limit_ns (keep_ns behind the watermark): its end marker may yet come that
-        late, and a piece past the end would carry energy from beyond it."""
+        late, and a piece past the end would carry energy from beyond it. Open intervals of a
+        device cut at the same time take the same piece (shared: (uuid, cut, to) -> piece):
+        after their first advance they all are, so thousands open (runs killed without their
+        end, never to close) cost one integration per device and chunk, not one each."""
         for uuid in p.devices:
             dev = self._devices[uuid]
             acc = p.accs.get(uuid)
@@ -475,8 +479,12 @@ class Joiner(MarkerIntake):
             if p.end is not None:
                 safe = min(safe, p.end.time_ns)
             if safe - cut >= self.cfg.chunk_ns:
-                acc = p.accs.setdefault(uuid, Accumulator(p.start.time_ns))
-                acc.add(dev.timeline.interval(cut, safe))
+                if acc is None:
+                    acc = p.accs[uuid] = Accumulator(p.start.time_ns)
+                piece = shared.get((uuid, cut, safe))
+                if piece is None:
+                    piece = shared[(uuid, cut, safe)] = dev.timeline.interval(cut, safe)
+                acc.add(piece)
 
     def _run_facts(self, node: NodeState, p: Pending, out: JoinOutput) -> bool:
         """At a run's start: its devices' idle power and the GPU's start temperature.
