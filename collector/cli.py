@@ -88,8 +88,9 @@ def main() -> None:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes, each reading its share of the daemons (about 40,000-90,000 "
-    "readings/s per free core); one is enough for 500 GPUs at 100 Hz.",
+    help="Processes, each reading its share of the daemons (about 40,000-160,000 "
+    "readings/s per free core, fewer when many ranks step quickly); one is enough for 500 GPUs "
+    "at 100 Hz.",
 )
 @DB_OPTION
 @click.option("--metrics-listen", default=DEFAULT_METRICS_LISTEN, show_default=True,

@@ -5,10 +5,14 @@ Pure: records in, dataclasses out; numpy for the arithmetic. Definitions follow 
 - repeats: mean and the sample standard deviation (ddof=1, n-1 in the denominator; none for a
   single run) over the completed runs of a point;
 - efficiency ratios: every metric of a point over its value at the smallest GPU count of its
-  series; speed-up = throughput (samples/s) over the baseline's, parallel efficiency = speed-up
-  / (GPUs / baseline GPUs). For strong scaling (same samples) that is T0/T and T0*n0/(T*n); for
-  weak scaling (samples grow with GPUs) the efficiency is T0/T, as usual. A ratio's spread is
-  the first-order propagation of both means' standard deviations (the baseline's own is 0);
+  series; speed-up = throughput over the baseline's, parallel efficiency = speed-up / (GPUs /
+  baseline GPUs), where a point's throughput is pooled over its repeats (their samples over their
+  runtime, not the mean of per-run rates: the mean of 1/T is not 1/(mean T), and with scattered
+  repeats the two told a faster point from a slower one). For strong scaling (same samples)
+  that is T0/T and T0*n0/(T*n) of the mean runtimes, the inverse of the runtime ratio; for weak
+  scaling (samples grow with GPUs) the efficiency is T0/T, as usual. A ratio's spread is the
+  first-order propagation of both means' standard deviations (the baseline's own is 0; for the
+  speed-up, the per-run throughputs' relative spread);
 - a least-squares line of energy against GPU-hours per (model, hardware), with R² (`fits.py`);
 - a point carries the union of its completed runs' energy flags (incomplete coverage, gaps,
   counter resets, source disagreement, a rank still open), so no figure hides a doubtful run.
@@ -222,10 +226,11 @@ def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
         pts = sorted(pts, key=lambda p: (p.gpus, p.point_id))
         base = pts[0]
         for p in pts:
-            tp = "throughput_samples_per_s"
-            speedup = _div(p.mean(tp), base.mean(tp))
+            speedup = _div(_pooled_rate(p), _pooled_rate(base))
             spread = {k: _ratio_std(p, base, k) for k in p.metrics}
-            speedup_std = _ratio_std(p, base, tp)
+            tp = "throughput_samples_per_s"  # its relative spread is the speed-up's
+            rel = _div(_ratio_std(p, base, tp), _div(p.mean(tp), base.mean(tp)))
+            speedup_std = None if rel is None or speedup is None else speedup * rel
             rows.append(
                 SeriesPoint(
                     series=name,
@@ -243,6 +248,11 @@ def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
                 )
             )
     return rows
+
+
+def _pooled_rate(p: PointStats) -> float | None:
+    """Samples per second over all the point's completed runs together."""
+    return _div(p.mean("samples"), p.mean("runtime_s"))
 
 
 def _ratio_std(p: PointStats, base: PointStats, key: str) -> float | None:

@@ -154,6 +154,24 @@ def test_strong_scaling_speedup_efficiency_and_ratios():
     )
 
 
+def test_speedup_agrees_with_the_runtime_ratio_when_repeats_scatter():
+    """Strong scaling, equal samples: speed-up must be the inverse of the runtime ratio of the
+    means. A ratio of mean per-run throughputs is not (mean of 1/T is not 1/mean T): a
+    baseline whose repeats took 10 s and 190 s gave 0.94 speed-up against a 0.39 runtime
+    ratio, a faster point reported as a slower one."""
+    runs = [
+        make_run("b1", gpus=1, samples=1000, duration_s=10, point="g1"),
+        make_run("b2", gpus=1, samples=1000, duration_s=190, point="g1"),
+        make_run("p1", gpus=2, samples=1000, duration_s=35, point="g2"),
+        make_run("p2", gpus=2, samples=1000, duration_s=43, point="g2"),
+    ]
+    row = {r.point_id: r for r in analyze(runs).series}["g2"]
+    assert row.ratios["runtime_s"] == approx(39 / 100)
+    assert row.speedup == approx(100 / 39)  # pooled: samples over runtime, summed over repeats
+    assert row.parallel_efficiency == approx(100 / 39 / 2)
+    assert row.speedup_std is not None and row.speedup_std > 0
+
+
 def test_weak_scaling_efficiency_is_time_ratio():
     runs = [
         make_run("w1", gpus=1, samples=1000, duration_s=100, point="w1", scaling="weak"),
