@@ -11,7 +11,7 @@ command -v "$PY" >/dev/null || PY=python3
 # pip under a quiet filter: this machine's global pip config names local indexes that may be absent.
 pipq() { local rc; set +e; "$@" 2>&1 | grep -v 'is ignored: it is neither'; rc=${PIPESTATUS[0]}; set -e; return "$rc"; }
 
-stamp_of() { cat pyproject.toml | sha256sum | cut -c1-16; }
+stamp_of() { cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16; }
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
@@ -23,7 +23,9 @@ if [ "$(cat "$VENV/.parawatt-stamp" 2>/dev/null)" != "$want" ]; then
   pipq "$VENV/bin/python" -m pip install -q --upgrade pip
   # setuptools prints a multi-line "Editable installation" advisory for every editable install
   # (nothing to act on); the filter reaches the build backend's process through the environment.
-  PYTHONWARNINGS="ignore:Editable installation" pipq "$VENV/bin/python" -m pip install -q -e '.[train,dev]'
+  # The versions tested here (constraints.txt); the package itself asks only for lower bounds.
+  PYTHONWARNINGS="ignore:Editable installation" PIP_CONSTRAINT=scripts/constraints.txt \
+    pipq "$VENV/bin/python" -m pip install -q -e '.[train,dev]'
   echo "$want" > "$VENV/.parawatt-stamp"
 fi
 
