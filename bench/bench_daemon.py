@@ -33,7 +33,7 @@ from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 from power_daemon.backends.sim import SimBackend
 from power_daemon.config import DaemonConfig
-from power_daemon.server import create_server
+from power_daemon.serve.server import create_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

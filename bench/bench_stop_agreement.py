@@ -1,4 +1,4 @@
-"""Cost of the ranks' per-step stop agreement (trainer/distributed.py StopAgreement) with many
+"""Cost of the ranks' per-step stop agreement (trainer/train/distributed.py StopAgreement) with many
 gloo ranks on this machine, voting every step vs every N steps, and where a stop lands.
 
 Each rank is a process (fork) in one gloo world on loopback, as torchrun would start them, with
@@ -20,7 +20,7 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from trainer.distributed import DistContext, StopAgreement
+from trainer.train.distributed import DistContext, StopAgreement
 
 
 def _free_port() -> int:

@@ -31,7 +31,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import parawatt  # noqa: E402
 from parawatt.client import STEP_END, MarkerClient  # noqa: E402
 from trainer.config import AfnoShape, TrainConfig  # noqa: E402
-from trainer.run import train  # noqa: E402
+from trainer.train.run import train  # noqa: E402
 
 
 def start_daemon(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -155,9 +155,9 @@ def bench_ab(address: str, model: str, steps: int) -> None:
     halves see the same machine at the same moments."""
     from types import SimpleNamespace
 
-    from trainer.distributed import init_distributed
-    from trainer.loop import TrainLoop
-    from trainer.session import prepare
+    from trainer.train.distributed import init_distributed
+    from trainer.train.loop import TrainLoop
+    from trainer.train.session import prepare
     from trainer.ui import Progress
 
     block = 4

@@ -29,7 +29,7 @@ from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 from parawatt_proto.transport import ClientTLS, open_channel
 from parawatt_proto.webconfig import MetricsHTTPServer, load_web_config
 from power_daemon.config import DaemonConfig
-from power_daemon.server import create_server
+from power_daemon.serve.server import create_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

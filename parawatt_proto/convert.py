@@ -1,8 +1,8 @@
 """The one mapping between the contract's messages and plain records (parawatt_proto/records.py).
 
 Encode (the daemon's side): reading_pb, reading_columns_pb, device_pb, stored_marker; NodeInfo
-alone is assembled from the daemon's live state (power_daemon/codec.py node_info). Decode (the
-collector, the daemon's marker intake, its probe, the trainer): device_rec, node_rec, readings,
+alone is assembled from the daemon's live state (power_daemon/serve/codec.py node_info). Decode
+(the collector, the daemon's marker intake, its probe, the trainer): device_rec, node_rec, readings,
 reading_block (ReadingColumns, the collector's hot path), marker_rec, run_config. Each message's fields are listed once per direction; tests/test_contract_fields.py
 fails when a field of the .proto is neither mapped nor named there as left out on purpose.
 """

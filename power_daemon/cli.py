@@ -210,7 +210,7 @@ def serve(
 ) -> None:
     """Sample every device and serve readings and markers over gRPC until SIGTERM/SIGINT.
     SIGHUP re-reads the TLS files (they are also re-read when they change)."""
-    from power_daemon.server import create_server
+    from power_daemon.serve.server import create_server
 
     sys.setswitchinterval(gil_switch_ms / 1000.0)
     stop = threading.Event()
@@ -220,7 +220,7 @@ def serve(
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     try:
         if metrics_listen != "off":  # a typo fails before NVML is started for nothing
-            from power_daemon.metrics import metrics_address
+            from power_daemon.serve.metrics import metrics_address
 
             metrics_address(metrics_listen)
         if metrics_web_config:
@@ -266,7 +266,7 @@ def _metrics(server, listen: str, web_config: str | None):
     if listen == "off":
         yield
         return
-    from power_daemon.metrics import start_metrics_server
+    from power_daemon.serve.metrics import start_metrics_server
 
     try:
         metrics = start_metrics_server(server.core, listen, server.service.streams, web_config)
@@ -350,7 +350,7 @@ def _client_tls(options: dict):
 def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
     """List devices and print a few readings (local backend, or a daemon with --daemon)."""
     from parawatt_proto.transport import AddressError, TLSConfigError, parse_target
-    from power_daemon.probe import probe_daemon, probe_local
+    from power_daemon.tools.probe import probe_daemon, probe_local
 
     tls = _client_tls(options)
 
@@ -398,7 +398,7 @@ def doctor(calibrate_s: float, fmt: str, **options) -> None:
     source.
 
     Exit status 1 when an item is missing."""
-    from power_daemon.doctor import MISSING, overall, render, run_checks
+    from power_daemon.tools.doctor import MISSING, overall, render, run_checks
 
     if not 0.2 <= calibrate_s <= 60:
         raise click.BadParameter("must be between 0.2 and 60", param_hint="--calibrate-s")

@@ -113,11 +113,11 @@ class DaemonConfig:
     # still needs the GIL, so the GIL switch interval bounds the wait. `serve` asks for it
     # (falling back to sampler_nice where it is not allowed); off here for library use.
     sampler_realtime: bool = False
-    # gRPC TLS (see tls.py): a certificate and key; with a client CA, mutual TLS.
+    # gRPC TLS (see serve/tls.py): a certificate and key; with a client CA, mutual TLS.
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
-    # Unix socket for local markers (local_socket.py): a path, "auto" (the runtime dir) or None.
+    # Unix socket for local markers (serve/local_socket.py): a path, "auto" (the runtime dir) or None.
     marker_socket: str | None = None
     marker_socket_group: str | None = None  # group name or id; None: the daemon's own group
 

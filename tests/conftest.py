@@ -29,7 +29,7 @@ import pytest
 
 from power_daemon.backends.sim import SimBackend
 from power_daemon.config import DaemonConfig
-from power_daemon.server import DaemonServer, create_server
+from power_daemon.serve.server import DaemonServer, create_server
 
 
 @dataclasses.dataclass

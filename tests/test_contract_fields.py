@@ -13,8 +13,8 @@ from parawatt_proto import convert
 from parawatt_proto import fields as contract
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.records import ReadingRec
-from power_daemon import codec
 from power_daemon.model import DeviceKind, DeviceSpec, Sample
+from power_daemon.serve import codec
 
 # Fields a decoder leaves out on purpose. Anything else must change the record when it changes.
 NOT_DECODED = {

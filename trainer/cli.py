@@ -23,14 +23,14 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    """`train` (trainer/train_command.py) and, when present, `sweep` (trainer/sweep.py)."""
-    from trainer.train_command import train
+    """`train` (trainer/train/command.py) and, when present, `sweep` (trainer/sweep/command.py)."""
+    from trainer.train.command import train
 
     main.add_command(train)
     try:
-        from trainer.sweep import sweep
+        from trainer.sweep.command import sweep
     except ModuleNotFoundError as exc:
-        if exc.name != "trainer.sweep":
+        if exc.name not in ("trainer.sweep", "trainer.sweep.command"):
             raise
         return
     main.add_command(sweep)

@@ -1,6 +1,6 @@
 """The trainer's configuration: one frozen dataclass, built by the CLI (or a test) from flags.
 
-`None` means "the recipe's default" (see `recipes.py`), so the recipe stays the single place that
+`None` means "the recipe's default" (see `train/recipes.py`), so the recipe stays the single place that
 knows the study's numbers.
 """
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from parawatt.facts import cpu_device_name
 from parawatt.facts import driver_version as _driver_version
-from trainer.distributed import DistContext, hostname
+from trainer.train.distributed import DistContext, hostname
 
 __all__ = ["cpu_device_name", "device_record", "param_fingerprint", "software_record"]
 

@@ -11,7 +11,7 @@ from parawatt_proto import parawatt_pb2 as pb
 from tests.client.recorder import Recorder
 from tests.trainer.trainer_args import AFNO, load_summary
 from trainer.cli import main
-from trainer.run import TOKEN_FILE
+from trainer.train.run import TOKEN_FILE
 
 
 def test_resumed_trainer_run_keeps_its_token(tmp_path):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from power_daemon import codec
 from power_daemon.calibrate import measure, partial_coverage_arch
 from power_daemon.config import DaemonConfig, SimParams
-from power_daemon.server import create_server
+from power_daemon.serve import codec
+from power_daemon.serve.server import create_server
 
 
 def synthetic(period_s=0.05, lag_s=0.03, poll_s=0.002, seconds=1.5, offset_j=123456.789):

@@ -4,8 +4,8 @@ from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.convert import marker_rec, reading_pb, readings
 from parawatt_proto.ownership import token_sha256
 from parawatt_proto.records import MarkerRec, ReadingRec
-from power_daemon import codec
 from power_daemon.model import Sample
+from power_daemon.serve import codec
 
 
 def test_fragments_concatenate_into_a_valid_stream_batch():

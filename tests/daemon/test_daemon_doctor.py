@@ -12,7 +12,7 @@ import pytest
 
 from power_daemon.calibrate import LEAVE_OUT
 from power_daemon.config import DaemonConfig, SimParams
-from power_daemon.doctor import DEGRADED, MISSING, OK, _clocksource, render, run_checks
+from power_daemon.tools.doctor import DEGRADED, MISSING, OK, _clocksource, render, run_checks
 from tests.fakenvml.build import nvml_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import ConfigError
-from power_daemon.metrics import metrics_address, start_metrics_server
-from power_daemon.server import create_server
+from power_daemon.serve.metrics import metrics_address, start_metrics_server
+from power_daemon.serve.server import create_server
 from tests.support.torchrun import PYTHON, REPO
 
 

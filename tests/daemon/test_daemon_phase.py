@@ -25,9 +25,9 @@ from power_daemon.calibrate import (
 from power_daemon.cli import _config, doctor, serve
 from power_daemon.config import DEFAULT_INTERVAL_MS, DaemonConfig, SimParams
 from power_daemon.daemon import Daemon
-from power_daemon.doctor import DEGRADED, OK, run_checks
 from power_daemon.model import DeviceKind, DeviceSpec
-from power_daemon.server import create_server
+from power_daemon.serve.server import create_server
+from power_daemon.tools.doctor import DEGRADED, OK, run_checks
 
 LOCKED_20 = (
     "readings every 20 ms fall at the same phase of each 100 ms counter update: update moments "

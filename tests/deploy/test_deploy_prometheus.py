@@ -22,8 +22,8 @@ import pytest
 from collector.config import CollectorConfig
 from collector.service import create_collector
 from power_daemon.config import DaemonConfig
-from power_daemon.metrics import start_metrics_server
-from power_daemon.server import create_server
+from power_daemon.serve.metrics import start_metrics_server
+from power_daemon.serve.server import create_server
 from tests.collector.drive import run_job
 from tests.deploy.test_deploy_files import DEPLOY, dashboard, dashboard_queries, expand
 

@@ -14,8 +14,8 @@ from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import ConfigError
-from power_daemon.server import create_server
-from power_daemon.service import marker_peer_allowed
+from power_daemon.serve.server import create_server
+from power_daemon.serve.service import marker_peer_allowed
 
 SIM = dict(backend="sim", rapl="off")
 

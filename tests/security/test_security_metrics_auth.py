@@ -268,7 +268,7 @@ def _wait_for_scrapes(port: int, proc, log) -> dict:
 
 
 def test_daemon_metrics_use_the_same_web_config(sim_daemon, certs):
-    from power_daemon.metrics import start_metrics_server
+    from power_daemon.serve.metrics import start_metrics_server
 
     web = _web_config(certs, certs.dir / "web-daemon.yml")
     server = start_metrics_server(sim_daemon.daemon.core, "127.0.0.1:0", None, web)

@@ -26,7 +26,7 @@ from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
-from power_daemon.metrics import DaemonMetrics
+from power_daemon.serve.metrics import DaemonMetrics
 from tests.collector.conftest import db_url, pg_cluster, pg_url  # noqa: F401
 from tests.collector.synth import T0, SynthDevice, marker, node
 from tests.support.markers import read_markers

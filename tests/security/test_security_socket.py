@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from power_daemon import local_socket
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import ConfigError
-from power_daemon.server import create_server
+from power_daemon.serve import local_socket
+from power_daemon.serve.server import create_server
 from tests.support.markers import count_by_kind, read_markers
 from tests.support.torchrun import PYTHON, REPO, run_torchrun
 from tests.trainer.trainer_args import AFNO, load_summary, short
@@ -88,7 +88,7 @@ def test_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path, caplog):
         with pytest.raises(ConfigError, match="is in use by another daemon"):
             create_server(DaemonConfig(**SIM, marker_socket=str(path)))
         # "auto" leaves a live socket alone and goes on without one.
-        caplog.set_level(logging.WARNING, logger="power_daemon.local_socket")
+        caplog.set_level(logging.WARNING, logger="power_daemon.serve.local_socket")
         assert local_socket.prepare(str(path), auto=True) is None
         assert "in use by another daemon" in caplog.text
         assert path.exists()

@@ -21,7 +21,7 @@ from collector.store import queries
 from parawatt_proto.transport import ClientTLS, describe_rpc_error, open_channel
 from power_daemon.config import DaemonConfig
 from power_daemon.errors import ConfigError
-from power_daemon.server import create_server
+from power_daemon.serve.server import create_server
 from tests.collector.drive import run_job
 from tests.security.certs import FRESH, health_check, make_certs
 from tests.support.torchrun import PYTHON, REPO
@@ -227,11 +227,11 @@ def test_unusable_tls_files_are_refused_at_start(certs, other_certs, tmp_path):
      ("0.0.0.0:0", "mtls", None), ("127.0.0.1:0", None, None), ("[::1]:0", None, None)],
 )  # fmt: skip
 def test_non_loopback_listener_without_mtls_warns_once(listen, tls, warned, certs, caplog):
-    caplog.set_level(logging.WARNING, logger="power_daemon.server")
+    caplog.set_level(logging.WARNING, logger="power_daemon.serve.server")
     extra = {} if tls is None else certs.daemon_config(mutual=tls == "mtls")
     server, _ = create_server(DaemonConfig(listen=listen, backend="sim", rapl="off", **extra))
     server.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "power_daemon.server"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "power_daemon.serve.server"]
     if warned is None:
         assert lines == []
     else:

@@ -8,8 +8,8 @@ import pytest
 import parawatt
 from tests.security.certs import make_certs
 from tests.support.markers import count_by_kind, wait_for_markers
-from trainer.sweep_cooldown import DaemonThermometer
-from trainer.sweep_grid import SweepError
+from trainer.sweep.cooldown import DaemonThermometer
+from trainer.sweep.grid import SweepError
 
 
 @pytest.fixture(scope="module")

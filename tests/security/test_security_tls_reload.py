@@ -1,6 +1,6 @@
 """Certificate reload: new TLS files are used for new connections, open streams continue.
 
-What grpcio allows (power_daemon/tls.py): its dynamic server credentials ask for the certificate
+What grpcio allows (power_daemon/serve/tls.py): its dynamic server credentials ask for the certificate
 at every new handshake, so new connections get the new files; an open connection keeps the one it
 was made with, and its streams carry on.
 """

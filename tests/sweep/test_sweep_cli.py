@@ -12,7 +12,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from trainer.sweep import sweep
+from trainer.sweep.command import sweep
 
 GRID = """
 [sweep]

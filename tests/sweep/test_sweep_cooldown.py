@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.sweep_cooldown import hot_devices, wait_for_cooldown
+from trainer.sweep.cooldown import hot_devices, wait_for_cooldown
 
 
 class Clock:
@@ -76,7 +76,7 @@ def test_already_cool_returns_at_once():
 
 
 def test_daemon_thermometer_reads_sim_gpus(sim_daemon):
-    from trainer.sweep_cooldown import DaemonThermometer
+    from trainer.sweep.cooldown import DaemonThermometer
 
     with DaemonThermometer(sim_daemon.address) as thermo:
         temps = thermo.gpu_temperatures()
@@ -85,8 +85,8 @@ def test_daemon_thermometer_reads_sim_gpus(sim_daemon):
 
 
 def test_unreachable_daemon_is_a_clear_error():
-    from trainer.sweep_cooldown import DaemonThermometer
-    from trainer.sweep_grid import SweepError
+    from trainer.sweep.cooldown import DaemonThermometer
+    from trainer.sweep.grid import SweepError
 
     with (
         DaemonThermometer("127.0.0.1:1", timeout_s=2.0) as thermo,

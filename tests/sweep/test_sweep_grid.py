@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.sweep_grid import GridError, grid_problems, load_grid, parse_grid
+from trainer.sweep.grid import GridError, grid_problems, load_grid, parse_grid
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -7,10 +7,10 @@ import tomllib
 
 import pytest
 
-from trainer.sweep_cooldown import CooldownResult
-from trainer.sweep_grid import SweepError, parse_grid
-from trainer.sweep_runner import CooldownSettings, SweepRunner
-from trainer.sweep_state import SweepState
+from trainer.sweep.cooldown import CooldownResult
+from trainer.sweep.grid import SweepError, parse_grid
+from trainer.sweep.runner import CooldownSettings, SweepRunner
+from trainer.sweep.state import SweepState
 
 GRID = """
 [sweep]
@@ -200,7 +200,7 @@ def test_unreachable_daemon_warns_once_and_runs_go_on(tmp_path):
 
 
 def test_flag_args_spelling():
-    from trainer.sweep_runner import flag_args
+    from trainer.sweep.runner import flag_args
 
     flags = [("image_size", 32), ("amp", True), ("quiet", False), ("tag_list", ["a", "b"])]
     assert flag_args(flags) == ["--image-size", "32", "--amp", "--tag-list", "a", "--tag-list", "b"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.sweep_grid import parse_grid
-from trainer.sweep_slurm import point_script, shell_join, write_slurm
+from trainer.sweep.grid import parse_grid
+from trainer.sweep.slurm import point_script, shell_join, write_slurm
 
 GRID = """
 [sweep]

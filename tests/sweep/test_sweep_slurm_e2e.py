@@ -19,8 +19,8 @@ from collector.store.db import create_db_engine
 from collector.store.queries import run_summaries
 from tests.support.torchrun import REPO
 from tests.sweep.test_sweep_slurm import FAKE_SRUN, SCONTROL
-from trainer.sweep_grid import parse_grid
-from trainer.sweep_slurm import write_slurm
+from trainer.sweep.grid import parse_grid
+from trainer.sweep.slurm import write_slurm
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.sweep.test_sweep_slurm import GRID, fake_bin  # noqa: F401 (a fixture)
-from trainer.sweep import sweep
-from trainer.sweep_grid import GridError, parse_grid
-from trainer.sweep_slurm import point_script, slurm_problems, write_slurm
+from trainer.sweep.command import sweep
+from trainer.sweep.grid import GridError, parse_grid
+from trainer.sweep.slurm import point_script, slurm_problems, write_slurm
 
 # Training that runs until SIGTERM, as the trainer does: a clean stop, exit 143.
 SLOW_PYTHON = """#!/bin/bash
@@ -167,7 +167,7 @@ def test_time_limit_requeues_and_the_next_attempt_resumes_the_same_run(tmp_path,
     ("value", "seconds"), [("300", 300.0), ("", 1800.0), ("junk", 1800.0), ("-5", 1800.0)]
 )
 def test_nccl_timeout_reaches_the_process_group(monkeypatch, value, seconds):
-    from trainer.distributed import _collective_timeout
+    from trainer.train.distributed import _collective_timeout
 
     monkeypatch.setenv("PARAWATT_DIST_TIMEOUT_S", value)
     assert _collective_timeout().total_seconds() == seconds

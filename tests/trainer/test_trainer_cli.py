@@ -13,9 +13,9 @@ from parawatt_proto import parawatt_pb2 as pb
 from tests.support.markers import count_by_kind, read_markers
 from tests.support.torchrun import free_port
 from tests.trainer.trainer_args import AFNO, load_summary, short
-from trainer.checkpoint import FILENAME
 from trainer.cli import main
 from trainer.system import cpu_device_name
+from trainer.train.checkpoint import FILENAME
 
 
 def _train(args: list[str], env: dict | None = None):

@@ -7,9 +7,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import Dataset
 
-from trainer import metrics as M
 from trainer.config import MAX_DEFAULT_WORKERS, default_workers
 from trainer.data import make_loader, seed_augmentations
+from trainer.train import metrics as M
 
 
 class Augmented(Dataset):

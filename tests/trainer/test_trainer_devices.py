@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.distributed import select_device
 from trainer.errors import ConfigError
+from trainer.train.distributed import select_device
 
 
 class FakeCuda:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import metrics as M
+from trainer.train import metrics as M
 
 
 def test_latitude_weights_follow_fourcastnet():

@@ -13,7 +13,7 @@ from tests.trainer.trainer_args import AFNO, RESNET, load_summary, short
 from trainer.cli import main
 from trainer.config import AfnoShape
 from trainer.models.afno import AFNONet
-from trainer.precision import amp_policy
+from trainer.train.precision import amp_policy
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from trainer.errors import ConfigError
-from trainer.recipes import BatchPlan, lr_at, make_recipe, plan_batches, steps_per_epoch
+from trainer.train.recipes import BatchPlan, lr_at, make_recipe, plan_batches, steps_per_epoch
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from datetime import timedelta
 import torch.distributed as dist
 
 from tests.support.torchrun import free_port
-from trainer.distributed import DistContext, StopAgreement
+from trainer.train.distributed import DistContext, StopAgreement
 
 ASKED_AT, EVERY, WORLD = 13, 4, 3
 

@@ -26,9 +26,9 @@ from tests.support.torchrun import (
     stop_tree,
 )
 from tests.trainer.trainer_args import AFNO, RESNET, load_summary, short
-from trainer.checkpoint import FILENAME
 from trainer.config import AfnoShape
 from trainer.models.afno import AFNONet
+from trainer.train.checkpoint import FILENAME
 
 pytestmark = pytest.mark.slow
 KINDS = ("RUN_START", "EPOCH_START", "STEP_START", "STEP_END", "EPOCH_END", "RUN_END")

@@ -150,9 +150,9 @@ def test_sweep_prints_one_result_line_per_finished_run(tmp_path):
     import json
     import tomllib
 
-    from trainer.sweep_grid import parse_grid
-    from trainer.sweep_runner import SweepRunner
-    from trainer.sweep_state import SweepState
+    from trainer.sweep.grid import parse_grid
+    from trainer.sweep.runner import SweepRunner
+    from trainer.sweep.state import SweepState
 
     grid = parse_grid(
         tomllib.loads(

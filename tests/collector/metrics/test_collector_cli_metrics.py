@@ -17,7 +17,7 @@ from collector.cli import main
 from collector.config import CollectorConfig
 from collector.service import create_collector
 from power_daemon.config import DaemonConfig
-from power_daemon.server import create_server
+from power_daemon.serve.server import create_server
 from tests.collector.drive import run_job, wait_for_intervals
 
 

@@ -13,7 +13,7 @@ from collector.config import CollectorConfig
 from collector.service import create_collector
 from collector.store.queries import run_summary
 from power_daemon.config import DaemonConfig
-from power_daemon.server import create_server
+from power_daemon.serve.server import create_server
 from tests.collector.drive import run_job, wait_for_intervals
 
 RUNS = [f"short-{i}" for i in range(4)]

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainer import checkpoint as ckpt_io
 from trainer.config import TrainConfig, default_workers
 from trainer.data import Batches, DataBundle, build_data, make_loader, seed_augmentations
-from trainer.distributed import DistContext
 from trainer.errors import CheckpointError
-from trainer.loop import LoopParts
 from trainer.models import Rollout, build_model, parameter_count
-from trainer.precision import amp_policy, apply_backend_flags, bf16_native
-from trainer.recipes import BatchPlan, Recipe, default_epochs, make_recipe, plan_batches
-from trainer.recipes import steps_per_epoch as count_steps
 from trainer.system import device_record, software_record
+from trainer.train import checkpoint as ckpt_io
+from trainer.train.distributed import DistContext
+from trainer.train.loop import LoopParts
+from trainer.train.precision import amp_policy, apply_backend_flags, bf16_native
+from trainer.train.recipes import BatchPlan, Recipe, default_epochs, make_recipe, plan_batches
+from trainer.train.recipes import steps_per_epoch as count_steps
 
 
 @dataclass

@@ -24,11 +24,11 @@ from google.protobuf.message import DecodeError
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.convert import marker_rec, reading_pb
 from parawatt_proto.validate import marker_problem
-from power_daemon import codec
 from power_daemon.buffer import StartPlan
 from power_daemon.daemon import Daemon
 from power_daemon.errors import SubscribeError
 from power_daemon.markers import MAX_MARKER_BYTES, MAX_MARKERS_PER_BATCH
+from power_daemon.serve import codec
 
 log = logging.getLogger(__name__)
 

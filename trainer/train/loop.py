@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import metrics as M
 from trainer.data import Batches, DataBundle
-from trainer.distributed import DistContext, StopAgreement
-from trainer.recipes import BatchPlan, Recipe, lr_at
+from trainer.train import metrics as M
+from trainer.train.distributed import DistContext, StopAgreement
+from trainer.train.recipes import BatchPlan, Recipe, lr_at
 
 
 @dataclass

@@ -22,7 +22,7 @@ from parawatt_proto.transport import (
     describe_rpc_error,
     open_channel,
 )
-from trainer.sweep_grid import SweepError
+from trainer.sweep.grid import SweepError
 
 
 class Thermometer(Protocol):

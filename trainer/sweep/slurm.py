@@ -19,8 +19,8 @@ import shlex
 import uuid
 from pathlib import Path
 
-from trainer.sweep_grid import Point, SweepGrid
-from trainer.sweep_runner import train_args
+from trainer.sweep.grid import Point, SweepGrid
+from trainer.sweep.runner import train_args
 
 # Placeholders in generated arguments that become shell expansions in the script.
 _VARS = {

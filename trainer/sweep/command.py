@@ -9,16 +9,16 @@ from pathlib import Path
 
 import click
 
-from trainer.sweep_cooldown import DaemonThermometer
-from trainer.sweep_grid import SweepError, SweepGrid, grid_problems, load_grid
-from trainer.sweep_runner import (
+from trainer.sweep.cooldown import DaemonThermometer
+from trainer.sweep.grid import SweepError, SweepGrid, grid_problems, load_grid
+from trainer.sweep.runner import (
     CooldownSettings,
     SweepRunner,
     subprocess_launcher,
     train_args,
 )
-from trainer.sweep_slurm import slurm_problems, write_slurm
-from trainer.sweep_state import SweepState
+from trainer.sweep.slurm import slurm_problems, write_slurm
+from trainer.sweep.state import SweepState
 from trainer.ui import tabulate
 
 
@@ -38,7 +38,7 @@ def local_capacity(max_local_procs: int | None, grid: SweepGrid) -> tuple[int, s
 def trainer_flags() -> set[str] | None:
     """Option names of `trainer train`, to catch typos in a grid before anything runs."""
     try:
-        from trainer.train_command import train
+        from trainer.train.command import train
     except ImportError:
         return None
     return {p.name for p in getattr(train, "params", []) if p.name}

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.sweep_cooldown import CooldownResult, Thermometer, wait_for_cooldown
-from trainer.sweep_grid import Point, SweepError, SweepGrid
-from trainer.sweep_state import RunRecord, SweepState
+from trainer.sweep.cooldown import CooldownResult, Thermometer, wait_for_cooldown
+from trainer.sweep.grid import Point, SweepError, SweepGrid
+from trainer.sweep.state import RunRecord, SweepState
 from trainer.ui import plural, run_result_line
 
 # Tag keys every sweep run carries (RunConfig.tags); the collector's report groups by them.

@@ -1,6 +1,6 @@
-"""The `trainer train` command: its flags, their checks, and the call into trainer.run.
+"""The `trainer train` command: its flags, their checks, and the call into trainer.train.run.
 
-Shared by the CLI (trainer/cli.py registers it) and the sweep runner (trainer/sweep.py reads its
+Shared by the CLI (trainer/cli.py registers it) and the sweep runner (trainer/sweep/command.py reads its
 flag names to catch typos in a grid), so neither imports the other.
 """
 
@@ -151,19 +151,19 @@ def train(**opts) -> None:
     """Train one model data-parallel; every rank marks its boundaries to the daemon."""
     config = _config(opts)
     _check(config)
-    from trainer.distributed import world_size_from_env
     from trainer.errors import ConfigError, TrainerError
+    from trainer.train.distributed import world_size_from_env
 
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.WARNING, format=f"[rank {rank}] %(levelname)s %(message)s")
     try:
-        from trainer.recipes import plan_batches
+        from trainer.train.recipes import plan_batches
 
         plan_batches(config.global_batch_size, config.local_batch_size, world_size_from_env(),
                      config.model)  # fmt: skip
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    from trainer.run import train as run_training
+    from trainer.train.run import train as run_training
 
     try:
         outcome = run_training(config)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trainer.sweep_series import SeriesSpec, parse_series
+from trainer.sweep.series import SeriesSpec, parse_series
 
 KNOWN_MODELS = ("resnet50", "fourcastnet")
 SCALINGS = ("strong", "weak")

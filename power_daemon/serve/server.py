@@ -12,14 +12,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from parawatt_proto.transport import is_loopback_host
-from power_daemon import codec, local_socket
 from power_daemon.backends.base import Backend
 from power_daemon.backends.factory import build_backend, node_hostname
 from power_daemon.config import DaemonConfig, parse_listen
 from power_daemon.daemon import Daemon
 from power_daemon.errors import ConfigError
-from power_daemon.service import SERVICE_NAME, PowerDaemonService, method_handlers
-from power_daemon.tls import ReloadingCredentials, ServerTLS
+from power_daemon.serve import codec, local_socket
+from power_daemon.serve.service import SERVICE_NAME, PowerDaemonService, method_handlers
+from power_daemon.serve.tls import ReloadingCredentials, ServerTLS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from trainer.sweep_grid import SweepError
+from trainer.sweep.grid import SweepError
 
 STATE_VERSION = 1
 

@@ -20,12 +20,12 @@ import torch
 
 import parawatt
 from parawatt.env import new_run_id as _new_run_id
-from trainer import checkpoint as ckpt_io
 from trainer.config import TrainConfig
-from trainer.distributed import DistContext, init_distributed
-from trainer.loop import EpochResult, TrainLoop
-from trainer.session import Session, prepare
 from trainer.system import param_fingerprint
+from trainer.train import checkpoint as ckpt_io
+from trainer.train.distributed import DistContext, init_distributed
+from trainer.train.loop import EpochResult, TrainLoop
+from trainer.train.session import Session, prepare
 from trainer.ui import Progress, headline_metric, no_energy_line, start_line, summary_table
 
 TOKEN_FILE = "run_token"  # beside the checkpoints; the run's ownership secret (mode 0600)

@@ -1,0 +1,1 @@
+"""What an admin runs on a node before the daemon: `power-daemon doctor` and `probe`."""
