@@ -35,6 +35,9 @@ class Accumulator:
         self.sources: set[str] = set()
         # Finished early, at its node's clock step, on the timeline before it (Joiner._clock_step)
         self.sealed = False
+        # Real time the interval's stamps leave out: the node's clock stepped back this much
+        # while it was open (its duration and mean power take it back)
+        self.shift_ns = 0
 
     def add(self, e: IntervalEnergy) -> None:
         duration_ns = e.end_ns - e.start_ns
@@ -57,7 +60,7 @@ class Accumulator:
         last = self.pieces[-1]
         if self.count == 1:
             return last
-        duration_s = (end_ns - start_ns) / 1e9
+        duration_s = (end_ns - start_ns + self.shift_ns) / 1e9
         source = next(iter(self.sources)) if len(self.sources) == 1 else "mixed"
         first, bridged = self.pieces[0], self.bridged_j
         if source == "counter":  # half of each outer piece: a piece's figures cover both bounds
@@ -77,7 +80,7 @@ class Accumulator:
             uncertainty_j=uncertainty,
             avg_power_w=avg,
             max_power_w=self.max_power_w,
-            coverage=min(1.0, self.covered_ns / max(1, end_ns - start_ns)),
+            coverage=min(1.0, self.covered_ns / max(1, end_ns - start_ns + self.shift_ns)),
             flags=frozenset(self.flags),
             bound_j=bound,
             bridged_j=bridged,

@@ -350,6 +350,7 @@ class Joiner(MarkerIntake):
             if cut < t_last:
                 acc.add(old.interval(cut, t_last))
             acc.add(bridge)
+            acc.shift_ns += max(0, t_last - t_first)
             p.flags.add("clock_step")
 
     def _log_late(self, node: NodeState, dev: DeviceState, count: int) -> None:
@@ -434,7 +435,8 @@ class Joiner(MarkerIntake):
             if p.era == node.era and node.clock_steps and self._ambiguous(node, start, end):
                 flags.add("clock_step")
             idle_w = self._run_idle.get((run_id, rank, uuid))
-            out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags))
+            shift = acc.shift_ns
+            out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags, shift))
         node.close(p.key)
         self._remember(p.key, end)
         if kind == "run":  # what of this session never found its partner

@@ -184,10 +184,16 @@ class NodeState:
 
 
 def interval_record(
-    key: tuple, uuid: str, e: IntervalEnergy, idle_w: float | None, flags: set[str]
+    key: tuple,
+    uuid: str,
+    e: IntervalEnergy,
+    idle_w: float | None,
+    flags: set[str],
+    shift_ns: int = 0,
 ) -> IntervalRec:
+    """shift_ns: real time the stamps leave out (a clock step back while it was open)."""
     run_id, rank, kind, epoch, step = key
-    duration_s = (e.end_ns - e.start_ns) / 1e9
+    duration_s = (e.end_ns - e.start_ns + shift_ns) / 1e9
     active = None
     flags = set(flags)
     if e.energy_j is not None and idle_w is not None:

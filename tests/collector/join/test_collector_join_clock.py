@@ -18,7 +18,7 @@ STEP_AT = T0 + 30 * S  # real time of the step
 def stepped_run(step_s: float, every: int = 25):
     """A 40-step run whose node's clock steps by step_s at STEP_AT: readings and markers are
     stamped by the stepped clock and delivered in real order. Returns the intervals and, per
-    key, the real times of its two markers."""
+    key, the true energy and the real times of its two markers."""
     start = T0 + 15 * S
     ms, spans, end = run_markers(start, steps=40, step_ns=300 * MS, gap_ns=50 * MS, epochs=2,
                                  device_uuid="gpu-0")  # fmt: skip
@@ -47,11 +47,12 @@ def stepped_run(step_s: float, every: int = 25):
     j.add_markers("n1", [m2 for _, m2 in pairs[mi:]])
     out += j.poll().intervals
     assert steps == 1  # counted once for the node (parawatt_join_clock_steps_total)
-    truth = {}
+    truth, spans = {}, {}
     for i in out:
         k = (i.run_id, i.rank, i.kind, i.epoch, i.step)
-        truth[k] = dev.true_energy(real[(k, False)], real[(k, True)])
-    return out, truth, j
+        spans[k] = (real[(k, False)], real[(k, True)])
+        truth[k] = dev.true_energy(*spans[k])
+    return out, truth, spans
 
 
 def _key(i):
@@ -94,9 +95,13 @@ def test_clock_stepping_back_leaves_no_interval_wrong_without_a_flag(step_s):
 def test_a_run_across_a_clock_step_keeps_its_energy(step_s):
     """The run and the epoch open across the step: what came before it, the step's own
     reading spacing (bridged on the counter) and what came after, flagged clock_step."""
-    out, truth, _ = stepped_run(step_s)
+    out, truth, spans = stepped_run(step_s)
     run = next(i for i in out if i.kind == "run")
     assert "clock_step" in run.flags
+    # active energy takes idle power over the real duration, not the stamps' (short by 15 s)
+    a, b = spans[_key(run)]
+    assert (run.energy_j - run.active_energy_j) / ((b - a) / 1e9) == pytest.approx(50.0, abs=0.5)
+    assert run.avg_power_w == pytest.approx(truth[_key(run)] / ((b - a) / 1e9), rel=0.01)
     assert run.energy_j == pytest.approx(truth[_key(run)], abs=run.uncertainty_bound_j + 0.002)
     assert run.uncertainty_bound_j < 0.01 * truth[_key(run)]
     epoch1 = next(i for i in out if i.kind == "epoch" and i.epoch == 0)
