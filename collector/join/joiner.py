@@ -153,10 +153,15 @@ class Joiner(MarkerIntake):
             block = block.take(keep)
         if not len(block):
             return admitted
-        if int(block.time_ns[0]) < node.watermark_ns - BEHIND_NS:
+        t = block.time_ns
+        first = int(t[0])
+        if (
+            min(first, int(t.min()) if len(t) > 1 else first)
+            < max(node.watermark_ns, first) - BEHIND_NS
+        ):
             node.behind = True  # it may hold a clock step back (_flush looks): markers added
             # before it is shared out would take the clock before it (add_markers flushes)
-        node.watermark_ns = max(node.watermark_ns, int(block.time_ns.max()))
+        node.watermark_ns = max(node.watermark_ns, int(t.max()))
         node.incoming.append(block)
         node.incoming_n += len(block)
         if node.incoming_n >= BUFFER_SAMPLES * max(1, len(devices)):
@@ -233,9 +238,11 @@ class Joiner(MarkerIntake):
                 if what == "late":
                     self._late += hi - lo
                     self._log_late(node, dev, hi - lo)
+                    late = (int(t[lo:hi].min()), int(t[lo:hi].max()))
+                    node.late_ranges = [*node.late_ranges[-7:], late]
                     continue
                 if what == "step":
-                    self._clock_step(node, dev, t[lo:], values[idx[lo:]], new=not stepped)
+                    self._clock_step(node, dev, t[lo:], values[idx[lo:]])
                     stepped.append(dev)
                     continue
                 self._take(dev, t[lo:hi], values, idx[lo:hi], block.power_from_avg)
@@ -265,6 +272,7 @@ class Joiner(MarkerIntake):
         ):
             return [(0, len(t), "keep")]  # hot path
         runs, i, n, last_c = [], 0, len(t), dev.timeline.newest_counter()
+        stepped = False
         while i < n:
             prev = np.maximum(np.maximum.accumulate(t[i:]), top)
             prev = np.maximum(np.concatenate(([top], prev[:-1])), floor)
@@ -281,28 +289,36 @@ class Joiner(MarkerIntake):
             back = np.flatnonzero(t[j:] >= top - tol)
             k = j + max(1, int(back[0])) if len(back) else n
             counted = c[j:k][~np.isnan(c[j:k])]
-            # a step needs two readings behind whose counter went on: one stray stamp is late
-            if len(counted) >= 2 and not np.isnan(last_c) and float(counted.max()) > last_c:
+            # a step needs two readings behind whose counter went on (one stray stamp is
+            # late), no further back than max_step_back_ns, and one per device and flush
+            if (
+                not stepped
+                and len(counted) >= 2
+                and not np.isnan(last_c)
+                and float(counted.max()) > last_c
+                and top - int(t[j]) <= self.cfg.max_step_back_ns
+            ):
                 runs.append((j, j, "step"))  # from j on, a new timeline
-                top, i, last_c = int(t[j]), j, float("nan")
+                top, i, last_c, stepped = int(t[j]), j, float("nan"), True
                 continue
             runs.append((j, k, "late"))
             i = k
         return runs
 
     def _clock_step(
-        self, node: NodeState, dev: DeviceState, t: np.ndarray, rows: np.ndarray, new: bool
+        self, node: NodeState, dev: DeviceState, t: np.ndarray, rows: np.ndarray
     ) -> None:
         """The node's clock stepped back before t[0] (an NTP step, a VM resumed): its stamps
         from here overlap those before. The device goes on with a new timeline; intervals that
         ended on the old one are computed now; those open across the step take the old
         timeline up to its newest reading, the counter's energy from there to the first of
         the new (bridged: its bound is kept whole) and the new one after, flagged clock_step
-        (their stamped duration is off by the step). new: the first device of the node to
-        step in this flush (the node's step is counted and its ambiguous stamps kept)."""
+        (their stamps are off by the step: shift_ns). The node's step is counted, and the
+        stamps it made ambiguous kept, by the first of its devices to show it (dev.era).
+        Intervals begun after that, on the node's new clock, are left to the new timeline."""
         old = dev.new_era(self.cfg)
         t_last = old.covered_until_ns() or int(t[0])
-        if new:
+        if dev.era == node.era:  # the node's step, first seen on this device
             node.era += 1
             node.clock_steps = [*node.clock_steps[-7:], (int(t[0]), t_last)]
             self._clock_steps += 1
@@ -312,6 +328,7 @@ class Joiner(MarkerIntake):
                     "clock stepped back; intervals open across it are flagged clock_step",
                     node.hostname, (t_last - int(t[0])) / 1e9,
                 )  # fmt: skip
+        era, dev.era = dev.era, node.era  # this device's timeline so far was of `era`
         counted = np.flatnonzero(~np.isnan(rows[:, _ENERGY]))
         t_first = int(t[counted[0]])
         e_last = old.energy_at(t_last)  # the old timeline's estimate past its last update
@@ -331,8 +348,15 @@ class Joiner(MarkerIntake):
             t_last, t_first, energy, "counter", energy, bound, None, p_max or None, 0.0,
             frozenset({"clock_step"}), bound_j=bound, bridged_j=bound,
         )  # fmt: skip
+        pieces: dict[tuple[int, int], IntervalEnergy] = {}  # shared, as in _advance
+
+        def piece(a: int, b: int) -> IntervalEnergy:
+            if (a, b) not in pieces:
+                pieces[(a, b)] = old.interval(a, b)
+            return pieces[(a, b)]
+
         for p in node.pending.values():
-            if dev.uuid not in p.devices or p.start is None or p.era >= node.era:
+            if dev.uuid not in p.devices or p.start is None or p.era > era:
                 continue
             acc = p.accs.get(dev.uuid)
             cut = acc.cut_ns if acc is not None else p.start.time_ns
@@ -341,14 +365,14 @@ class Joiner(MarkerIntake):
                 continue  # its end came too late already (_emit says so)
             acc = p.accs.setdefault(dev.uuid, Accumulator(p.start.time_ns))
             if end is not None and end <= t_last:  # ended before the step: finished now
-                acc.add(old.interval(cut, end))
+                acc.add(piece(cut, end))
                 acc.sealed = True
                 continue
             if e_last is None:
                 p.flags.add("clock_step")
                 continue  # nothing to bridge from: _emit finds the old part's hole flagged
             if cut < t_last:
-                acc.add(old.interval(cut, t_last))
+                acc.add(piece(cut, t_last))
             acc.add(bridge)
             acc.shift_ns += max(0, t_last - t_first)
             p.flags.add("clock_step")
@@ -368,10 +392,8 @@ class Joiner(MarkerIntake):
         a poll costs what changed, not what is open (10,000 open runs must not stall it)."""
         out = JoinOutput(dropped_markers=self._dropped, unmeasured_markers=self._unmeasured,
                          open_overflow=self._open_overflow,
-                         readings_ahead=self._ahead, readings_late=self._late,
-                         clock_steps=self._clock_steps)  # fmt: skip
+                         readings_ahead=self._ahead)  # fmt: skip
         self._dropped = self._unmeasured = self._open_overflow = self._ahead = 0
-        self._late = self._clock_steps = 0
         for node in self._nodes.values():
             self._flush(node)
             for key in list(node.new_runs):
@@ -394,6 +416,9 @@ class Joiner(MarkerIntake):
                         self._advance(p, limit, shared)
             self._trim(node)
             self._refresh_idle(node, out)
+        # what this poll's own flushes found too
+        out.readings_late, out.clock_steps = self._late, self._clock_steps
+        self._late = self._clock_steps = 0
         return out
 
     def _ready(self, node: NodeState, p: Pending) -> set[str] | None:
@@ -432,8 +457,10 @@ class Joiner(MarkerIntake):
             else:
                 acc.add(dev.timeline.interval(acc.cut_ns, end))
                 e = acc.result(start, end)
-            if p.era == node.era and node.clock_steps and self._ambiguous(node, start, end):
+            if node.clock_steps and self._ambiguous(node, start, end):
                 flags.add("clock_step")
+            if node.late_ranges and any(lo <= end and start <= hi for lo, hi in node.late_ranges):
+                flags.add("late")  # readings over it came late and were left out
             idle_w = self._run_idle.get((run_id, rank, uuid))
             shift = acc.shift_ns
             out.intervals.append(interval_record(p.key, uuid, e, idle_w, flags, shift))
@@ -451,9 +478,9 @@ class Joiner(MarkerIntake):
 
     @staticmethod
     def _ambiguous(node: NodeState, start: int, end: int) -> bool:
-        """Whether a marker of an interval begun since the node's last clock step is stamped
-        where the clock's stamps before and after a step overlap: either clock may have
-        stamped it."""
+        """Whether a marker of the interval is stamped where the node clock's stamps before
+        and after a step overlap: either clock may have stamped it (a marker can come before
+        the readings that show the step, and is then taken on the wrong side of it)."""
         return any(lo <= t <= hi for lo, hi in node.clock_steps for t in (start, end))
 
     def _marker_too_late(self, p: Pending) -> None:

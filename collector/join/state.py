@@ -41,6 +41,10 @@ class JoinConfig:
     # would otherwise move the node's watermark and settled energy on by as much (Joiner.
     # _not_ahead). A backlog has no such jump; a daemon back after a pause is near our clock.
     max_ahead_ns: int = 5_000_000_000
+    # A node's clock stepping back by more than this is not followed (readings that far behind
+    # are set aside as late): an NTP step or a resumed VM is seconds to minutes; a stamp far
+    # back is a broken or hostile sender (Joiner._in_order)
+    max_step_back_ns: int = 3600 * 1_000_000_000
 
 
 @dataclass
@@ -82,6 +86,7 @@ class DeviceState:
         self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.buffered = 0  # readings in self.buffer
         self.last_ns: int | None = None  # newest reading (of the node's current clock era)
+        self.era = 0  # the node clock era of its timeline (NodeState.era; Joiner._clock_step)
 
     def set_spec(self, spec: CounterSpec) -> None:
         self.spec = spec
@@ -162,6 +167,9 @@ class NodeState:
     # ambiguous, (first stamp after, newest stamp before), the latest few
     era: int = 0
     clock_steps: list[tuple[int, int]] = field(default_factory=list)
+    # Stamp ranges of readings set aside as late (the latest few): intervals over them were
+    # computed without them (Joiner._emit flags them late)
+    late_ranges: list[tuple[int, int]] = field(default_factory=list)
     # Readings not yet shared out to the devices (Joiner._flush, at every poll)
     incoming: list = field(default_factory=list)
     incoming_n: int = 0

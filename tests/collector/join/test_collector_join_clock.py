@@ -201,3 +201,125 @@ def test_runs_killed_without_their_end_cost_one_integration_per_chunk(monkeypatc
     (live,) = [i for i in out + more if i.run_id == "live"]
     truth = dev.true_energy(live.start_ns, live.end_ns)
     assert abs(live.energy_j - truth) <= live.uncertainty_bound_j + 0.002
+
+
+def two_device_run(step_s: float, stamp_from_ns: int, window_ns=500 * MS, delay=None, cpu_counter=True,
+                   extra=()):  # fmt: skip
+    """A GPU and a CPU device on one node through a clock step of step_s from real
+    stamp_from_ns; readings and markers delivered in windows of window_ns (a marker after the
+    readings of its window), each device's readings `delay(uuid)` ns late. extra: (delivery
+    time, reading) already stamped. Returns (interval, truth) pairs and the summed output
+    counts."""
+    start = T0 + 15 * S
+    ms, spans, end = run_markers(start, steps=40, step_ns=300 * MS, gap_ns=50 * MS, epochs=2,
+                                 device_uuid="gpu-0")  # fmt: skip
+    gpu = busy_device("gpu-0", spans, run=(start, end))
+    cpu = busy_device("cpu-0", spans, run=(start, end), idle_w=30.0, run_w=60.0, busy_w=120.0)
+    cpu.kind = "cpu"
+
+    def stamp(t: int) -> int:
+        return t + (int(step_s * S) if t >= stamp_from_ns else 0)
+
+    events = []
+    for d in (gpu, cpu):
+        for r in d.readings(T0, end + 20 * S, seq0=0 if d is gpu else 10**6):
+            if d is cpu and not cpu_counter:
+                r = dataclasses.replace(r, energy_j=None)
+            late = (delay or (lambda u: 0))(d.uuid)
+            events.append((r.time_ns + late, 0, dataclasses.replace(r, time_ns=stamp(r.time_ns))))
+    events += [(m.time_ns, 1, dataclasses.replace(m, time_ns=stamp(m.time_ns))) for m in ms]
+    events += [(at, 0, r) for at, r in extra]
+    events.sort(key=lambda e: (e[0], e[1]))
+    real = {(m.key, m.kind.endswith("_end")): m.time_ns for m in ms}
+    j = Joiner(CFG)
+    j.add_node(node("n1", [gpu, cpu]))
+    out, counts, i, edge = [], {"late": 0, "steps": 0}, 0, events[0][0]
+    while i < len(events):
+        edge += window_ns
+        batch = []
+        while i < len(events) and events[i][0] < edge:
+            batch.append(events[i])
+            i += 1
+        if readings := [e[2] for e in batch if e[1] == 0]:
+            j.add_readings("n1", readings)
+        if markers := [e[2] for e in batch if e[1] == 1]:
+            j.add_markers("n1", markers)
+        res = j.poll()
+        out += res.intervals
+        counts["late"] += res.readings_late
+        counts["steps"] += res.clock_steps
+    devices = {"gpu-0": gpu, "cpu-0": cpu}
+    pairs = [(i, devices[i.device_uuid].true_energy(real[(_key(i), False)], real[(_key(i), True)]))
+             for i in out]  # fmt: skip
+    return pairs, counts
+
+
+def unflagged_wrong(pairs):
+    explain = {"clock_step", "incomplete", "late", "gap"}
+    return [
+        (_key(i), i.device_uuid, i.energy_j, truth, sorted(i.flags))
+        for i, truth in pairs
+        if not i.flags & explain
+        and (i.energy_j is None or abs(i.energy_j - truth) > i.uncertainty_bound_j + 0.002)
+    ]
+
+
+@pytest.mark.parametrize("step_s", [-3.0, -15.0])
+def test_a_step_inside_a_block_with_markers_of_the_new_clock_after_it(step_s):
+    """1 s blocks, the step 0.1 s into one: the markers that come with the block are stamped
+    by the new clock; they must not be taken as the old clock's (they were sealed on the old
+    timeline, 79 J for 90 J, with no flag)."""
+    pairs, counts = two_device_run(step_s, T0 + 30_100 * MS, window_ns=1 * S)
+    assert counts["steps"] == 1
+    assert len(pairs) == 86 and not unflagged_wrong(pairs)
+
+
+def test_a_step_seen_by_two_devices_in_different_polls_is_one_step():
+    """The CPU's readings come 600 ms after the GPU's: the GPU shows the step one poll before
+    the CPU; the node stepped once (it was counted twice, and an epoch begun between the two
+    got the old timeline's energy on the CPU)."""
+    pairs, counts = two_device_run(
+        -3.0, T0 + 30 * S, delay=lambda u: 600 * MS if u == "cpu-0" else 0
+    )
+    assert counts["steps"] == 1
+    assert not unflagged_wrong(pairs)
+    assert not [k for (k, u, e, t, f) in ([(_key(i), i.device_uuid, i.energy_j, t, i.flags)
+                                           for i, t in pairs]) if e is not None and
+                abs(e - t) > 0.05 * t + 10 and k[2] == "epoch"]  # fmt: skip
+
+
+def test_a_device_without_a_counter_stepping_back_is_flagged_not_wrong():
+    """No counter, no way to tell a step from late readings: its readings behind are set
+    aside as late and the intervals over them say so."""
+    pairs, counts = two_device_run(-3.0, T0 + 30 * S, cpu_counter=False)
+    assert counts["late"] > 0 and not unflagged_wrong(pairs)
+
+
+def test_a_hostile_pair_at_the_int64_minimum_is_not_a_clock_step():
+    """Two readings stamped -2^63 with counters above the newest: no new timeline from there
+    (its origin made later stamps overflow: every later interval had no energy)."""
+    r = SynthDevice("gpu-0").readings(T0, T0 + 20 * MS)[0]
+    hostile = [(T0 + 30 * S + k, dataclasses.replace(r, seq=9 * 10**6 + k, time_ns=-(1 << 63) + k,
+                                                     energy_j=1e9 + k, power_w=100.0))
+               for k in range(2)]  # fmt: skip
+    pairs, counts = two_device_run(0.0, T0 + 30 * S, extra=hostile)
+    assert counts["steps"] == 0 and counts["late"] == 2
+    assert not unflagged_wrong(pairs)
+    assert all(i.energy_j is not None for i, _ in pairs)
+
+
+def test_one_step_per_device_and_flush_bounds_a_flood_of_steps():
+    """Readings going back 5 s every third one, counters going on (hostile): one step is
+    followed per device and flush, the rest set aside; the cost stays that of one."""
+    dev = SynthDevice("gpu-0", idle_w=60.0)
+    j = Joiner(CFG)
+    j.add_node(node("n1", [dev]))
+    j.add_readings("n1", dev.readings(T0, T0 + 20 * S))
+    j.poll()
+    block = dev.readings(T0 + 20 * S, T0 + 80 * S, seq0=10**6)
+    flood = [
+        dataclasses.replace(r, time_ns=r.time_ns - (k // 3) * 5 * S) for k, r in enumerate(block)
+    ]
+    j.add_readings("n1", flood)
+    res = j.poll()
+    assert res.clock_steps == 1 and res.readings_late > 0.9 * len(flood)
