@@ -448,6 +448,11 @@ class Joiner(MarkerIntake):
             flags = p.flags | ({"late"} if uuid in late else set())
             if acc.sealed:
                 e = acc.result(start, end)
+            elif end < start:  # stamped before its start: the node's clock stepped back
+                e = IntervalEnergy(
+                    start, end, None, "none", None, 0.0, None, None, 0.0, frozenset()
+                )
+                flags |= {"clock_step", "incomplete"}
             elif end < acc.cut_ns:  # the end came later than keep_ns: its readings are gone
                 e = IntervalEnergy(
                     start, end, None, "none", None, 0.0, None, None, 0.0, frozenset()

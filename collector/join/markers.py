@@ -21,6 +21,8 @@ from parawatt_proto.records import MarkerRec
 
 log = logging.getLogger(__name__)
 
+STAMP_BACK_NS = 200_000_000  # an end stamped this far before its start: the clock stepped
+
 
 class MarkerIntake:
     """Joiner's marker side; Joiner.__init__ sets the state used here."""
@@ -55,6 +57,8 @@ class MarkerIntake:
                 return  # a re-sent marker of an interval already computed
             del self._done[key]  # the same identity later: a new session
         p = node.pending.get(key)
+        if p is not None and m in (p.start, p.end):
+            return  # sent again while its interval is open
         if p is not None and p.start and p.end and m.time_ns > p.end.time_ns:
             node.deferred.setdefault(key, []).append(m)  # until this occurrence is computed
             return
@@ -80,6 +84,11 @@ class MarkerIntake:
         else:
             p.end = m
             node.ending[key] = None
+        if p.start and p.end and p.end.time_ns < p.start.time_ns - STAMP_BACK_NS:
+            # An end stamped before its start: the node's clock stepped back in between, maybe
+            # before the readings show it (markers can come ahead of them). The stamps between
+            # are ambiguous: intervals with a marker there are flagged (Joiner._ambiguous).
+            node.clock_steps = [*node.clock_steps[-7:], (p.end.time_ns, p.start.time_ns)]
         if not p.devices:
             p.devices = self._devices_of(node, m)
             if not p.devices:

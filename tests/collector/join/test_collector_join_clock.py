@@ -323,3 +323,15 @@ def test_one_step_per_device_and_flush_bounds_a_flood_of_steps():
     j.add_readings("n1", flood)
     res = j.poll()
     assert res.clock_steps == 1 and res.readings_late > 0.9 * len(flood)
+
+
+@pytest.mark.parametrize("lead_ms", [1000, 3000])
+def test_markers_ahead_of_readings_across_a_step_are_flagged(lead_ms):
+    """Readings a second or three behind their markers (a stalled sampler): intervals of the
+    new clock are computed from the old clock's readings before the readings show the step.
+    The markers show it first (a rank's marker stamped behind its newest): their stamps are
+    flagged ambiguous (3 s behind: 5 steps were 59-80 J for 90 J, unflagged)."""
+    pairs, counts = two_device_run(-3.0, T0 + 30 * S, delay=lambda u: lead_ms * MS)
+    assert counts["steps"] == 1 and not unflagged_wrong(pairs)
+    stepped = [i for i, _ in pairs if i.kind == "step" and i.end_ns < i.start_ns]
+    assert stepped and all({"clock_step", "incomplete"} <= i.flags for i in stepped)
