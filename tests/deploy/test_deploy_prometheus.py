@@ -142,7 +142,7 @@ def test_run_energy_panel_shows_the_job(prometheus: int) -> None:
 def test_alert_rules_evaluate_cleanly(prometheus: int) -> None:
     groups = api(prometheus, "rules")["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 16
+    assert len(rules) == 17
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     firing = [r["name"] for r in rules if r["type"] == "alerting" and r["state"] != "inactive"]
     assert firing == []  # a healthy collector fires nothing
