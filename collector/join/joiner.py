@@ -55,6 +55,8 @@ PARTIAL_COVERAGE_FRACTION = 0.25
 MAX_LAG_S = 0.5  # an instant-power lag beyond this is a mismeasurement: ignored
 AHEAD_CONFIRM = 3  # blocks in a row wholly too far ahead before the join follows them
 I64_MIN = -(1 << 63)
+JUMP_NS = 1_000_000_000  # a stamp gap this long may be a clock jumping ahead (_clock_jumps)
+JUMP_SHARE = 0.05  # ... if the counter grew by less than this share of the power over it
 BEHIND_NS = 100_000_000  # a block with readings this far behind its node's newest may hold a
 # clock step back (shared out before markers are added: Joiner._flush)
 
@@ -224,7 +226,12 @@ class Joiner(MarkerIntake):
         # A reading behind its device's newest is behind the readings before it in the stream
         # (this flush's blocks, in order) or starts a block behind its node's newest
         # (add_readings: node.behind)
-        suspect = behind or (len(t_all) > 1 and bool(np.any(np.diff(t_all) < -BEHIND_NS)))
+        # ... and a stamp gap over JUMP_NS in the stream may be its clock jumping ahead
+        steps = np.diff(t_all) if len(t_all) > 1 else t_all[:0]
+        suspect = behind or bool(np.any(steps < -BEHIND_NS))
+        jumped = bool(np.any(steps > JUMP_NS)) or (
+            node.flushed_ns > 0 and int(t_all[0]) > node.flushed_ns + JUMP_NS
+        )
         stepped: list[DeviceState] = []
         for uuid, idx in block.by_device():
             dev = node.devices.get(uuid)
@@ -232,6 +239,8 @@ class Joiner(MarkerIntake):
                 continue
             t = t_all[idx]
             if not suspect:
+                if jumped:
+                    self._clock_jumps(node, dev, t, values[idx])
                 self._take(dev, t, values, idx, block.power_from_avg)
                 continue
             for lo, hi, what in self._in_order(dev, t, values[idx, _ENERGY]):
@@ -245,9 +254,65 @@ class Joiner(MarkerIntake):
                     self._clock_step(node, dev, t[lo:], values[idx[lo:]])
                     stepped.append(dev)
                     continue
+                if jumped:
+                    self._clock_jumps(node, dev, t[lo:hi], values[idx[lo:hi]])
                 self._take(dev, t[lo:hi], values, idx[lo:hi], block.power_from_avg)
         if stepped:  # the node's newest reading is now one of the new clock's
             node.watermark_ns = node.advanced_ns = max(d.last_ns or 0 for d in stepped)
+        node.flushed_ns = node.watermark_ns
+
+    def _clock_jumps(self, node: NodeState, dev: DeviceState, t: np.ndarray, rows) -> None:
+        """Gaps over JUMP_NS between a device's readings across which its counter grew by
+        less than JUMP_SHARE of what the power at either side would give: the node's clock
+        jumped ahead (no real time passed), not a pause in the readings. Intervals open
+        across one keep its energy (the counter's) but are flagged clock_step, and their
+        duration takes the jump out (Accumulator.shift_ns)."""
+        if dev.last_ns is None or not len(t):
+            return
+        tl = dev.timeline
+        prev_t = np.concatenate(([dev.last_ns], t[:-1]))
+        # (stamps are anyone's int64: no difference that could wrap)
+        gaps = np.flatnonzero(np.maximum(t, I64_MIN + JUMP_NS) - JUMP_NS > prev_t)
+        for k in gaps.tolist():
+            if k == 0:
+                c0, p0 = tl.newest_counter(), float(tl.recent_power(1)[-1]) if len(tl) else np.nan
+            else:
+                c0, p0 = float(rows[k - 1, _ENERGY]), float(rows[k - 1, _POWER])
+            c1, p1 = float(rows[k, _ENERGY]), float(rows[k, _POWER])
+            watts = (
+                max(p for p in (p0, p1) if np.isfinite(p)) if np.isfinite([p0, p1]).any() else 0.0
+            )
+            gap_ns = int(t[k]) - int(prev_t[k])
+            grown = c1 - c0
+            if not (
+                np.isfinite(grown) and watts > 0 and 0 <= grown < JUMP_SHARE * watts * gap_ns / 1e9
+            ):
+                continue  # a pause in the readings (or nothing to tell it by): a gap, as ever
+            real_ns = int(grown / watts * 1e9) if watts > 0 else 0
+            self._clock_jump(node, dev, int(prev_t[k]), int(t[k]), gap_ns - real_ns)
+
+    def _clock_jump(
+        self, node: NodeState, dev: DeviceState, before: int, after: int, d: int
+    ) -> None:
+        if not node.clock_jumps or abs(node.clock_jumps[-1] - after) > JUMP_NS:
+            node.clock_jumps = [*node.clock_jumps[-7:], after]  # the node's jump, counted once
+            self._clock_steps += 1
+            if self._minutely("clock_jump"):
+                log.warning(
+                    "node %r: readings jumped %.3f s ahead while the counter went on as for "
+                    "%.3f s: its clock stepped ahead; intervals open across it are flagged "
+                    "clock_step", node.hostname, (after - before) / 1e9, (after - before - d) / 1e9,
+                )  # fmt: skip
+        for p in node.pending.values():
+            if dev.uuid not in p.devices or p.start is None or p.start.time_ns > before:
+                continue
+            if p.end is not None and p.end.time_ns < after:
+                continue
+            acc = p.accs.get(dev.uuid)
+            if acc is None:
+                acc = p.accs[dev.uuid] = Accumulator(p.start.time_ns)
+            acc.shift_ns -= d
+            p.flags.add("clock_step")
 
     def _take(self, dev: DeviceState, t: np.ndarray, values, idx, avg) -> None:
         dev.buffer.append((t, values[idx, _POWER], values[idx, _ENERGY], avg[idx]))

@@ -167,6 +167,8 @@ class NodeState:
     # ambiguous, (first stamp after, newest stamp before), the latest few
     era: int = 0
     clock_steps: list[tuple[int, int]] = field(default_factory=list)
+    clock_jumps: list[int] = field(default_factory=list)  # first stamps after jumps ahead
+    flushed_ns: int = 0  # the watermark when readings were last shared out (Joiner._flush)
     # Stamp ranges of readings set aside as late (the latest few): intervals over them were
     # computed without them (Joiner._emit flags them late)
     late_ranges: list[tuple[int, int]] = field(default_factory=list)

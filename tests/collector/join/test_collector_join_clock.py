@@ -204,12 +204,12 @@ def test_runs_killed_without_their_end_cost_one_integration_per_chunk(monkeypatc
 
 
 def two_device_run(step_s: float, stamp_from_ns: int, window_ns=500 * MS, delay=None, cpu_counter=True,
-                   extra=()):  # fmt: skip
+                   extra=(), pause=None):  # fmt: skip
     """A GPU and a CPU device on one node through a clock step of step_s from real
     stamp_from_ns; readings and markers delivered in windows of window_ns (a marker after the
     readings of its window), each device's readings `delay(uuid)` ns late. extra: (delivery
     time, reading) already stamped. Returns (interval, truth) pairs and the summed output
-    counts."""
+    counts. pause: (a, b) real times no reading is taken in (a stalled sampler)."""
     start = T0 + 15 * S
     ms, spans, end = run_markers(start, steps=40, step_ns=300 * MS, gap_ns=50 * MS, epochs=2,
                                  device_uuid="gpu-0")  # fmt: skip
@@ -223,6 +223,8 @@ def two_device_run(step_s: float, stamp_from_ns: int, window_ns=500 * MS, delay=
     events = []
     for d in (gpu, cpu):
         for r in d.readings(T0, end + 20 * S, seq0=0 if d is gpu else 10**6):
+            if pause and pause[0] <= r.time_ns < pause[1]:
+                continue
             if d is cpu and not cpu_counter:
                 r = dataclasses.replace(r, energy_j=None)
             late = (delay or (lambda u: 0))(d.uuid)
@@ -335,3 +337,25 @@ def test_markers_ahead_of_readings_across_a_step_are_flagged(lead_ms):
     assert counts["steps"] == 1 and not unflagged_wrong(pairs)
     stepped = [i for i, _ in pairs if i.kind == "step" and i.end_ns < i.start_ns]
     assert stepped and all({"clock_step", "incomplete"} <= i.flags for i in stepped)
+
+
+@pytest.mark.parametrize("step_s", [3.0, 15.0])
+def test_a_clock_jumping_ahead_keeps_energy_and_takes_the_jump_out_of_durations(step_s):
+    """Stamps jump ahead (beyond 5 s the first blocks are set aside as too far ahead, then
+    followed): the counter's energy across is right; intervals open across it are flagged
+    clock_step, not gap, and their duration and active energy leave the jump out."""
+    pairs, counts = two_device_run(step_s, T0 + 30 * S)
+    assert counts["steps"] == 1 and not unflagged_wrong(pairs)
+    (run, truth) = next((i, t) for i, t in pairs if i.kind == "run" and i.device_uuid == "gpu-0")
+    assert "clock_step" in run.flags
+    assert abs(run.energy_j - truth) <= run.uncertainty_bound_j + 0.002
+    real_s = (run.end_ns - run.start_ns) / 1e9 - step_s
+    assert (run.energy_j - run.active_energy_j) / real_s == pytest.approx(50.0, abs=1.0)
+
+
+def test_a_pause_in_the_readings_is_a_gap_not_a_clock_jump():
+    """No readings for 3 s (a stalled sampler), the counter going on meanwhile: a gap."""
+    pairs, counts = two_device_run(0.0, T0 + 30 * S, pause=(T0 + 30 * S, T0 + 33 * S))
+    assert counts["steps"] == 0 and not unflagged_wrong(pairs)
+    run = next(i for i, _ in pairs if i.kind == "run" and i.device_uuid == "gpu-0")
+    assert "gap" in run.flags and "clock_step" not in run.flags
