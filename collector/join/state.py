@@ -58,7 +58,7 @@ class JoinOutput:
     readings_ahead: int = 0  # readings set aside: stamped too far ahead (JoinConfig.max_ahead_ns)
     # readings set aside: behind their device's newest, with an older counter (late or re-sent)
     readings_late: int = 0
-    clock_steps: int = 0  # backward steps of a node's clock followed (Joiner._clock_step)
+    clock_steps: int = 0  # steps of a node's clock, back or ahead (Joiner._clock_step, _jump)
 
 
 @dataclass(frozen=True)
