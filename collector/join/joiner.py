@@ -10,7 +10,8 @@ for a whole run, but only up to keep_ns behind the watermark: an end marker up t
 still finds the readings around it (later than that, the interval gets no energy and says so).
 Energies come from collector.energy.timeline (counter-anchored, power-shaped).
 
-Markers come in through join_markers (pairing, sessions of a resumed run).
+Markers come in through markers.py (pairing, sessions of a resumed run); readings out of their
+stream's order and a node clock that steps are order.py's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collector.energy.timeline import CounterSpec, IntervalEnergy
 from collector.join.accum import Accumulator
 from collector.join.idle import IDLE_COLUMNS
 from collector.join.markers import MarkerIntake
+from collector.join.order import BEHIND_NS, JUMP_NS, StreamOrder
 from collector.join.state import (
     BUFFER_SAMPLES,
     DeviceState,
@@ -54,11 +56,6 @@ _RECENT_KEYS = 100_000
 PARTIAL_COVERAGE_FRACTION = 0.25
 MAX_LAG_S = 0.5  # an instant-power lag beyond this is a mismeasurement: ignored
 AHEAD_CONFIRM = 3  # blocks in a row wholly too far ahead before the join follows them
-I64_MIN = -(1 << 63)
-JUMP_NS = 1_000_000_000  # a stamp gap this long may be a clock jumping ahead (_clock_jumps)
-JUMP_SHARE = 0.05  # ... if the counter grew by less than this share of the power over it
-BEHIND_NS = 100_000_000  # a block with readings this far behind its node's newest may hold a
-# clock step back (shared out before markers are added: Joiner._flush)
 
 
 def device_spec(d: DeviceRec) -> CounterSpec:
@@ -78,7 +75,7 @@ def device_spec(d: DeviceRec) -> CounterSpec:
     )
 
 
-class Joiner(MarkerIntake):
+class Joiner(MarkerIntake, StreamOrder):
     def __init__(self, cfg: JoinConfig | None = None) -> None:
         self.cfg = cfg or JoinConfig()
         self._nodes: dict[str, NodeState] = {}
@@ -261,59 +258,6 @@ class Joiner(MarkerIntake):
             node.watermark_ns = node.advanced_ns = max(d.last_ns or 0 for d in stepped)
         node.flushed_ns = node.watermark_ns
 
-    def _clock_jumps(self, node: NodeState, dev: DeviceState, t: np.ndarray, rows) -> None:
-        """Gaps over JUMP_NS between a device's readings across which its counter grew by
-        less than JUMP_SHARE of what the power at either side would give: the node's clock
-        jumped ahead (no real time passed), not a pause in the readings. Intervals open
-        across one keep its energy (the counter's) but are flagged clock_step, and their
-        duration takes the jump out (Accumulator.shift_ns)."""
-        if dev.last_ns is None or not len(t):
-            return
-        tl = dev.timeline
-        prev_t = np.concatenate(([dev.last_ns], t[:-1]))
-        # (stamps are anyone's int64: no difference that could wrap)
-        gaps = np.flatnonzero(np.maximum(t, I64_MIN + JUMP_NS) - JUMP_NS > prev_t)
-        for k in gaps.tolist():
-            if k == 0:
-                c0, p0 = tl.newest_counter(), float(tl.recent_power(1)[-1]) if len(tl) else np.nan
-            else:
-                c0, p0 = float(rows[k - 1, _ENERGY]), float(rows[k - 1, _POWER])
-            c1, p1 = float(rows[k, _ENERGY]), float(rows[k, _POWER])
-            watts = (
-                max(p for p in (p0, p1) if np.isfinite(p)) if np.isfinite([p0, p1]).any() else 0.0
-            )
-            gap_ns = int(t[k]) - int(prev_t[k])
-            grown = c1 - c0
-            if not (
-                np.isfinite(grown) and watts > 0 and 0 <= grown < JUMP_SHARE * watts * gap_ns / 1e9
-            ):
-                continue  # a pause in the readings (or nothing to tell it by): a gap, as ever
-            real_ns = int(grown / watts * 1e9) if watts > 0 else 0
-            self._clock_jump(node, dev, int(prev_t[k]), int(t[k]), gap_ns - real_ns)
-
-    def _clock_jump(
-        self, node: NodeState, dev: DeviceState, before: int, after: int, d: int
-    ) -> None:
-        if not node.clock_jumps or abs(node.clock_jumps[-1] - after) > JUMP_NS:
-            node.clock_jumps = [*node.clock_jumps[-7:], after]  # the node's jump, counted once
-            self._clock_steps += 1
-            if self._minutely("clock_jump"):
-                log.warning(
-                    "node %r: readings jumped %.3f s ahead while the counter went on as for "
-                    "%.3f s: its clock stepped ahead; intervals open across it are flagged "
-                    "clock_step", node.hostname, (after - before) / 1e9, (after - before - d) / 1e9,
-                )  # fmt: skip
-        for p in node.pending.values():
-            if dev.uuid not in p.devices or p.start is None or p.start.time_ns > before:
-                continue
-            if p.end is not None and p.end.time_ns < after:
-                continue
-            acc = p.accs.get(dev.uuid)
-            if acc is None:
-                acc = p.accs[dev.uuid] = Accumulator(p.start.time_ns)
-            acc.shift_ns -= d
-            p.flags.add("clock_step")
-
     def _take(self, dev: DeviceState, t: np.ndarray, values, idx, avg) -> None:
         dev.buffer.append((t, values[idx, _POWER], values[idx, _ENERGY], avg[idx]))
         dev.buffered += len(idx)
@@ -321,134 +265,6 @@ class Joiner(MarkerIntake):
         dev.last_ns = max(dev.last_ns or 0, int(t.max()))
         if dev.buffered >= BUFFER_SAMPLES:
             dev.timeline  # noqa: B018 - flushes the buffer
-
-    def _in_order(self, dev: DeviceState, t: np.ndarray, c: np.ndarray) -> list[tuple]:
-        """A device's new readings, in stream order, as (lo, hi, what) runs: "keep", "late"
-        (behind the newest reading by more than two counter updates, with a counter no newer
-        than the newest one's: readings delivered out of order or sent again; merged, they
-        would change energy already integrated ahead across their hole), "step" (behind, but
-        the counter went on: the node's clock stepped back; a new timeline from lo)."""
-        tol, top = dev.margin_ns, dev.last_ns
-        if top is None:
-            top = int(t[0])
-        floor = I64_MIN + tol  # stamps are anyone's int64: differences must not wrap
-        if int(t.min()) >= max(top, floor) - tol and (
-            len(t) < 2 or bool(np.all(t[1:] >= np.maximum(t[:-1], floor) - tol))
-        ):
-            return [(0, len(t), "keep")]  # hot path
-        runs, i, n, last_c = [], 0, len(t), dev.timeline.newest_counter()
-        stepped = False
-        while i < n:
-            prev = np.maximum(np.maximum.accumulate(t[i:]), top)
-            prev = np.maximum(np.concatenate(([top], prev[:-1])), floor)
-            behind = np.flatnonzero(t[i:] < prev - tol)
-            if not len(behind):
-                runs.append((i, n, "keep"))
-                break
-            j = i + int(behind[0])
-            if j > i:
-                runs.append((i, j, "keep"))
-                ok = c[i:j][~np.isnan(c[i:j])]
-                last_c = float(ok[-1]) if len(ok) else last_c
-            top = int(prev[behind[0]])
-            back = np.flatnonzero(t[j:] >= top - tol)
-            k = j + max(1, int(back[0])) if len(back) else n
-            counted = c[j:k][~np.isnan(c[j:k])]
-            # a step needs two readings behind whose counter went on (one stray stamp is
-            # late), no further back than max_step_back_ns, and one per device and flush
-            if (
-                not stepped
-                and len(counted) >= 2
-                and not np.isnan(last_c)
-                and float(counted.max()) > last_c
-                and top - int(t[j]) <= self.cfg.max_step_back_ns
-            ):
-                runs.append((j, j, "step"))  # from j on, a new timeline
-                top, i, last_c, stepped = int(t[j]), j, float("nan"), True
-                continue
-            runs.append((j, k, "late"))
-            i = k
-        return runs
-
-    def _clock_step(
-        self, node: NodeState, dev: DeviceState, t: np.ndarray, rows: np.ndarray
-    ) -> None:
-        """The node's clock stepped back before t[0] (an NTP step, a VM resumed): its stamps
-        from here overlap those before. The device goes on with a new timeline; intervals that
-        ended on the old one are computed now; those open across the step take the old
-        timeline up to its newest reading, the counter's energy from there to the first of
-        the new (bridged: its bound is kept whole) and the new one after, flagged clock_step
-        (their stamps are off by the step: shift_ns). The node's step is counted, and the
-        stamps it made ambiguous kept, by the first of its devices to show it (dev.era).
-        Intervals begun after that, on the node's new clock, are left to the new timeline."""
-        old = dev.new_era(self.cfg)
-        t_last = old.covered_until_ns() or int(t[0])
-        if dev.era == node.era:  # the node's step, first seen on this device
-            node.era += 1
-            node.clock_steps = [*node.clock_steps[-7:], (int(t[0]), t_last)]
-            self._clock_steps += 1
-            if self._minutely("clock_step"):
-                log.warning(
-                    "node %r: readings went %.3f s back in time while the counter went on: its "
-                    "clock stepped back; intervals open across it are flagged clock_step",
-                    node.hostname, (t_last - int(t[0])) / 1e9,
-                )  # fmt: skip
-        era, dev.era = dev.era, node.era  # this device's timeline so far was of `era`
-        counted = np.flatnonzero(~np.isnan(rows[:, _ENERGY]))
-        t_first = int(t[counted[0]])
-        e_last = old.energy_at(t_last)  # the old timeline's estimate past its last update
-        watts = np.concatenate((old.recent_power(8), rows[:8, _POWER]))
-        watts = watts[np.isfinite(watts)]
-        p_max = float(watts.max()) if len(watts) else 0.0
-        p_first = float(rows[counted[0], _POWER])
-        p_first = p_first if np.isfinite(p_first) else p_max
-        spec = dev.spec
-        # The first new reading's counter misses what came since its last update: half an
-        # update's energy on average (the reading's phase in the update period is uniform);
-        # the bound takes a whole update, and the old side's extrapolation past its own.
-        energy = float(rows[counted[0], _ENERGY]) + p_first * spec.update_s / 2
-        energy -= e_last if e_last is not None else 0.0
-        bound = p_max * 2 * spec.update_s + 2 * spec.resolution_j
-        bridge = IntervalEnergy(
-            t_last, t_first, energy, "counter", energy, bound, None, p_max or None, 0.0,
-            frozenset({"clock_step"}), bound_j=bound, bridged_j=bound,
-        )  # fmt: skip
-        pieces: dict[tuple[int, int], IntervalEnergy] = {}  # shared, as in _advance
-
-        def piece(a: int, b: int) -> IntervalEnergy:
-            if (a, b) not in pieces:
-                pieces[(a, b)] = old.interval(a, b)
-            return pieces[(a, b)]
-
-        for p in node.pending.values():
-            if dev.uuid not in p.devices or p.start is None or p.era > era:
-                continue
-            acc = p.accs.get(dev.uuid)
-            cut = acc.cut_ns if acc is not None else p.start.time_ns
-            end = p.end.time_ns if p.end is not None else None
-            if end is not None and end < cut:
-                continue  # its end came too late already (_emit says so)
-            acc = p.accs.setdefault(dev.uuid, Accumulator(p.start.time_ns))
-            if end is not None and end <= t_last:  # ended before the step: finished now
-                acc.add(piece(cut, end))
-                acc.sealed = True
-                continue
-            if e_last is None:
-                p.flags.add("clock_step")
-                continue  # nothing to bridge from: _emit finds the old part's hole flagged
-            if cut < t_last:
-                acc.add(piece(cut, t_last))
-            acc.add(bridge)
-            acc.shift_ns += max(0, t_last - t_first)
-            p.flags.add("clock_step")
-
-    def _log_late(self, node: NodeState, dev: DeviceState, count: int) -> None:
-        if self._minutely("late"):
-            log.warning(
-                "node %r device %s: %d reading(s) came behind newer ones with an older "
-                "counter (delivered late or sent again): stored, not joined",
-                node.hostname, dev.uuid, count,
-            )  # fmt: skip
 
     # -- output ------------------------------------------------------------------------------
     def poll(self) -> JoinOutput:
@@ -545,13 +361,6 @@ class Joiner(MarkerIntake):
                 out.dropped_markers += 1 + len(node.deferred.pop(k, ()))
         for m in node.deferred.pop(p.key, ()):
             self._add(node, m)
-
-    @staticmethod
-    def _ambiguous(node: NodeState, start: int, end: int) -> bool:
-        """Whether a marker of the interval is stamped where the node clock's stamps before
-        and after a step overlap: either clock may have stamped it (a marker can come before
-        the readings that show the step, and is then taken on the wrong side of it)."""
-        return any(lo <= t <= hi for lo, hi in node.clock_steps for t in (start, end))
 
     def _marker_too_late(self, p: Pending) -> None:
         if self._minutely("too_late"):
