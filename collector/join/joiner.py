@@ -27,7 +27,7 @@ from collector.energy.timeline import CounterSpec, IntervalEnergy
 from collector.join.accum import Accumulator
 from collector.join.idle import IDLE_COLUMNS
 from collector.join.markers import MarkerIntake
-from collector.join.order import BEHIND_NS, JUMP_NS, StreamOrder
+from collector.join.order import BEHIND_NS, StreamOrder
 from collector.join.state import (
     BUFFER_SAMPLES,
     DeviceState,
@@ -223,12 +223,8 @@ class Joiner(MarkerIntake, StreamOrder):
         # A reading behind its device's newest is behind the readings before it in the stream
         # (this flush's blocks, in order) or starts a block behind its node's newest
         # (add_readings: node.behind)
-        # ... and a stamp gap over JUMP_NS in the stream may be its clock jumping ahead
         steps = np.diff(t_all) if len(t_all) > 1 else t_all[:0]
         suspect = behind or bool(np.any(steps < -BEHIND_NS))
-        jumped = bool(np.any(steps > JUMP_NS)) or (
-            node.flushed_ns > 0 and int(t_all[0]) > node.flushed_ns + JUMP_NS
-        )
         stepped: list[DeviceState] = []
         for uuid, idx in block.by_device():
             dev = node.devices.get(uuid)
@@ -236,8 +232,6 @@ class Joiner(MarkerIntake, StreamOrder):
                 continue
             t = t_all[idx]
             if not suspect:
-                if jumped:
-                    self._clock_jumps(node, dev, t, values[idx])
                 self._take(dev, t, values, idx, block.power_from_avg)
                 continue
             for lo, hi, what in self._in_order(dev, t, values[idx, _ENERGY]):
@@ -251,12 +245,9 @@ class Joiner(MarkerIntake, StreamOrder):
                     self._clock_step(node, dev, t[lo:], values[idx[lo:]])
                     stepped.append(dev)
                     continue
-                if jumped:
-                    self._clock_jumps(node, dev, t[lo:hi], values[idx[lo:hi]])
                 self._take(dev, t[lo:hi], values, idx[lo:hi], block.power_from_avg)
         if stepped:  # the node's newest reading is now one of the new clock's
             node.watermark_ns = node.advanced_ns = max(d.last_ns or 0 for d in stepped)
-        node.flushed_ns = node.watermark_ns
 
     def _take(self, dev: DeviceState, t: np.ndarray, values, idx, avg) -> None:
         dev.buffer.append((t, values[idx, _POWER], values[idx, _ENERGY], avg[idx]))

@@ -4,9 +4,11 @@ Joiner, see joiner.py).
 Each device's readings are taken in stream order (Joiner._flush). One more than two counter
 updates behind the device's newest is late (its counter is older still: delivered late or sent
 again; set aside, and intervals over its stamps flagged late) or a step of the node's clock
-back (the counter went on: the device goes on with a new timeline, _clock_step). A stamp gap
-over which the counter hardly grew is the clock jumping ahead (_clock_jumps). Intervals across
-either are flagged clock_step, and their duration takes the step back (Accumulator.shift_ns).
+back (the counter went on: the device goes on with a new timeline, _clock_step). Intervals
+across a step are flagged clock_step, and their duration takes it back (Accumulator.shift_ns).
+A clock jumping ahead is a gap in the stamps (flagged gap; the counter's energy across it is
+right): told from a pause in the readings only by how little the counter grew over it, which a
+low idle power or a slow counter makes unreliable, so it is not.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ _POWER, _ENERGY = FLOAT_INDEX["power_w"], FLOAT_INDEX["energy_j"]
 log = logging.getLogger("collector.join.joiner")
 
 I64_MIN = -(1 << 63)
-JUMP_NS = 1_000_000_000  # a stamp gap this long may be a clock jumping ahead (_clock_jumps)
-JUMP_SHARE = 0.05  # ... if the counter grew by less than this share of the power over it
 BEHIND_NS = 100_000_000  # a block with readings this far behind its node's newest may hold a
 # clock step back (shared out before markers are added: Joiner._flush)
 
@@ -39,59 +39,6 @@ class StreamOrder:
     _clock_steps: int
 
     def _minutely(self, what: str) -> bool: ...
-
-    def _clock_jumps(self, node: NodeState, dev: DeviceState, t: np.ndarray, rows) -> None:
-        """Gaps over JUMP_NS between a device's readings across which its counter grew by
-        less than JUMP_SHARE of what the power at either side would give: the node's clock
-        jumped ahead (no real time passed), not a pause in the readings. Intervals open
-        across one keep its energy (the counter's) but are flagged clock_step, and their
-        duration takes the jump out (Accumulator.shift_ns)."""
-        if dev.last_ns is None or not len(t):
-            return
-        tl = dev.timeline
-        prev_t = np.concatenate(([dev.last_ns], t[:-1]))
-        # (stamps are anyone's int64: no difference that could wrap)
-        gaps = np.flatnonzero(np.maximum(t, I64_MIN + JUMP_NS) - JUMP_NS > prev_t)
-        for k in gaps.tolist():
-            if k == 0:
-                c0, p0 = tl.newest_counter(), float(tl.recent_power(1)[-1]) if len(tl) else np.nan
-            else:
-                c0, p0 = float(rows[k - 1, _ENERGY]), float(rows[k - 1, _POWER])
-            c1, p1 = float(rows[k, _ENERGY]), float(rows[k, _POWER])
-            watts = (
-                max(p for p in (p0, p1) if np.isfinite(p)) if np.isfinite([p0, p1]).any() else 0.0
-            )
-            gap_ns = int(t[k]) - int(prev_t[k])
-            grown = c1 - c0
-            if not (
-                np.isfinite(grown) and watts > 0 and 0 <= grown < JUMP_SHARE * watts * gap_ns / 1e9
-            ):
-                continue  # a pause in the readings (or nothing to tell it by): a gap, as ever
-            real_ns = int(grown / watts * 1e9) if watts > 0 else 0
-            self._clock_jump(node, dev, int(prev_t[k]), int(t[k]), gap_ns - real_ns)
-
-    def _clock_jump(
-        self, node: NodeState, dev: DeviceState, before: int, after: int, d: int
-    ) -> None:
-        if not node.clock_jumps or abs(node.clock_jumps[-1] - after) > JUMP_NS:
-            node.clock_jumps = [*node.clock_jumps[-7:], after]  # the node's jump, counted once
-            self._clock_steps += 1
-            if self._minutely("clock_jump"):
-                log.warning(
-                    "node %r: readings jumped %.3f s ahead while the counter went on as for "
-                    "%.3f s: its clock stepped ahead; intervals open across it are flagged "
-                    "clock_step", node.hostname, (after - before) / 1e9, (after - before - d) / 1e9,
-                )  # fmt: skip
-        for p in node.pending.values():
-            if dev.uuid not in p.devices or p.start is None or p.start.time_ns > before:
-                continue
-            if p.end is not None and p.end.time_ns < after:
-                continue
-            acc = p.accs.get(dev.uuid)
-            if acc is None:
-                acc = p.accs[dev.uuid] = Accumulator(p.start.time_ns)
-            acc.shift_ns -= d
-            p.flags.add("clock_step")
 
     def _in_order(self, dev: DeviceState, t: np.ndarray, c: np.ndarray) -> list[tuple]:
         """A device's new readings, in stream order, as (lo, hi, what) runs: "keep", "late"

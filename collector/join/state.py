@@ -58,7 +58,7 @@ class JoinOutput:
     readings_ahead: int = 0  # readings set aside: stamped too far ahead (JoinConfig.max_ahead_ns)
     # readings set aside: behind their device's newest, with an older counter (late or re-sent)
     readings_late: int = 0
-    clock_steps: int = 0  # steps of a node's clock, back or ahead (Joiner._clock_step, _jump)
+    clock_steps: int = 0  # backward steps of a node's clock (StreamOrder._clock_step)
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,6 @@ class NodeState:
     # ambiguous, (first stamp after, newest stamp before), the latest few
     era: int = 0
     clock_steps: list[tuple[int, int]] = field(default_factory=list)
-    clock_jumps: list[int] = field(default_factory=list)  # first stamps after jumps ahead
-    flushed_ns: int = 0  # the watermark when readings were last shared out (Joiner._flush)
     # Stamp ranges of readings set aside as late (the latest few): intervals over them were
     # computed without them (Joiner._emit flags them late)
     late_ranges: list[tuple[int, int]] = field(default_factory=list)

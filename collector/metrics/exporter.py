@@ -193,8 +193,8 @@ class ParawattCollector:
             )
             yield _counter(
                 "parawatt_join_clock_steps",
-                "Steps of a node's clock, back or ahead, seen in its readings (intervals open "
-                "across one are flagged clock_step).",
+                "Backward steps of a node's clock seen in its readings (intervals open across "
+                "one are flagged clock_step).",
                 s.clock_steps_total,
             )
             yield _counter(

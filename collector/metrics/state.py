@@ -85,7 +85,7 @@ class LiveState:
         self.open_overflow_total = 0  # markers refused: too many open intervals in the join
         self.readings_ahead_total = 0  # readings the join set aside: stamped too far ahead
         self.readings_late_total = 0  # ... behind newer ones with an older counter
-        self.clock_steps_total = 0  # steps of a node's clock (back or ahead) the join saw
+        self.clock_steps_total = 0  # backward steps of a node's clock the join saw
         self.runs_overflow_total = 0  # runs given no series: max_run_series were live
         self.rows_refused_total = 0  # rows the database refused, dropped alone (writer)
         self.markers_refused_total = 0  # run ownership: another owner's run, or a finished one
