@@ -89,5 +89,13 @@ class Accumulator:
         )
 
 
+def shared_piece(cache: dict, key: tuple, timeline, a: int, b: int) -> IntervalEnergy:
+    """timeline.interval(a, b), computed once per key for every open interval cut there."""
+    piece = cache.get(key)
+    if piece is None:
+        piece = cache[key] = timeline.interval(a, b)
+    return piece
+
+
 def _add(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a + b

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from collector.energy.timeline import CounterSpec, IntervalEnergy
-from collector.join.accum import Accumulator
+from collector.join.accum import Accumulator, shared_piece
 from collector.join.idle import IDLE_COLUMNS
 from collector.join.markers import MarkerIntake
 from collector.join.order import BEHIND_NS, StreamOrder
@@ -154,10 +154,8 @@ class Joiner(MarkerIntake, StreamOrder):
             return admitted
         t = block.time_ns
         first = int(t[0])
-        if (
-            min(first, int(t.min()) if len(t) > 1 else first)
-            < max(node.watermark_ns, first) - BEHIND_NS
-        ):
+        lowest = first if len(t) == 1 else int(t.min())
+        if lowest < max(node.watermark_ns, first) - BEHIND_NS:
             node.behind = True  # it may hold a clock step back (_flush looks): markers added
             # before it is shared out would take the clock before it (add_markers flushes)
         node.watermark_ns = max(node.watermark_ns, int(t.max()))
@@ -223,8 +221,7 @@ class Joiner(MarkerIntake, StreamOrder):
         # A reading behind its device's newest is behind the readings before it in the stream
         # (this flush's blocks, in order) or starts a block behind its node's newest
         # (add_readings: node.behind)
-        steps = np.diff(t_all) if len(t_all) > 1 else t_all[:0]
-        suspect = behind or bool(np.any(steps < -BEHIND_NS))
+        suspect = behind or bool(np.any(np.diff(t_all) < -BEHIND_NS))
         stepped: list[DeviceState] = []
         for uuid, idx in block.by_device():
             dev = node.devices.get(uuid)
@@ -320,17 +317,15 @@ class Joiner(MarkerIntake, StreamOrder):
             flags = p.flags | ({"late"} if uuid in late else set())
             if acc.sealed:
                 e = acc.result(start, end)
-            elif end < start:  # stamped before its start: the node's clock stepped back
+            elif end < start or end < acc.cut_ns:  # no readings can give it energy
                 e = IntervalEnergy(
                     start, end, None, "none", None, 0.0, None, None, 0.0, frozenset()
                 )
-                flags |= {"clock_step", "incomplete"}
-            elif end < acc.cut_ns:  # the end came later than keep_ns: its readings are gone
-                e = IntervalEnergy(
-                    start, end, None, "none", None, 0.0, None, None, 0.0, frozenset()
-                )
-                flags |= {"late", "incomplete"}
-                self._marker_too_late(p)
+                if end < start:  # stamped before its start: the node's clock stepped back
+                    flags |= {"clock_step", "incomplete"}
+                else:  # the end came later than keep_ns: its readings are gone
+                    flags |= {"late", "incomplete"}
+                    self._marker_too_late(p)
             else:
                 acc.add(dev.timeline.interval(acc.cut_ns, end))
                 e = acc.result(start, end)
@@ -380,10 +375,7 @@ class Joiner(MarkerIntake, StreamOrder):
             if safe - cut >= self.cfg.chunk_ns:
                 if acc is None:
                     acc = p.accs[uuid] = Accumulator(p.start.time_ns)
-                piece = shared.get((uuid, cut, safe))
-                if piece is None:
-                    piece = shared[(uuid, cut, safe)] = dev.timeline.interval(cut, safe)
-                acc.add(piece)
+                acc.add(shared_piece(shared, (uuid, cut, safe), dev.timeline, cut, safe))
 
     def _run_facts(self, node: NodeState, p: Pending, out: JoinOutput) -> bool:
         """At a run's start: its devices' idle power and the GPU's start temperature.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from collector.join.state import DeviceState, JoinConfig, NodeState
 from parawatt_proto.records import MarkerRec
@@ -38,8 +38,7 @@ class MarkerIntake:
     _logged: dict[str, float]  # what was last logged when (_minutely)
     _runs_forgotten: int
     cfg: JoinConfig
-
-    def _flush(self, node: NodeState) -> None: ...
+    _flush: Callable[[NodeState], None]  # Joiner's
 
     def add_markers(self, hostname: str, markers: Iterable[MarkerRec]) -> None:
         node = self._nodes.setdefault(hostname, NodeState(hostname))

@@ -14,11 +14,12 @@ low idle power or a slow counter makes unreliable, so it is not.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
 from collector.energy.timeline import IntervalEnergy
-from collector.join.accum import Accumulator
+from collector.join.accum import Accumulator, shared_piece
 from collector.join.state import DeviceState, JoinConfig, NodeState
 from parawatt_proto.block import FLOAT_INDEX
 
@@ -37,8 +38,7 @@ class StreamOrder:
     cfg: JoinConfig
     _late: int
     _clock_steps: int
-
-    def _minutely(self, what: str) -> bool: ...
+    _minutely: Callable[[str], bool]  # MarkerIntake's
 
     def _in_order(self, dev: DeviceState, t: np.ndarray, c: np.ndarray) -> list[tuple]:
         """A device's new readings, in stream order, as (lo, hi, what) runs: "keep", "late"
@@ -131,13 +131,7 @@ class StreamOrder:
             t_last, t_first, energy, "counter", energy, bound, None, p_max or None, 0.0,
             frozenset({"clock_step"}), bound_j=bound, bridged_j=bound,
         )  # fmt: skip
-        pieces: dict[tuple[int, int], IntervalEnergy] = {}  # shared, as in _advance
-
-        def piece(a: int, b: int) -> IntervalEnergy:
-            if (a, b) not in pieces:
-                pieces[(a, b)] = old.interval(a, b)
-            return pieces[(a, b)]
-
+        pieces: dict[tuple[int, int], IntervalEnergy] = {}  # shared, as in Joiner._advance
         for p in node.pending.values():
             if dev.uuid not in p.devices or p.start is None or p.era > era:
                 continue
@@ -146,16 +140,17 @@ class StreamOrder:
             end = p.end.time_ns if p.end is not None else None
             if end is not None and end < cut:
                 continue  # its end came too late already (_emit says so)
-            acc = p.accs.setdefault(dev.uuid, Accumulator(p.start.time_ns))
+            if acc is None:
+                acc = p.accs[dev.uuid] = Accumulator(p.start.time_ns)
             if end is not None and end <= t_last:  # ended before the step: finished now
-                acc.add(piece(cut, end))
+                acc.add(shared_piece(pieces, (cut, end), old, cut, end))
                 acc.sealed = True
                 continue
             if e_last is None:
                 p.flags.add("clock_step")
                 continue  # nothing to bridge from: _emit finds the old part's hole flagged
             if cut < t_last:
-                acc.add(piece(cut, t_last))
+                acc.add(shared_piece(pieces, (cut, t_last), old, cut, t_last))
             acc.add(bridge)
             acc.shift_ns += max(0, t_last - t_first)
             p.flags.add("clock_step")
