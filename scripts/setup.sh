@@ -19,6 +19,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 want=$(stamp_of)
 if [ "$(cat "$VENV/.parawatt-stamp" 2>/dev/null)" != "$want" ]; then
+  # torch's CUDA wheel unpacks to ~5.5 GB: say so plainly before pip fails half-way on a full disk.
+  if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+    free_kb=$(df -Pk "$VENV" | awk 'NR==2 {print $4}')
+    if [ "${free_kb:-0}" -lt $((7 * 1024 * 1024)) ]; then
+      echo "[setup] error: $((free_kb / 1024)) MiB free where $VENV lives; installing torch needs" \
+        "about 7 GiB (the wheel unpacks to 5.5 GB). Free some space (old clones, pip caches)," \
+        "then run this again." >&2
+      exit 1
+    fi
+  fi
   echo "[setup] installing parawatt and its dependencies into $VENV (torch is large: ~2 min first time)"
   pipq "$VENV/bin/python" -m pip install -q --upgrade pip
   # setuptools prints a multi-line "Editable installation" advisory for every editable install
