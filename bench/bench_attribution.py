@@ -12,6 +12,8 @@ sensor mode:
 - square, phase-locked: a 100 ms square wave locked to the windows on that part-time sensor
   (the case no software can see: the sensor never observes the low half);
 - random load (full and partial): random levels held for random times (mean 60 ms);
+- sharp edges (full and random load): every change of level within 1 ms, as a square wave's,
+  where the others ramp over 8 ms (the error model takes each change as instant);
 - readings every 20 ms, locked to the counter (the daemon's default before 21.7 ms); the
   update phase not pinned (CounterSpec.pin_update_phase=False); counters whose updates stray
   +-1 ms and +-5 ms from their grid (the latter must not be pinned);
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector.energy.timeline import CounterSpec, DeviceTimeline  # noqa: E402
 from tests.collector.collector_energy_sim import (  # noqa: E402
+    GRID_S,
     make_load,
     make_workload,
     readings,
@@ -54,6 +57,8 @@ MODES = {
     "square, phase-locked (partial)": ("square", {**READ, "coverage": 0.25}, PART),
     "random load": ("random", READ, CounterSpec()),
     "random load (partial)": ("random", {**READ, "coverage": 0.25}, PART),
+    "full (sharp edges)": ("ddp-sharp", READ, CounterSpec()),
+    "random load (sharp edges)": ("random-sharp", READ, CounterSpec()),
     # readings every 20 ms, locked to the 100 ms counter (the daemon's default before 21.7 ms):
     # every update at one phase of the readings, which nothing reveals
     "20 ms locked to the counter": ("ddp", {"period_s": 0.02}, CounterSpec()),
@@ -83,9 +88,11 @@ FIXED_PHASE = False
 
 
 def workload_for(kind: str, seed: int, epochs: int):
+    kind, sharp = kind.removesuffix("-sharp"), kind.endswith("-sharp")
+    ramp = {"ramp_s": GRID_S} if sharp else {}
     if kind == "ddp":
-        return make_workload(seed=seed, epochs=epochs, steps_per_epoch=40)
-    return make_load(kind, seed=seed, duration_s=150.0)
+        return make_workload(seed=seed, epochs=epochs, steps_per_epoch=40, **ramp)
+    return make_load(kind, seed=seed, duration_s=150.0, **ramp)
 
 
 def interval_sets(workload, seed: int) -> dict[str, list[tuple[int, int]]]:

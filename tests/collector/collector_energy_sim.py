@@ -18,6 +18,9 @@ from collector.energy.timeline import Sample
 
 T0_NS = 1_700_000_000_123_456_789  # a realistic wall-clock origin: ns must survive as ints
 GRID_S = 0.001
+# How long a change of power level takes: 8 ms by default; GRID_S (1 ms) is as sharp as the grid
+# allows, an instant edge such as a square wave's
+RAMP_S = 0.008
 
 
 def to_ns(t_s: float) -> int:
@@ -58,7 +61,9 @@ class Workload:
     epochs: list[tuple[int, int]]
 
 
-def make_workload(seed: int = 0, epochs: int = 3, steps_per_epoch: int = 30) -> Workload:
+def make_workload(
+    seed: int = 0, epochs: int = 3, steps_per_epoch: int = 30, ramp_s: float = RAMP_S
+) -> Workload:
     """Idle lead-in, then epochs of steps (busy compute, then an all-reduce dip), each epoch
     followed by an evaluation phase and idle. Markers sit exactly on the power edges."""
     rng = np.random.default_rng(seed)
@@ -75,12 +80,17 @@ def make_workload(seed: int = 0, epochs: int = 3, steps_per_epoch: int = 30) -> 
         epoch_bounds.append((to_ns(epoch_start), to_ns(t)))
         changes += [(t, 200.0), (t + 0.8, 70.0)]
         t += 1.5
-    return Workload(_truth(changes, t + 1.0, rng), steps, epoch_bounds)
+    return Workload(_truth(changes, t + 1.0, rng, ramp_s=ramp_s), steps, epoch_bounds)
 
 
-def _truth(changes: list[tuple[float, float]], end_s: float, rng, noise_rel: float = 0.03):
+def _truth(
+    changes: list[tuple[float, float]],
+    end_s: float,
+    rng,
+    noise_rel: float = 0.03,
+    ramp_s: float = RAMP_S,
+):
     grid = np.arange(0.0, end_s, GRID_S)
-    ramp_s = 0.008
     knots_t, knots_p = [], []
     prev = changes[0][1]
     for when, level in changes:
@@ -95,7 +105,9 @@ def _truth(changes: list[tuple[float, float]], end_s: float, rng, noise_rel: flo
     return Truth(power, cum)
 
 
-def make_load(kind: str, seed: int = 0, duration_s: float = 120.0) -> Workload:
+def make_load(
+    kind: str, seed: int = 0, duration_s: float = 120.0, ramp_s: float = RAMP_S
+) -> Workload:
     """Loads that stress a sensor: "square" is a 100 ms square wave (60 / 300 W) phase-locked to
     the counter's windows (tick phase 37.1 ms as readings() uses: high in each window's first
     half); "random" holds random levels (60-350 W) for random times (mean 60 ms). Steps are
@@ -123,7 +135,7 @@ def make_load(kind: str, seed: int = 0, duration_s: float = 120.0) -> Workload:
             steps.append((to_ns(t), to_ns(t + length)))
             t += length
         epochs.append((to_ns(start), to_ns(t)))
-    return Workload(_truth(changes, duration_s + 1.0, rng, 0.01), steps, epochs)
+    return Workload(_truth(changes, duration_s + 1.0, rng, 0.01, ramp_s), steps, epochs)
 
 
 def readings(
