@@ -4,13 +4,16 @@ Used at start-up (the collector's own nodes, after a restart) and whenever a dae
 over while the collector runs (an inventory change, a new --shard count, a worker re-routing):
 the node's devices, idle history and open markers are loaded, and its stored raw readings since
 the oldest open marker (or the unfinished second) are replayed through the join and the
-per-second aggregation. Readings at or past `stop_at` (the cursor the stream resumes from) are
-left to the stream, so nothing is joined or aggregated twice. Only these nodes are touched:
-with several collectors on one database the other nodes' intervals are theirs to compute.
+per-second aggregation, each daemon boot's in its stream's order with its open markers where
+the stream had them (after a clock step back, time order would merge the two clocks). Readings
+at or past `stop_at` (the cursor the stream resumes from) are left to the stream, so nothing is
+joined or aggregated twice. Only these nodes are touched: with several collectors on one
+database the other nodes' intervals are theirs to compute.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from collector.store import reads as store_reads
 from collector.store.aggregate import NS, SecondAggregator
 from collector.store.writebatch import WriteBatch
 from parawatt_proto.block import ReadingBlock
+from parawatt_proto.records import MarkerRec, ReadingRec
 
 
 @dataclass
@@ -63,9 +67,8 @@ def restore_nodes(
     if newest is None:
         return done
     horizon = newest - int(config.rebuild_horizon_s * 1e9)
-    markers = store_reads.open_markers(engine, horizon, hosts)
-    for m in markers:
-        joiner.add_markers(m.hostname, [m])
+    with_boots = store_reads.open_markers(engine, horizon, hosts)
+    markers = [m for _, m in with_boots]
     for run_id, rank, uuid, watts, start_ns in store_reads.run_idle(
         engine, {m.run_id for m in markers}
     ):
@@ -77,9 +80,26 @@ def restore_nodes(
         lead = max(cfg.idle_window_ns + cfg.idle_guard_ns, PHASE_HISTORY_NS) + NS
         candidates.append(min(m.time_ns for m in markers) - lead)
     since = max(horizon, min(candidates))
-    for chunk in store_reads.readings_since(engine, since, hosts, stop_at=stop_at):
-        done.readings += len(chunk)
-        _replay(joiner, aggregator, chunk, emit)
+    boots = store_reads.replay_boots(engine, since, hosts)
+    # Markers go in where their stream had them, among the readings (as the live join took
+    # them: a marker stamped by a clock that has since stepped back belongs to the readings
+    # around it in the stream, not to those around its stamp); the rest first, by time.
+    queued: dict[str, list[MarkerRec]] = {}
+    replayed = {boot for _, boot, _, _ in boots}
+    for boot, m in with_boots:
+        if boot in replayed and m.seq is not None:
+            queued.setdefault(boot, []).append(m)
+        else:
+            joiner.add_markers(m.hostname, [m])
+    stop = stop_at or {}
+    for pk, boot, host, seq0 in boots:
+        queue = sorted(queued.pop(boot, []), key=lambda m: m.seq)
+        for chunk in store_reads.boot_readings(engine, pk, seq0, stop.get(boot)):
+            done.readings += len(chunk)
+            queue = _replay(joiner, aggregator, host, chunk, queue, emit)
+        if queue:  # after the last stored reading
+            joiner.add_markers(host, queue)
+            emit(joiner.poll(), [])
     done.markers, done.seconds = len(markers), time.monotonic() - started
     return done
 
@@ -100,15 +120,29 @@ def load_idle(
         joiner.load_idle_history(uuid, buckets)
 
 
-def _replay(joiner: Joiner, aggregator: SecondAggregator, chunk, emit) -> None:
-    by_host: dict[str, list] = {}
-    for hostname, r in chunk:
-        by_host.setdefault(hostname, []).append(r)
+def _replay(joiner: Joiner, aggregator: SecondAggregator, host: str, chunk: list[ReadingRec],
+            queue: list[MarkerRec], emit) -> list[MarkerRec]:  # fmt: skip
+    """One chunk of a boot's readings, with the queued markers (by seq) that came among them;
+    returns the markers still to come."""
     aggregates: list[SecondAggregate] = []
-    for hostname, readings in by_host.items():
-        block = ReadingBlock.from_rows(readings)  # once, for the join and the aggregation
-        aggregates.extend(aggregator.add(joiner.add_readings(hostname, block)))
+    lo, qi = 0, 0
+    while qi < len(queue):  # cut the chunk at each marker that came before one of its readings
+        cut = bisect.bisect_right(chunk, queue[qi].seq, lo=lo, key=lambda r: r.seq)
+        if cut >= len(chunk):
+            break
+        if cut > lo:
+            block = ReadingBlock.from_rows(chunk[lo:cut])  # once, for join and aggregation
+            aggregates.extend(aggregator.add(joiner.add_readings(host, block)))
+            lo = cut
+        due = qi
+        while qi < len(queue) and queue[qi].seq < chunk[lo].seq:
+            qi += 1
+        joiner.add_markers(host, queue[due:qi])
+    if lo < len(chunk):
+        block = ReadingBlock.from_rows(chunk[lo:])
+        aggregates.extend(aggregator.add(joiner.add_readings(host, block)))
     emit(joiner.poll(), aggregates)
+    return queue[qi:]
 
 
 def write_to(store) -> Callable[[JoinOutput, list[SecondAggregate]], None]:

@@ -128,8 +128,9 @@ def idle_history(
 
 def open_markers(
     engine: Engine, since_ns: int, hostnames: list[str] | None = None
-) -> list[MarkerRec]:
-    """Markers of ranks whose run interval is missing, minus those whose interval is stored.
+) -> list[tuple[str | None, MarkerRec]]:
+    """Markers of ranks whose run interval is missing, minus those whose interval is stored,
+    each with the daemon boot it came in on (None where not known), in time order.
 
     "Stored" means an interval that reaches the marker's time: a resumed run's new session
     (its markers are the latest of their identity) is open although the earlier session's run
@@ -149,7 +150,8 @@ def open_markers(
         Interval.end_ns >= Marker.time_ns,
     )
     query = (
-        select(Marker)
+        select(Marker, Boot.boot_id)
+        .outerjoin(Boot, Boot.id == Marker.boot_id)
         .where(Marker.time_ns >= since_ns, ~run_done, ~own_done)
         .order_by(Marker.time_ns)
     )
@@ -157,21 +159,24 @@ def open_markers(
         query = query.where(Marker.hostname.in_(hostnames))
     with translate_errors("reading open markers", engine), Session(engine) as session:
         return [
-            MarkerRec(
-                run_id=m.run_id,
-                rank=m.rank,
-                kind=m.kind,
-                epoch=m.epoch,
-                step=m.step,
-                time_ns=m.time_ns,
-                device_uuid=m.device_uuid,
-                local_rank=m.local_rank,
-                hostname=m.hostname,
-                seq=m.seq,
-                metrics=dict(m.metrics or {}),
-                status=m.status,
+            (
+                boot,
+                MarkerRec(
+                    run_id=m.run_id,
+                    rank=m.rank,
+                    kind=m.kind,
+                    epoch=m.epoch,
+                    step=m.step,
+                    time_ns=m.time_ns,
+                    device_uuid=m.device_uuid,
+                    local_rank=m.local_rank,
+                    hostname=m.hostname,
+                    seq=m.seq,
+                    metrics=dict(m.metrics or {}),
+                    status=m.status,
+                ),
             )
-            for m in session.scalars(query)
+            for m, boot in session.execute(query)
         ]
 
 
@@ -199,37 +204,50 @@ def aggregated_until(engine: Engine) -> dict[str, int]:
         return {u: s for u, s in rows}
 
 
-def readings_since(
-    engine: Engine,
-    since_ns: int,
-    hostnames: list[str] | None = None,
+def replay_boots(
+    engine: Engine, since_ns: int, hostnames: list[str] | None = None
+) -> list[tuple[int, str, str, int]]:
+    """The daemon boots with raw readings stamped at or after since_ns (of these nodes), in the
+    order the collector first saw them: (boot pk, boot_id, hostname, the lowest seq among
+    those readings). A replay reads each from there in its stream's order (boot_readings)."""
+    boots = select(Boot.id, Boot.boot_id, Node.hostname).join(Node, Node.id == Boot.node_id)
+    if hostnames is not None:
+        boots = boots.where(Node.hostname.in_(hostnames))
+    # one pass over the time index: grouped by the primary key's first column, SQLite would
+    # walk that index instead, through every stored reading (days of them), so the grouping
+    # is by an expression no index gives
+    boot = (Reading.boot_id + 0).label("boot")
+    first = select(boot, func.min(Reading.seq)).where(Reading.time_ns >= since_ns).group_by(boot)
+    with translate_errors("reading raw readings", engine), engine.connect() as conn:
+        known = {pk: (boot, host) for pk, boot, host in conn.execute(boots)}
+        return sorted((pk, *known[pk], seq) for pk, seq in conn.execute(first) if pk in known)
+
+
+def boot_readings(
+    engine: Engine, boot_pk: int, from_seq: int, stop_seq: int | None = None,
     chunk_rows: int = 50_000,
-    stop_at: dict[str, int] | None = None,
-) -> Iterator[list[tuple[str, ReadingRec]]]:
-    """Stored raw readings from since_ns on, in time order, as chunks of (hostname, reading).
-    stop_at: boot_id -> seq; that boot's readings from seq on are left out (a stream resuming
-    there delivers them)."""
+) -> Iterator[list[ReadingRec]]:  # fmt: skip
+    """One daemon boot's stored raw readings from from_seq on (below stop_seq: a stream resuming
+    there delivers those), in its stream's order, as chunks. That is the order the live join
+    took them in: after a node's clock stepped back, time order would interleave the two
+    clocks' readings, which the join tells apart only in stream order (join/order.py)."""
     # ReadingRec's fields that have a column, in its order; the rest (power_from_avg, last) is
     # not stored and reads back as its default
     cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f in Reading.__table__.columns]
-    query = (
-        select(Node.hostname, Boot.boot_id, Device.uuid, *cols)
-        .join(Boot, Boot.id == Reading.boot_id)
-        .join(Device, Device.id == Reading.device_id)
-        .join(Node, Node.id == Device.node_id)
-        .where(Reading.time_ns >= since_ns)
-        .order_by(Reading.time_ns, Reading.seq)
-        .execution_options(yield_per=chunk_rows)
+    query = select(Reading.device_id, *cols).where(
+        Reading.boot_id == boot_pk, Reading.seq >= from_seq
     )
-    if hostnames is not None:
-        query = query.where(Node.hostname.in_(hostnames))
+    if stop_seq is not None:
+        query = query.where(Reading.seq < stop_seq)
+    query = query.order_by(Reading.seq).execution_options(yield_per=chunk_rows)
     with translate_errors("reading raw readings", engine), engine.connect() as conn:
-        chunk: list[tuple[str, ReadingRec]] = []
-        stop = stop_at or {}
-        for hostname, boot, uuid, seq, *rest in conn.execute(query):
-            if boot in stop and seq >= stop[boot]:
+        uuids = dict(conn.execute(select(Device.id, Device.uuid)).all())  # a row per device
+        chunk: list[ReadingRec] = []
+        for device_id, seq, *rest in conn.execute(query):
+            uuid = uuids.get(device_id)
+            if uuid is None:  # no device row (the writer commits it first): as a join would
                 continue
-            chunk.append((hostname, ReadingRec(seq, uuid, *rest)))
+            chunk.append(ReadingRec(seq, uuid, *rest))
             if len(chunk) >= chunk_rows:
                 yield chunk
                 chunk = []

@@ -106,15 +106,20 @@ def test_reads_for_restart(engine):
     Store(engine).write(b)
     assert store_reads.cursor_for(engine, "127.0.0.1:1") == ("boot-1", 10_000)
     assert store_reads.cursor_for(engine, "elsewhere:1") is None
-    open_keys = {(m.kind, m.step) for m in store_reads.open_markers(engine, 0)}
+    open_keys = {(m.kind, m.step) for _, m in store_reads.open_markers(engine, 0)}
     assert ("step_start", 0) not in open_keys and ("step_start", 1) in open_keys
     assert ("run_start", 0) in open_keys and ("run_end", 0) in open_keys
     (n,) = store_reads.nodes(engine)
     assert n.hostname == "n1" and [d.uuid for d in n.devices] == ["gpu-0"]
-    chunks = list(store_reads.readings_since(engine, T0 + S, chunk_rows=30))
-    rows = [r for c in chunks for _, r in c]
+    ((pk, boot, host, seq0),) = store_reads.replay_boots(engine, T0 + S)
+    assert (boot, host) == ("boot-1", "n1") and store_reads.replay_boots(engine, T0, ["n2"]) == []
+    chunks = list(store_reads.boot_readings(engine, pk, seq0, chunk_rows=30))
+    rows = [r for c in chunks for r in c]
     assert len(chunks) > 1 and rows[0].time_ns == T0 + S and rows[0].energy_j is not None
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
     assert [r.time_ns for r in rows] == sorted(r.time_ns for r in rows)
+    cut = list(store_reads.boot_readings(engine, pk, seq0, stop_seq=rows[10].seq))
+    assert [r.seq for c in cut for r in c] == [r.seq for r in rows[:10]]
     assert store_reads.aggregated_until(engine) == {"gpu-0": T0 // S}
 
 
@@ -217,8 +222,8 @@ def test_readings_come_back_exactly_whatever_is_missing(engine):
         b.nodes[n.boot_id] = n
         b.add_readings(n.boot_id, ReadingBlock.from_rows(rows))
         Store(engine, chunk_rows=25).write(b)
-    chunks = store_reads.readings_since(engine, T0, None)
-    back = sorted((r for chunk in chunks for _, r in chunk), key=lambda r: r.seq)
+    ((pk, _, _, seq0),) = store_reads.replay_boots(engine, T0)
+    back = [r for chunk in store_reads.boot_readings(engine, pk, seq0) for r in chunk]
     assert len(back) == len(rows)
     for got, want in zip(back, rows, strict=True):
         assert got == want, (got, want)

@@ -115,7 +115,7 @@ def test_while_the_second_session_runs(engine, joined):
     assert r.status == "running" and r.end_ns is None and "partial" in r.flags
     assert r.duration_s == pytest.approx((e1 - s1 + last - s2) / 1e9)
     opened = store_reads.open_markers(engine, 0)  # what a restart would join again
-    assert [m.time_ns for m in opened] == [m.time_ns for _, m in b2.markers[:4]]
+    assert [(boot, m.time_ns) for boot, m in opened] == [(b, m.time_ns) for b, m in b2.markers[:4]]
     store.write(b1)  # a late replay of session 1's end must not end the new session
     assert queries.run_summary(engine, "r1").status == "running"
 
