@@ -41,7 +41,9 @@ class MarkerIntake:
     _flush: Callable[[NodeState], None]  # Joiner's
 
     def add_markers(self, hostname: str, markers: Iterable[MarkerRec]) -> None:
-        node = self._nodes.setdefault(hostname, NodeState(hostname))
+        node = self._nodes.get(hostname)
+        if node is None:
+            node = self._nodes[hostname] = NodeState(hostname)
         if node.behind:  # readings waiting may hold a clock step: the era these markers are in
             self._flush(node)
         for m in markers:
