@@ -14,10 +14,12 @@ database the other nodes' intervals are theirs to compute.
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import Engine
 
 from collector.config import CollectorConfig
@@ -30,6 +32,9 @@ from collector.store.aggregate import NS, SecondAggregator
 from collector.store.writebatch import WriteBatch
 from parawatt_proto.block import ReadingBlock
 from parawatt_proto.records import MarkerRec, ReadingRec
+
+log = logging.getLogger("collector.rebuild")
+STRAY_RUN = 8  # readings of one device in a row, at most, stamped ahead of those around them
 
 
 @dataclass
@@ -73,7 +78,9 @@ def restore_nodes(
         engine, {m.run_id for m in markers}
     ):
         joiner.set_run_idle(run_id, rank, uuid, watts, start_ns)
-    candidates = [(s + 1) * NS for s in stored.values()] or [newest - cfg.keep_ns]
+    # the unfinished seconds, and what the live join kept for markers still to come (a marker
+    # may reach its daemon seconds after its stamp: its run_start after the crash)
+    candidates = [(s + 1) * NS for s in stored.values()] + [newest - cfg.keep_ns]
     if markers:
         # the idle judgement's window before the oldest open marker, and the readings whose
         # brackets pin the counter's update moments there (as the live join kept them)
@@ -94,8 +101,10 @@ def restore_nodes(
     stop = stop_at or {}
     for pk, boot, host, seq0 in boots:
         queue = sorted(queued.pop(boot, []), key=lambda m: m.seq)
+        last = store_reads.stamps_before(engine, pk, seq0)
         for chunk in store_reads.boot_readings(engine, pk, seq0, stop.get(boot)):
             done.readings += len(chunk)
+            chunk = _without_strays(chunk, last, cfg.max_ahead_ns)
             queue = _replay(joiner, aggregator, host, chunk, queue, emit)
         if queue:  # after the last stored reading
             joiner.add_markers(host, queue)
@@ -118,6 +127,40 @@ def load_idle(
     history_from = time.time_ns() - int(config.idle_history_s * 1e9)
     for uuid, buckets in store_reads.idle_history(engine, history_from, uuids).items():
         joiner.load_idle_history(uuid, buckets)
+
+
+def _without_strays(chunk: list[ReadingRec], last: dict[str, int], ahead_ns: int):
+    """The chunk less what the live join set aside as stamped too far ahead of its clock
+    (Joiner._not_ahead): at a replay, long after, no stamp is ahead of the clock, and the
+    readings after a stray would all come behind it (late). A stray is a run of at most
+    STRAY_RUN readings of one device stamped more than ahead_ns past the reading before them,
+    the reading after them that far back again: a clock that jumped ahead and stayed (the live
+    join followed it), or stepped back, makes no such run. last: each device's last stamp
+    before this chunk (updated; a run across a chunk's end is kept)."""
+    t = np.fromiter((r.time_ns for r in chunk), dtype=np.int64, count=len(chunk))
+    uuids = [r.device_uuid for r in chunk]
+    stray = np.zeros(len(chunk), dtype=bool)
+    for uuid in dict.fromkeys(uuids):
+        idx = np.flatnonzero(np.fromiter((u == uuid for u in uuids), bool, len(uuids)))
+        ts = t[idx]
+        prev = last.get(uuid)
+        last[uuid] = int(ts[-1])
+        if prev is not None:
+            idx, ts = np.concatenate(([-1], idx)), np.concatenate(([prev], ts))
+        d = np.diff(ts)  # d[k]: ts[k + 1] - ts[k]; int64 stamps are anyone's: no wrapping
+        up = np.flatnonzero((ts[1:] > ts[:-1]) & (d > ahead_ns))
+        if not len(up):
+            continue
+        down = np.flatnonzero((ts[1:] < ts[:-1]) & (-d > ahead_ns))
+        for k in up:
+            j = int(np.searchsorted(down, k, side="right"))
+            if j < len(down) and down[j] - k <= STRAY_RUN:
+                stray[idx[k + 1 : down[j] + 1]] = True
+    if not stray.any():
+        return chunk
+    log.warning("replay: %d reading(s) stamped ahead of those around them set aside, as the "
+                "live join did", int(stray.sum()))  # fmt: skip
+    return [r for r, bad in zip(chunk, stray, strict=True) if not bad]
 
 
 def _replay(joiner: Joiner, aggregator: SecondAggregator, host: str, chunk: list[ReadingRec],

@@ -383,6 +383,13 @@ class Joiner(MarkerIntake, StreamOrder):
         run_id, rank = p.key[0], p.key[1]
         t0 = p.start.time_ns
         if self._facts_at.get((run_id, rank)) == t0:
+            # known, or restored (set_run_idle: the database keeps the GPU's idle only); a
+            # node's CPU and DRAM are judged from their idle history, as at the start
+            for uuid in p.devices:
+                if (run_id, rank, uuid) not in self._run_idle:
+                    idle = self._devices[uuid].idle
+                    idle.refresh(min(node.watermark_ns, t0), 0)
+                    self._run_idle[(run_id, rank, uuid)] = idle.idle_power_w
             return True
         for uuid in p.devices:
             cov = self._devices[uuid].covered()

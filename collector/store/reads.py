@@ -8,6 +8,7 @@ duplicates (and a duplicate would hit the unique key anyway).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, case, exists, func, select
@@ -204,23 +205,88 @@ def aggregated_until(engine: Engine) -> dict[str, int]:
         return {u: s for u, s in rows}
 
 
+REPLAY_LEAD_NS = 60_000_000_000
+_STRAYS_SKIPPED = 16  # readings stamped past since_ns that the stream fell back from, at most
+
+
 def replay_boots(
     engine: Engine, since_ns: int, hostnames: list[str] | None = None
 ) -> list[tuple[int, str, str, int]]:
     """The daemon boots with raw readings stamped at or after since_ns (of these nodes), in the
-    order the collector first saw them: (boot pk, boot_id, hostname, the lowest seq among
-    those readings). A replay reads each from there in its stream's order (boot_readings)."""
+    order the collector first saw them: (boot pk, boot_id, hostname, the seq its replay starts
+    at). A replay reads each from there in its stream's order (boot_readings).
+
+    The start is where the stream crossed since_ns (after a clock step back, the first time):
+    the lowest seq stamped at or after it, from the readings stamped in the minute before it
+    on, whose next readings are mostly stamped past it too. A reading stamped ahead of its time
+    (a clock that jumped and came back, a hostile daemon; the live join set it aside) has the
+    stream fall back behind since_ns after it; starting there, the replay would read the
+    readings after it again (the whole boot, for one stamped days ahead)."""
     boots = select(Boot.id, Boot.boot_id, Node.hostname).join(Node, Node.id == Boot.node_id)
     if hostnames is not None:
         boots = boots.where(Node.hostname.in_(hostnames))
-    # one pass over the time index: grouped by the primary key's first column, SQLite would
-    # walk that index instead, through every stored reading (days of them), so the grouping
-    # is by an expression no index gives
+    # over the time index: grouped by the primary key's first column, SQLite would walk that
+    # index instead, through every stored reading (days of them), so the grouping is by an
+    # expression no index gives
     boot = (Reading.boot_id + 0).label("boot")
-    first = select(boot, func.min(Reading.seq)).where(Reading.time_ns >= since_ns).group_by(boot)
+    lowest = func.min(Reading.seq)
+    every = select(boot, lowest).where(Reading.time_ns >= since_ns).group_by(boot)
+    before = (
+        select(boot, lowest)
+        .where(Reading.time_ns >= since_ns - REPLAY_LEAD_NS, Reading.time_ns < since_ns)
+        .group_by(boot)
+    )
     with translate_errors("reading raw readings", engine), engine.connect() as conn:
-        known = {pk: (boot, host) for pk, boot, host in conn.execute(boots)}
-        return sorted((pk, *known[pk], seq) for pk, seq in conn.execute(first) if pk in known)
+        known = {pk: (b, host) for pk, b, host in conn.execute(boots)}
+        first = {pk: seq for pk, seq in conn.execute(every) if pk in known}
+        lead = dict(conn.execute(before).all())
+        out = []
+        for pk in sorted(first):
+            seq = _crossing(conn, pk, lead.get(pk, first[pk]), since_ns)
+            if seq is not None:
+                out.append((pk, *known[pk], seq))
+        return out
+
+
+def _crossing(conn, boot_pk: int, from_seq: int, since_ns: int) -> int | None:
+    """replay_boots' start for one boot: along the primary key (time_ns + 0: not along the
+    time index, which would read every boot's readings since since_ns)."""
+    seq = None
+    for _ in range(_STRAYS_SKIPPED):
+        seq = conn.scalar(
+            select(func.min(Reading.seq)).where(
+                Reading.boot_id == boot_pk, Reading.seq >= from_seq, Reading.time_ns + 0 >= since_ns
+            )
+        )
+        if seq is None:
+            return None
+        after = conn.scalars(
+            select(Reading.time_ns)
+            .where(Reading.boot_id == boot_pk, Reading.seq > seq)
+            .order_by(Reading.seq)
+            .limit(8)
+        ).all()
+        if 2 * sum(t >= since_ns for t in after) >= len(after):
+            return seq
+        from_seq = seq + 1
+    return seq
+
+
+def stamps_before(engine: Engine, boot_pk: int, seq: int, rows: int = 64) -> dict[str, int]:
+    """Per device, the stamp of its last reading among the `rows` of this boot before seq: what
+    a replay starting at seq compares its first readings with."""
+    query = (
+        select(Device.uuid, Reading.time_ns)
+        .join(Device, Device.id == Reading.device_id)
+        .where(Reading.boot_id == boot_pk, Reading.seq < seq)
+        .order_by(Reading.seq.desc())
+        .limit(rows)
+    )
+    with translate_errors("reading raw readings", engine), engine.connect() as conn:
+        out: dict[str, int] = {}
+        for uuid, t in conn.execute(query):
+            out.setdefault(uuid, t)
+        return out
 
 
 def boot_readings(
@@ -256,8 +322,16 @@ def boot_readings(
 
 
 def newest_reading_ns(engine: Engine) -> int | None:
+    """The newest stored reading's stamp, but not past when a collector last stored a daemon's
+    items (its own clock; ingest cursors) nor past now: one reading stamped days ahead (a
+    broken clock, a hostile daemon; the live join set it aside) is no measure of how far the
+    data goes. None without readings."""
     with translate_errors("reading", engine), engine.connect() as conn:
-        return conn.scalar(select(func.max(Reading.time_ns)))
+        newest = conn.scalar(select(func.max(Reading.time_ns)))
+        received = conn.scalar(select(func.max(IngestCursor.updated_ns)))
+    if newest is None:
+        return None
+    return min(newest, time.time_ns(), received if received is not None else newest)
 
 
 def run_owners(engine: Engine, run_ids: set[str]) -> dict[str, RunOwner]:

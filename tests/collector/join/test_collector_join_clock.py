@@ -419,8 +419,6 @@ def test_a_collector_restarted_after_a_clock_step_replays_each_stream_in_its_ord
     assert sorted(_key(i) for i in out) == sorted(live)
     for i in out:
         want = live[_key(i)]
-        # over-flagged at most: the replay sees the step before it ends the intervals whose
-        # stamps it made ambiguous; the live join had ended them by then
         # over-flagged at most: the replay polls once per chunk, so it sees the step before it
         # ends the intervals whose stamps the step made ambiguous; the live join had ended them
         assert i.flags - {"clock_step"} == want.flags - {"clock_step"}, (_key(i), i.flags)
