@@ -11,7 +11,9 @@ import pytest
 from collector.config import CollectorConfig
 from collector.join.joiner import Joiner
 from collector.metrics.state import LiveState
+from collector.pipeline import Pipeline
 from collector.rebuild import restore_nodes
+from collector.records import StreamChunk
 from collector.store import reads as store_reads
 from collector.store.aggregate import SecondAggregator
 from collector.store.db import create_db_engine, migrate
@@ -24,19 +26,26 @@ from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_mark
 STEP_AT = T0 + 30 * S  # real time of the step
 
 
-def stepped_run(step_s: float, every: int = 25):
-    """A 40-step run whose node's clock steps by step_s at STEP_AT: readings and markers are
-    stamped by the stepped clock and delivered in real order. Returns the intervals and, per
-    key, the true energy and the real times of its two markers."""
+def stepped_device(step_s: float):
+    """A 40-step run's markers, its GPU, the GPU's readings (real times) and the stamp a node
+    clock stepping by step_s at STEP_AT gives a real time."""
     start = T0 + 15 * S
     ms, spans, end = run_markers(start, steps=40, step_ns=300 * MS, gap_ns=50 * MS, epochs=2,
                                  device_uuid="gpu-0")  # fmt: skip
     dev = busy_device("gpu-0", spans, run=(start, end))
-    readings = dev.readings(T0, end + 20 * S)
     d = int(step_s * S)
 
     def stamp(t: int) -> int:
         return t + (d if t >= STEP_AT else 0)
+
+    return ms, dev, dev.readings(T0, end + 20 * S), stamp
+
+
+def stepped_run(step_s: float, every: int = 25):
+    """A 40-step run whose node's clock steps by step_s at STEP_AT: readings and markers are
+    stamped by the stepped clock and delivered in real order. Returns the intervals and, per
+    key, the true energy and the real times of its two markers."""
+    ms, dev, readings, stamp = stepped_device(step_s)
 
     real = {(m.key, m.kind.endswith("_end")): m.time_ns for m in ms}
     pairs = sorted(((m, dataclasses.replace(m, time_ns=stamp(m.time_ns))) for m in ms),
@@ -361,15 +370,7 @@ def test_a_collector_restarted_after_a_clock_step_replays_each_stream_in_its_ord
     (seq), as the live join took them. In time order the two clocks' readings interleaved
     again, and markers stamped by the new clock went to the old one's readings: steps of the
     run still open at the crash read 79.5 J for 88 J, and one 4,120 J."""
-    start = T0 + 15 * S
-    ms, spans, end = run_markers(start, steps=40, step_ns=300 * MS, gap_ns=50 * MS, epochs=2,
-                                 device_uuid="gpu-0")  # fmt: skip
-    dev = busy_device("gpu-0", spans, run=(start, end))
-    readings = dev.readings(T0, end + 20 * S)
-    d = int(-15.0 * S)
-
-    def stamp(t: int) -> int:
-        return t + (d if t >= STEP_AT else 0)
+    ms, dev, readings, stamp = stepped_device(-15.0)
 
     # the stream as stepped_run delivers it, numbered: 25 readings, then the markers due
     stream, order, mi = [], sorted(ms, key=lambda m: m.time_ns), 0
@@ -379,7 +380,7 @@ def test_a_collector_restarted_after_a_clock_step_replays_each_stream_in_its_ord
         due = [m for m in order[mi:] if m.time_ns <= chunk[-1].time_ns]
         mi += len(due)
         stream += [(chunk[-1].time_ns, m) for m in due]
-    stream += [(end + 20 * S, m) for m in order[mi:]]
+    stream += [(readings[-1].time_ns, m) for m in order[mi:]]
     items = [(real, dataclasses.replace(x, seq=k, time_ns=stamp(x.time_ns)))
              for k, (real, x) in enumerate(stream)]  # fmt: skip
     crash = STEP_AT + 5 * S  # real time: after the step; the run and epoch 1 still open
@@ -427,3 +428,40 @@ def test_a_collector_restarted_after_a_clock_step_replays_each_stream_in_its_ord
             assert i.energy_j is None
         else:
             assert i.energy_j == pytest.approx(want.energy_j, abs=1e-6), _key(i)
+
+
+def test_the_pipeline_joins_a_message_in_its_stream_order_across_a_clock_step():
+    """A daemon message holds readings and markers in stream order. The pipeline gave the join
+    a message's readings first, then its markers: an end marker stamped just before a 15 s
+    step back, in a message whose later readings carry the step, went to the new clock's
+    readings, and its step read 3,772 J for 88 J (flagged clock_step)."""
+    ms, dev, readings, stamp = stepped_device(-15.0)
+
+    # the daemon's stream: each marker 5 ms after its moment, numbered with the readings
+    items = sorted([(r.time_ns, 0, r) for r in readings] + [(m.time_ns + 5 * MS, 1, m) for m in ms],
+                   key=lambda x: (x[0], x[1]))  # fmt: skip
+    items = [dataclasses.replace(x, seq=k, time_ns=stamp(x.time_ns))
+             for k, (_, _, x) in enumerate(items)]  # fmt: skip
+    j = Joiner(CFG)
+    n = node("n1", [dev])
+    pipe = Pipeline(j, SecondAggregator({}), LiveState(), writer=None)
+    batch = WriteBatch()
+    for i in range(0, len(items), 25):
+        part = items[i : i + 25]
+        rd = [x for x in part if not isinstance(x, MarkerRec)]
+        mk = [x for x in part if isinstance(x, MarkerRec)]
+        pipe._process(StreamChunk("n1:1", "n1", n.boot_id, part[0].seq, part[-1].seq + 1, rd, mk,
+                                  node=n if i == 0 else None), batch)  # fmt: skip
+        pipe._poll(batch)
+    real = {(m.key, m.kind.endswith("_end")): m.time_ns for m in ms}
+    assert len(batch.intervals) == 83
+    for i in batch.intervals:
+        if i.energy_j is None:
+            assert i.flags & {"clock_step", "incomplete"}
+            continue
+        truth = dev.true_energy(real[(_key(i), False)], real[(_key(i), True)])
+        assert abs(i.energy_j - truth) <= i.uncertainty_bound_j + 0.002, (
+            _key(i),
+            i.energy_j,
+            truth,
+        )
