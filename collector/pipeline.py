@@ -7,14 +7,11 @@ stream it came from (the writer commits them in one transaction).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-
-import numpy as np
 
 from collector.join.joiner import Joiner, JoinOutput
 from collector.metrics.state import LiveState
@@ -237,41 +234,9 @@ class Pipeline:
                     cfg = m.config
                     self.live.add_run_facts(m.run_id, cfg.tags.get("sweep", ""), cfg.model,
                                             cfg.nodes)  # fmt: skip
-        self._join(c.hostname, readings, markers)
+        # in the stream's order: a marker goes with the readings before it (Joiner.add_in_order)
+        self._blocks += self.joiner.add_in_order(c.hostname, readings, markers)
         batch.cursors[c.boot_id] = (c.address, c.next_seq, c.received_ns)
-
-    def _join(self, hostname: str, readings: ReadingBlock, markers: list) -> None:
-        """A message's readings and markers to the join in the stream's order: the readings
-        before each marker (by seq), then it. A marker stamped just before the node's clock
-        stepped back belongs to the readings before it; given after a message's later readings,
-        which carry the step, it went to the new clock's (a step read 3,772 J for 88 J)."""
-        seq = readings.seq
-        in_order = (
-            markers
-            and len(readings)
-            and all(m.seq is not None for m in markers)
-            and bool(np.all(seq[1:] > seq[:-1]))  # else (not from a daemon): readings first
-        )
-        if not in_order:  # the hot path too: most messages hold no marker
-            if len(readings):
-                self._blocks.append(self.joiner.add_readings(hostname, readings))
-            if markers:
-                self.joiner.add_markers(hostname, markers)
-            return
-        cuts = np.searchsorted(seq, [m.seq for m in markers], side="right")
-        lo = 0
-        for cut, group in itertools.groupby(
-            sorted(zip(cuts.tolist(), markers, strict=True), key=lambda x: x[0]),
-            key=lambda x: x[0],
-        ):
-            if cut > lo:
-                self._blocks.append(
-                    self.joiner.add_readings(hostname, readings.take(slice(lo, cut)))
-                )
-                lo = cut
-            self.joiner.add_markers(hostname, [m for _, m in group])
-        if lo < len(readings):
-            self._blocks.append(self.joiner.add_readings(hostname, readings.take(slice(lo, None))))
 
     def _poll(self, batch: WriteBatch) -> None:
         out = self.joiner.poll()

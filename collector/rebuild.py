@@ -165,27 +165,15 @@ def _without_strays(chunk: list[ReadingRec], last: dict[str, int], ahead_ns: int
 
 def _replay(joiner: Joiner, aggregator: SecondAggregator, host: str, chunk: list[ReadingRec],
             queue: list[MarkerRec], emit) -> list[MarkerRec]:  # fmt: skip
-    """One chunk of a boot's readings, with the queued markers (by seq) that came among them;
-    returns the markers still to come."""
+    """One chunk of a boot's readings, with the queued markers (by seq) that came before one of
+    its readings; returns the markers still to come."""
+    due = bisect.bisect_left(queue, chunk[-1].seq, key=lambda m: m.seq) if chunk else 0
+    block = ReadingBlock.from_rows(chunk)  # once, for the join and the aggregation
     aggregates: list[SecondAggregate] = []
-    lo, qi = 0, 0
-    while qi < len(queue):  # cut the chunk at each marker that came before one of its readings
-        cut = bisect.bisect_right(chunk, queue[qi].seq, lo=lo, key=lambda r: r.seq)
-        if cut >= len(chunk):
-            break
-        if cut > lo:
-            block = ReadingBlock.from_rows(chunk[lo:cut])  # once, for join and aggregation
-            aggregates.extend(aggregator.add(joiner.add_readings(host, block)))
-            lo = cut
-        due = qi
-        while qi < len(queue) and queue[qi].seq < chunk[lo].seq:
-            qi += 1
-        joiner.add_markers(host, queue[due:qi])
-    if lo < len(chunk):
-        block = ReadingBlock.from_rows(chunk[lo:])
-        aggregates.extend(aggregator.add(joiner.add_readings(host, block)))
+    for admitted in joiner.add_in_order(host, block, queue[:due]):
+        aggregates.extend(aggregator.add(admitted))
     emit(joiner.poll(), aggregates)
-    return queue[qi:]
+    return queue[due:]
 
 
 def write_to(store) -> Callable[[JoinOutput, list[SecondAggregate]], None]:

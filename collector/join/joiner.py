@@ -16,6 +16,7 @@ stream's order and a node clock that steps are order.py's.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -40,7 +41,7 @@ from collector.join.state import (
 )
 from collector.records import IdleUpdate, RankUpdate
 from parawatt_proto.block import FLOAT_INDEX, ReadingBlock, as_block
-from parawatt_proto.records import DeviceRec, NodeRec, ReadingRec
+from parawatt_proto.records import DeviceRec, MarkerRec, NodeRec, ReadingRec
 
 _POWER, _ENERGY = FLOAT_INDEX["power_w"], FLOAT_INDEX["energy_j"]
 _IDLE = [FLOAT_INDEX[name] for name in IDLE_COLUMNS]
@@ -163,6 +164,40 @@ class Joiner(MarkerIntake, StreamOrder):
         node.incoming_n += len(block)
         if node.incoming_n >= BUFFER_SAMPLES * max(1, len(devices)):
             self._flush(node)
+        return admitted
+
+    def add_in_order(
+        self, hostname: str, readings: ReadingBlock, markers: Sequence[MarkerRec]
+    ) -> list[ReadingBlock]:
+        """One stream's readings and markers in its order: the readings before each marker (by
+        seq), then it; markers past the last reading after them. A marker stamped just before
+        the node's clock stepped back belongs to the readings before it in the stream; given
+        after later readings, which carry the step, it went to the new clock's (a step read
+        3,772 J for 88 J). Readings out of seq order (not from a daemon), or a marker without a
+        seq: readings first. Returns what add_readings admitted, block by block."""
+        seq = readings.seq
+        in_order = (
+            markers
+            and len(readings)
+            and all(m.seq is not None for m in markers)
+            and bool(np.all(seq[1:] > seq[:-1]))
+        )
+        if not in_order:  # the hot path too: most messages hold no marker
+            admitted = [self.add_readings(hostname, readings)] if len(readings) else []
+            if markers:
+                self.add_markers(hostname, markers)
+            return admitted
+        cuts = np.searchsorted(seq, [m.seq for m in markers], side="right").tolist()
+        admitted, lo = [], 0
+        for cut, group in itertools.groupby(
+            sorted(zip(cuts, markers, strict=True), key=lambda x: x[0]), key=lambda x: x[0]
+        ):
+            if cut > lo:
+                admitted.append(self.add_readings(hostname, readings.take(slice(lo, cut))))
+                lo = cut
+            self.add_markers(hostname, [m for _, m in group])
+        if lo < len(readings):
+            admitted.append(self.add_readings(hostname, readings.take(slice(lo, None))))
         return admitted
 
     def _not_ahead(self, node: NodeState, block: ReadingBlock) -> ReadingBlock:

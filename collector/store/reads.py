@@ -300,19 +300,17 @@ def boot_readings(
     # ReadingRec's fields that have a column, in its order; the rest (power_from_avg, last) is
     # not stored and reads back as its default
     cols = [getattr(Reading, f) for f in ReadingRec.__slots__ if f in Reading.__table__.columns]
-    query = select(Reading.device_id, *cols).where(
-        Reading.boot_id == boot_pk, Reading.seq >= from_seq
+    query = (  # a reading without its device row is left out (the writer commits it first)
+        select(Device.uuid, *cols)
+        .join(Device, Device.id == Reading.device_id)
+        .where(Reading.boot_id == boot_pk, Reading.seq >= from_seq)
     )
     if stop_seq is not None:
         query = query.where(Reading.seq < stop_seq)
     query = query.order_by(Reading.seq).execution_options(yield_per=chunk_rows)
     with translate_errors("reading raw readings", engine), engine.connect() as conn:
-        uuids = dict(conn.execute(select(Device.id, Device.uuid)).all())  # a row per device
         chunk: list[ReadingRec] = []
-        for device_id, seq, *rest in conn.execute(query):
-            uuid = uuids.get(device_id)
-            if uuid is None:  # no device row (the writer commits it first): as a join would
-                continue
+        for uuid, seq, *rest in conn.execute(query):
             chunk.append(ReadingRec(seq, uuid, *rest))
             if len(chunk) >= chunk_rows:
                 yield chunk
