@@ -10,7 +10,7 @@ the power integral is still computed as a cross-check.
 
 uncertainty_j is the half-width of a calibrated 95 % interval: energy_j +- uncertainty_j holds
 the true energy of ~95 % of intervals (bench/bench_attribution.py measures this per interval
-length and sensor mode; README "Accuracy"). It is 1.96 sigma of an error model, capped by the
+length and sensor mode; docs/accuracy.md). It is 1.96 sigma of an error model, capped by the
 near-worst-case bound bound_j, plus bridged_j (energy bridged across a counter reset, whose
 bound is kept whole). The bound, for source "counter", is the sum over both bounds x of
     P_max(x) * h(x) + S(x) + resolution_j
