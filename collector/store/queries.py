@@ -196,7 +196,9 @@ def _summary(r, energy, steps, epochs, last_seen, ranks, metrics, names) -> RunS
         # a rank's run still open, or a resumed run's new session under way
         partial = energy["partial"] or len(energy["gpu"]) < world or r.status == "running"
         flags = frozenset(energy["flags"]) | ({"partial"} if partial else set())
-    total = None if gpu is None else gpu + (cpu or 0.0)
+    # node energy = GPUs + CPU + DRAM where measured: a CPU or DRAM interval stored without
+    # energy makes it unknown (as a GPU's does), never GPU-only under the same name
+    total = None if gpu is None or (energy["cpu"] and cpu is None) else gpu + (cpu or 0.0)
     # The measured device's name (on a CPU trainer the rank reports its CPU architecture, while
     # the energy is the daemon's devices'); the rank's own record where the device is unknown.
     hardware = names.get(lead.device_uuid) if lead is not None else None
@@ -316,7 +318,7 @@ def job_steps(db: Db, run_id: str) -> list[JobStep]:
             end,
             (end - start) / 1e9,
             n,
-            e if n_e else None,
+            e if n_e == n else None,  # one rank's unknown: the sum is not the step's energy
             u or 0.0,
             frozenset(flagged.get(step, ())) | ({"partial"} if n < world else frozenset()),
             active if n_a == n else None,

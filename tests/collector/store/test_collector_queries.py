@@ -156,3 +156,34 @@ def test_hardware_is_the_measured_devices_name(db_url):
     runs = {r.run_id: r.hardware for r in queries.run_summaries(engine)}
     engine.dispose()
     assert runs == {"cpu-run": "NVIDIA H100 (sim)", "lost-dev": "x86_64"}
+
+
+def _write(engine, intervals):
+    Store(engine).write(WriteBatch(intervals=intervals))
+
+
+def test_a_node_part_without_energy_leaves_the_run_energy_unknown(engine):
+    """A CPU or DRAM run interval stored with no energy (the device's readings did not cover
+    it) makes the node energy unknown, as a GPU's does: GPU-only energy under the name of
+    node energy undercounted by every CPU and DRAM joule, in the report's energy per sample
+    and its fits, with nothing but a flag to say so."""
+    _write(engine, [IntervalRec("r1", 1, "cpu-0", "run", 0, 0, T0, T0 + 10 * S, None, None,
+                                "none", None, 0.0, None, None, 0.5, frozenset({"incomplete"}))])  # fmt: skip
+    (r,) = queries.run_summaries(engine)
+    assert r.gpu_energy_j == 6000.0  # the GPUs' own energy is still known
+    assert r.cpu_energy_j is None and r.energy_j is None
+    assert "incomplete" in r.flags
+
+
+def test_a_job_step_with_one_rank_s_energy_unknown_has_no_energy(engine):
+    """A step's job-level energy is the sum over its ranks: with one rank's unknown, the sum of
+    the others is not the step's energy (it was summed over the ranks that had one)."""
+    _write(engine, [
+        interval("step", 0, "gpu-0", 1, 6, T0 + 9 * S, T0 + 10 * S, 400.0),
+        IntervalRec("r1", 1, "gpu-1", "step", 1, 6, T0 + 9 * S, T0 + 10 * S, None, None, "none",
+                    None, 0.0, None, None, 0.0, frozenset({"incomplete"})),
+    ])  # fmt: skip
+    steps = queries.job_steps(engine, "r1")
+    assert steps[6].energy_j is None and steps[6].ranks == 2 and "incomplete" in steps[6].flags
+    assert [s.energy_j for s in steps[:6]] == [601.0 + 2 * k for k in range(6)]
+    assert queries.step_energies(engine, "r1") == [601.0 + 2 * k for k in range(6)]
