@@ -4,16 +4,19 @@ Pure: records in, dataclasses out; numpy for the arithmetic. Definitions follow 
 - energy = node energy (GPUs + CPU packages + DRAM) in kWh, GPU-hours = runtime x GPUs;
 - repeats: mean and the sample standard deviation (ddof=1, n-1 in the denominator; none for a
   single run) over the completed runs of a point;
-- efficiency ratios: every metric of a point over its value at the smallest GPU count of its
-  series; speed-up = throughput over the baseline's, parallel efficiency = speed-up / (GPUs /
-  baseline GPUs), where a point's throughput is pooled over its repeats (their samples over their
+- efficiency ratios: every metric of a point over its value at the series' baseline, its smallest
+  GPU count with completed runs (a point whose runs all failed has no means to divide by; it
+  stays in the series without ratios instead of taking the whole series' ratios with it);
+  speed-up = throughput over the baseline's, parallel efficiency = speed-up / (GPUs / baseline
+  GPUs), where a point's throughput is pooled over its repeats (their samples over their
   runtime, not the mean of per-run rates: the mean of 1/T is not 1/(mean T), and with scattered
   repeats the two told a faster point from a slower one). For strong scaling (same samples)
   that is T0/T and T0*n0/(T*n) of the mean runtimes, the inverse of the runtime ratio; for weak
   scaling (samples grow with GPUs) the efficiency is T0/T, as usual. A ratio's spread is the
   first-order propagation of both means' standard deviations (the baseline's own is 0; for the
   speed-up, the per-run throughputs' relative spread);
-- a least-squares line of energy against GPU-hours per (model, hardware), with R² (`fits.py`);
+- a least-squares line of energy against GPU-hours per (model, hardware), with R², and the
+  runtime-energy Pareto front per (model, hardware) (`fits.py`);
 - a point carries the union of its completed runs' energy flags (incomplete coverage, gaps,
   counter resets, source disagreement, a rank still open), so no figure hides a doubtful run.
 Sweep tags (set by `trainer sweep`): sweep, point, repeat, series and scaling (comma-separated,
@@ -38,6 +41,7 @@ from collector.report.fits import (
     energy_fits,
     linear_fit,
     pareto_front,
+    pareto_fronts,
 )
 from collector.report.points import PointStats, Stat, stat
 from collector.summary import RunSummary
@@ -45,8 +49,8 @@ from collector.summary import RunSummary
 __all__ = [
     "Distribution", "EnergyFit", "LinearFit", "PointStats", "SeriesPoint", "Stat",
     "StudyAnalysis", "accuracy_key", "accuracy_keys", "analyze", "distribution", "energy_fits", "final_accuracy",
-    "linear_fit", "pareto_front", "point_id_of", "run_metrics", "series_of", "series_rows",
-    "stat", "step_energy_by_point",
+    "linear_fit", "pareto_front", "pareto_fronts", "point_id_of", "run_metrics", "series_of",
+    "series_rows", "stat", "step_energy_by_point",
 ]  # fmt: skip
 
 J_PER_KWH = 3.6e6
@@ -93,8 +97,17 @@ class StudyAnalysis:
     points: list[PointStats]
     series: list[SeriesPoint]
     energy_fits: list[EnergyFit]
-    pareto: list[str]  # point ids on the runtime-energy Pareto front, fastest first
+    # (model, hardware) -> point ids on its runtime-energy Pareto front, fastest first
+    pareto: dict[tuple[str, str], list[str]]
     runs: list[tuple[RunSummary, dict[str, float | None]]]  # completed runs and their metrics
+    # every run of the sweep, any status, with what is known of its metrics (so the runs the
+    # statistics leave out can be named, not only counted)
+    all_runs: list[tuple[RunSummary, dict[str, float | None]]] = field(default_factory=list)
+
+    @property
+    def left_out(self) -> list[RunSummary]:
+        """The runs not completed (failed, interrupted, still running): in no statistic."""
+        return [r for r, _ in self.all_runs if r.status != "completed"]
 
 
 def _div(a: float | None, b: float | None) -> float | None:
@@ -102,8 +115,9 @@ def _div(a: float | None, b: float | None) -> float | None:
 
 
 def run_metrics(run: RunSummary) -> dict[str, float | None]:
-    energy_j = run.energy_j if run.energy_j is not None else run.gpu_energy_j
-    kwh = _div(energy_j, J_PER_KWH)
+    # node energy, or nothing: GPU-only energy in its place would undercount every CPU and
+    # DRAM joule (queries: a CPU or DRAM interval without energy leaves energy_j None)
+    kwh = _div(run.energy_j, J_PER_KWH)
     gpu_h = run.gpu_hours or None
     temps = list(run.start_temperature_c.values())
     out: dict[str, float | None] = {
@@ -118,7 +132,7 @@ def run_metrics(run: RunSummary) -> dict[str, float | None]:
         "kwh_per_gpu_hour": _div(kwh, gpu_h),
         "samples_per_gpu_hour": _div(float(run.samples), gpu_h),
         "updates_per_gpu_hour": _div(float(run.steps), gpu_h),
-        "j_per_sample": _div(energy_j, run.samples),
+        "j_per_sample": _div(run.energy_j, run.samples),
         "power_per_gpu_w": _div(_div(run.gpu_energy_j, run.duration_s), run.world_size),
         "throughput_samples_per_s": _div(float(run.samples), run.duration_s),
         "start_temperature_c": _div(sum(temps), len(temps)),
@@ -182,13 +196,15 @@ def analyze(runs: Iterable[RunSummary]) -> StudyAnalysis:
         by_point[point_id_of(run)].append(run)
     points = [_point(pid, rs) for pid, rs in by_point.items()]
     points.sort(key=lambda p: (p.model, p.global_batch_size, p.gpus, p.point_id))
-    done = [(r, run_metrics(r)) for r in runs if r.status == "completed"]
+    every = [(r, run_metrics(r)) for r in runs]
+    done = [(r, m) for r, m in every if r.status == "completed"]
     return StudyAnalysis(
         points=points,
         series=series_rows(points),
         energy_fits=energy_fits(done),
-        pareto=pareto_front(points),
+        pareto=pareto_fronts(points),
         runs=done,
+        all_runs=every,
     )
 
 
@@ -224,7 +240,7 @@ def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
     rows = []
     for (name, kind), pts in sorted(members.items()):
         pts = sorted(pts, key=lambda p: (p.gpus, p.point_id))
-        base = pts[0]
+        base = _baseline(pts)
         for p in pts:
             speedup = _div(_pooled_rate(p), _pooled_rate(base))
             spread = {k: _ratio_std(p, base, k) for k in p.metrics}
@@ -250,6 +266,13 @@ def series_rows(points: Sequence[PointStats]) -> list[SeriesPoint]:
     return rows
 
 
+def _baseline(pts: Sequence[PointStats]) -> PointStats:
+    """The first of `pts` (sorted by GPUs) with completed runs: a smallest-GPU point whose runs
+    all failed has no means to divide by and must not take every ratio of its series with it.
+    Where no point completed, the first (its series then has no ratios at all)."""
+    return next((p for p in pts if p.run_ids), pts[0])
+
+
 def _pooled_rate(p: PointStats) -> float | None:
     """Samples per second over all the point's completed runs together."""
     return _div(p.mean("samples"), p.mean("runtime_s"))
@@ -258,7 +281,7 @@ def _pooled_rate(p: PointStats) -> float | None:
 def _ratio_std(p: PointStats, base: PointStats, key: str) -> float | None:
     """Spread of mean_p / mean_base: first-order propagation of both relative std's."""
     if p is base:
-        return 0.0
+        return None if p.mean(key) is None else 0.0
     a, b = p.metrics.get(key), base.metrics.get(key)
     if a is None or b is None or not a.mean or not b.mean:
         return None

@@ -19,7 +19,11 @@ from collector.config import DEFAULT_DB_URL
 from collector.errors import CollectorError
 from collector.report.analysis import StudyAnalysis, analyze, step_energy_by_point
 from collector.report.tables import (
+    baseline_notes,
     fit_rows,
+    left_out_rows,
+    pareto_lines,
+    points_notes,
     points_rows,
     series_rows,
     terminal_summary,
@@ -45,13 +49,22 @@ def html_page(sweep: str, a: StudyAnalysis, figures, n_runs: int) -> str:
         autoescape=True,  # sweep names, point ids and hardware names are user strings
         undefined=jinja2.StrictUndefined,
     )
+    points = points_rows(a)
+    cells = " ".join(c for row in points[1] for c in row)
+    left_head, left, more = left_out_rows(a)
     tables = [
-        {"title": title, "head": head, "rows": rows}
-        for title, (head, rows) in (
-            ("Points", points_rows(a)),
-            ("Series: speed-up, parallel efficiency and efficiency ratios", series_rows(a)),
-            ("Energy vs GPU-hours fits", fit_rows(a)),
+        {"title": title, "head": head, "rows": rows, "notes": notes}
+        for title, (head, rows), notes in (
+            ("Points", points, points_notes(cells)),
+            (
+                "Series: speed-up, parallel efficiency and efficiency ratios",
+                series_rows(a),
+                baseline_notes(a),
+            ),
+            ("Energy vs GPU-hours fits", fit_rows(a), []),
+            ("Runs left out of the statistics (not completed)", (left_head, left), more),
         )
+        if rows
     ]
     figs = [
         {
@@ -68,7 +81,7 @@ def html_page(sweep: str, a: StudyAnalysis, figures, n_runs: int) -> str:
         runs=n_runs,
         completed=len(a.runs),
         tables=tables,
-        pareto=", ".join(a.pareto) or "-",
+        pareto=pareto_lines(a),
         figures=figs,
     )
 

@@ -94,12 +94,14 @@ def _render(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]], out: Path
         _single(c, out, "Energy vs GPUs", f"Total energy (GPUs + CPU + DRAM where measured) per "
                 f"series. {STATS}", P.energy_vs_gpus),
         _panels(c, out, "Efficiency ratios vs GPUs",
-                "Energy, runtime and GPU-hours of each point over the series' smallest GPU count "
-                f"(the study's efficiency ratios; dotted: 1). {RATIOS}",
+                "Energy, runtime and GPU-hours of each point over the series' baseline, its "
+                "smallest GPU count with completed runs (the study's efficiency ratios; dotted: "
+                f"1). {RATIOS}",
                 [P.ratio_panel("energy_kwh", "energy"), P.ratio_panel("runtime_s", "runtime"),
                  P.ratio_panel("gpu_hours", "GPU-hours")]),
-        _single(c, out, "Speed-up vs GPUs", "Throughput (samples/s) over the series' smallest "
-                f"GPU count; dotted: ideal linear speed-up. {RATIOS}", P.speedup_vs_gpus),
+        _single(c, out, "Speed-up vs GPUs", "Throughput (samples/s) over the series' baseline "
+                f"(its smallest GPU count with completed runs); dotted: ideal linear speed-up. "
+                f"{RATIOS}", P.speedup_vs_gpus),
         _single(c, out, "Parallel efficiency vs GPUs", "Speed-up / (GPUs / baseline GPUs); "
                 f"dotted: ideal. {RATIOS}", P.parallel_efficiency_vs_gpus),
     ]  # fmt: skip
@@ -122,7 +124,8 @@ def _render(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]], out: Path
                 "slope's 95 % confidence interval (Student t, n − 2 d.o.f.) and R².",
                 P.energy_vs_gpu_hours),
         _single(c, out, "Time vs energy", "Points (colour: series; marker: GPU count) with "
-                f"the runtime-energy Pareto front (dashed). {STATS}", P.time_vs_energy),
+                "the runtime-energy Pareto front of each model and hardware (dashed). "
+                f"{STATS}", P.time_vs_energy),
         _single(c, out, "Mean power per GPU vs LBS", f"GPU energy / runtime / GPUs. {STATS}",
                 P.power_vs_lbs),
         _single(c, out, "Step-energy distribution", "Job-level energy per optimizer step, pooled "
@@ -140,7 +143,7 @@ def _render(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]], out: Path
             out,
             "Scaling study overview",
             "(a) energy, (b) speed-up and (c) parallel efficiency vs GPUs; (d) energy vs "
-            "GPU-hours with the fit; (e) time vs energy with the Pareto front; (f) accuracy vs "
+            "GPU-hours with the fit; (e) time vs energy with the Pareto fronts; (f) accuracy vs "
             f"GBS. {STATS}",
             overview,
             letters=True,

@@ -4,7 +4,8 @@
   slope in kWh per GPU-hour, with R² and the slope's 95 % confidence interval (Student t with
   n - 2 degrees of freedom on scipy's standard error: the textbook interval, not hand-rolled); and how that per-run factor goes with samples and gradient
   updates per GPU-hour (the study's explanation of why it differs between models and hardware);
-- the runtime-energy Pareto front of the points;
+- the runtime-energy Pareto front of the points, one per (model, hardware): points of different
+  models do different work, so a FourCastNet point "dominating" a ResNet50 one says nothing;
 - the distribution (mean, median, 5th / 95th percentiles) of per-step energies.
 """
 
@@ -123,6 +124,15 @@ def pareto_front(points: Sequence[PointStats]) -> list[str]:
         if not any(t2 <= t and e2 <= e and (t2 < t or e2 < e) for t2, e2, _ in cand)
     ]
     return [pid for _, _, pid in sorted(front)]
+
+
+def pareto_fronts(points: Sequence[PointStats]) -> dict[tuple[str, str], list[str]]:
+    """{(model, hardware): its points' Pareto front}, groups sorted, only those with a front."""
+    groups: dict[tuple[str, str], list[PointStats]] = defaultdict(list)
+    for p in points:
+        groups[(p.model, p.hardware)].append(p)
+    fronts = {key: pareto_front(pts) for key, pts in sorted(groups.items())}
+    return {key: front for key, front in fronts.items() if front}
 
 
 def distribution(values: Sequence[float]) -> Distribution | None:

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from collector.report.analysis import UNITS, PointStats, Stat, StudyAnalysis, accuracy_keys
-from collector.report.tables import fit_label
+from collector.report.tables import fit_label, group_name
 
 COLUMN_IN = 3.5  # one column of a two-column paper
 PAGE_IN = 7.16  # both columns
@@ -90,10 +90,6 @@ def slug(title: str) -> str:
 
 def series_names(p: PointStats) -> tuple[str, ...]:
     return p.series or (NO_SERIES,)
-
-
-def group_name(model: str, hardware: str) -> str:
-    return f"{model} on {hardware or 'unknown hardware'}"
 
 
 def new_figure(width_in: float = COLUMN_IN, height_in: float = 3.0) -> Figure:
@@ -187,7 +183,7 @@ def ratio_panel(metric: str, label: str) -> Draw:
         gpus = _series_lines(ax, c, lambda r: (r.ratios.get(metric), r.ratio_std.get(metric)))
         ax.axhline(1.0, color="0.4", ls=":", lw=1)
         log2_ticks(ax, gpus)
-        ax.set(xlabel="GPUs", ylabel=f"{label} ratio (1)", title=f"{label} / smallest GPU count")
+        ax.set(xlabel="GPUs", ylabel=f"{label} ratio (1)", title=f"{label} / baseline")
 
     return draw
 
@@ -307,23 +303,31 @@ def time_vs_energy(ax, c: Ctx) -> None:
             fmt=c.gpu_marker.get(p.gpus, "o"),
             color=c.series_color[name],
         )
-    by_id = {p.point_id: p for p in pts}
-    front = [by_id[pid] for pid in c.a.pareto if pid in by_id]
-    if front:
-        ax.plot(
-            [p.mean("runtime_s") for p in front],
-            [p.mean("energy_kwh") for p in front],
-            "--o",
-            color="k",
-            lw=1,
-            ms=9,
-            mfc="none",  # a ring around each front point: visible even for a one-point front
-            label="Pareto front",
-        )
+    _pareto_fronts(ax, c, {p.point_id: p for p in pts})
     for name in sorted({series_names(p)[0] for p in pts}):
         ax.plot([], [], "o", color=c.series_color[name], label=name)
     _gpu_key(ax, c, sorted({p.gpus for p in pts}))
     ax.set(xlabel="runtime (s)", ylabel="energy (kWh)", title="Time vs energy")
+
+
+def _pareto_fronts(ax, c: Ctx, by_id: Mapping[str, PointStats]) -> None:
+    """One dashed front per model and hardware (black where there is one, else the group's
+    colour): points of different models do different work, so no front spans them."""
+    several = len(c.a.pareto) > 1
+    for key, ids in c.a.pareto.items():
+        front = [by_id[pid] for pid in ids if pid in by_id]
+        if front:
+            name = group_name(*key)
+            ax.plot(
+                [p.mean("runtime_s") for p in front],
+                [p.mean("energy_kwh") for p in front],
+                "--o",
+                color=c.group_color.get(name, "k") if several else "k",
+                lw=1,
+                ms=9,
+                mfc="none",  # a ring around each front point: visible even for a one-point front
+                label=f"Pareto front, {name}" if several else "Pareto front",
+            )
 
 
 def power_vs_lbs(ax, c: Ctx) -> None:

@@ -3,12 +3,17 @@
 CSV files are tidy long format (one observation per row, one value per cell, numbers in full
 precision, a `unit` column where a metric has one), so `pandas.read_csv` gives analysable frames
 directly. The terminal summary is compact by default (fits 100 columns); `--wide` shows every
-column. Terminal and HTML round to 3-4 significant digits.
+column. Terminal and HTML round to 3-4 significant digits, and say what the means leave out: a
+mean over fewer runs than the point's completed ones carries " (n=k)", a series whose baseline is
+not its smallest GPU count says why, and the runs not completed are named (bounded; runs.csv and
+flags.csv have every run of the sweep, any status).
 """
 
 from __future__ import annotations
 
 import csv
+import textwrap
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,6 +21,7 @@ from collector.report.analysis import (
     RUN_METRICS,
     UNITS,
     LinearFit,
+    SeriesPoint,
     Stat,
     StudyAnalysis,
     accuracy_keys,
@@ -25,6 +31,12 @@ from collector.report.analysis import (
 from collector.report.text import text_table
 
 TERMINAL_WIDTH = 100
+LEFT_OUT_SHOWN = 20  # runs left out named in the terminal and HTML; runs.csv has them all
+N_SUFFIX = " (n={})"
+N_NOTE = (
+    "(n=k): mean over k of the point's completed runs; the others lack that metric (energy above "
+    "idle unknown, no accuracy reported, ...)"
+)
 # (header, metric) of the wide points table; the accuracy columns are added per report.
 POINT_COLUMNS = (
     ("energy kWh", "energy_kwh"),
@@ -70,6 +82,13 @@ def fmt_stat(s: Stat | None, digits: int = 4) -> str:
     return f"{fmt(s.mean, digits)} ± {fmt(s.std, 2)}"
 
 
+def fmt_point_stat(s: Stat | None, runs: int, digits: int = 4) -> str:
+    """A point's cell; a mean over fewer than its `runs` completed runs says over how many, so a
+    mean of two runs does not pass for one of the three the "runs" column counts."""
+    text = fmt_stat(s, digits)
+    return text + N_SUFFIX.format(s.n) if s is not None and 0 < s.n < runs else text
+
+
 def fit_to_width(head: list[str], rows: list[list[str]], width: int = TERMINAL_WIDTH) -> str:
     """The table, with its rightmost columns left out (and said so) until it fits `width`."""
     keep = len(head)
@@ -88,22 +107,24 @@ def _accuracy(a: StudyAnalysis) -> list[tuple[str, str]]:
 
 
 def points_rows(a: StudyAnalysis, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """One row per point. Compact, a point's runs not completed read "(+k left out)" (the summary
+    names them under that title): shorter than "not completed", it leaves the accuracy columns
+    room beside the " (n=k)" suffixes."""
     cols = list(COMPACT_POINT_COLUMNS if compact else POINT_COLUMNS) + _accuracy(a)
     ids = "point GPUs GBS runs" if compact else "point series mode GPUs nodes LBS GBS runs samples"
     head = ids.split() + [h for h, _ in cols] + ["flags"]
     digits = 3 if compact else 4
+    left = "left out" if compact else "not completed"
     rows = []
     for p in a.points:
-        runs = str(len(p.run_ids)) + (
-            f" (+{p.not_completed} not completed)" * bool(p.not_completed)
-        )
+        runs = str(len(p.run_ids)) + f" (+{p.not_completed} {left})" * bool(p.not_completed)
         if compact:
             ident = [p.point_id, str(p.gpus), str(p.global_batch_size), runs]
         else:
             shape = [p.gpus, p.nodes, p.local_batch_size, p.global_batch_size]
             ident = [p.point_id, ",".join(p.series), p.mode, *map(str, shape), runs]
             ident.append(fmt(p.mean("samples")))
-        cells = [fmt_stat(p.metrics.get(m), digits) for _, m in cols]
+        cells = [fmt_point_stat(p.metrics.get(m), len(p.run_ids), digits) for _, m in cols]
         rows.append(ident + cells + [",".join(sorted(p.flags)) or "-"])
     if compact and not any(p.flags for p in a.points):
         head, rows = head[:-1], [r[:-1] for r in rows]
@@ -154,20 +175,98 @@ def _ci(ci: tuple[float, float]) -> str:
     return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
+def points_notes(text: str) -> list[str]:
+    """The " (n=k)" suffix explained, where the points table (as shown) has one."""
+    return [N_NOTE] if "(n=" in text else []
+
+
+def baseline_notes(a: StudyAnalysis) -> list[str]:
+    """One line per series whose ratios are not to its smallest GPU count: the baseline and the
+    smaller points without a completed run it passed over."""
+    done = {p.point_id for p in a.points if p.run_ids}
+    members: dict[tuple[str, str], list[SeriesPoint]] = defaultdict(list)
+    for r in a.series:  # in GPU order within each series
+        members[(r.series, r.scaling)].append(r)
+    notes = []
+    for (name, _), rows in members.items():
+        base = rows[0].baseline_point
+        if base not in done:
+            notes.append(f"series {name}: no ratios; none of its points has a completed run")
+            continue
+        before = rows[: [r.point_id for r in rows].index(base)]
+        if before:
+            skipped = ", ".join(f"{r.point_id} ({_gpus(r.gpus)})" for r in before)
+            verb = "has" if len(before) == 1 else "have"
+            notes.append(
+                f"series {name}: ratios to {base} ({_gpus(rows[0].baseline_gpus)}); "
+                f"{skipped} {verb} no completed run"
+            )
+    return notes
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU" + "s" * (n != 1)
+
+
+def left_out_rows(a: StudyAnalysis) -> tuple[list[str], list[list[str]], list[str]]:
+    """The runs not completed, which no statistic includes: the first LEFT_OUT_SHOWN named,
+    then how many more (runs.csv lists them all, with what is known of them)."""
+    runs = a.left_out
+    rows = [
+        [r.run_id, point_id_of(r), r.tags.get("repeat") or "-", r.status]
+        for r in runs[:LEFT_OUT_SHOWN]
+    ]
+    more = len(runs) - len(rows)
+    return ["run", "point", "repeat", "status"], rows, [f"and {more} more: runs.csv"] * (more > 0)
+
+
+def group_name(model: str, hardware: str) -> str:
+    return f"{model} on {hardware or 'unknown hardware'}"
+
+
+def pareto_lines(a: StudyAnalysis) -> list[str]:
+    """Each (model, hardware)'s runtime-energy Pareto front, fastest first."""
+    return [f"{group_name(*key)}: {', '.join(ids)}" for key, ids in a.pareto.items()]
+
+
 def terminal_summary(a: StudyAnalysis, wide: bool = False) -> str:
-    """Points, series (speed-up, efficiency, ratios) and fits; compact unless `wide`."""
+    """Points, series (speed-up, efficiency, ratios), fits, Pareto fronts and the runs left out
+    of the statistics; compact unless `wide`."""
     parts = []
     for title, build in (
         ("points (mean ± sample std over repeats)", points_rows),
-        ("series: speed-up, parallel efficiency, ratios to the smallest GPU count", series_rows),
+        ("series: speed-up, parallel efficiency, ratios to the baseline", series_rows),
         ("energy vs GPU-hours", fit_rows),
     ):
         head, rows = build(a, compact=not wide)
         if not rows:
             continue
         body = text_table(head, rows) if wide else fit_to_width(head, rows)
-        parts.append(f"{title}\n{body}")
+        notes = points_notes(body) if build is points_rows else []
+        notes += baseline_notes(a) if build is series_rows else []
+        parts.append("\n".join([title, body, *_wrap(notes)]))
+    if a.pareto:
+        title = "runtime-energy Pareto front per model and hardware (fastest first)"
+        parts.append("\n".join([title, *_wrap(pareto_lines(a))]))
+    head, rows, more = left_out_rows(a)
+    if rows:
+        title = "runs left out of the statistics (not completed)"
+        parts.append("\n".join([title, text_table(head, rows), *more]))
     return "\n\n".join(parts)
+
+
+def _wrap(lines: Sequence[str]) -> list[str]:
+    """Notes at TERMINAL_WIDTH (a long series or point name must not widen the summary)."""
+    return [
+        textwrap.fill(
+            x,
+            TERMINAL_WIDTH,
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for x in lines
+    ]
 
 
 # ---- tidy CSV --------------------------------------------------------------------------------
@@ -184,10 +283,12 @@ def csv_tables(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]]) -> dic
     for p in a.points:
         ident = [p.point_id, p.model, p.hardware, p.mode, p.gpus, p.nodes]
         ident += [p.local_batch_size, p.global_batch_size, len(p.run_ids), p.not_completed]
-        for m in metrics:
-            s = p.metrics.get(m)
-            if s is not None and s.n:
-                points.append([*ident, m, UNITS.get(m, ""), s.n, s.mean, s.std])
+        rows = [
+            [*ident, m, UNITS.get(m, ""), s.n, s.mean, s.std]
+            for m in metrics
+            if (s := p.metrics.get(m)) is not None and s.n
+        ]
+        points += rows or [[*ident, "", "", 0, None, None]]  # no completed run: still counted
     series = []
     for r in a.series:
         ident = [r.series, r.scaling, r.point_id, r.gpus, r.baseline_point, r.baseline_gpus]
@@ -203,9 +304,10 @@ def csv_tables(a: StudyAnalysis, by_point: Mapping[str, Sequence[float]]) -> dic
                 fits.append([f.model, f.hardware, fit.x, fit.y, fit.n, fit.slope, lo, hi])
                 fits[-1] += [fit.intercept, fit.r2]
     runs, flags = [], []
-    for r, m in a.runs:
+    for r, m in a.all_runs:  # every status: a run left out of the statistics is named here
         ident = [r.run_id, point_id_of(r), r.tags.get("repeat", ""), r.status]
-        runs += [[*ident, k, UNITS.get(k, ""), v] for k, v in sorted(m.items()) if v is not None]
+        values = [[*ident, k, UNITS.get(k, ""), v] for k, v in sorted(m.items()) if v is not None]
+        runs += values or [[*ident, "", "", None]]
         flags += [[r.run_id, point_id_of(r), f] for f in sorted(r.flags)]
     members = [
         [p.point_id, s, k] for p in a.points for s, k in zip(p.series, p.scaling, strict=True)

@@ -61,6 +61,20 @@ def test_run_without_energy_keeps_time_metrics():
     assert m["gpu_hours"] == approx(1.0)
 
 
+def test_a_run_whose_node_energy_is_unknown_has_no_energy_metrics():
+    """GPU energy known, node energy not (a CPU or DRAM interval without energy): the node
+    metrics stay unknown rather than GPU-only, and the run drops out of the energy statistics
+    and fits; GPU power is still the GPUs'."""
+    run = make_run("r", gpus=2, energy_kwh=None, gpu_energy_kwh=0.72)
+    m = run_metrics(run)
+    assert m["energy_kwh"] is None and m["energy_per_node_kwh"] is None
+    assert m["kwh_per_gpu_hour"] is None and m["j_per_sample"] is None
+    assert m["gpu_energy_kwh"] == approx(0.72) and m["power_per_gpu_w"] == approx(360.0)
+    a = analyze([run, make_run("s", gpus=2, energy_kwh=1.0, repeat=1)])
+    (point,) = a.points
+    assert point.metrics["energy_kwh"].n == 1 and point.metrics["energy_kwh"].mean == 1.0
+
+
 def test_linear_fit_known_answer():
     fit = linear_fit([1, 2, 3, 4], [1, 3, 2, 4])
     # sxy = 4, sxx = 5, syy = 5: slope 0.8, intercept 2.5 - 0.8 * 2.5, R² = 16 / 25.
@@ -186,6 +200,56 @@ def test_weak_scaling_efficiency_is_time_ratio():
     assert rows["w4"].ratios["samples"] == approx(4.0)
 
 
+def test_baseline_is_the_smallest_gpu_point_with_completed_runs():
+    """f1 has only a failed run: the series' ratios are to f2, not lost with f1's missing means;
+    f1 stays in the series with no ratios."""
+    runs = [
+        make_run("f1.r0", gpus=1, point="f1", series="f8", status="failed"),
+        make_run("f2.r0", gpus=2, point="f2", series="f8", duration_s=30, energy_kwh=1.0),
+        make_run("f2.r1", gpus=2, point="f2", series="f8", duration_s=34, energy_kwh=1.2),
+        make_run("f4.r0", gpus=4, point="f4", series="f8", duration_s=20, energy_kwh=1.4),
+        make_run("f4.r1", gpus=4, point="f4", series="f8", duration_s=23, energy_kwh=1.6),
+    ]
+    rows = {r.point_id: r for r in analyze(runs).series}
+    assert list(rows) == ["f1", "f2", "f4"]
+    assert {(r.baseline_point, r.baseline_gpus) for r in rows.values()} == {("f2", 2)}
+    assert rows["f2"].speedup == approx(1.0) and rows["f2"].ratio_std["energy_kwh"] == 0.0
+    assert rows["f4"].speedup == approx(32 / 21.5)
+    assert rows["f4"].parallel_efficiency == approx(32 / 21.5 / 2)
+    assert rows["f4"].ratios["energy_kwh"] == approx(1.5 / 1.1)
+    f1 = rows["f1"]
+    assert f1.speedup is None and f1.parallel_efficiency is None
+    assert not any(v is not None for v in [*f1.ratios.values(), *f1.ratio_std.values()])
+
+
+def test_series_without_any_completed_run_has_no_ratios():
+    runs = [
+        make_run("a", gpus=1, point="g1", status="failed"),
+        make_run("b", gpus=2, point="g2", status="interrupted"),
+    ]
+    rows = analyze(runs).series
+    assert [r.point_id for r in rows] == ["g1", "g2"]
+    assert all(r.speedup is None and r.speedup_std is None for r in rows)
+    assert all(v is None for r in rows for v in [*r.ratios.values(), *r.ratio_std.values()])
+
+
+def test_every_run_is_kept_with_its_status():
+    runs = [
+        make_run("ok", point="p"),
+        make_run("bad", point="p", status="failed", duration_s=60),
+        make_run("open", point="q", status="running", energy_kwh=None),
+    ]
+    a = analyze(runs)
+    assert [r.run_id for r, _ in a.runs] == ["ok"]  # the statistics: completed runs only
+    assert [(r.run_id, r.status) for r, _ in a.all_runs] == [
+        ("ok", "completed"),
+        ("bad", "failed"),
+        ("open", "running"),
+    ]
+    assert [r.run_id for r in a.left_out] == ["bad", "open"]
+    assert dict((r.run_id, m["runtime_s"]) for r, m in a.all_runs)["bad"] == 60
+
+
 def test_point_shared_by_two_series_appears_in_both():
     runs = [
         make_run("a", gpus=1, lbs=8, point="g1-l8-b8", series="gbs8,lbs8", scaling="strong,weak"),
@@ -211,8 +275,25 @@ def test_pareto_front_known_answer():
         make_run("F", point="F", duration_s=40, energy_kwh=None),  # no energy: not a candidate
     ]
     a = analyze(runs)
-    assert a.pareto == ["E", "A", "B"]
+    assert a.pareto == {("resnet50", "NVIDIA H100"): ["E", "A", "B"]}
     assert pareto_front(a.points) == ["E", "A", "B"]
+
+
+def test_pareto_front_per_model_and_hardware():
+    """A FourCastNet point faster and cheaper than every ResNet50 one does not take the ResNet50
+    front away: they do different work, so one front per model and hardware."""
+    runs = [
+        make_run("f", point="f", model="fourcastnet", duration_s=5, energy_kwh=1),
+        make_run("A", point="A", duration_s=10, energy_kwh=5),
+        make_run("B", point="B", duration_s=20, energy_kwh=3),
+        make_run("C", point="C", duration_s=15, energy_kwh=6),  # dominated by A
+        make_run("h", point="h", hardware="NVIDIA A100", duration_s=30, energy_kwh=9),
+    ]
+    assert analyze(runs).pareto == {
+        ("fourcastnet", "NVIDIA H100"): ["f"],
+        ("resnet50", "NVIDIA A100"): ["h"],
+        ("resnet50", "NVIDIA H100"): ["A", "B"],
+    }
 
 
 def test_untagged_runs_group_by_shape_and_accuracy_carried():

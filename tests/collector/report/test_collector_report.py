@@ -193,7 +193,9 @@ def test_fits_csv_matches_a_direct_fit_with_its_confidence_interval(report):
 def test_runs_and_step_energy_csv(report):
     _, out = report
     runs = tidy(out / "runs.csv")
-    assert {r["run_id"] for r in runs} == {f"g{g}r{r}" for g in (1, 2, 4) for r in (0, 1)}
+    completed = {f"g{g}r{r}" for g in (1, 2, 4) for r in (0, 1)}
+    assert {r["run_id"] for r in runs} == completed | {"broken"}  # every run of the sweep
+    assert {r["status"] for r in runs if r["run_id"] == "broken"} == {"failed"}
     energy = {r["run_id"]: r for r in runs if r["metric"] == "energy_kwh"}
     assert (
         float(energy["g1r0"]["value"]) == pytest.approx(0.009) and energy["g1r0"]["unit"] == "kWh"
@@ -248,7 +250,7 @@ def test_terminal_summary_fits_100_columns_and_wide_shows_everything(tmp_path):
 def test_report_of_a_sweep_without_completed_runs_still_renders(tmp_path):
     runs = [make_run("a", status="failed"), make_run("b", status="running", energy_kwh=None)]
     result = build_report("empty", runs, {}, tmp_path)
-    assert "0 (+2 not completed)" in result.table
+    assert "0 (+2 left out)" in result.table
     assert all(p.exists() for p in result.files)
     assert tidy(tmp_path / "fits.csv") == []
 
