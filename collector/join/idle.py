@@ -178,6 +178,7 @@ class IdleTracker:
         self._bucket: list[float] = []  # 1 s averages of the open bucket
         self._bucket_start: int | None = None
         self.history: deque[IdleBucket] = deque()
+        self._starts: set[int] = set()  # start_ns of the buckets in history (_hold)
         self._min_clock: float | None = None
         self.idle_power_w: float | None = None  # None: no trustworthy idle yet
         self.measured_ns: int | None = None
@@ -220,7 +221,7 @@ class IdleTracker:
     def load(self, buckets: list[IdleBucket]) -> None:
         """History from the database (a restart); recomputes the idle power."""
         for b in sorted(buckets, key=lambda b: b.start_ns):
-            self.history.append(b)
+            self._hold(b)
         if self.history:
             self._estimate(self.history[-1].start_ns)
 
@@ -278,13 +279,26 @@ class IdleTracker:
             float(np.median(values)),
         )
         self._bucket, self._bucket_start = [], None
-        self.history.append(bucket)
+        if not self._hold(bucket):
+            return False
         self.new_buckets.append(bucket)
         return self._estimate(start_ns)
 
+    def _hold(self, bucket: IdleBucket) -> bool:
+        """Add a bucket to the history unless one starting at the same time is there: the same
+        idle seconds judged again (a stream read anew from an older position, after its buckets
+        were loaded from the database) would otherwise count twice in the median, and the
+        fresh readings outvote the stored history twice as fast. The database keeps one bucket
+        per (device, start) as well, so a restart sees the same history."""
+        if bucket.start_ns in self._starts:
+            return False
+        self._starts.add(bucket.start_ns)
+        self.history.append(bucket)
+        return True
+
     def _estimate(self, now_ns: int) -> bool:
         while self.history and self.history[0].start_ns < now_ns - self.history_ns:
-            self.history.popleft()
+            self._starts.discard(self.history.popleft().start_ns)
         seconds = sum(b.seconds for b in self.history)
         if seconds < self.min_s:
             return False

@@ -28,6 +28,8 @@ from tests.collector.join.test_collector_join import CFG, busy_device, feed
 from tests.collector.synth import MS, T0, S, SynthDevice, node, run_markers
 from tests.collector.test_collector_service import config, rows
 
+HISTORY_MINUTES = 300  # stored idle history (within the 6 h the collector reads back)
+
 
 def reading(t: int, w: float, util: float | None = 0.0, clock: float | None = 345.0):
     return ReadingRec(0, "gpu-0", t, False, w, None, None, util, None, None, 40.0, clock)
@@ -138,6 +140,37 @@ def test_idle_history_survives_a_restart(db_url):
     engine.dispose()
 
 
+def test_idle_seconds_judged_again_after_a_load_count_once():
+    """A stream read anew from an older position (its cursor gone) brings readings whose
+    buckets were stored and loaded back: each counts once, as the database keeps it, and the
+    few fresh seconds do not outvote the history twice over."""
+    idle = [reading(T0 + i * 20 * MS, 70.0) for i in range(5 * 50 + 1)]  # 5 s at 70 W
+    first = IdleTracker(guard_ns=S, min_s=1.0, bucket_ns=S)
+    for r in idle:
+        first.add(r)
+    first.refresh(T0 + 10 * S, 0)
+    seen = first.take_buckets()
+    assert len(seen) == 4
+    # 6 stored minutes at 61.5 W hold the median against 4 fresh seconds, not against 8
+    older = [IdleBucket(T0 - (6 - k) * 60 * S, 60, 61.5, 62.0) for k in range(6)]
+    again = IdleTracker(guard_ns=S, min_s=1.0, bucket_ns=S)
+    again.load(older + seen)
+    for r in idle:  # the same readings, judged again
+        again.add(r)
+    again.refresh(T0 + 10 * S, 0)
+    assert list(again.history) == older + seen and again.take_buckets() == []
+    assert again.idle_power_w == pytest.approx(61.5)
+
+
+def wait_for_nodes(engine, timeout_s: float = 30.0) -> list:
+    """The stored nodes once there are any: Collector.flush waits for what was received, which
+    is nothing yet while the daemon's stream is still connecting (a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while not (stored := store_reads.nodes(engine)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stored
+
+
 @pytest.mark.slow
 def test_idle_history_follows_a_daemon_onto_a_new_address(start_sim_daemon, tmp_path):
     """A node whose daemon comes back on an address the database never saw (a new port, a
@@ -149,12 +182,19 @@ def test_idle_history_follows_a_daemon_onto_a_new_address(start_sim_daemon, tmp_
     engine = create_db_engine(db)
     migrate(engine)
     cfg = config([daemon.address], db)
-    with create_collector(cfg) as c:  # learns the node and its devices, no idle yet
-        c.flush()
-        uuids = [d.uuid for d in store_reads.nodes(c.engine)[0].devices]
-        hostname = store_reads.nodes(c.engine)[0].hostname
+    with create_collector(cfg) as c:  # learns the node and its devices
+        (stored,) = wait_for_nodes(c.engine)
+        uuids = [d.uuid for d in stored.devices]
+        hostname = stored.hostname
     batch = WriteBatch()
-    buckets = tuple(IdleBucket(time.time_ns() - (5 - k) * 60 * S, 60, 61.5, 62.0) for k in range(5))
+    # Hours of minute buckets, as a device read for long has: the second collector re-reads
+    # the daemon's whole buffer (no cursor), one 1 s bucket per idle second at the sim's 70 W,
+    # and however late a loaded machine starts the run, those few cannot outvote the history
+    now = time.time_ns()
+    buckets = tuple(
+        IdleBucket(now - (HISTORY_MINUTES - k) * 60 * S, 60, 61.5, 62.0)
+        for k in range(HISTORY_MINUTES)
+    )
     for uuid in uuids:
         batch.idle_updates.append(IdleUpdate(uuid, 61.5, time.time_ns(), buckets))
     Store(engine).write(batch)
