@@ -116,6 +116,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="join", daemon=True)
         self._run_energy_done: dict[str, float] = {}  # run_id -> J of its emitted run intervals
+        self._run_devices: dict[str, dict[str, int]] = {}  # run_id -> device -> rank counted
         self._progress_ns = 0
         self.idle = threading.Event()  # set while the queue is empty and all output handed on
 
@@ -251,7 +252,7 @@ class Pipeline:
         batch.rank_updates.extend(out.rank_updates)
         batch.idle_updates.extend(out.idle_updates)
         for i in out.intervals:
-            if i.kind == "run" and i.energy_j is not None:
+            if i.kind == "run" and i.energy_j is not None and self._first_run_device(i):
                 self._run_energy_done[i.run_id] = (
                     self._run_energy_done.get(i.run_id, 0.0) + i.energy_j
                 )
@@ -272,6 +273,16 @@ class Pipeline:
                 self.live.readings_late_total += out.readings_late
                 self.live.clock_steps_total += out.clock_steps
 
+    def _first_run_device(self, i) -> bool:
+        """False for a run interval of a device another rank of the run already gave its run
+        energy: ranks sharing a GPU each measure all of it, and the run counts it once (as
+        store.queries does). The same rank's next session (a resumed run) still adds its own.
+        Bounded with the runs it follows."""
+        owner = self._run_devices.setdefault(i.run_id, {})
+        while len(self._run_devices) > self.joiner.cfg.max_runs:
+            del self._run_devices[next(iter(self._run_devices))]
+        return owner.setdefault(i.device_uuid, i.rank) == i.rank
+
     def _update_runs(self, now_ns: int) -> None:
         open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}
         for p in self.joiner.progress(self.live.shown_runs()):
@@ -283,3 +294,4 @@ class Pipeline:
         self.joiner.forget_runs(set(gone))
         for run_id in gone:
             self._run_energy_done.pop(run_id, None)
+            self._run_devices.pop(run_id, None)

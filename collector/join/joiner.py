@@ -483,6 +483,7 @@ class Joiner(MarkerIntake, StreamOrder):
         (computed only for the runs in `only` when given; 0 for the others)."""
         energy: dict[str, float] = {}
         at_cov: dict[str, float | None] = {}  # per device: E at its newest reading
+        counted: set[tuple[str, str]] = set()  # a GPU ranks share counts once per run
         for node in self._nodes.values():
             self._flush(node)
             for p in node.pending.values():
@@ -493,6 +494,9 @@ class Joiner(MarkerIntake, StreamOrder):
                 ):
                     continue
                 for uuid in p.devices:
+                    if (p.key[0], uuid) in counted:
+                        continue
+                    counted.add((p.key[0], uuid))
                     acc, dev = p.accs.get(uuid), self._devices[uuid]
                     cut = acc.cut_ns if acc is not None else p.start.time_ns
                     cov = dev.covered()

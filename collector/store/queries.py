@@ -138,32 +138,53 @@ def _run_energy(conn: Connection, ids: list[str]) -> dict[str, dict]:
     near-worst-case bound, not a sigma, and the bounds' errors are not independent (a node's
     counters update in step, ranks run the same work), so root-sum-square would understate it.
     Also per run: the lowest rank's GPU run interval (start, end, time it ran) for the time a
-    resumed run spent between its sessions."""
+    resumed run spent between its sessions, and how many ranks' GPU intervals are stored.
+    A device several ranks share counts once (_first_per_device)."""
     out: dict[str, dict] = {}
     for kind in ("run", "epoch"):
         rows = conn.execute(
             select(Interval.run_id, Device.kind, Interval.energy_j, Interval.active_energy_j,
                    Interval.uncertainty_j, Interval.flags, Interval.rank, Interval.start_ns,
-                   Interval.end_ns, Interval.duration_s)
+                   Interval.end_ns, Interval.duration_s, Interval.device_id, Interval.epoch)
             .join(Device, Device.id == Interval.device_id)
             .where(Interval.run_id.in_([i for i in ids if i not in out]), Interval.kind == kind)
+            .order_by(Interval.rank)
         )  # fmt: skip
-        for run_id, dev_kind, e, active, u, flags, rank, start, end, secs in rows:
+        seen: set[tuple] = set()
+        for run_id, dev_kind, e, active, u, flags, rank, start, end, secs, dev, epoch in rows:
             acc = out.setdefault(run_id, {"gpu": [], "cpu": [], "active": [], "u": 0.0,
-                                          "flags": set(), "partial": kind == "epoch"})  # fmt: skip
+                                          "flags": set(), "partial": kind == "epoch",
+                                          "gpu_ranks": 0})  # fmt: skip
+            acc["flags"] |= _flags([flags])
+            if dev_kind == "gpu":
+                acc["gpu_ranks"] += 1
+                if kind == "run" and rank < acc.get("lead", (rank + 1,))[0]:
+                    acc["lead"] = (rank, start, end, secs)
+            if not _first_per_device(seen, (run_id, epoch, dev), acc["flags"]):
+                continue
             acc["gpu" if dev_kind == "gpu" else "cpu"].append(e)
             if dev_kind == "gpu":
                 acc["active"].append(active)
-                if kind == "run" and rank < acc.get("lead", (rank + 1,))[0]:
-                    acc["lead"] = (rank, start, end, secs)
             acc["u"] += u or 0.0
-            acc["flags"] |= _flags([flags])
     for run_id, flags in conn.execute(  # steps' and epochs' flags too: a late or gappy step
         select(Interval.run_id, Interval.flags)
         .where(Interval.run_id.in_(list(out)), Interval.flags != "").distinct()
     ):  # fmt: skip
         out[run_id]["flags"] |= _flags([flags])
     return out
+
+
+def _first_per_device(seen: set[tuple], key: tuple, flags: set[str]) -> bool:
+    """True for the first interval of a device at `key` (run, epoch or step, device), rows in
+    rank order; False for the same device's interval under another rank, and the flags then
+    say `shared_device`. Ranks that share one GPU (MIG slices, or CUDA_VISIBLE_DEVICES /
+    LOCAL_RANK alike by mistake) each measure the whole GPU: summed over ranks, the job's
+    energy was that GPU's twice. The lowest rank's interval stands for the device."""
+    if key in seen:
+        flags.add("shared_device")
+        return False
+    seen.add(key)
+    return True
 
 
 def _final_metrics(conn: Connection, ids: list[str]) -> dict[str, dict[str, float]]:
@@ -194,7 +215,7 @@ def _summary(r, energy, steps, epochs, last_seen, ranks, metrics, names) -> RunS
         gpu, cpu = _sum(energy["gpu"]), _sum(energy["cpu"]) if energy["cpu"] else None
         active, u = _sum(energy["active"]), energy["u"]
         # a rank's run still open, or a resumed run's new session under way
-        partial = energy["partial"] or len(energy["gpu"]) < world or r.status == "running"
+        partial = energy["partial"] or energy["gpu_ranks"] < world or r.status == "running"
         flags = frozenset(energy["flags"]) | ({"partial"} if partial else set())
     # node energy = GPUs + CPU + DRAM where measured: a CPU or DRAM interval stored without
     # energy makes it unknown (as a GPU's does), never GPU-only under the same name
@@ -240,9 +261,10 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
     with _connect(db) as conn:
         intervals = conn.execute(
             select(Interval.epoch, Interval.start_ns, Interval.end_ns, Interval.energy_j,
-                   Interval.active_energy_j, Interval.flags, Device.kind)
+                   Interval.active_energy_j, Interval.flags, Device.kind, Interval.device_id)
             .join(Device, Device.id == Interval.device_id)
             .where(Interval.run_id == run_id, Interval.kind == "epoch")
+            .order_by(Interval.rank)
         ).all()  # fmt: skip
         markers = conn.execute(
             select(Marker.epoch, Marker.rank, Marker.kind, Marker.time_ns, Marker.metrics)
@@ -268,14 +290,16 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
         start = min((r.start_ns for r in rows), default=b.get("epoch_start", b.get("epoch_end")))
         end = max((r.end_ns for r in rows), default=b.get("epoch_end", start))
         duration_s = (end - start) / 1e9
-        energy = _sum([r.energy_j for r in rows])
+        flags, seen = set(_flags(r.flags for r in rows)), set()
+        once = [r for r in rows if _first_per_device(seen, (r.device_id,), flags)]
+        energy = _sum([r.energy_j for r in once])
         out.append(EpochSummary(
             run_id=run_id, epoch=epoch, start_ns=start, end_ns=end, duration_s=duration_s,
             steps=steps.get(epoch, 0), energy_j=energy,
-            active_energy_j=_sum([r.active_energy_j for r in rows if r.kind == "gpu"]),
+            active_energy_j=_sum([r.active_energy_j for r in once if r.kind == "gpu"]),
             avg_power_w=energy / duration_s if energy is not None and duration_s > 0 else None,
             metrics=b.get("metrics", {}),
-            flags=_flags(r.flags for r in rows) | _partial(rows, world),
+            flags=frozenset(flags) | _partial(rows, world),
         ))  # fmt: skip
     return out
 
@@ -294,6 +318,8 @@ def _partial(rows, world: int) -> frozenset[str]:
 def job_steps(db: Db, run_id: str) -> list[JobStep]:
     with _connect(db) as conn:
         world = _world_size(conn, run_id)
+        if _shared_step_devices(conn, run_id):
+            return _job_steps_once_per_device(conn, run_id, world)
         rows = conn.execute(
             select(Interval.step, func.max(Interval.epoch), func.min(Interval.start_ns),
                    func.max(Interval.end_ns), func.count(), func.sum(Interval.energy_j),
@@ -328,6 +354,44 @@ def job_steps(db: Db, run_id: str) -> list[JobStep]:
     ]
 
 
+def _shared_step_devices(conn: Connection, run_id: str) -> set[int]:
+    """Devices whose step intervals more than one rank of the run has (_first_per_device)."""
+    return set(conn.scalars(
+        select(Interval.device_id)
+        .where(Interval.run_id == run_id, Interval.kind == "step")
+        .group_by(Interval.device_id).having(func.count(distinct(Interval.rank)) > 1)
+    ))  # fmt: skip
+
+
+def _job_steps_once_per_device(conn: Connection, run_id: str, world: int) -> list[JobStep]:
+    """job_steps where ranks share a device: summed in Python, each device once per step (the
+    lowest rank's interval), flagged shared_device. Only such runs pay for it."""
+    rows = conn.execute(
+        select(Interval.step, Interval.epoch, Interval.start_ns, Interval.end_ns,
+               Interval.device_id, Interval.energy_j, Interval.uncertainty_j,
+               Interval.active_energy_j, Interval.coverage, Interval.flags)
+        .where(Interval.run_id == run_id, Interval.kind == "step")
+        .order_by(Interval.step, Interval.rank)
+    ).all()  # fmt: skip
+    by_step: dict[int, list] = defaultdict(list)
+    for row in rows:
+        by_step[row.step].append(row)
+    out = []
+    for step, group in by_step.items():
+        flags, seen = set(_flags(r.flags for r in group)), set()
+        once = [r for r in group if _first_per_device(seen, (r.device_id,), flags)]
+        start, end = min(r.start_ns for r in group), max(r.end_ns for r in group)
+        if len(group) < world:
+            flags.add("partial")
+        out.append(JobStep(
+            step, max(r.epoch for r in group), start, end, (end - start) / 1e9, len(group),
+            _sum([r.energy_j for r in once]), sum(r.uncertainty_j or 0.0 for r in once),
+            frozenset(flags), _sum([r.active_energy_j for r in once]),
+            min(r.coverage for r in group),
+        ))  # fmt: skip
+    return out
+
+
 def rank_steps(db: Db, run_id: str, rank: int | None = None) -> list[RankStep]:
     query = (
         select(Interval.rank, Interval.step, Interval.epoch, Interval.start_ns, Interval.end_ns,
@@ -341,7 +405,19 @@ def rank_steps(db: Db, run_id: str, rank: int | None = None) -> list[RankStep]:
         query = query.where(Interval.rank == rank)
     with _connect(db) as conn:
         rows = conn.execute(query).all()
-    return [RankStep(*row[:10], _flags([row[10]]), row[11]) for row in rows]
+        shared = {u for u, in conn.execute(
+            select(Device.uuid).where(Device.id.in_(_shared_step_devices(conn, run_id)))
+        )} if rows else set()  # fmt: skip
+    return [
+        RankStep(*row[:10], _flags([row[10]]) | _shared_flag(row[11] in shared), row[11])
+        for row in rows
+    ]
+
+
+def _shared_flag(shared: bool) -> frozenset[str]:
+    """A rank's own step on a GPU other ranks of the run use too: its energy is the whole
+    GPU's, theirs included (the job's sums count it once: _first_per_device)."""
+    return frozenset({"shared_device"}) if shared else frozenset()
 
 
 def step_energies(db: Db, run_id: str) -> list[float]:

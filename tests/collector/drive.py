@@ -46,25 +46,30 @@ def run_job(
     gap_s: float = 0.03,
     ranks: tuple[int, ...] = (0,),
     on_step=None,
+    gpu_of: dict[int, int] | None = None,
 ) -> list[int]:
-    """RUN_START .. RUN_END with `steps` steps per epoch for each rank (rank r on GPU r)."""
+    """RUN_START .. RUN_END with `steps` steps per epoch for each rank (rank r on GPU r, or on
+    GPU gpu_of[r]: its local rank)."""
     s = MarkerSender(address)
+    gpu = gpu_of or {r: r for r in ranks}
     cfg = pb.RunConfig(world_size=len(ranks), nodes=1, model="resnet50", dataset="synthetic",
                        global_batch_size=8 * len(ranks), local_batch_size=8, accumulation_steps=1,
                        epochs=epochs, steps_per_epoch=steps, device_name="sim",
                        tags={"sweep": "test"})  # fmt: skip
     times, n = [], 0
     for r in ranks:
-        times.append(s.send(pb.RUN_START, run_id, r, local_rank=r, config=cfg))
+        times.append(s.send(pb.RUN_START, run_id, r, local_rank=gpu[r], config=cfg))
     for e in range(epochs):
         for r in ranks:
-            s.send(pb.EPOCH_START, run_id, r, e, local_rank=r)
+            s.send(pb.EPOCH_START, run_id, r, e, local_rank=gpu[r])
         for _ in range(steps):
             for r in ranks:
-                s.send(pb.STEP_START, run_id, r, e, n, local_rank=r)
+                s.send(pb.STEP_START, run_id, r, e, n, local_rank=gpu[r])
             time.sleep(step_s)
             for r in ranks:
-                s.send(pb.STEP_END, run_id, r, e, n, local_rank=r, metrics={"loss": 1.0 / (n + 1)})
+                s.send(
+                    pb.STEP_END, run_id, r, e, n, local_rank=gpu[r], metrics={"loss": 1.0 / (n + 1)}
+                )
             if on_step:
                 on_step(n)
             n += 1
@@ -75,7 +80,7 @@ def run_job(
                 run_id,
                 r,
                 e,
-                local_rank=r,
+                local_rank=gpu[r],
                 metrics={"top1_error": 0.9 - 0.1 * e, "samples": 8.0 * steps},
             )
     for r in ranks:
@@ -84,7 +89,7 @@ def run_job(
                 pb.RUN_END,
                 run_id,
                 r,
-                local_rank=r,
+                local_rank=gpu[r],
                 status=pb.RUN_STATUS_COMPLETED,
                 metrics={"markers_dropped": 0.0},
             )

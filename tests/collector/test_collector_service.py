@@ -11,6 +11,7 @@ from collector.config import CollectorConfig
 from collector.energy.counter import PHASE_HISTORY_S
 from collector.service import create_collector
 from collector.store.models import Device, Interval, Marker, Reading, StreamGap
+from collector.store.queries import run_summary
 from power_daemon.config import SimParams
 from tests.collector.drive import run_job, wait_for_intervals
 
@@ -154,3 +155,25 @@ def test_items_the_daemon_lost_while_the_collector_was_down_are_a_gap(start_sim_
         (gap,) = rows(c.engine, StreamGap)
         assert c.live.daemons[0].missed_total == gap.items
     assert gap.kind == "missed" and gap.items > 1000 and gap.previous_boot is None
+
+
+def test_two_ranks_on_one_gpu_count_it_once_in_sql_and_in_the_live_metrics(sim_daemon, db_url):
+    """Two ranks whose local rank is the same (one GPU): each rank's interval holds the whole
+    GPU's energy, and the run counts it once, flagged shared_device; the live Prometheus
+    counter agrees with SQL (it added both ranks' run intervals, twice the GPU)."""
+    from tests.collector.metrics.test_collector_metrics_energy import scrape
+
+    with create_collector(config([sim_daemon.address], db_url)) as c:
+        run_job(sim_daemon.address, "one-gpu", epochs=1, steps=3, ranks=(0, 1), gpu_of={0: 0, 1: 0})
+        assert wait_for_intervals(c.engine, "one-gpu", "run", 2) >= 2
+        c.pipeline._progress_ns = 0  # refresh run progress on the next poll
+        c.flush()
+        runs = rows(c.engine, Interval, Interval.kind == "run", Interval.run_id == "one-gpu")
+        gpu_rows = [r for r in runs if r.device_id == runs[0].device_id]
+        assert len(gpu_rows) == 2 and {r.rank for r in gpu_rows} == {0, 1}
+        sql = run_summary(c.engine, "one-gpu")
+        lowest = min(gpu_rows, key=lambda r: r.rank)
+        assert sql.gpu_energy_j == pytest.approx(lowest.energy_j, rel=1e-12)
+        assert "shared_device" in sql.flags
+        live = scrape(c.metrics_port)["parawatt_run_energy_joules_total"]["one-gpu"][1]
+        assert live == pytest.approx(sql.energy_j, rel=1e-9)

@@ -167,8 +167,11 @@ def test_a_node_part_without_energy_leaves_the_run_energy_unknown(engine):
     it) makes the node energy unknown, as a GPU's does: GPU-only energy under the name of
     node energy undercounted by every CPU and DRAM joule, in the report's energy per sample
     and its fits, with nothing but a flag to say so."""
-    _write(engine, [IntervalRec("r1", 1, "cpu-0", "run", 0, 0, T0, T0 + 10 * S, None, None,
-                                "none", None, 0.0, None, None, 0.5, frozenset({"incomplete"}))])  # fmt: skip
+    b = WriteBatch()  # rank 1's node, whose CPU package's readings did not cover the run
+    b.nodes["b2"] = NodeRec("n2", "b2", devices=(DeviceRec(0, "cpu-1", "pkg", "cpu"),))
+    b.intervals = [IntervalRec("r1", 1, "cpu-1", "run", 0, 0, T0, T0 + 10 * S, None, None,
+                               "none", None, 0.0, None, None, 0.5, frozenset({"incomplete"}))]  # fmt: skip
+    Store(engine).write(b)
     (r,) = queries.run_summaries(engine)
     assert r.gpu_energy_j == 6000.0  # the GPUs' own energy is still known
     assert r.cpu_energy_j is None and r.energy_j is None
@@ -187,3 +190,59 @@ def test_a_job_step_with_one_rank_s_energy_unknown_has_no_energy(engine):
     assert steps[6].energy_j is None and steps[6].ranks == 2 and "incomplete" in steps[6].flags
     assert [s.energy_j for s in steps[:6]] == [601.0 + 2 * k for k in range(6)]
     assert queries.step_energies(engine, "r1") == [601.0 + 2 * k for k in range(6)]
+
+
+@pytest.fixture
+def shared(db_url):
+    """Run "sh": two ranks on one GPU (both LOCAL_RANK 0: each also got the node's CPU), each
+    with the same run, epoch and step intervals, as the join gives every rank its device's."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    b = WriteBatch()
+    b.nodes["b1"] = NodeRec("n1", "b1", devices=(DeviceRec(0, "gpu-0", "H100", "gpu"),
+                                                 DeviceRec(1, "cpu-0", "pkg", "cpu")))  # fmt: skip
+    cfg = RunConfigRec(world_size=2, nodes=1, global_batch_size=8, local_batch_size=4)
+    ms = []
+    for rank in (0, 1):
+        kw = dict(run_id="sh", rank=rank, device_uuid="gpu-0", local_rank=0)
+        ms += [marker("run_start", T0, config=cfg, **kw),
+               marker("step_start", T0 + S, epoch=0, step=0, **kw),
+               marker("step_end", T0 + 2 * S, epoch=0, step=0, **kw),
+               marker("run_end", T0 + 3 * S, status="completed", **kw)]  # fmt: skip
+    b.markers = [("b1", m) for m in ms]
+
+    def iv(kind, rank, uuid, start, end, e):
+        return IntervalRec("sh", rank, uuid, kind, 0, 0, start, end, e, 0.8 * e, "counter",
+                           e, 0.5, e / ((end - start) / 1e9), e, 1.0, frozenset())  # fmt: skip
+
+    b.intervals = [
+        x for rank in (0, 1) for x in (
+            iv("run", rank, "gpu-0", T0, T0 + 3 * S, 900.0),
+            iv("run", rank, "cpu-0", T0, T0 + 3 * S, 150.0),
+            iv("epoch", rank, "gpu-0", T0 + S, T0 + 2 * S, 300.0),
+            iv("epoch", rank, "cpu-0", T0 + S, T0 + 2 * S, 50.0),
+            iv("step", rank, "gpu-0", T0 + S, T0 + 2 * S, 300.0),
+        )
+    ]  # fmt: skip
+    Store(engine).write(b)
+    yield engine
+    engine.dispose()
+
+
+def test_a_gpu_two_ranks_share_is_counted_once_and_flagged(shared):
+    """Two ranks on one GPU (CUDA_VISIBLE_DEVICES or LOCAL_RANK set alike by mistake, or MIG
+    slices of one GPU) each measure the whole GPU: summed over ranks, the job's energy was
+    that GPU's twice. Each device counts once, and the run says its ranks shared one."""
+    (r,) = queries.run_summaries(shared)
+    assert r.gpu_energy_j == 900.0 and r.cpu_energy_j == 150.0 and r.energy_j == 1050.0
+    assert r.active_energy_j == pytest.approx(720.0)
+    assert "shared_device" in r.flags and "partial" not in r.flags
+    (e,) = queries.epoch_summaries(shared, "sh")
+    assert e.energy_j == 350.0 and "shared_device" in e.flags and "partial" not in e.flags
+    (s,) = queries.job_steps(shared, "sh")
+    assert s.energy_j == 300.0 and s.ranks == 2 and "shared_device" in s.flags
+    assert s.active_energy_j == pytest.approx(240.0)
+    assert queries.step_energies(shared, "sh") == [300.0]
+    ranks = queries.rank_steps(shared, "sh")
+    assert [x.energy_j for x in ranks] == [300.0, 300.0]  # each rank's own view: its GPU's
+    assert all("shared_device" in x.flags for x in ranks)
