@@ -5,7 +5,10 @@
    the batch is taken) and for validation (an implausible marker refuses its whole batch);
 3. runs: a collector's ingest lag (now minus the newest reading the join has seen) while RUNS
    runs start on one daemon within a minute; max and at the end;
-4. dead: the join's CPU for 100 s of one GPU's readings while DEAD runs killed without their
+4. flood: RUN_STARTs sent as fast as a daemon takes them (batches of 1000): run starts written per
+   second, and how far the stored readings lag behind meanwhile (now minus the newest reading in
+   the database; before bulk run starts, 30,000 left readings unwritten for minutes);
+5. dead: the join's CPU for 100 s of one GPU's readings while DEAD runs killed without their
    end (run and epoch intervals open for good) are held, against none held (pure join).
 
 The daemon is a real `power-daemon serve` process (sim backend); the collector runs in this
@@ -13,6 +16,7 @@ process exactly as `collector serve` builds it, into SQLite.
 
     .venv/bin/python bench/bench_hostile.py                  # 100,000 bodies, 10,000 runs
     .venv/bin/python bench/bench_hostile.py --garbage 5000 --runs 1000   # quick
+    .venv/bin/python bench/bench_hostile.py --only flood --flood 30000
 """
 
 from __future__ import annotations
@@ -152,6 +156,45 @@ def runs(workdir: Path, n_runs: int, within_s: float) -> None:
         d.kill()
 
 
+def flood(workdir: Path, n_runs: int, timeout_s: float = 300.0) -> None:
+    from sqlalchemy import func, select
+
+    from collector.store.models import Reading, Run
+
+    with DaemonProcess(workdir) as d, grpc.insecure_channel(d.address) as channel:
+        stub = pb_grpc.PowerDaemonStub(channel)
+        cfg = CollectorConfig(daemons=(d.address,), db_url=f"sqlite:///{workdir}/flood.db",
+                              metrics_listen=None)  # fmt: skip
+        with create_collector(cfg) as c:
+            time.sleep(3)  # readings flowing
+            t0 = time.perf_counter()
+            for b in range(0, n_runs, 1000):
+                now = time.time_ns()
+                ms = [pb.Marker(run_id=f"fs-{i:06d}", kind=pb.RUN_START, time_ns=now,
+                                run_token=secrets.token_bytes(32),
+                                config=pb.RunConfig(world_size=1, model="m"))
+                      for i in range(b, min(n_runs, b + 1000))]  # fmt: skip
+                stub.SendMarkers(pb.MarkerBatch(markers=ms), timeout=30)
+            sent_s = time.perf_counter() - t0
+            lags, written = [], 0
+            while time.perf_counter() - t0 < timeout_s:
+                with c.engine.connect() as conn:
+                    written = conn.scalar(select(func.count()).select_from(Run))
+                    newest = conn.scalar(select(func.max(Reading.time_ns)))
+                lags.append((time.time_ns() - (newest or 0)) / 1e9)
+                if written >= n_runs:
+                    break
+                time.sleep(0.5)
+            took = time.perf_counter() - t0
+            print(
+                f"run start flood:     {n_runs:,} sent in {sent_s:.1f} s; {written:,} written "
+                f"in {took:.1f} s ({written / took:,.0f} runs/s)"
+            )
+            print(f"  reading lag:       max {max(lags):.1f} s, at the end {lags[-1]:.1f} s "
+                  f"(now minus the newest stored reading)")  # fmt: skip
+        d.kill()
+
+
 def dead(n_runs: int) -> None:
     from collector.join.joiner import JoinConfig, Joiner
     from tests.collector.synth import MS, T0, S, SynthDevice, marker, node
@@ -193,8 +236,10 @@ def main() -> None:
     ap.add_argument("--refuse-s", type=float, default=3.0, help="seconds per refusal figure")
     ap.add_argument("--runs", type=int, default=10_000, help="runs started on one daemon")
     ap.add_argument("--within-s", type=float, default=60.0, help="...within this many seconds")
+    ap.add_argument("--flood", type=int, default=30_000, help="RUN_STARTs sent at once")
     ap.add_argument("--dead", type=int, default=5_000, help="runs killed without their end")
-    ap.add_argument("--only", choices=("garbage", "refusals", "runs", "dead"), default=None)
+    ap.add_argument("--only", choices=("garbage", "refusals", "runs", "flood", "dead"),
+                    default=None)  # fmt: skip
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         work = Path(tmp)
@@ -204,6 +249,8 @@ def main() -> None:
             refusals(work, a.refuse_s)
         if a.only in (None, "runs"):
             runs(work, a.runs, a.within_s)
+        if a.only in (None, "flood"):
+            flood(work, a.flood)
         if a.only in (None, "dead"):
             dead(a.dead)
 

@@ -40,6 +40,10 @@ FORMAT_OPTION = click.option(
 )
 
 
+# A marker's rank is an int32 on the wire: a larger one matches nothing, and one past int64
+# raised OverflowError from the database driver (a traceback, not a usage error).
+RANK_MAX = 2**31 - 1
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -299,7 +303,8 @@ STEP_STATS_COLUMNS = (
 @main.command()
 @click.argument("run_id")
 @DB_OPTION
-@click.option("--rank", type=click.IntRange(min=0), default=None, help="Only this rank's steps.")
+@click.option("--rank", type=click.IntRange(0, RANK_MAX), default=None,
+              help="Only this rank's steps.")  # fmt: skip
 @click.option("--job", is_flag=True, help="Job-wide: each step summed over every rank.")
 @click.option(
     "--epoch-means",

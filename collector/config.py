@@ -47,6 +47,8 @@ class CollectorConfig:
     idle_bucket_s: float = 60.0  # idle seconds summarised and stored together
     idle_history_s: float = 6 * 3600.0  # idle history the idle power comes from
     run_label_grace_s: float = 300.0  # a run's Prometheus series live this long after it ends
+    # ... and go this long after it last moved (a marker, a step) if it never ends (killed)
+    run_silent_s: float = 3600.0
     rebuild_horizon_s: float = 86400.0  # on restart, open markers older than this are ignored
     retention_check_s: float = 60.0
     queue_batches: int = 2000  # stream messages buffered between ingest and join
@@ -73,7 +75,14 @@ class CollectorConfig:
                 raise ConfigError(f"--daemon: {exc}") from None
         if self.metrics_listen is not None:
             parse_host_port(self.metrics_listen)
-        for name in ("retention_s", "late_bound_s", "max_gap_s", "chunk_s", "flush_interval_s"):
+        for name in (
+            "retention_s",
+            "late_bound_s",
+            "max_gap_s",
+            "chunk_s",
+            "flush_interval_s",
+            "run_silent_s",
+        ):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 

@@ -51,7 +51,7 @@ class Collector:
     def __init__(self, config: CollectorConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine if engine is not None else create_db_engine(config.db_url)
-        self.live = LiveState(config.max_run_series)
+        self.live = LiveState(config.max_run_series, config.run_silent_s)
         self.store = Store(self.engine, config.write_chunk_rows)
         self.joiner = Joiner(join_config(config))
         self.writer = Writer(

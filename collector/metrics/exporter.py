@@ -165,6 +165,12 @@ class ParawattCollector:
                 "parawatt_db_errors", "Failed database writes (retried).", s.db_errors_total
             )
             yield _counter(
+                "parawatt_db_file_lost",
+                "Times the SQLite file was deleted or replaced under the collector (the writes "
+                "of the seconds before are lost; it writes at the path again: see the log).",
+                s.db_file_lost_total,
+            )
+            yield _counter(
                 "parawatt_unpaired_markers",
                 "Markers whose partner never came.",
                 s.unpaired_markers_total,
@@ -199,7 +205,8 @@ class ParawattCollector:
             )
             yield _counter(
                 "parawatt_run_series_overflow",
-                "Runs given no per-run series: the most that are shown were live.",
+                "Runs given no per-run series: the most that are shown were live (each run "
+                "counted once, when first refused).",
                 s.runs_overflow_total,
             )
             yield _counter(

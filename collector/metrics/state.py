@@ -1,12 +1,16 @@
 """What /metrics shows, kept up to date by the join and the writer (read at scrape time).
 
 Labels stay bounded: node and device (a fixed set), daemon address, and run_id only while a run
-is active plus a grace period (then its series disappear). Never step or epoch labels.
+is active plus a grace period (then its series disappear), for at most max_run_series runs at
+once. A run silent for `silent_s` (no marker, no progress: a job killed with SIGKILL never ends)
+loses its series too, so dead runs cannot hold every slot for good; it gets them back when it
+moves again. Never step or epoch labels.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 import threading
 import time
@@ -20,6 +24,7 @@ STEP_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 STEP_JOULES_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
 log = logging.getLogger(__name__)
 
+_OVERFLOW_BITS = 1 << 23  # 1 MiB: counting refused runs once each
 DB_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -59,6 +64,7 @@ class RunLive:
     node_energy_j: dict[str, float] = field(default_factory=dict)  # the final figure per node
     ended_ns: int | None = None  # collector clock when the run was seen to end
     session_start_ns: int = 0  # its latest RUN_START (a resumed run starts again)
+    moved_ns: int = 0  # collector clock when it was last seen to move (marker, step, end)
     step_seconds: Histogram = field(default_factory=lambda: Histogram(STEP_SECONDS_BUCKETS))
     step_joules: Histogram = field(default_factory=lambda: Histogram(STEP_JOULES_BUCKETS))
 
@@ -72,9 +78,10 @@ class DeviceLabels:
 
 
 class LiveState:
-    def __init__(self, max_run_series: int = 1000) -> None:
+    def __init__(self, max_run_series: int = 1000, run_silent_s: float = 3600.0) -> None:
         self.lock = threading.Lock()
         self.max_run_series = max_run_series
+        self.silent_ns = int(run_silent_s * 1e9)
         self.devices: dict[str, DeviceLabels] = {}
         self.latest: dict[str, ReadingRec] = {}
         self.idle_w: dict[str, float] = {}
@@ -91,13 +98,20 @@ class LiveState:
         self.markers_refused_total = 0  # run ownership: another owner's run, or a finished one
         self.readings_dropped_total = 0
         self.db_errors_total = 0
+        self.db_file_lost_total = 0  # the SQLite file deleted or replaced under the writer
         self.db_backlog_readings = 0
         self.db_write_seconds = Histogram(DB_SECONDS_BUCKETS)
         self.readings_written_total = 0
         self.daemons: list = []  # ingest.DaemonHealth, one per daemon
         # runs whose series are gone -> their latest RUN_START then (insertion-ordered)
         self._expired: dict[str, int] = {}
-        self._overflowed: dict[str, None] = {}  # runs refused a series (bounded)
+        # runs refused a series, to count each once: the latest exactly, the ones evicted from
+        # there as bits of a hash set (a collision may leave a new run uncounted, never
+        # counts one twice)
+        self._overflowed: dict[str, None] = {}
+        self._overflowed_bits = bytearray(_OVERFLOW_BITS // 8)
+        # runs whose series went for silence -> (epoch, step, session start) then
+        self._silenced: dict[str, tuple[int, int, int]] = {}
         self._overflow_logged = -60.0
 
     def add_node(self, node: NodeRec) -> None:
@@ -126,8 +140,9 @@ class LiveState:
                 self.intervals_total[i.kind] = self.intervals_total.get(i.kind, 0) + 1
                 if i.kind != "step":
                     continue
-                run = self._run(i.run_id)
+                run = None if i.run_id in self._silenced else self._run(i.run_id)
                 if run is not None:
+                    run.moved_ns = time.time_ns()
                     run.step_seconds.observe(i.duration_s)
                     if i.energy_j is not None:
                         run.step_joules.observe(i.energy_j)
@@ -141,10 +156,7 @@ class LiveState:
         run = self.runs.get(run_id)
         if run is None:
             if len(self.runs) >= self.max_run_series:
-                if run_id not in self._overflowed:
-                    self._overflowed[run_id] = None
-                    if len(self._overflowed) > 10_000:
-                        del self._overflowed[next(iter(self._overflowed))]
+                if self._first_refusal(run_id):
                     self.runs_overflow_total += 1
                     now = time.monotonic()
                     if now - self._overflow_logged >= 60.0:
@@ -155,8 +167,27 @@ class LiveState:
                             len(self.runs), run_id, self.runs_overflow_total,
                         )  # fmt: skip
                 return None
-            run = self.runs[run_id] = RunLive(run_id)
+            run = self.runs[run_id] = RunLive(run_id, moved_ns=time.time_ns())
         return run
+
+    def _first_refusal(self, run_id: str) -> bool:
+        """True the first time this run is refused a series, never again (bounded memory)."""
+        if run_id in self._overflowed:
+            return False
+        bit = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest()) % (
+            _OVERFLOW_BITS
+        )
+        if self._overflowed_bits[bit >> 3] & (1 << (bit & 7)):
+            return False  # refused before (or a collision: not counted rather than twice)
+        self._overflowed[run_id] = None
+        if len(self._overflowed) > 10_000:
+            old = next(iter(self._overflowed))
+            del self._overflowed[old]
+            b = int.from_bytes(hashlib.blake2b(old.encode(), digest_size=8).digest()) % (
+                _OVERFLOW_BITS
+            )
+            self._overflowed_bits[b >> 3] |= 1 << (b & 7)
+        return True
 
     def shown_runs(self) -> set[str] | None:
         """The runs with series when no more can be added (None while there is room)."""
@@ -177,8 +208,15 @@ class LiveState:
         with self.lock:
             if session_start_ns > self._expired.get(run_id, session_start_ns):
                 del self._expired[run_id]
+            silenced = self._silenced.get(run_id)
+            if silenced is not None:
+                if silenced == (epoch, step, session_start_ns) and not ended:
+                    return  # still silent: no series
+                del self._silenced[run_id]  # it moves again: its series come back
             if (run := self._run(run_id)) is None:
                 return
+            if (run.epoch, run.step, run.session_start_ns) != (epoch, step, session_start_ns):
+                run.moved_ns = time.time_ns()
             run.epoch, run.step = epoch, step
             run.energy_estimate_j = energy_j
             run.session_start_ns = max(run.session_start_ns, session_start_ns)
@@ -190,7 +228,7 @@ class LiveState:
             if (run := self._run(run_id)) is None:
                 return
             if run.ended_ns is None:
-                run.ended_ns = now_ns
+                run.ended_ns = run.moved_ns = now_ns
             if energy_j is not None:
                 run.energy_estimate_j = energy_j
 
@@ -212,6 +250,9 @@ class LiveState:
                 run.sweep, run.model, run.nodes = sweep, model, nodes
 
     def expire_runs(self, now_ns: int, grace_ns: int) -> list[str]:
+        """Drop the series of runs that ended over grace_ns ago (returned: the join forgets
+        them) and of open runs silent for silent_ns (not returned: the join keeps what it
+        needs to finish them, and their series come back if they move again)."""
         with self.lock:
             gone = [
                 r for r, v in self.runs.items() if v.ended_ns and now_ns - v.ended_ns > grace_ns
@@ -220,4 +261,15 @@ class LiveState:
                 self._expired[run_id] = self.runs.pop(run_id).session_start_ns
             while len(self._expired) > 10_000:
                 del self._expired[next(iter(self._expired))]
+            silent = [r for r, v in self.runs.items()
+                      if not v.ended_ns and now_ns - v.moved_ns > self.silent_ns]  # fmt: skip
+            for run_id in silent:
+                v = self.runs.pop(run_id)
+                self._silenced[run_id] = (v.epoch, v.step, v.session_start_ns)
+            while len(self._silenced) > 100_000:
+                del self._silenced[next(iter(self._silenced))]
+            if silent:
+                log.info("%d runs silent for %.0f s lost their series on /metrics (killed "
+                         "without their end?); SQL keeps them", len(silent),
+                         self.silent_ns / 1e9)  # fmt: skip
             return gone

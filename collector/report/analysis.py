@@ -26,6 +26,7 @@ finetune; absent means pretrain).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -147,6 +148,7 @@ def final_accuracy(final: Mapping[str, float]) -> dict[str, float]:
     The trainer reports eval_top1/eval_top5 as fractions correct; the study quotes top-1/top-5
     error in percent. FourCastNet's eval_rmse_mean / eval_acc_mean become rmse / acc.
     """
+    final = _plausible(final)
     out = {
         k: float(v)
         for k, v in final.items()
@@ -154,11 +156,25 @@ def final_accuracy(final: Mapping[str, float]) -> dict[str, float]:
     }
     out.update({k: float(v) for k, v in final.items() if k in ACCURACY_KEYS})
     for src, dst in (("eval_top1", "top1_error"), ("eval_top5", "top5_error")):
-        if src in final and dst not in out:
+        if src in final and dst not in out and 0.0 <= float(final[src]) <= 1.0:
             out[dst] = 100.0 * (1.0 - float(final[src]))
     for src, dst in (("eval_rmse_mean", "rmse"), ("eval_acc_mean", "acc"), ("eval_loss", "loss")):
         if src in final and dst not in out:
             out[dst] = float(final[src])
+    return out
+
+
+def _plausible(final: Mapping[str, float]) -> dict[str, float]:
+    """The final metrics that are finite numbers: a sender's inf, NaN or 1.8e308 would print as
+    -inf or poison a mean (a fraction correct outside [0, 1] gives no error column either)."""
+    out = {}
+    for k, v in final.items():
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(x) and abs(x) < 1e300:
+            out[k] = x
     return out
 
 

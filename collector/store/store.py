@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.records import as_dict
-from collector.store.db import translate_errors
+from collector.store.db import file_identity, migrate, sqlite_file, translate_errors
 from collector.store.intervals import latest, write_intervals
 from collector.store.models import (
     Boot,
@@ -32,11 +32,12 @@ from collector.store.models import (
 )
 from collector.store.readings import insert_readings
 from collector.store.runs import (
+    RunStartUpserts,
     clean_metrics,
     finite,
     owned_markers,
     write_run_end,
-    write_run_start,
+    write_run_starts,
 )
 from collector.store.writebatch import WriteBatch
 from parawatt_proto.ownership import MISMATCH
@@ -58,6 +59,11 @@ class Store:
         self._refused_now = 0
         self._refused_runs: dict[str, None] = {}  # logged once each (bounded)
         self._marker_upsert = None
+        self._run_upserts: RunStartUpserts | None = None
+        # SQLite: the file the engine writes into, to notice it deleted or replaced (check_file)
+        self._file = sqlite_file(engine)
+        self._file_id: tuple[int, int] | None = None
+        self._nodes: dict[str, NodeRec] = {}  # by boot: written again into a recreated file
 
     def write(self, batch: WriteBatch) -> None:
         """Store the batch atomically; raises StoreError (and keeps nothing) on failure."""
@@ -79,6 +85,9 @@ class Store:
     def _write(self, conn: Connection, b: WriteBatch) -> None:
         for node in b.nodes.values():
             self._upsert_node(conn, node)
+            self._nodes[node.boot_id] = node
+            if len(self._nodes) > 10_000:  # bounded: boots of long-gone daemons go first
+                del self._nodes[next(iter(self._nodes))]
         for boot_id, rows in b.readings.items():
             self._insert_readings(conn, self._boot(conn, boot_id), rows)
         self._insert_markers(conn, b.markers)
@@ -224,12 +233,23 @@ class Store:
                 conn.execute(stmt, rows[i : i + self.chunk_rows])
         # Per run in time order: a resumed run's sessions may share a batch (e.g. after an
         # outage); runs in id order, so collectors sharing a database lock run rows in one order
+        starts: list[MarkerRec] = []  # consecutive RUN_STARTs: one executemany (a flood)
         for m in sorted((m for _, m in markers if m.kind.startswith("run_")),
                         key=lambda m: (m.run_id, m.time_ns, m.kind == "run_end")):  # fmt: skip
             if m.kind == "run_start":
-                write_run_start(conn, self._dialect_insert, m)
-            else:
-                write_run_end(conn, m)
+                starts.append(m)
+                continue
+            self._write_run_starts(conn, starts)
+            write_run_end(conn, m)
+        self._write_run_starts(conn, starts)
+
+    def _write_run_starts(self, conn: Connection, starts: list[MarkerRec]) -> None:
+        """Write and clear `starts` (in order, before any later RUN_END of theirs)."""
+        if starts:
+            if self._run_upserts is None:
+                self._run_upserts = RunStartUpserts(self._dialect_insert)
+            write_run_starts(conn, self._run_upserts, starts)
+            starts.clear()
 
     def _refuse(self, refused: list[MarkerRec]) -> None:
         self._refused_now += len(refused)
@@ -276,6 +296,38 @@ class Store:
         step = self.chunk_rows if chunked else len(rows)
         for i in range(0, len(rows), step):
             conn.execute(stmt, rows[i : i + step])
+
+    # -- the SQLite file ---------------------------------------------------------------------
+    def check_file(self) -> str | None:
+        """What became of the SQLite file since the last check ("deleted", "replaced"), or
+        None while it is the one the engine writes into (and always on PostgreSQL). The first
+        call takes the file as it is then (after the migration created it)."""
+        if self._file is None:
+            return None
+        now = file_identity(self._file)
+        if self._file_id is None or now == self._file_id:
+            self._file_id = now
+            return None
+        return "deleted" if now is None else "replaced by another file"
+
+    def describe(self) -> str:
+        """The database, for a log line (the file on SQLite; no password on PostgreSQL)."""
+        return str(self._file) if self._file else self.engine.url.render_as_string(True)
+
+    def reopen(self) -> None:
+        """Let go of the file the engine had open (deleted or replaced) and write at the path
+        again: the database there, or a new one (schema migrated), with the nodes known so
+        far written again (readings refer to their boots). Raises StoreError (retry later)."""
+        self.engine.dispose()  # pooled connections still write into the old inode
+        self._boot_pk.clear()
+        self._device_pk.clear()
+        if self._file is not None and file_identity(self._file) is None:
+            for suffix in ("-wal", "-shm"):  # the deleted database's: never replayed into a new one
+                self._file.with_name(self._file.name + suffix).unlink(missing_ok=True)
+        migrate(self.engine)
+        self._file_id = file_identity(self._file) if self._file is not None else None
+        if self._nodes:
+            self.write(WriteBatch(nodes=dict(self._nodes)))
 
     # -- maintenance -----------------------------------------------------------------------
     def trim_readings(self, before_ns: int) -> int:

@@ -70,6 +70,23 @@ class WriteBatch:
         self.rank_updates, self.idle_updates, self.gaps = [], [], []
         return meta
 
+    def defer_markers(self, max_run_markers: int) -> WriteBatch:
+        """Move out the markers past the first `max_run_markers` RUN_START/RUN_END (an upsert
+        of run rows each: a flood of them must not hold up every node's readings), with the
+        rank updates (their rank rows may be among them) and the cursors (never committed
+        past a marker not yet written). The order of the markers is kept."""
+        runs, i = 0, 0
+        for i, (_, m) in enumerate(self.markers):  # noqa: B007 (i: where the rest begins)
+            runs += m.kind.startswith("run_")
+            if runs > max_run_markers:
+                break
+        if runs <= max_run_markers:
+            return WriteBatch()
+        rest = WriteBatch(markers=self.markers[i:], rank_updates=self.rank_updates,
+                          cursors=self.cursors)  # fmt: skip
+        self.markers, self.rank_updates, self.cursors = self.markers[:i], [], {}
+        return rest
+
     def reading_parts(self, rows: int) -> list[WriteBatch]:
         """The readings in batches of at most `rows` (aggregates and cursors stay)."""
         parts: list[WriteBatch] = []

@@ -4,6 +4,10 @@ A failed commit is rolled back as a whole and retried with backoff, merged with 
 meanwhile. The in-memory backlog is bounded: past `max_backlog_readings` the oldest raw readings
 are dropped (counted, and recorded as "dropped" gaps); markers, intervals and cursors are small
 and never dropped, so no interval is lost while the database is down.
+
+At most `max_run_markers` RUN_START/RUN_END go into one commit (the rest wait for the next, the
+cursors with them): a flood of run starts never holds up the readings. A SQLite file deleted or
+replaced under the collector is noticed within `file_check_s` and created again at its path.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Writer:
         backoff_s: tuple[float, float] = (0.5, 30.0),
         retention_s: float | None = None,
         retention_check_s: float = 60.0,
+        max_run_markers: int = 5_000,
+        file_check_s: float = 2.0,
     ) -> None:
         self.store, self.live = store, live
         self._flush_s = flush_interval_s
@@ -44,6 +50,12 @@ class Writer:
         self._backoff = backoff_s
         self._retention_ns = int(retention_s * 1e9) if retention_s else None
         self._retention_check_s = retention_check_s
+        self._max_run_markers = max_run_markers
+        self._file_check_s = file_check_s
+        self._next_file_check = 0.0
+        self._more = False  # run markers were deferred: the next commit follows at once
+        self._current = WriteBatch()  # the batch being written (or retried)
+        self._join_margin_s = 5.0
         self._cond = threading.Condition()
         self._backlog = WriteBatch()
         self._writing = False
@@ -54,6 +66,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
     def start(self) -> Writer:
+        self.store.check_file()  # the file the database is in now (SQLite)
         self._thread.start()
         return self
 
@@ -67,7 +80,7 @@ class Writer:
         with self._cond:
             self._backlog.extend(batch)
             self._bound()
-            self.live.db_backlog_readings = self._backlog.reading_count
+            self._gauge()
             if self._backlog.reading_count >= self.store.chunk_rows:
                 self._cond.notify()
 
@@ -82,12 +95,26 @@ class Writer:
             return not self._backlog and not self._writing
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Flush everything (retrying for up to timeout_s if the database is down), then stop."""
+        """Flush everything (retrying for up to timeout_s if the database is down), then stop.
+        A writer stuck in a commit past that is left behind, and what it held is logged."""
         with self._cond:
             self._stop = True
             self._deadline = time.monotonic() + timeout_s
             self._cond.notify()
-        self._thread.join(timeout_s + 5)
+        self._thread.join(timeout_s + self._join_margin_s)
+        if self._thread.is_alive():
+            with self._cond:
+                left = WriteBatch()
+                left.extend(self._current)
+                left.extend(self._backlog)
+            log.error("stopping without the last writes: %s did not take them within %.1f s. "
+                      "%s", self.store.describe(), timeout_s + self._join_margin_s,
+                      _unwritten(left))  # fmt: skip
+
+    def _gauge(self) -> None:
+        """parawatt_db_backlog_readings: the batch being written (or retried) too, not only
+        what arrived meanwhile (called holding _cond)."""
+        self.live.db_backlog_readings = self._backlog.reading_count + self._current.reading_count
 
     def _bound(self) -> None:
         for boot_id, first_seq, n in self._backlog.drop_oldest_readings(self._max_backlog):
@@ -102,9 +129,11 @@ class Writer:
         next_trim = time.monotonic() + self._retention_check_s
         while True:
             with self._cond:
-                if not self._stop:
+                if not self._stop and not self._more:
                     self._cond.wait(self._flush_s)
+                self._more = False
                 batch, self._backlog = self._backlog, WriteBatch()
+                self._current = batch
                 self._writing = bool(batch)
                 stopping = self._stop
             if batch:
@@ -116,20 +145,20 @@ class Writer:
                     with self._cond:
                         batch.extend(self._backlog)
                         self._backlog = batch
+                        self._current = WriteBatch()
                         self._bound()
+                        self._gauge()
                         self._writing = False
                     if stopping and time.monotonic() > self._deadline:
-                        log.error(
-                            "giving up: %d readings and %d intervals were not written",
-                            batch.reading_count,
-                            len(batch.intervals),
-                        )
+                        log.error("giving up on the database: %s", _unwritten(batch))
                         return
                     time.sleep(min(wait, self._flush_s * 5) if stopping else wait)
                     wait = min(wait * 2, self._backoff[1])
                     continue
             with self._cond:
                 self._writing = False
+                self._current = WriteBatch()
+                self._gauge()
                 if stopping and not self._backlog:
                     return
             if self._retention_ns and time.monotonic() >= next_trim and self._newest_ns:
@@ -142,6 +171,9 @@ class Writer:
         readings below it, and every part is idempotent, so on failure the whole batch is
         retried: what already went in is skipped by the unique keys."""
         started = time.perf_counter()
+        if not self._file_ok():
+            return False
+        self._defer(batch)
         try:
             tail = WriteBatch(readings=batch.readings, aggregates=batch.aggregates,
                               cursors=batch.cursors, reading_count=batch.reading_count)  # fmt: skip
@@ -171,7 +203,43 @@ class Writer:
             self.live.db_write_seconds.observe(time.perf_counter() - started)
             self.live.readings_written_total += batch.reading_count
             self.live.markers_refused_total += self.store.take_refused()
-            self.live.db_backlog_readings = self._backlog.reading_count
+        return True
+
+    def _defer(self, batch: WriteBatch) -> None:
+        """Run markers past max_run_markers (and the cursors) go back to the backlog's front,
+        for the next commit: readings are written meanwhile."""
+        rest = batch.defer_markers(self._max_run_markers)
+        if rest:
+            with self._cond:
+                rest.extend(self._backlog)
+                self._backlog = rest
+                self._more = True
+
+    def _file_ok(self) -> bool:
+        """False while the SQLite file cannot be written (retried like an outage). Checked
+        every file_check_s (one stat): a deleted file goes on taking writes, lost with it."""
+        now = time.monotonic()
+        if now < self._next_file_check:
+            return True
+        self._next_file_check = now + self._file_check_s
+        what = self.store.check_file()
+        if what is None:
+            return True
+        with self.live.lock:
+            self.live.db_file_lost_total += 1
+            self.live.db_errors_total += 1
+        log.error("the database file %s was %s while the collector wrote to it: what was "
+                  "written in the last %.0f s or so is lost with it. Writing at that path again "
+                  "(a new, empty database if no file is there; restore a backup there to keep "
+                  "the older data). Restart the collector to read again what the daemons' "
+                  "buffers still hold.", self.store.describe(), what,
+                  self._file_check_s)  # fmt: skip
+        try:
+            self.store.reopen()
+        except StoreError as exc:  # the directory gone, say: retried like a database down
+            self._next_file_check = 0.0
+            log.warning("%s (will retry)", exc)
+            return False
         return True
 
     def _write_urgent(self, batch: WriteBatch) -> None:
@@ -179,6 +247,11 @@ class Writer:
         also join `batch`, so a later failure retries them with it."""
         with self._cond:
             meta = self._backlog.take_meta()
+            rest = meta.defer_markers(self._max_run_markers)
+            if rest:
+                rest.extend(self._backlog)
+                self._backlog = rest
+                self._more = True
         if meta:
             batch.extend(meta)
             self.store.write(meta)
@@ -226,6 +299,13 @@ def _transient(exc: BaseException) -> bool:
     a full disk, even a role revoked: dropping rows would not mend it). False for a data error
     or a bug, which the same rows hit again: those rows are isolated."""
     return isinstance(exc, StoreError) and not exc.data
+
+
+def _unwritten(batch: WriteBatch) -> str:
+    return (f"{batch.reading_count} readings, {len(batch.markers)} markers and "
+            f"{len(batch.intervals)} intervals are not written. The daemons' buffers still "
+            f"hold them: the next start reads them again from the stored cursors, unless a "
+            f"daemon's buffer wrapped meanwhile")  # fmt: skip
 
 
 def _why(exc: BaseException) -> str:

@@ -345,3 +345,13 @@ def test_accuracy_columns_are_top1_error_or_rmse_and_acc():
     assert keys({"eval_rmse_mean": 0.3, "eval_acc_mean": 0.8, "eval_loss": 0.2}) == ["rmse", "acc"]
     assert keys({"loss": 2.0}) == ["loss"]  # no accuracy reported: the loss stands in
     assert keys({"train_loss": 2.0}) == keys({}) == []
+
+
+def test_out_of_range_accuracy_is_left_out_not_printed_as_minus_inf():
+    """eval_top1 = 1.8e308 printed "top-1 err % -inf"."""
+    from collector.report.analysis import final_accuracy
+
+    out = final_accuracy({"eval_top1": 1.8e308, "eval_top5": 0.9, "eval_loss": float("inf")})
+    assert "top1_error" not in out and "eval_top1" not in out and "loss" not in out
+    assert abs(out["top5_error"] - 10.0) < 1e-9
+    assert final_accuracy({"eval_top1": 1.5}).get("top1_error") is None
