@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,12 +20,32 @@ from power_daemon.config import (
     BACKENDS,
     DEFAULT_INTERVAL_MS,
     MARKERS_FROM,
+    MAX_COUNTER_MS,
+    MIN_COUNTER_MS,
     DaemonConfig,
     SimParams,
 )
 from power_daemon.errors import ConfigError, DaemonError
 
 log = logging.getLogger("power_daemon")
+
+
+class Finite(click.FloatRange):
+    """A float option that must be a finite number (within min..max when given). Click's
+    ranges let nan through (every comparison with it is false), and nan or inf then failed far
+    inside: `--gil-switch-ms nan` aborted the interpreter, `--sim-counter-ms inf` raised
+    OverflowError. Every float option of every subcommand takes this type."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+FINITE = Finite()
 
 
 def _config(**kwargs) -> DaemonConfig:
@@ -59,11 +80,11 @@ def _backend_options(fn):
         click.option("--rapl-root", default="/sys/class/powercap", show_default=True),
         click.option("--hostname", default="", help="node name to report (default: this host's)"),
         click.option("--seed", type=int, default=0, show_default=True, help="sim noise and UUIDs"),
-        click.option("--sim-coverage", type=float, default=1.0, show_default=True,
+        click.option("--sim-coverage", type=FINITE, default=1.0, show_default=True,
                      help="sim: share of each counter window the sensor sees (A100/H100: 0.25)"),
-        click.option("--sim-counter-ms", type=float, default=None,
-                     help="sim: energy counter update period [default: 100]"),
-        click.option("--sim-background-w", type=float, default=0.0, show_default=True,
+        click.option("--sim-counter-ms", type=Finite(MIN_COUNTER_MS, MAX_COUNTER_MS),
+                     default=None, help="sim: energy counter update period [default: 100]"),
+        click.option("--sim-background-w", type=FINITE, default=0.0, show_default=True,
                      help="sim: another job's load between runs (the GPU never idles)"),
     ]  # fmt: skip
     for option in reversed(options):
@@ -101,7 +122,7 @@ def main(log_level: str) -> None:
 @_backend_options
 @click.option(
     "--interval-ms",
-    type=float,
+    type=FINITE,
     default=None,
     show_default=f"{DEFAULT_INTERVAL_MS:g}, tuned to the measured counter",
     help="time between readings; not a divisor of the GPU energy counter's ~100 ms period, so "
@@ -113,7 +134,7 @@ def main(log_level: str) -> None:
 @click.option("--buffer-capacity", type=int, default=300_000, show_default=True)
 @click.option(
     "--stream-linger-ms",
-    type=float,
+    type=FINITE,
     default=100.0,
     show_default=True,
     help="how long a live stream waits to fill a batch",
@@ -124,7 +145,7 @@ def main(log_level: str) -> None:
 @click.option(
     "--max-clock-skew",
     "max_clock_skew_s",
-    type=float,
+    type=FINITE,
     default=DEFAULT_MAX_CLOCK_SKEW_S,
     show_default=True,
     help="seconds a marker's time may be from this host's clock",
@@ -145,7 +166,7 @@ def main(log_level: str) -> None:
 @click.option("--port-file", type=click.Path(dir_okay=False), help="write the bound port here")
 @click.option(
     "--calibrate-s",
-    type=float,
+    type=FINITE,
     default=1.5,
     show_default=True,
     help="measure each GPU's sensor this long at start (0: trust the backend's figures)",
@@ -166,7 +187,7 @@ def main(log_level: str) -> None:
 )
 @click.option(
     "--gil-switch-ms",
-    type=click.FloatRange(0.1, 100),
+    type=Finite(0.1, 100),
     default=1.0,
     show_default=True,
     help="interpreter GIL switch interval: lower hands the sampler the GIL sooner",
@@ -344,8 +365,8 @@ def _client_tls(options: dict):
 @click.option(
     "--count", type=click.IntRange(min=1), default=3, show_default=True, help="readings per device"
 )
-@click.option("--interval-ms", type=float, default=200.0, show_default=True)
-@click.option("--timeout-s", type=float, default=5.0, show_default=True)
+@click.option("--interval-ms", type=FINITE, default=200.0, show_default=True)
+@click.option("--timeout-s", type=FINITE, default=5.0, show_default=True)
 @_client_tls_options
 def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
     """List devices and print a few readings (local backend, or a daemon with --daemon)."""
@@ -377,7 +398,7 @@ def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
 @_backend_options
 @click.option(
     "--interval-ms",
-    type=float,
+    type=FINITE,
     default=None,
     show_default=f"{DEFAULT_INTERVAL_MS:g}, tuned to the measured counter",
     help="sampling period (as serve's) whose jitter is measured and whose phase against each "
@@ -386,7 +407,7 @@ def probe(address: str | None, count: int, timeout_s: float, **options) -> None:
 )
 @click.option(
     "--calibrate-s",
-    type=float,
+    type=FINITE,
     default=1.5,
     show_default=True,
     help="how long each GPU's sensor is polled",

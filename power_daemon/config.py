@@ -11,6 +11,10 @@ BACKENDS = ("auto", "nvml", "sim")
 RAPL_MODES = ("auto", "on", "off")
 MAX_BUFFER_CAPACITY = 50_000_000  # a day of 8 GPUs at 50 Hz is 35M readings (~100 B each)
 MAX_SIM_DEVICES = 256  # a node has a handful of GPUs; thousands would only stall the sampler
+# The sim's energy counter period: GPUs update theirs every 20-100 ms. Under 1 ms the sim keeps
+# a tick per counter update of its averaging window (1e-9 ms: a billion, and every reading
+# divided by zero); over 10 s the readings no longer show a counter.
+MIN_COUNTER_MS, MAX_COUNTER_MS = 1.0, 10_000.0
 
 
 MARKERS_FROM = ("local", "socket", "any")
@@ -61,6 +65,11 @@ class SimParams:
             raise ConfigError("sim power levels must satisfy 0 <= idle <= run <= busy <= limit")
         if self.ramp_tau_s <= 0 or self.counter_period_s <= 0 or self.avg_window_s <= 0:
             raise ConfigError("sim time constants and periods must be > 0")
+        if not MIN_COUNTER_MS <= self.counter_period_s * 1e3 <= MAX_COUNTER_MS:
+            raise ConfigError(
+                f"sim counter_period_s must be between {MIN_COUNTER_MS / 1e3:g} and "
+                f"{MAX_COUNTER_MS / 1e3:g} s"
+            )
         if self.thermal_tau_s <= 0 or self.noise_w < 0:
             raise ConfigError("sim thermal_tau_s must be > 0 and noise_w >= 0")
         if not 0 < self.coverage_fraction <= 1 or not 0 <= self.background_w <= self.power_limit_w:

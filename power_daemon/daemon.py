@@ -26,6 +26,10 @@ from power_daemon.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
+# Entries of the record of forgotten runs (16 bytes each): 4 MiB for the default 65,536 runs.
+FORGOTTEN_PER_RUN = 4
+MAX_FORGOTTEN = 1 << 20
+
 EncodeReading = Callable[[int, Sample], bytes]
 EncodeMarker = Callable[[int, int, MarkerRec], bytes]  # (seq, index in batch, resolved marker)
 
@@ -62,7 +66,10 @@ class Daemon:
         self._encode_reading = encode_reading
         self._latest: dict[int, LatestReading] = {}
         self._intake_lock = threading.Lock()
-        self.owners = RunLedger(config.max_runs, self._forgot_run)
+        # The runs it forgets are kept in a fixed record, so that a flood of made-up runs cannot
+        # hand a live run to another token (parawatt_proto.ownership).
+        forgotten = min(FORGOTTEN_PER_RUN * config.max_runs, MAX_FORGOTTEN)
+        self.owners = RunLedger(config.max_runs, self._forgot_run, forgotten)
         self._evict_logged = -60.0
         self.invalid_requests_total = 0  # refused with INVALID_ARGUMENT (garbage, implausible)
         self.sampler = Sampler(
@@ -141,8 +148,8 @@ class Daemon:
         if now - self._evict_logged >= 60.0:
             self._evict_logged = now
             log.warning(
-                "run table full (%d runs): forgot the oldest, run %r (%d forgotten so far); "
-                "its next marker owns it again",
+                "run table full (%d runs): forgot the least recently used, run %r (%d "
+                "forgotten so far); only its owner's token brings it back",
                 self.owners.max_runs, run_id, self.owners.evicted_total,
             )  # fmt: skip
 

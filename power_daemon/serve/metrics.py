@@ -169,6 +169,13 @@ class DaemonMetrics:
             core.owners.evicted_total,
             node,
         )
+        yield _counter(
+            "parawatt_daemon_markers_unjudged",
+            "Markers passed on without an ownership check: their run may be one the daemon "
+            "forgot and could not record (the collector checks them).",
+            core.owners.unjudged_total,
+            node,
+        )
         if self._slots is not None:
             yield _gauge(
                 "parawatt_daemon_streams", "Open Subscribe streams.", self._slots.open, node

@@ -37,19 +37,29 @@ _FOLLOW_POLL_S = 1.0  # how often an idle follower checks that its client is sti
 
 
 class StreamSlots:
-    """Counts open streams against a cap; a slot is given back exactly once."""
+    """Counts open streams against a cap, and each peer's against half of it (rounded up), so
+    that one peer holding every slot (g6_sub.py: 32 streams it never reads) cannot lock out
+    the collector on another host. A peer is its host (peer_host): loopback processes share
+    one, and so do all Unix-socket clients (gRPC does not tell their users apart). A slot is
+    given back exactly once."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.per_peer = (limit + 1) // 2
         self.open = 0
+        self._by_peer: dict[str, int] = {}  # only peers with open streams: at most `limit`
         self._lock = threading.Lock()
 
-    def take(self) -> Callable[[], None] | None:
-        """A release function, or None when every slot is taken."""
+    def take(self, peer: str = "") -> Callable[[], None] | str:
+        """A release function, or why there is no slot."""
         with self._lock:
             if self.open >= self.limit:
-                return None
+                return f"{self.limit} streams are open already (the daemon's max_streams)"
+            if self._by_peer.get(peer, 0) >= self.per_peer:
+                return (f"{self.per_peer} streams from {peer} are open already (one peer gets "
+                        "at most half the daemon's max_streams)")  # fmt: skip
             self.open += 1
+            self._by_peer[peer] = self._by_peer.get(peer, 0) + 1
         released = threading.Event()
 
         def release() -> None:
@@ -57,8 +67,20 @@ class StreamSlots:
                 if not released.is_set():
                     released.set()
                     self.open -= 1
+                    if self._by_peer[peer] == 1:
+                        del self._by_peer[peer]
+                    else:
+                        self._by_peer[peer] -= 1
 
         return release
+
+
+def peer_host(peer: str) -> str:
+    """gRPC's peer string less its port: "ipv4:10.0.0.7", "ipv6:[::1]"; "unix" for every
+    Unix-socket client."""
+    if peer.startswith("unix:"):
+        return "unix"
+    return peer.rpartition(":")[0] or peer
 
 
 class PerKeyRate:
@@ -148,12 +170,9 @@ class PowerDaemonService:
             plan = daemon.plan_subscription(request.from_seq, request.boot_id)
         except SubscribeError as e:
             context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
-        release = self.streams.take()
-        if release is None:
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self.streams.limit} streams are open already (the daemon's max_streams)",
-            )
+        release = self.streams.take(peer_host(context.peer()))
+        if isinstance(release, str):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, release)
         try:
             # On RPC termination, whatever the reason: free the slot, wake the follower at once.
             if not context.add_callback(release) or not context.add_callback(buffer.wake):

@@ -1,7 +1,10 @@
 """The daemon under user abuse: many streams, clients that leave mid-stream, huge batches."""
 
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,22 +23,56 @@ def wait_for(condition, timeout_s: float = 10.0) -> bool:
     return True
 
 
-def test_streams_beyond_max_streams_are_refused_and_markers_still_get_through(start_sim_daemon):
-    d = start_sim_daemon(max_streams=2)
-    with daemon_stub(d.address) as stub:
-        streams = [stub.Subscribe(pb.SubscribeRequest(), timeout=30) for _ in range(2)]
+@pytest.fixture
+def socket_path():
+    """A short path for a marker socket (pytest's tmp paths can pass 107 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="pw-robust-"))
+    yield directory / "m.sock"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_streams_beyond_max_streams_are_refused_and_markers_still_get_through(
+    start_sim_daemon, socket_path
+):
+    d = start_sim_daemon(max_streams=2, marker_socket=str(socket_path))
+    # Two peers (one peer gets at most half the slots): loopback TCP and the Unix socket.
+    with daemon_stub(d.address) as stub, daemon_stub(f"unix:{socket_path}") as local:
+        streams = [s.Subscribe(pb.SubscribeRequest(), timeout=30) for s in (stub, local)]
         for s in streams:
             next(s)  # both are open and hold their server threads
-        with pytest.raises(grpc.RpcError) as err:
-            next(stub.Subscribe(pb.SubscribeRequest(), timeout=5))
-        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "2 streams are open" in err.value.details()
+        for s in (stub, local):
+            with pytest.raises(grpc.RpcError) as err:
+                next(s.Subscribe(pb.SubscribeRequest(), timeout=5))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "2 streams are open" in err.value.details()
         ack = stub.SendMarkers(pb.MarkerBatch(markers=[marker(pb.RUN_START)]), timeout=5)
         assert ack.accepted == 1
         streams[0].cancel()  # a slot frees up once its client leaves
         assert wait_for(lambda: d.daemon.service.streams.open == 1)
         assert next(stub.Subscribe(pb.SubscribeRequest(), timeout=5)).boot_id
         streams[1].cancel()
+
+
+def test_one_peer_holding_its_share_of_streams_cannot_lock_out_another(
+    start_sim_daemon, socket_path
+):
+    """g6_sub.py held all 32 slots from one process and the collector got RESOURCE_EXHAUSTED:
+    one peer now gets half the slots, and another peer (here the Unix socket; in a deployment
+    the collector's host) still gets one."""
+    d = start_sim_daemon(max_streams=4, marker_socket=str(socket_path))
+    with daemon_stub(d.address) as hog, daemon_stub(f"unix:{socket_path}") as other:
+        held = [hog.Subscribe(pb.SubscribeRequest(), timeout=30) for _ in range(2)]
+        for s in held:
+            next(s)
+        with pytest.raises(grpc.RpcError) as err:
+            next(hog.Subscribe(pb.SubscribeRequest(), timeout=5))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 streams from ipv4:127.0.0.1 are open" in err.value.details()
+        assert next(other.Subscribe(pb.SubscribeRequest(no_follow=True), timeout=5)).boot_id
+        for s in held:
+            s.cancel()
+        assert wait_for(lambda: d.daemon.service.streams.open == 0)
+        assert d.daemon.service.streams._by_peer == {}  # nothing kept for peers that left
 
 
 def test_clients_that_leave_mid_stream_free_their_slots_and_threads(start_sim_daemon):

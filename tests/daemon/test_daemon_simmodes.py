@@ -64,6 +64,14 @@ def test_part_time_sensor_misreads_a_phase_locked_load(coverage):
         assert s2.power_avg_w > 250
 
 
+@pytest.mark.parametrize("period_s", [0.0, 1e-12, 1e-4, 11.0, float("inf"), float("nan")])
+def test_a_counter_period_out_of_bounds_is_a_config_error(period_s):
+    """1e-12 s made a deque of a trillion ticks and every reading divide by zero; inf and nan
+    failed in round()."""
+    with pytest.raises(ConfigError, match="period"):
+        SimParams(counter_period_s=period_s)
+
+
 def test_counter_period_of_50_ms():
     b = backend(counter_period_s=0.05)
     mark(b, "run_start", T0)
