@@ -8,7 +8,10 @@ reading the clock); a full deque drops its oldest entry and the drop is counted.
 thread wakes every `flush_interval_s`, turns queued tuples into one `MarkerBatch`, and sends it
 with a deadline. A daemon that is down, slow or restarted only makes that thread retry with
 capped backoff (the gRPC channel reconnects by itself); an INVALID_ARGUMENT answer (or any other
-non-retriable status) is logged once and that batch is dropped, never retried. Delivery is
+non-retriable status) is logged once and that batch is dropped, never retried. So a marker the
+daemon would refuse must not leave here: a metric against its rules (a long or odd name, a value
+that is no finite number, one too many) is dropped alone, with a warning at most once a minute,
+and run ids and configs are checked up front (parawatt.run, parawatt.facts). Delivery is
 at-least-once: a batch whose deadline passed may have arrived, and markers are idempotent by
 (run_id, rank, kind, epoch, step) downstream. `close()` flushes with a bounded wait; whatever is
 still unsent then counts as dropped.
@@ -35,7 +38,12 @@ import grpc
 
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
-from parawatt_proto.limits import METRICS_PER_MARKER
+from parawatt_proto.limits import (
+    MARKER_BYTES_MAX,
+    METRIC_NAME_MAX,
+    METRICS_PER_MARKER,
+    text_problem,
+)
 from parawatt_proto.transport import ClientTLS, open_channel
 
 log = logging.getLogger("parawatt.client")
@@ -59,6 +67,7 @@ _RETRIABLE = {
     grpc.StatusCode.INTERNAL,
 }
 MAX_METRICS = METRICS_PER_MARKER  # per marker, the daemon's intake limit (parawatt_proto)
+WARN_EVERY_S = 60.0  # a metric dropped again and again is logged at most this often
 _CHANNEL_OPTIONS = [
     # Retry a restarted daemon within a second instead of gRPC's default (up to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -105,6 +114,7 @@ class MarkerClient:
         self._stop = threading.Event()
         self._close_by = float("inf")
         self._warned: set = set()
+        self._warned_at: dict[str, float] = {}
         self._channel = open_channel(address, tls, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.PowerDaemonStub(self._channel)
         self._thread = threading.Thread(target=self._run, name="marker-sender", daemon=True)
@@ -241,10 +251,12 @@ class MarkerClient:
         )
         if callable(metrics):  # filled in here, after every earlier stamp has been resolved
             metrics = metrics()
-        if metrics:
-            _put_metrics(marker, metrics)
+        if metrics and (dropped := _put_metrics(marker, metrics)):
+            self._warn_every("metric", f"dropped {dropped}: the marker is sent without it")
         if config is not None:
             marker.config.CopyFrom(pb.RunConfig(**config))
+            if (dropped := _fit(marker)) is not None:
+                self._warn_every("size", dropped)
         return marker
 
     def _send(self, markers: list) -> bool:
@@ -287,15 +299,57 @@ class MarkerClient:
             self._warned.add(key)
             log.warning(message)
 
+    def _warn_every(self, key: str, message: str) -> None:
+        """A bad metric comes back every step: one warning per WARN_EVERY_S, not one per step."""
+        now = time.monotonic()
+        if now - self._warned_at.get(key, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._warned_at[key] = now
+            log.warning(message)
 
-def _put_metrics(marker: pb.Marker, metrics: Mapping[str, object]) -> None:
-    """The daemon rejects a whole batch for one bad marker: keep to its rules here, dropping a
-    non-finite value (a diverged loss) and anything past its metric limit."""
+
+def _put_metrics(marker: pb.Marker, metrics: Mapping[str, object]) -> str | None:
+    """The daemon refuses a whole batch (up to max_batch markers of every kind) for one bad
+    marker, so keep to every rule it has for metrics (parawatt_proto.validate): a bad metric is
+    dropped here, alone. -> what was dropped (for a warning), or None."""
     out = marker.metrics
+    dropped = []
     for key, value in metrics.items():
-        number = float(value)
-        if math.isfinite(number) and len(out) < MAX_METRICS:
+        number, reason = _metric(key, value)
+        if reason is None and len(out) >= MAX_METRICS:
+            reason = f"metric {key[:40]!r}: more than {MAX_METRICS} metrics in one marker"
+        if reason is None:
             out[key] = number
+        else:
+            dropped.append(reason)
+    if not dropped:
+        return None
+    return dropped[0] + (f" (and {len(dropped) - 1} more)" if len(dropped) > 1 else "")
+
+
+def _metric(key, value) -> tuple[float, str | None]:
+    """(value as a float, None), or (0.0, why the daemon would refuse this metric)."""
+    if not isinstance(key, str):
+        return 0.0, f"metric {key!r}: its name is not a string"
+    if reason := text_problem(key, METRIC_NAME_MAX, required=True):
+        return 0.0, f"metric name {key[:40]!r} {reason}"
+    try:
+        number = float(value)
+    except Exception:  # a string, None, a tensor of many elements, an int beyond a float
+        return 0.0, f"metric {key!r} is not a number ({type(value).__name__})"
+    if not math.isfinite(number):  # a diverged loss
+        return 0.0, f"metric {key!r} is not finite ({number})"
+    return number, None
+
+
+def _fit(marker: pb.Marker) -> str | None:
+    """A RUN_START's config is checked against MARKER_BYTES_MAX up front (parawatt.facts), but
+    its metrics come later: drop metrics until the marker fits. -> what was dropped, or None."""
+    if marker.ByteSize() <= MARKER_BYTES_MAX:
+        return None
+    names = list(marker.metrics)
+    while names and marker.ByteSize() > MARKER_BYTES_MAX:
+        del marker.metrics[names.pop()]
+    return f"dropped metrics of a run-start marker over {MARKER_BYTES_MAX} bytes"
 
 
 class NullMarkerClient:

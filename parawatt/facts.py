@@ -3,6 +3,10 @@
 RunConfig fields come from three places, later ones winning: facts found here, the launcher's
 place in the job (`env.place`), and the caller's `config`. A `config` key that is no RunConfig
 field goes into the `recipe` map (as text), so `config={"optimizer": "adamw"}` is kept too.
+
+The merged config is checked against the daemon's own rules (parawatt_proto.validate) when the
+run is made: the daemon refuses the whole batch holding a RUN_START it does not accept, and with
+it every marker queued beside it, so a config it would refuse is a ValueError here instead.
 """
 
 from __future__ import annotations
@@ -13,11 +17,19 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from parawatt_proto import limits as L
 from parawatt_proto import parawatt_pb2 as pb
+from parawatt_proto.validate import config_problem
 
 _FIELDS = pb.RunConfig.DESCRIPTOR.fields_by_name
 _MAPS = ("recipe", "tags")
-MAX_TEXT = 256  # the daemon's limit for ids and names
+MAX_TEXT = L.MAP_VALUE_MAX  # the daemon's longest text (each field has its own limit too)
+# A RUN_START holds its config and a few ids (at most ~2 KiB); the rest of MARKER_BYTES_MAX
+# is for its metrics (the marker client drops those that do not fit).
+CONFIG_BYTES_MAX = L.MARKER_BYTES_MAX - 4096
+_FACT_LIMITS = {"hostname": L.HOSTNAME_MAX, "device_name": L.DEVICE_NAME_MAX,
+                "device_uuid": L.DEVICE_UUID_MAX, "torch_version": L.VERSION_MAX,
+                "cuda_version": L.VERSION_MAX, "driver_version": L.VERSION_MAX}  # fmt: skip
 
 
 def cuda_index(device) -> int | None:
@@ -88,13 +100,20 @@ def hardware(index: int | None) -> dict[str, str]:
     if torch is not None:
         out["torch_version"] = str(torch.__version__)
     if index is None or torch is None:
-        return {**out, "device_name": cpu_device_name(), "device_uuid": ""}
+        return _clean({**out, "device_name": cpu_device_name(), "device_uuid": ""})
     props = torch.cuda.get_device_properties(index)
     uuid = str(getattr(props, "uuid", "") or "")
     if uuid and not uuid.startswith(("GPU-", "MIG-")):
         uuid = f"GPU-{uuid}"
-    return {**out, "device_name": props.name, "device_uuid": uuid,
-            "cuda_version": torch.version.cuda or "", "driver_version": driver_version()}  # fmt: skip
+    return _clean({**out, "device_name": props.name, "device_uuid": uuid,
+                   "cuda_version": torch.version.cuda or "",
+                   "driver_version": driver_version()})  # fmt: skip
+
+
+def _clean(found: dict[str, str]) -> dict[str, str]:
+    """Facts the user cannot change must not make the run's config refused: an odd driver
+    string is cleaned and cut to the daemon's limit rather than failing the run."""
+    return {k: L.clean_text(str(v), _FACT_LIMITS.get(k, MAX_TEXT)) for k, v in found.items()}
 
 
 def framework() -> dict[str, str]:
@@ -105,11 +124,12 @@ def framework() -> dict[str, str]:
         module = sys.modules.get(name)
         if module is not None and key not in out:
             out[key] = str(getattr(module, "__version__", "?"))
-    return {f"{k}_version": v for k, v in out.items()}
+    return {f"{k}_version": L.clean_text(v, MAX_TEXT) for k, v in out.items()}
 
 
 def run_config(facts: Mapping, config: Mapping | None, tags: Mapping | None) -> dict:
-    """Merge into RunConfig keyword arguments; raises ValueError naming a bad entry."""
+    """Merge into RunConfig keyword arguments the daemon accepts; raises ValueError naming a bad
+    entry."""
     out: dict = {"recipe": {}, "tags": {}}
     for source in (facts, config or {}):
         for key, value in source.items():
@@ -118,16 +138,33 @@ def run_config(facts: Mapping, config: Mapping | None, tags: Mapping | None) -> 
             elif key in _FIELDS:
                 out[key] = _coerce(key, value)
             else:
-                out["recipe"][_text(f"config key {key!r}", key)] = _text(f"config[{key!r}]", value)
+                name = _text(f"config key {key!r}", key, L.MAP_KEY_MAX)
+                out["recipe"][name] = _text(f"config[{key!r}]", value)
     out["tags"].update(_text_map("tags", tags or {}))
-    return out
+    return _accepted(out)
+
+
+def _accepted(config: dict) -> dict:
+    """`config` when the daemon takes it as a RunConfig, else ValueError naming the problem."""
+    try:
+        record = pb.RunConfig(**config)
+    except (TypeError, ValueError) as exc:  # e.g. a whole number beyond the field's 64 bits
+        raise ValueError(f"config: {exc}") from None
+    if reason := config_problem(record):
+        raise ValueError(f"{reason} (the daemon would refuse the run's markers)")
+    if (size := record.ByteSize()) > CONFIG_BYTES_MAX:
+        raise ValueError(
+            f"config, tags and recipe take {size} bytes (at most {CONFIG_BYTES_MAX}): "
+            "shorten or drop some entries"
+        )
+    return config
 
 
 def _coerce(key: str, value):
     kind = _FIELDS[key].type
+    if kind == _FIELDS["model"].type:  # text: its own message, not "expected a whole number"
+        return _text(f"config[{key!r}]", value)
     try:
-        if kind == _FIELDS["model"].type:
-            return _text(f"config[{key!r}]", value)
         if kind == _FIELDS["amp"].type:
             return bool(value)
         number = int(value)
@@ -138,7 +175,7 @@ def _coerce(key: str, value):
         raise ValueError(f"config[{key!r}] = {value!r}: expected a whole number") from None
 
 
-def _text(what: str, value) -> str:
+def _text(what: str, value, limit: int = MAX_TEXT) -> str:
     text = (
         value
         if isinstance(value, str)
@@ -146,12 +183,15 @@ def _text(what: str, value) -> str:
         if isinstance(value, float)
         else str(value)
     )
-    if len(text) > MAX_TEXT or not text.isprintable():
-        raise ValueError(f"{what}: at most {MAX_TEXT} printable characters")
+    if len(text) > limit or not text.isprintable():
+        raise ValueError(f"{what}: at most {limit} printable characters")
     return text
 
 
 def _text_map(what: str, value) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a mapping of names to values")
-    return {_text(f"{what} key {k!r}", k): _text(f"{what}[{k!r}]", v) for k, v in value.items()}
+    return {
+        _text(f"{what} key {k!r}", k, L.MAP_KEY_MAX): _text(f"{what}[{k!r}]", v)
+        for k, v in value.items()
+    }

@@ -32,8 +32,9 @@ import weakref
 from dataclasses import dataclass, field
 
 from parawatt import env, facts
-from parawatt.client import EPOCH_END, EPOCH_START, MarkerClient, NullMarkerClient
+from parawatt.client import EPOCH_END, EPOCH_START, STATUS, MarkerClient, NullMarkerClient
 from parawatt.clock import clock_for
+from parawatt_proto import limits as L
 from parawatt_proto.transport import ClientTLS, parse_target
 
 log = logging.getLogger("parawatt")
@@ -70,6 +71,13 @@ class Run:
                  tls: ClientTLS | None = None, process_group=None, close_timeout_s: float = 5.0,
                  client_options: dict | None = None, run_token: bytes | None = None,
                  clock=None):  # fmt: skip
+        # The daemon refuses every marker of a run whose id, token or config it does not take,
+        # and the run would go unrecorded with only a warning: refuse them now instead.
+        if run_id:
+            check_run_id(run_id)
+        if run_token is not None:
+            _check_token(run_token)
+        facts.run_config({}, config, tags)
         self._args = (daemon, run_id, config, tags, device, tls, process_group)
         self._given_token = run_token  # a run resumed by its owner keeps its token
         self._given_clock = clock  # a step clock (parawatt.clock); default: by device
@@ -102,6 +110,7 @@ class Run:
         index = facts.cuda_index(device)
         name = str((config or {}).get("model", "run"))
         self.id, token, how = env.agree(run_id, name, where, group, token=self._given_token)
+        check_run_id(self.id, f"(from run_id=, ${env.ENV_RUN_ID} or the launcher)")
         if not token:
             log.warning("parawatt: %d ranks without torch.distributed and no $%s: run %r is not "
                         "protected by a run token", where.world_size, env.ENV_RUN_TOKEN, self.id)  # fmt: skip
@@ -131,7 +140,13 @@ class Run:
         return self
 
     def end(self, status: str = "completed") -> dict:
-        """RUN_END with `status`, then flush (bounded); -> the run's summary. Idempotent."""
+        """RUN_END with `status`, then flush (bounded); -> the run's summary. Idempotent.
+        A status the daemon does not know is refused before anything changes, so the run can
+        still be ended properly."""
+        if status not in STATUS:
+            raise ValueError(
+                f"run.end({status!r}): the status must be one of {', '.join(map(repr, STATUS))}"
+            )
         if not self._started or self.status is not None:
             return self.summary
         if self._epoch is not None:
@@ -188,6 +203,8 @@ class Run:
 
     # -- epochs and steps (training thread) ------------------------------------------------
     def begin_epoch(self, index: int | None = None) -> Epoch:
+        if index is not None and not 0 <= int(index) <= L.EPOCH_MAX:  # the daemon refuses it
+            raise ValueError(f"epoch {index}: epochs are numbered 0..{L.EPOCH_MAX}")
         if self._epoch is not None:
             self.end_epoch()
         index = self._next_epoch if index is None else int(index)
@@ -269,8 +286,36 @@ def track(daemon=None, run_id=None, config=None, tags=None, device=None, **optio
     "off" sends nothing. run_id: default $PARAWATT_RUN_ID, else made by rank 0 (broadcast when
     torch.distributed is initialised). config: RunConfig fields (model, global_batch_size, ...;
     other keys go to its recipe map). tags: free-form text map. device: the training device
-    (default: the current CUDA device when CUDA is in use, else the CPU)."""
+    (default: the current CUDA device when CUDA is in use, else the CPU).
+
+    A run id, config or tags the daemon would refuse (parawatt_proto.limits: e.g. a run id over
+    128 characters or with control characters, a negative batch size) raise ValueError here,
+    rather than leaving the whole run unrecorded."""
     return Run(daemon, run_id, config, tags, device, **options)
+
+
+def check_run_id(run_id, source: str = "") -> str:
+    """`run_id` when every part of parawatt takes it (parawatt_proto.limits), else ValueError."""
+    where = f" {source}" if source else ""
+    if not isinstance(run_id, str):
+        raise ValueError(f"run id {run_id!r}{where}: expected a string")
+    if reason := L.run_id_problem(run_id):
+        raise ValueError(
+            f"run id {run_id[:40]!r}{where} {reason}: use 1..{L.RUN_ID_MAX} characters, "
+            "none of them a control or invisible one"
+        )
+    return run_id
+
+
+def _check_token(token) -> None:
+    """A given run token: bytes of the length the daemon accepts (never shown)."""
+    if not isinstance(token, bytes | bytearray):
+        raise ValueError(f"run_token: expected bytes, got {type(token).__name__}")
+    if not L.RUN_TOKEN_MIN_BYTES <= len(token) <= L.RUN_TOKEN_MAX_BYTES:
+        raise ValueError(
+            f"run_token of {len(token)} bytes: the daemon takes "
+            f"{L.RUN_TOKEN_MIN_BYTES}..{L.RUN_TOKEN_MAX_BYTES}"
+        )
 
 
 def _to_host(metrics: dict) -> dict:

@@ -133,3 +133,32 @@ def test_metrics_are_kept_within_the_daemons_rules(sim_daemon):
     step, epoch = read_markers(sim_daemon.address, "r1")
     assert dict(step.metrics) == {"lr": 0.1}
     assert len(epoch.metrics) == T.MAX_METRICS
+
+
+def test_a_metric_the_daemon_would_refuse_is_dropped_alone_not_its_batch(sim_daemon, caplog):
+    client = _client(sim_daemon.address, flush_interval_s=60)  # one batch, sent at close
+    time.sleep(0.3)  # the sender is asleep in its first wait
+    bad = {"x" * 200: 1.0, "bad\x1bname": 1.0, "": 1.0, 7: 1.0, "text": "abc", "none": None,
+           "huge": 10**400}  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="parawatt.client"):
+        for step in range(50):
+            client.mark(T.STEP_END, 0, step, {"loss": 1.0, **bad} if step % 10 == 3 else None)
+        stats = client.close()
+    assert (stats.sent, stats.rejected, stats.dropped) == (50, 0, 0)
+    markers = read_markers(sim_daemon.address, "r1")
+    assert _steps(markers) == list(range(50))
+    assert all(dict(m.metrics) == {"loss": 1.0} for m in markers if m.step % 10 == 3)
+    warnings = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(warnings) == 1 and "longer than 128 characters" in warnings[0]  # rate-limited
+
+
+def test_a_run_start_over_the_daemons_size_limit_loses_metrics_not_the_batch(sim_daemon):
+    client = _client(sim_daemon.address, flush_interval_s=60)
+    time.sleep(0.3)
+    big = {f"k{i:02}": "\U0001f600" * 220 for i in range(64)}  # just within the config limit
+    client.mark_run_start({"tags": big, "model": "m"}, {f"{'m' * 120}{i}": 1.0 for i in range(64)})
+    client.mark(T.STEP_END, 0, 0)
+    stats = client.close()
+    assert (stats.sent, stats.dropped) == (2, 0)
+    start, step = read_markers(sim_daemon.address, "r1")
+    assert start.config.tags == big and 0 < len(start.metrics) < 64 and step.step == 0

@@ -189,6 +189,57 @@ def test_bad_input_is_one_clear_error():
         parawatt.track(daemon="off", device="gpu7").start()
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"run_id": "r" * 10_000}, "longer than 128 characters"),
+     ({"run_id": "bad\x1b[31mid"}, "control character"),
+     ({"run_id": 5}, "expected a string"),
+     ({"config": {"global_batch_size": -1}}, "global_batch_size -1 is outside"),
+     ({"config": {"world_size": 10**9}}, "world_size"),
+     ({"config": {"seed": 2**70}}, "out of range"),
+     ({"config": {"model": "m" * 100}}, "config.model is longer than 64"),
+     ({"config": {"model": "m" * 300}}, r"config\['model'\]: at most 256 printable"),
+     ({"tags": {"k" * 100: "v"}}, "tags key"),
+     ({"tags": {"a\x00": "b"}}, "tags key"),
+     ({"tags": {f"t{i}": "v" for i in range(65)}}, "65 entries"),
+     ({"tags": {f"t{i}": "\U0001f600" * 256 for i in range(64)}}, "bytes"),
+     ({"run_token": b"short"}, "5 bytes")],
+)  # fmt: skip
+def test_what_the_daemon_would_refuse_is_a_value_error_when_the_run_is_made(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        parawatt.track(daemon="off", **kwargs)
+
+
+def test_a_run_id_from_the_environment_is_checked_too():
+    os.environ["PARAWATT_RUN_ID"] = "x" * 200
+    try:
+        with pytest.raises(ValueError, match=r"PARAWATT_RUN_ID.*longer than 128"):
+            parawatt.track(daemon="off").start()
+    finally:
+        del os.environ["PARAWATT_RUN_ID"]
+
+
+def test_an_unknown_status_is_refused_and_the_run_can_still_be_ended():
+    with Recorder() as rec:
+        run = parawatt.track(daemon=rec.address).start()
+        run.step()
+        with pytest.raises(ValueError, match="'completed', 'failed', 'interrupted'"):
+            run.end("exploded")
+        assert run.status is None
+        assert run.end("failed")["status"] == "failed"
+        assert rec.markers[-1].kind == pb.RUN_END
+        assert rec.markers[-1].status == pb.RUN_STATUS_FAILED
+
+
+def test_an_epoch_the_daemon_would_refuse_is_a_value_error():
+    with parawatt.track(daemon="off") as run:
+        with pytest.raises(ValueError, match="epochs are numbered"):
+            run.begin_epoch(-1)
+        with run.epoch(3):
+            run.step()
+    assert run.summary["epochs"] == 4
+
+
 def test_import_parawatt_does_not_import_torch():
     code = "import sys, parawatt; print('torch' in sys.modules, 'collector' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

@@ -4,6 +4,7 @@ fine-tuning from a checkpoint, and an absent daemon."""
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 import torch
@@ -11,8 +12,8 @@ from click.testing import CliRunner
 
 from parawatt_proto import parawatt_pb2 as pb
 from tests.support.markers import count_by_kind, read_markers
-from tests.support.torchrun import free_port
-from tests.trainer.trainer_args import AFNO, load_summary, short
+from tests.support.torchrun import PYTHON, REPO, cpu_env, free_port, stop_tree
+from tests.trainer.trainer_args import AFNO, RESNET, load_summary, short
 from trainer.cli import main
 from trainer.system import cpu_device_name
 from trainer.train.checkpoint import FILENAME
@@ -37,6 +38,14 @@ def _train(args: list[str], env: dict | None = None):
         (["--data-fraction", "0"], None, "--data-fraction"),
         (["--model", "vgg"], None, "'vgg' is not one of"),
         (["--output", "/no/such/dir/out.json"], None, "its directory does not exist"),
+        (["--output", "/tmp"], None, "is a directory; give a file name"),
+        (["--lr", "nan"], None, "'nan' is not a finite number"),
+        (["--lr", "inf"], None, "'inf' is not a finite number"),
+        (["--lr", "0"], None, "--lr"),
+        (["--warmup-epochs", "inf"], None, "not a finite number"),
+        (["--data-fraction", "nan"], None, "not a finite number"),
+        (["--sparsity-threshold", "nan"], None, "not a finite number"),
+        (["--hard-thresholding-fraction", "nan"], None, "not a finite number"),
     ],
 )  # fmt: skip
 def test_bad_flags_give_one_clear_error_and_exit_2(args, env, message):
@@ -171,3 +180,44 @@ def test_loader_workers_start_before_the_run_and_change_no_batch(tmp_path):
     # Start-up is set-up: epoch 0 is not slower than the next by the workers' launch.
     assert runs["2"]["setup_duration_s"] > 0
     assert [e["epoch"] for e in runs["2"]["epoch_results"]] == [0, 1]
+
+
+_DISK_FULL_AT_THE_END = """
+import pathlib, sys
+from trainer.cli import main
+write_text = pathlib.Path.write_text
+def disk_full(path, *args, **kwargs):
+    if path.name == "out.json":
+        raise OSError(28, "No space left on device")
+    return write_text(path, *args, **kwargs)
+pathlib.Path.write_text = disk_full
+main(["train", "--quiet", *sys.argv[1:]])
+"""
+
+
+def test_a_summary_that_cannot_be_written_is_one_error_and_the_process_exits(tmp_path):
+    """Loader workers ignore SIGTERM, so unless the trainer shuts them down, an exception at the
+    end left them to multiprocessing's exit handler, which waited for them forever."""
+    args = [*RESNET, *short(1, 2), "--global-batch-size", "4", "--daemon", "none",
+            "--workers", "1", "--output", str(tmp_path / "out.json")]  # fmt: skip
+    proc = subprocess.Popen([PYTHON, "-c", _DISK_FULL_AT_THE_END, *args], cwd=REPO, env=cpu_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        stop_tree(proc)
+        pytest.fail("the trainer hung at exit after failing to write --output")
+    assert proc.returncode == 1, stderr
+    assert "--output" in stderr and "No space left on device" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--cooldown", "nan"], ["--cooldown-max-s", "inf"], ["--cooldown-poll-s", "nan"],
+     ["--idle-temperature-c", "-inf"], ["--cooldown-poll-s", "0"]],
+)  # fmt: skip
+def test_sweep_float_flags_must_be_finite_numbers(tmp_path, args):
+    result = CliRunner().invoke(main, ["sweep", str(tmp_path / "grid.toml"), *args])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[0]}'" in result.output and "Traceback" not in result.output

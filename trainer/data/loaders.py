@@ -10,7 +10,8 @@ machine: 16 torch imports, ~15 s, became 2, ~3 s).
 of the run's set-up (before RUN_START), like building the model, and epoch 0's interval holds
 training and evaluation only, comparable with every other epoch. The set-up time is reported in
 the run-start marker (`setup_s`) and the summary (`setup_duration_s`), not hidden. Workers leave
-SIGINT / SIGTERM to the trainer (see `leave_signals_to_the_trainer`).
+SIGINT / SIGTERM to the trainer (see `leave_signals_to_the_trainer`), so the trainer shuts them
+down itself (`Batches.close()`) however the run ends.
 
 Augmentations (random crops and flips) draw from torch's RNG: in a worker it is seeded from the
 loader's generator, in the main process (no workers) it is the global one. Both are seeded per
@@ -124,6 +125,18 @@ class Batches:
         if early is not None and early[0] == epoch:
             return early[1]
         return self._fresh(epoch)
+
+    def close(self) -> None:
+        """Shut the worker processes down now; idempotent, nothing to do without workers.
+        Persistent workers otherwise live as long as the loader, and after an exception its
+        traceback keeps the loader alive until multiprocessing's exit handler joins them: it
+        asks them to stop with SIGTERM, which they ignore (see leave_signals_to_the_trainer), so
+        the process would hang at exit."""
+        self._early = None
+        iterator, self.loader._iterator = getattr(self.loader, "_iterator", None), None
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
     def _fresh(self, epoch: int) -> Iterator:
         if hasattr(self.loader.sampler, "set_epoch"):

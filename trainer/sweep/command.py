@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from trainer.options import FINITE, FiniteFloat
 from trainer.sweep.cooldown import DaemonThermometer
 from trainer.sweep.grid import SweepError, SweepGrid, grid_problems, load_grid
 from trainer.sweep.runner import (
@@ -94,18 +95,28 @@ def print_plan(runner: SweepRunner, echo=click.echo) -> None:
 @click.option(
     "--cooldown",
     "cooldown_c",
-    type=float,
+    type=FiniteFloat(min=0),
     default=None,
     metavar="DELTA_C",
     help="Between points, wait until every GPU is within DELTA_C of its idle temperature.",
 )
 @click.option(
-    "--cooldown-max-s", type=float, default=600.0, show_default=True, help="Longest cool-down wait."
+    "--cooldown-max-s",
+    type=FiniteFloat(min=0),
+    default=600.0,
+    show_default=True,
+    help="Longest cool-down wait.",
 )
-@click.option("--cooldown-poll-s", type=float, default=2.0, show_default=True, hidden=True)
+@click.option(
+    "--cooldown-poll-s",
+    type=FiniteFloat(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    hidden=True,
+)
 @click.option(
     "--idle-temperature-c",
-    type=float,
+    type=FINITE,
     default=None,
     help="Idle temperature of every GPU (default: as read when the sweep starts).",
 )

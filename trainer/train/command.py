@@ -24,6 +24,7 @@ from trainer.config import (
     parse_run_id,
     parse_tag,
 )
+from trainer.options import FiniteFloat
 
 _POS = click.IntRange(min=1)
 
@@ -62,13 +63,13 @@ def _afno_options(fn):
         click.option("--num-blocks", type=_POS, default=shape.num_blocks, show_default=True),
         click.option(
             "--sparsity-threshold",
-            type=click.FloatRange(min=0),
+            type=FiniteFloat(min=0),
             default=shape.sparsity_threshold,
             show_default=True,
         ),
         click.option(
             "--hard-thresholding-fraction",
-            type=click.FloatRange(0, 1, min_open=True),
+            type=FiniteFloat(0, 1, min_open=True),
             default=shape.hard_thresholding_fraction,
             show_default=True,
         ),
@@ -85,9 +86,9 @@ def _afno_options(fn):
 @click.option("--steps-per-epoch", type=_POS, default=None, help="cap on optimizer steps")
 @click.option("--global-batch-size", type=_POS, default=None, help="default: LBS x world size")
 @click.option("--local-batch-size", type=_POS, default=None, help="per-device micro-batch")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="peak LR")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None, help="peak LR")
 @click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None)
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None)
+@click.option("--warmup-epochs", type=FiniteFloat(min=0), default=None)
 @click.option("--image-size", type=_POS, default=224, show_default=True)
 @click.option("--num-classes", type=_POS, default=None, help="default 1000 / the class folders")
 @_afno_options
@@ -144,7 +145,7 @@ def _afno_options(fn):
 @click.option("--eval-batches", type=click.IntRange(min=0), default=None,
               help="per rank; default: all, or --steps-per-epoch when given")  # fmt: skip
 @click.option("--tag", "tags", multiple=True, callback=_tags, help="KEY=VALUE (repeatable)")
-@click.option("--data-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0)
+@click.option("--data-fraction", type=FiniteFloat(0, 1, min_open=True), default=1.0)
 @click.option("--synthetic-size", type=_POS, default=None, help="synthetic training-set size")
 @click.option("--quiet", is_flag=True, help="no progress or summary table")
 def train(**opts) -> None:
@@ -203,8 +204,8 @@ def _check(config: TrainConfig) -> None:
         raise click.UsageError("--activation-checkpointing is for --model fourcastnet")
     if config.channels_last and config.model != "resnet50":
         raise click.UsageError("--channels-last is for --model resnet50")
-    if config.output and not Path(config.output).resolve().parent.is_dir():
-        raise click.UsageError(f"--output {config.output}: its directory does not exist")
+    if config.output and (reason := _output_problem(Path(config.output))):
+        raise click.UsageError(f"--output {config.output}: {reason}")
     if config.init_checkpoint and not Path(config.init_checkpoint).is_file():
         raise click.UsageError(f"--init-checkpoint {config.init_checkpoint}: no such file")
     if config.mode == "finetune" and not config.init_checkpoint:
@@ -216,3 +217,18 @@ def _check(config: TrainConfig) -> None:
         )
     if config.data != "synthetic" and not Path(config.data).is_dir():
         raise click.UsageError(f"--data {config.data}: no such directory (or 'synthetic')")
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why the summary could not be written to `path` (None: it can), checked before training:
+    otherwise a run of hours ends in an error and no summary."""
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        return "its directory does not exist"
+    if path.is_dir():
+        return "is a directory; give a file name for the JSON summary"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "is not writable"
+    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return f"its directory {folder} is not writable"
+    return None

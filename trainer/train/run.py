@@ -21,6 +21,7 @@ import torch
 import parawatt
 from parawatt.env import new_run_id as _new_run_id
 from trainer.config import TrainConfig
+from trainer.errors import TrainerError
 from trainer.system import param_fingerprint
 from trainer.train import checkpoint as ckpt_io
 from trainer.train.distributed import DistContext, init_distributed
@@ -111,11 +112,15 @@ def train(config: TrainConfig) -> Outcome:
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, ranks may be anywhere
         status, in_step = "interrupted", False
     finally:
-        summary = _finish(
-            config, ctx, session, loop, run, epochs, status, started, train_s, in_step
-        )
-        stop.restore()
-        ctx.close()
+        try:
+            summary = _finish(
+                config, ctx, session, loop, run, epochs, status, started, train_s, in_step
+            )
+        finally:  # even when the summary cannot be written: the process must be able to exit
+            if session is not None:
+                session.close_loaders()
+            stop.restore()
+            ctx.close()
     return Outcome(status, stop.signum, summary)
 
 
@@ -185,13 +190,25 @@ def _finish(config, ctx, session, loop, run, epochs, status, started, train_s, i
     summary = _summary(config, ctx, session, totals, epochs, status, started, train_s, per_rank)
     summary["param_checksum"] = checksum
     if ctx.is_main:
-        if config.output:
-            Path(config.output).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if config.progress:
             print(summary_table(summary), flush=True)
             if config.daemon is None or summary["markers"]["sent"] == 0:
                 print(no_energy_line(config.daemon), flush=True)
+        if config.output:
+            _write_summary(Path(config.output), summary)
     return summary
+
+
+def _write_summary(path: Path, summary: dict) -> None:
+    """--output was checked before training, but the disk may have filled or the folder gone
+    since: one clear error (the table above still shows the run), not a traceback."""
+    try:
+        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise TrainerError(
+            f"--output {path}: could not write the run's summary ({exc.strerror or exc}); "
+            f"run {summary['run_id']} itself ended {summary['status']}"
+        ) from exc
 
 
 def _summary(config, ctx, session, totals, epochs, status, started, train_s, per_rank) -> dict:

@@ -65,6 +65,13 @@ class Session:
         if self.eval_loader is not None:
             self.eval_loader.start()
 
+    def close_loaders(self) -> None:
+        """Stop the loader workers (see `Batches.close`): a run that ends by an exception must
+        still exit."""
+        self.train_loader.close()
+        if self.eval_loader is not None:
+            self.eval_loader.close()
+
     def loop_parts(self, run, progress, stop) -> LoopParts:
         fields = self.config.model == "fourcastnet"
         return LoopParts(
