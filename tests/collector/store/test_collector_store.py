@@ -30,14 +30,6 @@ from parawatt_proto.records import RunConfigRec
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node, run_markers
 
 
-@pytest.fixture
-def engine(db_url):
-    engine = create_db_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def count(engine, model) -> int:
     with engine.connect() as conn:
         return conn.scalar(select(func.count()).select_from(model))

@@ -9,8 +9,7 @@ import logging
 import threading
 import time
 
-import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, select
 
 from collector.errors import StoreError
 from collector.metrics.state import LiveState
@@ -20,20 +19,8 @@ from collector.store.store import Store
 from collector.store.writebatch import WriteBatch
 from collector.store.writer import Writer
 from parawatt_proto.records import RunConfigRec
+from tests.collector.store.test_collector_store import count
 from tests.collector.synth import MS, T0, S, SynthDevice, marker, node
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = create_db_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
-def count(engine, model) -> int:
-    with engine.connect() as conn:
-        return conn.scalar(select(func.count()).select_from(model))
 
 
 def flood(runs: int, t0: int = T0 + S) -> WriteBatch:

@@ -9,7 +9,6 @@ from sqlalchemy import select
 from collector.join.joiner import Joiner
 from collector.store import queries
 from collector.store import reads as store_reads
-from collector.store.db import create_db_engine, migrate
 from collector.store.intervals import merge_sessions
 from collector.store.models import Interval, Marker, Run, RunRank
 from collector.store.store import Store
@@ -21,14 +20,6 @@ from tests.collector.synth import T0, S, marker, node
 
 CONFIG = RunConfigRec(world_size=1, model="resnet50", global_batch_size=8, local_batch_size=8,
                       device_name="x86_64", tags={"sweep": "s"})  # fmt: skip
-
-
-@pytest.fixture
-def engine(db_url):
-    engine = create_db_engine(db_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")
