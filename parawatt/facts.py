@@ -11,6 +11,7 @@ it every marker queued beside it, so a config it would refuse is a ValueError he
 
 from __future__ import annotations
 
+import logging
 import platform
 import socket
 import sys
@@ -21,8 +22,14 @@ from parawatt_proto import limits as L
 from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto.validate import config_problem
 
+log = logging.getLogger("parawatt")
+
 _FIELDS = pb.RunConfig.DESCRIPTOR.fields_by_name
 _MAPS = ("recipe", "tags")
+# RunConfig text that only describes the run (cut to fit, not refused; validate._CONFIG_TEXT)
+_DESCRIPTIVE = (("model", L.MODEL_MAX), ("dataset", L.DATASET_MAX),
+                ("device_name", L.DEVICE_NAME_MAX), ("torch_version", L.VERSION_MAX),
+                ("cuda_version", L.VERSION_MAX), ("driver_version", L.VERSION_MAX))  # fmt: skip
 MAX_TEXT = L.MAP_VALUE_MAX  # the daemon's longest text (each field has its own limit too)
 # A RUN_START holds its config and a few ids (at most ~2 KiB); the rest of MARKER_BYTES_MAX
 # is for its metrics (the marker client drops those that do not fit).
@@ -127,10 +134,17 @@ def framework() -> dict[str, str]:
     return {f"{k}_version": L.clean_text(v, MAX_TEXT) for k, v in out.items()}
 
 
-def run_config(facts: Mapping, config: Mapping | None, tags: Mapping | None) -> dict:
+def run_config(
+    facts: Mapping, config: Mapping | None, tags: Mapping | None, check_limits: bool = True
+) -> dict:
     """Merge into RunConfig keyword arguments the daemon accepts; raises ValueError naming a bad
-    entry."""
+    entry. What only describes the run is made to fit instead of refused, with one warning:
+    descriptive text (model, dataset, ...) is cut to its limit, and free-form config entries
+    (the recipe: `vars(args)` easily has more than 64) beyond the daemon's limits are cut or
+    left out. Tags (which group a sweep's points), the batch sizes and counts are refused.
+    check_limits=False (markers off: nothing is sent) skips the daemon's limits."""
     out: dict = {"recipe": {}, "tags": {}}
+    cut: list[str] = []
     for source in (facts, config or {}):
         for key, value in source.items():
             if key in _MAPS:
@@ -138,10 +152,35 @@ def run_config(facts: Mapping, config: Mapping | None, tags: Mapping | None) -> 
             elif key in _FIELDS:
                 out[key] = _coerce(key, value)
             else:
-                name = _text(f"config key {key!r}", key, L.MAP_KEY_MAX)
-                out["recipe"][name] = _text(f"config[{key!r}]", value)
+                _recipe_entry(out["recipe"], key, value, cut)
+    if not check_limits:
+        out["tags"].update(tags or {})
+        return out
     out["tags"].update(_text_map("tags", tags or {}))
+    for name, limit in _DESCRIPTIVE:
+        if isinstance(out.get(name), str) and L.text_problem(out[name], limit):
+            out[name] = L.clean_text(out[name], limit)
+            cut.append(f"config.{name} cut to {limit} characters")
+    if cut:
+        log.warning("parawatt: the run's description was made to fit the daemon's limits: %s",
+                    "; ".join(cut[:5]) + (f" (and {len(cut) - 5} more)" if len(cut) > 5 else ""))  # fmt: skip
     return _accepted(out)
+
+
+def _recipe_entry(recipe: dict, key, value, cut: list[str]) -> None:
+    """One free-form config entry into the recipe, cut to the daemon's limits (or left out past
+    its number of entries) rather than refused: it only describes the run."""
+    name = L.clean_text(_as_text(key), L.MAP_KEY_MAX)
+    if not name:
+        cut.append(f"config key {key!r} left out (empty)")
+        return
+    if len(recipe) >= L.MAP_ENTRIES_MAX and name not in recipe:
+        cut.append(f"config[{key!r}] left out (at most {L.MAP_ENTRIES_MAX} entries)")
+        return
+    text = _as_text(value)
+    recipe[name] = L.clean_text(text, L.MAP_VALUE_MAX)
+    if name != _as_text(key) or recipe[name] != text:
+        cut.append(f"config[{key!r}] cut")
 
 
 def _accepted(config: dict) -> dict:
@@ -163,6 +202,8 @@ def _accepted(config: dict) -> dict:
 def _coerce(key: str, value):
     kind = _FIELDS[key].type
     if kind == _FIELDS["model"].type:  # text: its own message, not "expected a whole number"
+        if key in dict(_DESCRIPTIVE):
+            return _as_text(value)  # cut to fit later (run_config)
         return _text(f"config[{key!r}]", value)
     try:
         if kind == _FIELDS["amp"].type:
@@ -175,14 +216,18 @@ def _coerce(key: str, value):
         raise ValueError(f"config[{key!r}] = {value!r}: expected a whole number") from None
 
 
-def _text(what: str, value, limit: int = MAX_TEXT) -> str:
-    text = (
+def _as_text(value) -> str:
+    return (
         value
         if isinstance(value, str)
         else f"{value:g}"
         if isinstance(value, float)
         else str(value)
     )
+
+
+def _text(what: str, value, limit: int = MAX_TEXT) -> str:
+    text = _as_text(value)
     if len(text) > limit or not text.isprintable():
         raise ValueError(f"{what}: at most {limit} printable characters")
     return text

@@ -72,12 +72,14 @@ class Run:
                  client_options: dict | None = None, run_token: bytes | None = None,
                  clock=None):  # fmt: skip
         # The daemon refuses every marker of a run whose id, token or config it does not take,
-        # and the run would go unrecorded with only a warning: refuse them now instead.
-        if run_id:
-            check_run_id(run_id)
-        if run_token is not None:
-            _check_token(run_token)
-        facts.run_config({}, config, tags)
+        # and the run would go unrecorded with only a warning: refuse them now instead (with
+        # markers off nothing is sent, and nothing is refused).
+        if env.daemon_address(daemon) is not None:
+            if run_id:
+                check_run_id(run_id)
+            if run_token is not None:
+                _check_token(run_token)
+            facts.run_config({}, config, tags)
         self._args = (daemon, run_id, config, tags, device, tls, process_group)
         self._given_token = run_token  # a run resumed by its owner keeps its token
         self._given_clock = clock  # a step clock (parawatt.clock); default: by device
@@ -110,11 +112,12 @@ class Run:
         index = facts.cuda_index(device)
         name = str((config or {}).get("model", "run"))
         self.id, token, how = env.agree(run_id, name, where, group, token=self._given_token)
-        check_run_id(self.id, f"(from run_id=, ${env.ENV_RUN_ID} or the launcher)")
+        if address is not None:
+            check_run_id(self.id, f"(from run_id=, ${env.ENV_RUN_ID} or the launcher)")
         if not token:
             log.warning("parawatt: %d ranks without torch.distributed and no $%s: run %r is not "
                         "protected by a run token", where.world_size, env.ENV_RUN_TOKEN, self.id)  # fmt: skip
-        self.place, self.config = where, self._config(where, index, config, tags)
+        self.place, self.config = where, self._config(where, index, config, tags, address)
         self._clock = self._given_clock or clock_for(index if address is not None else None)
         self._cuda = self._clock.cuda
         self._stamp = self._clock.stamp
@@ -270,13 +273,14 @@ class Run:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
 
-    def _config(self, where, index, config, tags) -> dict:
+    def _config(self, where, index, config, tags, address) -> dict:
         found = facts.hardware(index)
         found.update(world_size=where.world_size, nodes=where.nodes, local_rank=where.local_rank,
                      local_world_size=where.local_world_size, recipe=facts.framework())  # fmt: skip
         if where.backend:
             found["backend"] = where.backend
-        return facts.run_config(found, config, tags)
+        # markers off: nothing is sent, so nothing need fit the daemon's limits
+        return facts.run_config(found, config, tags, check_limits=address is not None)
 
 
 def track(daemon=None, run_id=None, config=None, tags=None, device=None, **options) -> Run:
