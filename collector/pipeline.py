@@ -116,7 +116,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="join", daemon=True)
         self._run_energy_done: dict[str, float] = {}  # run_id -> J of its emitted run intervals
-        self._run_devices: dict[str, dict[str, int]] = {}  # run_id -> device -> rank counted
+        # run_id -> device -> (rank, start, end) of its run intervals counted
+        self._run_devices: dict[str, dict[str, list[tuple[int, int, int]]]] = {}
         self._progress_ns = 0
         self.idle = threading.Event()  # set while the queue is empty and all output handed on
 
@@ -274,14 +275,19 @@ class Pipeline:
                 self.live.clock_steps_total += out.clock_steps
 
     def _first_run_device(self, i) -> bool:
-        """False for a run interval of a device another rank of the run already gave its run
-        energy: ranks sharing a GPU each measure all of it, and the run counts it once (as
-        store.queries does). The same rank's next session (a resumed run) still adds its own.
-        Bounded with the runs it follows."""
+        """False for a run interval of a device that another rank's run interval of the run
+        already counted at the same time: ranks sharing a GPU each measure all of it, and the
+        run counts it once (as store.queries does). The same rank's next session, or another
+        rank on that device at another time (a run resumed on other GPUs), still adds its own.
+        Bounded with the runs it follows, and to 64 intervals a device."""
         owner = self._run_devices.setdefault(i.run_id, {})
         while len(self._run_devices) > self.joiner.cfg.max_runs:
             del self._run_devices[next(iter(self._run_devices))]
-        return owner.setdefault(i.device_uuid, i.rank) == i.rank
+        counted = owner.setdefault(i.device_uuid, [])
+        if any(r != i.rank and s < i.end_ns and i.start_ns < e for r, s, e in counted):
+            return False
+        counted[:] = [*counted[-63:], (i.rank, i.start_ns, i.end_ns)]
+        return True
 
     def _update_runs(self, now_ns: int) -> None:
         open_runs = {k[0] for k in self.joiner.pending_keys() if k[2] == "run"}

@@ -150,7 +150,7 @@ def _run_energy(conn: Connection, ids: list[str]) -> dict[str, dict]:
             .where(Interval.run_id.in_([i for i in ids if i not in out]), Interval.kind == kind)
             .order_by(Interval.rank)
         )  # fmt: skip
-        seen: set[tuple] = set()
+        seen: dict[tuple, list] = {}
         for run_id, dev_kind, e, active, u, flags, rank, start, end, secs, dev, epoch in rows:
             acc = out.setdefault(run_id, {"gpu": [], "cpu": [], "active": [], "u": 0.0,
                                           "flags": set(), "partial": kind == "epoch",
@@ -160,7 +160,7 @@ def _run_energy(conn: Connection, ids: list[str]) -> dict[str, dict]:
                 acc["gpu_ranks"] += 1
                 if kind == "run" and rank < acc.get("lead", (rank + 1,))[0]:
                     acc["lead"] = (rank, start, end, secs)
-            if not _first_per_device(seen, (run_id, epoch, dev), acc["flags"]):
+            if not _first_per_device(seen, (run_id, epoch, dev), rank, start, end, acc["flags"]):
                 continue
             acc["gpu" if dev_kind == "gpu" else "cpu"].append(e)
             if dev_kind == "gpu":
@@ -174,16 +174,20 @@ def _run_energy(conn: Connection, ids: list[str]) -> dict[str, dict]:
     return out
 
 
-def _first_per_device(seen: set[tuple], key: tuple, flags: set[str]) -> bool:
-    """True for the first interval of a device at `key` (run, epoch or step, device), rows in
-    rank order; False for the same device's interval under another rank, and the flags then
-    say `shared_device`. Ranks that share one GPU (MIG slices, or CUDA_VISIBLE_DEVICES /
-    LOCAL_RANK alike by mistake) each measure the whole GPU: summed over ranks, the job's
-    energy was that GPU's twice. The lowest rank's interval stands for the device."""
-    if key in seen:
+def _first_per_device(seen: dict, key: tuple, rank: int, start: int, end: int,
+                      flags: set[str]) -> bool:  # fmt: skip
+    """False for an interval of a device at `key` (run, epoch or step, device) that overlaps in
+    time another rank's interval of that device already counted (rows in rank order), and the
+    flags then say `shared_device`; True otherwise, and it is counted. Ranks that share one GPU
+    (MIG slices, or CUDA_VISIBLE_DEVICES / LOCAL_RANK alike by mistake) each measure the whole
+    GPU: summed over ranks, the job's energy was that GPU's twice. The lowest rank's interval
+    stands for the device. A run resumed with its ranks on other GPUs uses a device under two
+    ranks at different times: both count."""
+    counted = seen.setdefault(key, [])
+    if any(r != rank and s < end and start < e for r, s, e in counted):
         flags.add("shared_device")
         return False
-    seen.add(key)
+    counted.append((rank, start, end))
     return True
 
 
@@ -261,7 +265,8 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
     with _connect(db) as conn:
         intervals = conn.execute(
             select(Interval.epoch, Interval.start_ns, Interval.end_ns, Interval.energy_j,
-                   Interval.active_energy_j, Interval.flags, Device.kind, Interval.device_id)
+                   Interval.active_energy_j, Interval.flags, Device.kind, Interval.device_id,
+                   Interval.rank)
             .join(Device, Device.id == Interval.device_id)
             .where(Interval.run_id == run_id, Interval.kind == "epoch")
             .order_by(Interval.rank)
@@ -290,8 +295,9 @@ def epoch_summaries(db: Db, run_id: str) -> list[EpochSummary]:
         start = min((r.start_ns for r in rows), default=b.get("epoch_start", b.get("epoch_end")))
         end = max((r.end_ns for r in rows), default=b.get("epoch_end", start))
         duration_s = (end - start) / 1e9
-        flags, seen = set(_flags(r.flags for r in rows)), set()
-        once = [r for r in rows if _first_per_device(seen, (r.device_id,), flags)]
+        flags, seen = set(_flags(r.flags for r in rows)), {}
+        once = [r for r in rows
+                if _first_per_device(seen, (r.device_id,), r.rank, r.start_ns, r.end_ns, flags)]  # fmt: skip
         energy = _sum([r.energy_j for r in once])
         out.append(EpochSummary(
             run_id=run_id, epoch=epoch, start_ns=start, end_ns=end, duration_s=duration_s,
@@ -367,7 +373,7 @@ def _job_steps_once_per_device(conn: Connection, run_id: str, world: int) -> lis
     """job_steps where ranks share a device: summed in Python, each device once per step (the
     lowest rank's interval), flagged shared_device. Only such runs pay for it."""
     rows = conn.execute(
-        select(Interval.step, Interval.epoch, Interval.start_ns, Interval.end_ns,
+        select(Interval.step, Interval.epoch, Interval.start_ns, Interval.end_ns, Interval.rank,
                Interval.device_id, Interval.energy_j, Interval.uncertainty_j,
                Interval.active_energy_j, Interval.coverage, Interval.flags)
         .where(Interval.run_id == run_id, Interval.kind == "step")
@@ -378,8 +384,9 @@ def _job_steps_once_per_device(conn: Connection, run_id: str, world: int) -> lis
         by_step[row.step].append(row)
     out = []
     for step, group in by_step.items():
-        flags, seen = set(_flags(r.flags for r in group)), set()
-        once = [r for r in group if _first_per_device(seen, (r.device_id,), flags)]
+        flags, seen = set(_flags(r.flags for r in group)), {}
+        once = [r for r in group
+                if _first_per_device(seen, (r.device_id,), r.rank, r.start_ns, r.end_ns, flags)]  # fmt: skip
         start, end = min(r.start_ns for r in group), max(r.end_ns for r in group)
         if len(group) < world:
             flags.add("partial")
@@ -405,18 +412,28 @@ def rank_steps(db: Db, run_id: str, rank: int | None = None) -> list[RankStep]:
         query = query.where(Interval.rank == rank)
     with _connect(db) as conn:
         rows = conn.execute(query).all()
-        shared = {u for u, in conn.execute(
-            select(Device.uuid).where(Device.id.in_(_shared_step_devices(conn, run_id)))
-        )} if rows else set()  # fmt: skip
+    shared = _shared_rows(rows)
     return [
-        RankStep(*row[:10], _flags([row[10]]) | _shared_flag(row[11] in shared), row[11])
-        for row in rows
+        RankStep(*row[:10], _flags([row[10]]) | _shared_flag(i in shared), row[11])
+        for i, row in enumerate(rows)
     ]
 
 
+def _shared_rows(rows) -> set[int]:
+    """Indexes of the rank steps whose device another rank's step of the same number used at
+    the same time (rows: rank, step, epoch, start_ns, end_ns, ..., device uuid last)."""
+    by_key: dict[tuple, list[tuple[int, int, int, int]]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_key[(row[1], row[11])].append((i, row[0], row[3], row[4]))
+    return {
+        i for group in by_key.values() if len(group) > 1 for i, rank, start, end in group
+        if any(r != rank and s < end and start < e for _, r, s, e in group)
+    }  # fmt: skip
+
+
 def _shared_flag(shared: bool) -> frozenset[str]:
-    """A rank's own step on a GPU other ranks of the run use too: its energy is the whole
-    GPU's, theirs included (the job's sums count it once: _first_per_device)."""
+    """A rank's own step on a GPU another rank of the run used at the same time: its energy is
+    the whole GPU's, theirs included (the job's sums count it once: _first_per_device)."""
     return frozenset({"shared_device"}) if shared else frozenset()
 
 

@@ -246,3 +246,36 @@ def test_a_gpu_two_ranks_share_is_counted_once_and_flagged(shared):
     ranks = queries.rank_steps(shared, "sh")
     assert [x.energy_j for x in ranks] == [300.0, 300.0]  # each rank's own view: its GPU's
     assert all("shared_device" in x.flags for x in ranks)
+
+
+def test_a_run_resumed_with_its_ranks_on_other_gpus_counts_every_session(db_url):
+    """Session 1: rank 0 on gpu-0, rank 1 on gpu-1; session 2 (a requeue that listed the nodes
+    in another order): rank 0 on gpu-1, rank 1 on gpu-0. Each GPU served two ranks, at
+    different times: all four run intervals are energy spent, and nothing is shared."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    b = WriteBatch()
+    b.nodes["b1"] = NodeRec("n1", "b1", devices=(DeviceRec(0, "gpu-0", "H100", "gpu"),
+                                                 DeviceRec(1, "gpu-1", "H100", "gpu")))  # fmt: skip
+    cfg = RunConfigRec(world_size=2, nodes=1, global_batch_size=8, local_batch_size=4)
+    b.markers = [("b1", marker("run_start", T0, run_id="rs", rank=r, device_uuid=f"gpu-{r}",
+                               local_rank=r, config=cfg)) for r in (0, 1)]  # fmt: skip
+
+    def iv(rank, uuid, start, end, e, step=None):
+        kind = "run" if step is None else "step"
+        return IntervalRec("rs", rank, uuid, kind, 0, step or 0, start, end, e, None, "counter",
+                           e, 0.5, e / ((end - start) / 1e9), e, 1.0, frozenset())  # fmt: skip
+
+    b.intervals = [iv(0, "gpu-0", T0, T0 + 10 * S, 100.0), iv(1, "gpu-1", T0, T0 + 10 * S, 100.0),
+                   iv(0, "gpu-1", T0 + 20 * S, T0 + 30 * S, 200.0),
+                   iv(1, "gpu-0", T0 + 20 * S, T0 + 30 * S, 200.0),
+                   iv(0, "gpu-0", T0 + S, T0 + 2 * S, 10.0, step=1),
+                   iv(1, "gpu-1", T0 + S, T0 + 2 * S, 10.0, step=1),
+                   iv(0, "gpu-1", T0 + 21 * S, T0 + 22 * S, 20.0, step=2),
+                   iv(1, "gpu-0", T0 + 21 * S, T0 + 22 * S, 20.0, step=2)]  # fmt: skip
+    Store(engine).write(b)
+    (r,) = queries.run_summaries(engine)
+    assert r.gpu_energy_j == 600.0 and "shared_device" not in r.flags
+    assert [s.energy_j for s in queries.job_steps(engine, "rs")] == [20.0, 40.0]
+    assert not any("shared_device" in s.flags for s in queries.rank_steps(engine, "rs"))
+    engine.dispose()
