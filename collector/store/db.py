@@ -79,9 +79,14 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     its identity changing says so."""
     try:
         st = path.stat()
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError:  # EACCES, ESTALE on NFS, ...: nothing says the file changed
+        return UNKNOWN_FILE
     return st.st_dev, st.st_ino
+
+
+UNKNOWN_FILE = (-1, -1)  # file_identity when the path cannot be looked at just now
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

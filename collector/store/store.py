@@ -16,7 +16,13 @@ from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from collector.records import as_dict
-from collector.store.db import file_identity, migrate, sqlite_file, translate_errors
+from collector.store.db import (
+    UNKNOWN_FILE,
+    file_identity,
+    migrate,
+    sqlite_file,
+    translate_errors,
+)
 from collector.store.intervals import latest, write_intervals
 from collector.store.models import (
     Boot,
@@ -64,6 +70,7 @@ class Store:
         self._file = sqlite_file(engine)
         self._file_id: tuple[int, int] | None = None
         self._nodes: dict[str, NodeRec] = {}  # by boot: written again into a recreated file
+        self._cursors_stored = True  # False after a reopen (reopen)
 
     def write(self, batch: WriteBatch) -> None:
         """Store the batch atomically; raises StoreError (and keeps nothing) on failure."""
@@ -122,7 +129,9 @@ class Store:
         self._insert(conn, Reading1s, [self._aggregate_row(conn, a) for a in b.aggregates])
         gaps = [{**as_dict(g), "boot_id": self._boot(conn, g.boot_id)} for g in b.gaps]
         self._insert(conn, StreamGap, gaps)
-        for boot_id, (address, next_seq, now_ns) in b.cursors.items():
+        for boot_id, (address, next_seq, now_ns) in (
+            b.cursors if self._cursors_stored else {}
+        ).items():
             row = dict(
                 boot_id=self._boot(conn, boot_id),
                 address=address,
@@ -305,6 +314,8 @@ class Store:
         if self._file is None:
             return None
         now = file_identity(self._file)
+        if now == UNKNOWN_FILE:  # a stat that failed for another reason (NFS): look again later
+            return None
         if self._file_id is None or now == self._file_id:
             self._file_id = now
             return None
@@ -326,6 +337,11 @@ class Store:
                 self._file.with_name(self._file.name + suffix).unlink(missing_ok=True)
         migrate(self.engine)
         self._file_id = file_identity(self._file) if self._file is not None else None
+        # The readings and markers of the seconds before went into the deleted file: a cursor
+        # stored now, past them, would keep a restarted collector from reading them again from
+        # the daemons' buffers. Until a restart, none is stored (a restart then reads each
+        # daemon's whole buffer; what is there already is ignored).
+        self._cursors_stored = False
         if self._nodes:
             self.write(WriteBatch(nodes=dict(self._nodes)))
 

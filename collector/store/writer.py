@@ -232,7 +232,7 @@ class Writer:
                   "written in the last %.0f s or so is lost with it. Writing at that path again "
                   "(a new, empty database if no file is there; restore a backup there to keep "
                   "the older data). Restart the collector to read again what the daemons' "
-                  "buffers still hold.", self.store.describe(), what,
+                  "buffers still hold (no read position is stored until then).", self.store.describe(), what,
                   self._file_check_s)  # fmt: skip
         try:
             self.store.reopen()

@@ -13,6 +13,7 @@ from sqlalchemy import event, select
 
 from collector.errors import StoreError
 from collector.metrics.state import LiveState
+from collector.store import reads as store_reads
 from collector.store.db import create_db_engine, migrate
 from collector.store.models import IngestCursor, Reading, Run, RunRank
 from collector.store.store import Store
@@ -111,6 +112,7 @@ def test_a_deleted_sqlite_file_is_noticed_counted_and_created_again(tmp_path, ca
     path.unlink()
     later = WriteBatch()  # no NodeInfo again: the node is written again by the writer
     later.add_readings(n.boot_id, dev.readings(T0 + 2 * S, T0 + 3 * S, seq0=1000))
+    later.cursors[n.boot_id] = ("addr:1", 2000, T0 + 3 * S)
     w.submit(later)
     wait_idle(w)
     w.close()
@@ -120,6 +122,8 @@ def test_a_deleted_sqlite_file_is_noticed_counted_and_created_again(tmp_path, ca
                and "Restart the collector" in r.getMessage() for r in caplog.records)  # fmt: skip
     fresh = create_db_engine(f"sqlite:///{path}")
     assert count(fresh, Reading) == later.reading_count  # in the file at the path
+    # no read position past the lost seconds: a restart reads the daemons' buffers again
+    assert store_reads.cursor_for(fresh, "addr:1") is None
     fresh.dispose()
 
 
