@@ -192,16 +192,25 @@ def test_a_job_step_with_one_rank_s_energy_unknown_has_no_energy(engine):
     assert queries.step_energies(engine, "r1") == [601.0 + 2 * k for k in range(6)]
 
 
+TWO_RANKS = RunConfigRec(world_size=2, nodes=1, global_batch_size=8, local_batch_size=4)
+
+
+def _one_node(db_url, *devices: DeviceRec):
+    """A migrated database and a batch with node n1 (boot b1) holding `devices`."""
+    engine = create_db_engine(db_url)
+    migrate(engine)
+    b = WriteBatch()
+    b.nodes["b1"] = NodeRec("n1", "b1", devices=devices)
+    return engine, b
+
+
 @pytest.fixture
 def shared(db_url):
     """Run "sh": two ranks on one GPU (both LOCAL_RANK 0: each also got the node's CPU), each
     with the same run, epoch and step intervals, as the join gives every rank its device's."""
-    engine = create_db_engine(db_url)
-    migrate(engine)
-    b = WriteBatch()
-    b.nodes["b1"] = NodeRec("n1", "b1", devices=(DeviceRec(0, "gpu-0", "H100", "gpu"),
-                                                 DeviceRec(1, "cpu-0", "pkg", "cpu")))  # fmt: skip
-    cfg = RunConfigRec(world_size=2, nodes=1, global_batch_size=8, local_batch_size=4)
+    engine, b = _one_node(db_url, DeviceRec(0, "gpu-0", "H100", "gpu"),
+                          DeviceRec(1, "cpu-0", "pkg", "cpu"))  # fmt: skip
+    cfg = TWO_RANKS
     ms = []
     for rank in (0, 1):
         kw = dict(run_id="sh", rank=rank, device_uuid="gpu-0", local_rank=0)
@@ -252,12 +261,9 @@ def test_a_run_resumed_with_its_ranks_on_other_gpus_counts_every_session(db_url)
     """Session 1: rank 0 on gpu-0, rank 1 on gpu-1; session 2 (a requeue that listed the nodes
     in another order): rank 0 on gpu-1, rank 1 on gpu-0. Each GPU served two ranks, at
     different times: all four run intervals are energy spent, and nothing is shared."""
-    engine = create_db_engine(db_url)
-    migrate(engine)
-    b = WriteBatch()
-    b.nodes["b1"] = NodeRec("n1", "b1", devices=(DeviceRec(0, "gpu-0", "H100", "gpu"),
-                                                 DeviceRec(1, "gpu-1", "H100", "gpu")))  # fmt: skip
-    cfg = RunConfigRec(world_size=2, nodes=1, global_batch_size=8, local_batch_size=4)
+    engine, b = _one_node(db_url, DeviceRec(0, "gpu-0", "H100", "gpu"),
+                          DeviceRec(1, "gpu-1", "H100", "gpu"))  # fmt: skip
+    cfg = TWO_RANKS
     b.markers = [("b1", marker("run_start", T0, run_id="rs", rank=r, device_uuid=f"gpu-{r}",
                                local_rank=r, config=cfg)) for r in (0, 1)]  # fmt: skip
 
