@@ -27,6 +27,8 @@ from pathlib import Path
 
 import click
 
+from trainer.options import FiniteFloat
+
 MIN_FRACTION = 0.98  # readings that must carry energy and instant power
 STEP_SHARE = (0.85, 1.02)  # sum of step energies / epoch energy (eval off: only small gaps)
 
@@ -132,7 +134,9 @@ def readings(address: str, run_id: str, min_fraction: float) -> None:
 @click.option("--db", required=True, help="the collector's database URL")
 @click.option("--run-id", required=True)
 @click.option("--ranks", type=click.IntRange(min=1), required=True)
-@click.option("--wait-s", type=float, default=120.0, help="for the collector to write the run")
+@click.option(
+    "--wait-s", type=FiniteFloat(min=0), default=120.0, help="for the collector to write the run"
+)
 def energy(db: str, run_id: str, ranks: int, wait_s: float) -> None:
     """Per rank and epoch: the steps' GPU energies add up to the epoch's."""
     from sqlalchemy import create_engine, text
@@ -164,7 +168,7 @@ def energy(db: str, run_id: str, ranks: int, wait_s: float) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--interval-s", type=float, default=1.0)
+@click.option("--interval-s", type=FiniteFloat(min=0.01), default=1.0)
 def watch(out: Path, interval_s: float) -> None:
     """Append NVML's compute process list (pid, GPU, memory) to OUT until SIGTERM."""
     import pynvml

@@ -107,7 +107,7 @@ def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
 
 def log2_ticks(ax, values: Sequence[int]) -> None:
     ax.set_xscale("log", base=2)
-    ticks = sorted(set(values))
+    ticks = sorted({v for v in values if v > 0})  # a log axis has no place for 0
     if ticks:
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         lo, hi = ticks[0], ticks[-1]
@@ -230,7 +230,11 @@ def accuracy_panel(key: str, mode: str) -> Draw:
         xs: list[int] = []
         for name, pts in sorted(_by_series(c).items()):
             pts = sorted(
-                (p for p in pts if p.mode == mode and p.mean(key) is not None),
+                (
+                    p
+                    for p in pts
+                    if p.mode == mode and p.mean(key) is not None and p.global_batch_size > 0
+                ),  # 0: not given (a log axis has no place for it)
                 key=lambda p: p.global_batch_size,
             )
             if pts:
@@ -333,7 +337,7 @@ def _pareto_fronts(ax, c: Ctx, by_id: Mapping[str, PointStats]) -> None:
 def power_vs_lbs(ax, c: Ctx) -> None:
     by_group: dict[str, list[PointStats]] = defaultdict(list)
     for p in c.a.points:
-        if p.mean("power_per_gpu_w") is not None:
+        if p.mean("power_per_gpu_w") is not None and p.local_batch_size > 0:  # 0: not given
             by_group[group_name(p.model, p.hardware)].append(p)
     xs: list[int] = []
     for name, pts in sorted(by_group.items()):

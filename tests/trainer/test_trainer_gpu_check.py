@@ -100,3 +100,15 @@ def test_the_module_runs_as_a_command():
     proc = subprocess.run([sys.executable, "-m", "trainer.acceptance", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 0 and "readings" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["watch", "--out", "w.jsonl", "--interval-s", "nan"],
+     ["watch", "--out", "w.jsonl", "--interval-s", "0"],
+     ["energy", "--db", "sqlite://", "--run-id", "r", "--ranks", "1", "--wait-s", "inf"]],
+)  # fmt: skip
+def test_the_checks_refuse_numbers_that_are_not_finite(args):
+    """nan slept for ever between polls (and inf waited for ever): one usage line, exit 2."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Invalid value for" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -273,3 +274,14 @@ def test_report_command_errors_are_one_clear_message(tmp_path):
     result = CliRunner().invoke(report, [*args, "--db", f"sqlite:///{empty}"])
     assert result.exit_code == 1 and "no runs tagged sweep=s" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_size_not_given_stays_off_the_log_axes(tmp_path, recwarn):
+    """A run tracked without its batch sizes (0: not given) is in the tables, but a log-2 axis
+    has no place for 0: matplotlib warned (non-positive xlim) and the axis went wrong."""
+    nobatch = make_run("nobatch", gpus=2, lbs=4, point="nb", final={"top1_error": 30.0})
+    runs = [*records(), replace(nobatch, global_batch_size=0, local_batch_size=0)]
+    build_report("study", runs, {}, tmp_path)
+    assert not [w for w in recwarn.list if "xlim" in str(w.message)]
+    with (tmp_path / "points.csv").open() as fh:
+        assert any(row["point"] == "nb" for row in csv.DictReader(fh))
