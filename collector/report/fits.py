@@ -127,10 +127,13 @@ def pareto_front(points: Sequence[PointStats]) -> list[str]:
 
 
 def pareto_fronts(points: Sequence[PointStats]) -> dict[tuple[str, str], list[str]]:
-    """{(model, hardware): its points' Pareto front}, groups sorted, only those with a front."""
+    """{(model, hardware): its points' Pareto front}, groups sorted, only those with a front.
+    Fine-tuning is other work than pre-training the same model: its points are a group of
+    their own, named "MODEL (finetune)"."""
     groups: dict[tuple[str, str], list[PointStats]] = defaultdict(list)
     for p in points:
-        groups[(p.model, p.hardware)].append(p)
+        model = p.model if p.mode == "pretrain" else f"{p.model} ({p.mode})"
+        groups[(model, p.hardware)].append(p)
     fronts = {key: pareto_front(pts) for key, pts in sorted(groups.items())}
     return {key: front for key, front in fronts.items() if front}
 

@@ -296,6 +296,21 @@ def test_pareto_front_per_model_and_hardware():
     }
 
 
+def test_fine_tuning_points_get_a_front_of_their_own():
+    """Fine-tuning is other work than pre-training the same model: a fine-tuning point faster
+    and cheaper than every pre-training one does not take their front away."""
+    from dataclasses import replace
+
+    ft = make_run("ft", point="ft", duration_s=2, energy_kwh=0.5)
+    runs = [replace(ft, tags={**ft.tags, "mode": "finetune"}),
+            make_run("A", point="A", duration_s=10, energy_kwh=5),
+            make_run("B", point="B", duration_s=20, energy_kwh=3)]  # fmt: skip
+    assert analyze(runs).pareto == {
+        ("resnet50", "NVIDIA H100"): ["A", "B"],
+        ("resnet50 (finetune)", "NVIDIA H100"): ["ft"],
+    }
+
+
 def test_untagged_runs_group_by_shape_and_accuracy_carried():
     runs = [
         make_run("x", gpus=2, lbs=4, final={"top1_error": 30.0}),
