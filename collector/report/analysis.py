@@ -178,6 +178,15 @@ def _plausible(final: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def _implausible(final: Mapping[str, float]) -> bool:
+    """True when a run's final metrics hold a value the report leaves out (_plausible, or a
+    fraction correct outside [0, 1]): its point says so (flag metric_left_out)."""
+    kept = _plausible(final)
+    if len(kept) < len(final):
+        return True
+    return any(not 0.0 <= kept[k] <= 1.0 for k in ("eval_top1", "eval_top5") if k in kept)
+
+
 def point_id_of(run: RunSummary) -> str:
     return run.tags.get("point") or (
         f"g{run.world_size}-l{run.local_batch_size}-b{run.global_batch_size}"
@@ -244,7 +253,8 @@ def _point(pid: str, runs: list[RunSummary]) -> PointStats:
         run_ids=tuple(r.run_id for r in done),
         not_completed=len(runs) - len(done),
         metrics={n: stat(m.get(n) for m in per_run) for n in names},
-        flags=frozenset().union(*(r.flags for r in done)),
+        flags=frozenset().union(*(r.flags for r in done))
+        | ({"metric_left_out"} if any(_implausible(r.final_metrics) for r in done) else set()),
     )
 
 

@@ -370,3 +370,16 @@ def test_out_of_range_accuracy_is_left_out_not_printed_as_minus_inf():
     assert "top1_error" not in out and "eval_top1" not in out and "loss" not in out
     assert abs(out["top5_error"] - 10.0) < 1e-9
     assert final_accuracy({"eval_top1": 1.5}).get("top1_error") is None
+
+
+def test_a_metric_left_out_as_implausible_flags_its_point():
+    """A run whose final accuracy is not a plausible number (1.8e308, inf, a fraction correct
+    of 3) loses that metric in the report, and its point says so."""
+    runs = [make_run("a", point="p", final={"eval_top1": 1.8e308}),
+            make_run("b", point="p", repeat=1, final={"eval_top1": 0.7}),
+            make_run("c", point="q", final={"eval_top1": 3.0}),
+            make_run("d", point="r", final={"eval_top1": 0.6})]  # fmt: skip
+    by_id = {p.point_id: p for p in analyze(runs).points}
+    assert "metric_left_out" in by_id["p"].flags and "metric_left_out" in by_id["q"].flags
+    assert "metric_left_out" not in by_id["r"].flags
+    assert by_id["p"].metrics["top1_error"].n == 1  # the plausible one is kept
