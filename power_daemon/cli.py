@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from parawatt_proto.cli_args import Utf8Group
+from parawatt_proto.cli_args import FINITE, FiniteFloat, Utf8Group
 from parawatt_proto.limits import DEFAULT_MAX_CLOCK_SKEW_S
 from power_daemon import __version__
 from power_daemon.config import (
@@ -28,24 +27,6 @@ from power_daemon.config import (
 from power_daemon.errors import ConfigError, DaemonError
 
 log = logging.getLogger("power_daemon")
-
-
-class Finite(click.FloatRange):
-    """A float option that must be a finite number (within min..max when given). Click's
-    ranges let nan through (every comparison with it is false), and nan or inf then failed far
-    inside: `--gil-switch-ms nan` aborted the interpreter, `--sim-counter-ms inf` raised
-    OverflowError. Every float option of every subcommand takes this type."""
-
-    name = "float"
-
-    def convert(self, value, param, ctx):
-        number = click.FLOAT.convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return super().convert(number, param, ctx)
-
-
-FINITE = Finite()
 
 
 def _config(**kwargs) -> DaemonConfig:
@@ -82,7 +63,7 @@ def _backend_options(fn):
         click.option("--seed", type=int, default=0, show_default=True, help="sim noise and UUIDs"),
         click.option("--sim-coverage", type=FINITE, default=1.0, show_default=True,
                      help="sim: share of each counter window the sensor sees (A100/H100: 0.25)"),
-        click.option("--sim-counter-ms", type=Finite(MIN_COUNTER_MS, MAX_COUNTER_MS),
+        click.option("--sim-counter-ms", type=FiniteFloat(MIN_COUNTER_MS, MAX_COUNTER_MS),
                      default=None, help="sim: energy counter update period [default: 100]"),
         click.option("--sim-background-w", type=FINITE, default=0.0, show_default=True,
                      help="sim: another job's load between runs (the GPU never idles)"),
@@ -187,7 +168,7 @@ def main(log_level: str) -> None:
 )
 @click.option(
     "--gil-switch-ms",
-    type=Finite(0.1, 100),
+    type=FiniteFloat(0.1, 100),
     default=1.0,
     show_default=True,
     help="interpreter GIL switch interval: lower hands the sampler the GIL sooner",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import click
 
-from trainer.options import FiniteFloat
+from parawatt_proto.cli_args import FiniteFloat
 
 MIN_FRACTION = 0.98  # readings that must carry energy and instant power
 STEP_SHARE = (0.85, 1.02)  # sum of step energies / epoch energy (eval off: only small gaps)

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from parawatt_proto import parawatt_pb2 as pb
-from power_daemon.cli import Finite, main
+from parawatt_proto.cli_args import FiniteFloat
+from power_daemon.cli import main
 from tests.daemon.daemon_helpers import daemon_stub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +92,7 @@ def test_every_float_option_takes_the_finite_type():
     assert len(float_options()) >= 15
     for name, option in float_options():
         param = next(p for p in main.commands[name].params if p.opts[0] == option)
-        assert isinstance(param.type, Finite), f"{name} {option}"
+        assert isinstance(param.type, FiniteFloat), f"{name} {option}"
 
 
 # --gil-switch-ms nan aborted the whole interpreter ("Fatal Python error: take_gil"), so it is

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from trainer.options import FINITE, FiniteFloat
+from parawatt_proto.cli_args import FINITE, FiniteFloat
 from trainer.sweep.cooldown import DaemonThermometer
 from trainer.sweep.grid import SweepError, SweepGrid, grid_problems, load_grid
 from trainer.sweep.runner import (

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from parawatt_proto.cli_args import FiniteFloat
 from trainer.config import (
     DEFAULT_DAEMON,
     MODELS,
@@ -24,7 +25,6 @@ from trainer.config import (
     parse_run_id,
     parse_tag,
 )
-from trainer.options import FiniteFloat
 
 _POS = click.IntRange(min=1)
 
