@@ -173,7 +173,8 @@ class Writer:
         started = time.perf_counter()
         if not self._file_ok():
             return False
-        self._defer(batch)
+        with self._cond:
+            self._defer(batch)
         try:
             tail = WriteBatch(readings=batch.readings, aggregates=batch.aggregates,
                               cursors=batch.cursors, reading_count=batch.reading_count)  # fmt: skip
@@ -207,13 +208,12 @@ class Writer:
 
     def _defer(self, batch: WriteBatch) -> None:
         """Run markers past max_run_markers (and the cursors) go back to the backlog's front,
-        for the next commit: readings are written meanwhile."""
+        for the next commit: readings are written meanwhile. Called holding _cond."""
         rest = batch.defer_markers(self._max_run_markers)
         if rest:
-            with self._cond:
-                rest.extend(self._backlog)
-                self._backlog = rest
-                self._more = True
+            rest.extend(self._backlog)
+            self._backlog = rest
+            self._more = True
 
     def _file_ok(self) -> bool:
         """False while the SQLite file cannot be written (retried like an outage). Checked
@@ -232,8 +232,8 @@ class Writer:
                   "written in the last %.0f s or so is lost with it. Writing at that path again "
                   "(a new, empty database if no file is there; restore a backup there to keep "
                   "the older data). Restart the collector to read again what the daemons' "
-                  "buffers still hold (no read position is stored until then).", self.store.describe(), what,
-                  self._file_check_s)  # fmt: skip
+                  "buffers still hold (no read position is stored until then).",
+                  self.store.describe(), what, self._file_check_s)  # fmt: skip
         try:
             self.store.reopen()
         except StoreError as exc:  # the directory gone, say: retried like a database down
@@ -247,11 +247,7 @@ class Writer:
         also join `batch`, so a later failure retries them with it."""
         with self._cond:
             meta = self._backlog.take_meta()
-            rest = meta.defer_markers(self._max_run_markers)
-            if rest:
-                rest.extend(self._backlog)
-                self._backlog = rest
-                self._more = True
+            self._defer(meta)
         if meta:
             batch.extend(meta)
             self.store.write(meta)
