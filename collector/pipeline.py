@@ -16,7 +16,7 @@ from collections.abc import Callable
 from collector.join.joiner import Joiner, JoinOutput
 from collector.metrics.state import LiveState
 from collector.ownership import OwnershipGate
-from collector.records import StreamChunk
+from collector.records import StreamChunk, shares_device
 from collector.store.aggregate import SecondAggregator
 from collector.store.writebatch import GapRec, WriteBatch
 from collector.store.writer import Writer
@@ -284,7 +284,7 @@ class Pipeline:
         while len(self._run_devices) > self.joiner.cfg.max_runs:
             del self._run_devices[next(iter(self._run_devices))]
         counted = owner.setdefault(i.device_uuid, [])
-        if any(r != i.rank and s < i.end_ns and i.start_ns < e for r, s, e in counted):
+        if shares_device(counted, i.rank, i.start_ns, i.end_ns):
             return False
         counted[:] = [*counted[-63:], (i.rank, i.start_ns, i.end_ns)]
         return True

@@ -18,6 +18,14 @@ from parawatt_proto.records import MarkerRec, NodeRec, ReadingRec
 START_OF = {"run_end": "run_start", "epoch_end": "epoch_start", "step_end": "step_start"}
 
 
+def shares_device(counted, rank: int, start_ns: int, end_ns: int) -> bool:
+    """Whether an interval of `rank` on a device overlaps in time one of another rank's on it
+    (`counted`: their (rank, start_ns, end_ns)): ranks that share a GPU (MIG slices, local
+    ranks alike by mistake) each measure all of it, and a run, epoch or step counts it once.
+    One device under two ranks at different times (a run resumed on other GPUs) is no share."""
+    return any(r != rank and s < end_ns and start_ns < e for r, s, e in counted)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
     """One stream message from one daemon. Its readings may still be encoded (`decode` set,

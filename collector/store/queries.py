@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from collector.energy.steps import EpochStepStats, epoch_step_stats
 from collector.errors import UnknownRunError
+from collector.records import shares_device
 from collector.store.db import translate_errors
 from collector.store.models import Device, Interval, Marker, Run, RunRank
 from collector.summary import EpochSummary, RunSummary
@@ -184,7 +185,7 @@ def _first_per_device(seen: dict, key: tuple, rank: int, start: int, end: int,
     stands for the device. A run resumed with its ranks on other GPUs uses a device under two
     ranks at different times: both count."""
     counted = seen.setdefault(key, [])
-    if any(r != rank and s < end and start < e for r, s, e in counted):
+    if shares_device(counted, rank, start, end):
         flags.add("shared_device")
         return False
     counted.append((rank, start, end))
@@ -422,13 +423,15 @@ def rank_steps(db: Db, run_id: str, rank: int | None = None) -> list[RankStep]:
 def _shared_rows(rows) -> set[int]:
     """Indexes of the rank steps whose device another rank's step of the same number used at
     the same time (rows: rank, step, epoch, start_ns, end_ns, ..., device uuid last)."""
-    by_key: dict[tuple, list[tuple[int, int, int, int]]] = defaultdict(list)
+    by_key: dict[tuple, list[tuple[int, tuple[int, int, int]]]] = defaultdict(list)
     for i, row in enumerate(rows):
-        by_key[(row[1], row[11])].append((i, row[0], row[3], row[4]))
-    return {
-        i for group in by_key.values() if len(group) > 1 for i, rank, start, end in group
-        if any(r != rank and s < end and start < e for _, r, s, e in group)
-    }  # fmt: skip
+        by_key[(row[1], row[11])].append((i, (row[0], row[3], row[4])))
+    shared: set[int] = set()
+    for group in by_key.values():
+        if len(group) > 1:
+            spans = [span for _, span in group]
+            shared |= {i for i, span in group if shares_device(spans, *span)}
+    return shared
 
 
 def _shared_flag(shared: bool) -> frozenset[str]:
