@@ -26,7 +26,6 @@ config slot), expanded into STEP_START + STEP_END by the sender, so a step costs
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -40,11 +39,10 @@ from parawatt_proto import parawatt_pb2 as pb
 from parawatt_proto import parawatt_pb2_grpc as pb_grpc
 from parawatt_proto.limits import (
     MARKER_BYTES_MAX,
-    METRIC_NAME_MAX,
     METRICS_PER_MARKER,
-    text_problem,
 )
 from parawatt_proto.transport import ClientTLS, open_channel
+from parawatt_proto.validate import metric_problem
 
 log = logging.getLogger("parawatt.client")
 
@@ -330,14 +328,12 @@ def _metric(key, value) -> tuple[float, str | None]:
     """(value as a float, None), or (0.0, why the daemon would refuse this metric)."""
     if not isinstance(key, str):
         return 0.0, f"metric {key!r}: its name is not a string"
-    if reason := text_problem(key, METRIC_NAME_MAX, required=True):
-        return 0.0, f"metric name {key[:40]!r} {reason}"
     try:
         number = float(value)
     except Exception:  # a string, None, a tensor of many elements, an int beyond a float
         return 0.0, f"metric {key!r} is not a number ({type(value).__name__})"
-    if not math.isfinite(number):  # a diverged loss
-        return 0.0, f"metric {key!r} is not finite ({number})"
+    if reason := metric_problem(key, number):  # e.g. a diverged loss, a 200-character name
+        return 0.0, reason
     return number, None
 
 

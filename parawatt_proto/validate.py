@@ -111,10 +111,18 @@ def _metrics(m: pb.Marker) -> str | None:
     if len(m.metrics) > L.METRICS_PER_MARKER:
         return f"{len(m.metrics)} metrics (at most {L.METRICS_PER_MARKER})"
     for key, value in m.metrics.items():
-        if reason := L.text_problem(key, L.METRIC_NAME_MAX, required=True):
-            return f"metric name {key[:40]!r} {reason}"
-        if not math.isfinite(value):
-            return f"metric {key!r} is not finite ({value})"
+        if reason := metric_problem(key, value):
+            return reason
+    return None
+
+
+def metric_problem(name: str, value: float) -> str | None:
+    """The reason one metric of a marker is refused, or None (the client drops such a metric
+    alone before sending: parawatt.client)."""
+    if reason := L.text_problem(name, L.METRIC_NAME_MAX, required=True):
+        return f"metric name {name[:40]!r} {reason}"
+    if not math.isfinite(value):
+        return f"metric {name!r} is not finite ({value})"
     return None
 
 
