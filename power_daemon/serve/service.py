@@ -198,7 +198,7 @@ class PowerDaemonService:
         peer host."""
         self.daemon.invalid_requests_total += 1
         peer = context.peer()
-        if self._complaints.allow(peer.rpartition(":")[0] or peer):  # per host, not per port
+        if self._complaints.allow(peer_host(peer)):  # per host, not per port
             log.warning("refused a request from %r: %r", context.peer(), reason)
         context.abort(code, reason)
 
