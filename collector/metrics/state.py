@@ -25,6 +25,14 @@ STEP_JOULES_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
 log = logging.getLogger(__name__)
 
 _OVERFLOW_BITS = 1 << 23  # 1 MiB: counting refused runs once each
+
+
+def _overflow_bit(run_id: str) -> tuple[int, int]:
+    """(byte, mask) of the run's bit in LiveState's set of runs refused a series long ago."""
+    bit = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest()) % _OVERFLOW_BITS
+    return bit >> 3, 1 << (bit & 7)
+
+
 DB_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -174,19 +182,15 @@ class LiveState:
         """True the first time this run is refused a series, never again (bounded memory)."""
         if run_id in self._overflowed:
             return False
-        bit = int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest()) % (
-            _OVERFLOW_BITS
-        )
-        if self._overflowed_bits[bit >> 3] & (1 << (bit & 7)):
+        byte, mask = _overflow_bit(run_id)
+        if self._overflowed_bits[byte] & mask:
             return False  # refused before (or a collision: not counted rather than twice)
         self._overflowed[run_id] = None
         if len(self._overflowed) > 10_000:
             old = next(iter(self._overflowed))
             del self._overflowed[old]
-            b = int.from_bytes(hashlib.blake2b(old.encode(), digest_size=8).digest()) % (
-                _OVERFLOW_BITS
-            )
-            self._overflowed_bits[b >> 3] |= 1 << (b & 7)
+            byte, mask = _overflow_bit(old)
+            self._overflowed_bits[byte] |= mask
         return True
 
     def shown_runs(self) -> set[str] | None:
